@@ -1,0 +1,7 @@
+"""`python -m hpcft ...`"""
+
+import sys
+
+from hpcft.cli import main
+
+sys.exit(main())

@@ -1,0 +1,174 @@
+"""Compose the Hydra config from `conf/` (plus the user's folders) into typed objects.
+
+This is the only place that sees a DictConfig: `load_config` returns an `HpcftConfig`
+dataclass tree, and everything downstream works on that.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Sequence
+from dataclasses import fields, is_dataclass
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from hpcft.config.schema import (
+    SCHEMAS,
+    DeployConfig,
+    EvalConfig,
+    HpcftConfig,
+    ModelKind,
+    register_schemas,
+)
+from hpcft.errors import ConfigError, UserError, unknown_name
+from hpcft.frameworks import default_framework, framework_modules
+
+GROUPS = ("model", "framework", "cluster", "deepspeed")
+_SCHEMA_BY_GROUP: dict[str, type] = {**SCHEMAS, "deploy": DeployConfig, "eval": EvalConfig}
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+
+
+def conf_dir() -> Path:
+    """The shipped `conf/`: inside the installed package, or beside it in a checkout."""
+    for candidate in (PACKAGE_DIR / "conf", PACKAGE_DIR.parent / "conf"):
+        if (candidate / "hpcft.yaml").is_file():
+            return candidate
+    raise RuntimeError(f"hpcft's conf/ folder is missing (looked beside {PACKAGE_DIR})")
+
+
+def hpcft_home() -> str:
+    """Where test models and caches live: $HPCFT_HOME or ~/.cache/hpcft."""
+    return os.environ.get("HPCFT_HOME") or str(Path.home() / ".cache" / "hpcft")
+
+
+def _demo_data(framework: str, split: str) -> str:
+    """The small demo data set shipped with hpcft for a framework (`train` or `eval`)."""
+    folder = PACKAGE_DIR / "assets" / "demo"
+    found = sorted(folder.glob(f"{framework}_{split}.*"))
+    return str(found[0]) if found else f"<no demo {split} set for {framework}; set {split}set=<file>>"
+
+
+def _package_data(module: str) -> str:
+    """The folder of an installed package, found without importing it."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return f"<package {module} is not installed>"
+    return str(Path(next(iter(spec.submodule_search_locations))) / "model")
+
+
+def _register_resolvers() -> None:
+    for name, fn in (
+        ("hpcft_home", hpcft_home),
+        ("hpcft_demo", _demo_data),
+        ("hpcft_package_data", _package_data),
+    ):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
+
+
+def _chosen_group(overrides: Sequence[str], group: str) -> bool:
+    return any(o.lstrip("+~").split("=", 1)[0] == group for o in overrides)
+
+
+def _search_path_override(config_dirs: Sequence[str]) -> list[str]:
+    if not config_dirs:
+        return []
+    for d in config_dirs:
+        if not Path(d).is_dir():
+            raise UserError(f"--config-dir {d}: no such folder")
+    paths = ",".join(f"file://{Path(d).resolve()}" for d in config_dirs)
+    return [f"hydra.searchpath=[{paths}]"]
+
+
+def group_options(group: str) -> list[str]:
+    """Options of a config group (shipped and user folders), schemas excluded."""
+    loader = GlobalHydra.instance().config_loader()
+    return [o for o in loader.get_group_options(group) if not o.startswith("base_")]
+
+
+def _compose(overrides: list[str]) -> DictConfig:
+    try:
+        return compose(config_name="hpcft", overrides=overrides)
+    except MissingConfigException as e:
+        raise _explain_missing(e, overrides) from None
+    except OverrideParseException as e:
+        first = str(e).strip().splitlines()[0]
+        raise UserError(f"{first}\n  quote values with special characters: key='a value; with $(chars)'") from None
+    except (ConfigCompositionException, OmegaConfBaseException) as e:
+        raise UserError(_hydra_message(e)) from None
+
+
+def _explain_missing(e: MissingConfigException, overrides: list[str]) -> UserError:
+    for group in GROUPS:
+        for o in overrides:
+            key, _, value = o.lstrip("+").partition("=")
+            if key == group and value not in group_options(group):
+                return ConfigError(group, unknown_name(f"{group} option", value, group_options(group)))
+    return UserError(_hydra_message(e))
+
+
+def _hydra_message(e: Exception) -> str:
+    message = str(e).strip()
+    if "You must specify" in message:
+        for group in GROUPS:
+            if f"'{group}'" in message:
+                return f"{group}: no {group} chosen; pick one of: {', '.join(group_options(group))}"
+    cause = e.__cause__ or e
+    full_key = getattr(cause, "full_key", None)
+    if not full_key:
+        return message.splitlines()[0]
+    first = str(cause).strip().splitlines()[0]
+    if "not in struct" in first or "not in '" in first:
+        parent, _, leaf = str(full_key).rpartition(".")
+        return f"{full_key}: " + unknown_name("key", leaf, _schema_fields(parent))
+    return f"{full_key}: {first}"
+
+
+def _schema_fields(path: str) -> list[str]:
+    """Field names of the schema at a dotted path (the union over frameworks for `framework`)."""
+    if not path:
+        schemas: list[type] = [HpcftConfig]
+    elif path == "framework":
+        schemas = [m.Config for m in framework_modules().values()]
+    else:
+        schemas = [_SCHEMA_BY_GROUP.get(path, object)]
+    return sorted({f.name for s in schemas if is_dataclass(s) for f in fields(s)})
+
+
+def compose_config(overrides: Sequence[str], config_dirs: Sequence[str] = ()) -> DictConfig:
+    """Compose `conf/hpcft.yaml` with the overrides; fill `framework` from the model kind."""
+    register_schemas()
+    _register_resolvers()
+    overrides = [*overrides, *_search_path_override(config_dirs)]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        if _chosen_group(overrides, "framework"):
+            return _compose(overrides)
+        # The framework follows the model's kind: compose once without framework keys to
+        # read the kind, then again with the framework chosen.
+        without = [o for o in overrides if not o.lstrip("+~").startswith("framework.")]
+        framework = default_framework(ModelKind(_compose(without).model.kind))
+        cfg = _compose([*overrides, f"framework={framework}"])
+    return cfg
+
+
+def to_typed(cfg: DictConfig) -> HpcftConfig:
+    """Resolve interpolations and convert to the dataclass tree (missing values are errors)."""
+    try:
+        typed = OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "config"
+        raise ConfigError(str(key), str(e).splitlines()[0]) from None
+    assert isinstance(typed, HpcftConfig)
+    return typed
+
+
+def load_config(overrides: Sequence[str], config_dirs: Sequence[str] = ()) -> HpcftConfig:
+    """Compose and type the config; the single entry from CLI and API alike."""
+    return to_typed(compose_config(overrides, config_dirs))

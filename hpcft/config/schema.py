@@ -1,0 +1,197 @@
+"""The typed schema of every config group.
+
+One kw-only dataclass per group, registered in Hydra's ConfigStore as `base_<group>`;
+the YAML files under `conf/<group>/` extend it (`defaults: [base_<group>, _self_]`), so a
+misspelled key or a wrong type fails at composition. Each field's docstring is its
+documentation. Range checks live in `hpcft.config.validate`, which names the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class ModelKind(str, Enum):
+    llm = "llm"
+    embedding = "embedding"
+    rerank = "rerank"
+
+
+class Executor(str, Enum):
+    local = "local"
+    """No Slurm: the stages run one after another on this machine (submitit's local executor)."""
+    slurm = "slurm"
+    """Each stage is a Slurm job, chained by dependencies; the command exits after submitting."""
+
+
+@dataclass(kw_only=True)
+class ModelConfig:
+    name: str = MISSING
+    """Short name, used in job names and run directory names."""
+    path: str = MISSING
+    """Local folder with the base weights, or a Hugging Face hub id (resolved by the job)."""
+    kind: ModelKind = MISSING
+    """`llm` (chat / causal LM), `embedding` (bi-encoder) or `rerank` (cross-encoder)."""
+    params_b: float = MISSING
+    """Size in billions of parameters; used for memory estimates and resource checks."""
+    template: str | None = None
+    """LLaMA-Factory chat template (e.g. `intern2`, `qwen`, `llama3`); required for `llm`."""
+    trust_remote_code: bool = False
+    """Whether the model's own modelling code may run (InternLM2 needs it)."""
+
+
+@dataclass(kw_only=True)
+class FrameworkConfig:
+    """Parameters every framework shares, in the spelling users know from the seed tool."""
+
+    name: str = MISSING
+    """Framework adapter: `llamafactory` or `flagembedding`."""
+    learning_rate: float = 1e-4
+    """Peak learning rate; > 0."""
+    per_device_train_batch_size: int = 1
+    """Samples per process (GPU) per step; >= 1."""
+    gradient_accumulation_steps: int = 8
+    """Steps accumulated before an optimizer update; >= 1."""
+    num_train_epochs: float = 3.0
+    """Passes over the training set; > 0."""
+    logging_steps: int = 10
+    """Log the loss every this many steps; >= 1."""
+    save_steps: int = 500
+    """Save a checkpoint every this many steps; >= 1."""
+    args: dict[str, Any] = field(default_factory=dict)
+    """Any other native argument of the framework, passed through unchanged after its name
+    is checked against the framework's own argument definitions."""
+
+
+@dataclass(kw_only=True)
+class ClusterConfig:
+    name: str = MISSING
+    """Short name of this cluster config."""
+    executor: Executor = Executor.slurm
+    """`slurm` submits jobs; `local` runs the stages on this machine without Slurm."""
+    partition: str | None = None
+    """Slurm partition (`--partition`); null for the cluster's default."""
+    account: str | None = None
+    """Slurm account (`--account`); null for the user's default."""
+    qos: str | None = None
+    """Slurm quality of service (`--qos`); null for the default."""
+    time: str = "04:00:00"
+    """Time limit of the train job: minutes, `HH:MM:SS` or `D-HH:MM:SS`."""
+    nodes: int = 1
+    """Nodes the train job uses; >= 1 and <= `max_nodes`."""
+    gpus_per_node: int = 0
+    """GPUs the job uses ON EACH NODE (not in total): 2 nodes x 8 is `nodes=2 gpus_per_node=8`."""
+    gpu_type: str | None = None
+    """GPU type for `--gpus-per-node=<type>:<n>` (e.g. `h100`); null for any."""
+    procs_per_node: int = 1
+    """Training processes per node where there are no GPUs (CPU, gloo backend); >= 1."""
+    cpus_per_node: int = 8
+    """CPU cores the job uses on each node; >= 1."""
+    mem: str | None = None
+    """Memory per node (`--mem`, e.g. `200G`); null for the partition default."""
+    node_gpus: int = 0
+    """GPUs one node of this cluster has: `gpus_per_node` may not exceed it."""
+    max_nodes: int = 1
+    """Nodes one job may use on this cluster: `nodes` may not exceed it."""
+    setup: list[str] = field(default_factory=list)
+    """Shell lines run before each job (module load, conda activate, ...). These are shell
+    by design and come from the cluster file; nothing else hpcft writes is."""
+    internet: bool = True
+    """Whether compute nodes reach the internet (W&B online); false means offline mode."""
+    signal_delay_s: int = 90
+    """Seconds before the time limit at which Slurm signals the job to checkpoint; >= 0."""
+
+
+@dataclass(kw_only=True)
+class DeepSpeedConfig:
+    name: str = MISSING
+    """Preset name: `none`, `zero2`, `zero3`, `zero3_offload`."""
+    zero_stage: int | None = None
+    """ZeRO stage 0-3; null disables DeepSpeed."""
+    offload_optimizer: bool = False
+    """Offload optimizer states to CPU memory (ZeRO-2/3)."""
+    offload_param: bool = False
+    """Offload parameters to CPU memory (ZeRO-3 only)."""
+
+
+@dataclass(kw_only=True)
+class DeployConfig:
+    backend: str | None = None
+    """Inference backend of the server: `vllm`, `huggingface` or `sglang`; null picks
+    `vllm` on GPU clusters and `huggingface` where there is no GPU."""
+    gpus: int | None = None
+    """GPUs of the serving job (tensor parallel for vLLM); null: the cluster's `gpus_per_node`."""
+    time: str = "02:00:00"
+    """Time limit of the deploy job (merge + serving while eval runs)."""
+    keep_serving: bool = False
+    """Keep the server up after eval finishes (until the time limit or `scancel`)."""
+    port: int = 0
+    """TCP port of the server; 0 picks a free port on the node."""
+    ready_timeout_s: int = 1800
+    """How long the server may take to load before the deploy job fails; >= 1."""
+
+
+@dataclass(kw_only=True)
+class EvalConfig:
+    max_new_tokens: int = 128
+    """Tokens generated per eval row; >= 1."""
+    time: str = "02:00:00"
+    """Time limit of the eval job."""
+    request_timeout_s: int = 300
+    """Timeout of one request to the server; >= 1."""
+    endpoint_timeout_s: int = 3600
+    """How long eval waits for the deploy job to publish its endpoint; >= 1."""
+
+
+@dataclass(kw_only=True)
+class HpcftConfig:
+    model: ModelConfig = MISSING
+    """The base model (config group `model/`)."""
+    framework: Any = MISSING
+    """The training framework (group `framework/`); follows the model kind when not given."""
+    cluster: ClusterConfig = MISSING
+    """Where jobs run (group `cluster/`); `local` needs no Slurm."""
+    deepspeed: DeepSpeedConfig = MISSING
+    """DeepSpeed preset (group `deepspeed/`)."""
+    deploy: DeployConfig = field(default_factory=DeployConfig)
+    """How the fine-tuned model is served."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """How the eval set is run through the served model."""
+    trainset: str = MISSING
+    """Training data file (alpaca or sharegpt JSON / JSONL for LLMs)."""
+    evalset: str | None = None
+    """Eval data file (alpaca JSON with reference outputs); required for the eval stage."""
+    stages: list[str] = field(default_factory=lambda: ["train", "deploy", "eval"])
+    """Stages to run, in order: a prefix of `train, deploy, eval`."""
+    name: str | None = None
+    """Run name; null for `<model>-<framework>`. Used in job names and the run directory."""
+    run_root: str = "runs"
+    """Folder under which each submission gets a new run directory."""
+    dry_run: bool = False
+    """Write and print the sbatch scripts and the dependency graph; submit nothing."""
+    seed: int = 42
+    """Random seed passed to the framework."""
+
+
+SCHEMAS: dict[str, type] = {
+    "model": ModelConfig,
+    "cluster": ClusterConfig,
+    "deepspeed": DeepSpeedConfig,
+}
+
+
+def register_schemas() -> None:
+    """Store every schema in Hydra's ConfigStore (idempotent); each framework module brings its own."""
+    from hpcft.frameworks import framework_modules
+
+    cs = ConfigStore.instance()
+    cs.store(name="base_hpcft", node=HpcftConfig)
+    for group, schema in SCHEMAS.items():
+        cs.store(group=group, name=f"base_{group}", node=schema)
+    for name, module in framework_modules().items():
+        cs.store(group="framework", name=f"base_{name}", node=module.Config)

@@ -1,0 +1,138 @@
+"""Checks on a typed config, run on the login node before anything is submitted.
+
+Every problem is a `ConfigError` naming the dotted key and the allowed range, so that
+`python -m hpcft` exits with status 2 and one clear line.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from hpcft.config.schema import ClusterConfig, Executor, HpcftConfig, ModelKind
+from hpcft.errors import ConfigError, unknown_name
+
+STAGE_ORDER = ("train", "deploy", "eval")
+BACKENDS = ("huggingface", "vllm", "sglang")
+_TIME = re.compile(r"^(?:\d+|(?:(?:\d+-)?\d{1,2}:)?\d{1,2}:\d{2}|\d+-\d{1,2})$")
+# Values that reach sbatch lines or file names: a newline would end the `#SBATCH` line
+# and start a shell line, and `%` is a Slurm filename pattern.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_positive(key: str, value: float | int | None, *, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(key, f"must be {bound} (got {value})")
+
+
+def check_range(key: str, value: float, low: float, high: float, *, high_open: bool = True) -> None:
+    bad = value < low or value >= high if high_open else value < low or value > high
+    if bad:
+        bracket = ")" if high_open else "]"
+        raise ConfigError(key, f"must be in [{low}, {high}{bracket} (got {value})")
+
+
+def check_time(key: str, value: str) -> None:
+    if not _TIME.match(str(value)):
+        raise ConfigError(key, f"bad time limit {value!r}; use minutes, HH:MM:SS or D-HH:MM:SS")
+
+
+def check_safe_text(key: str, value: str | None) -> None:
+    if value is not None and _UNSAFE.search(str(value)):
+        raise ConfigError(key, f"control characters (newline, tab, ...) are not allowed: {value!r}")
+
+
+def check_choice(key: str, value: str, choices: tuple[str, ...] | list[str]) -> None:
+    if value not in choices:
+        raise ConfigError(key, unknown_name("value", value, choices))
+
+
+def validate_cluster(c: ClusterConfig) -> None:
+    for name in ("nodes", "procs_per_node", "cpus_per_node", "max_nodes"):
+        check_positive(f"cluster.{name}", getattr(c, name))
+    for name in ("gpus_per_node", "node_gpus", "signal_delay_s"):
+        check_positive(f"cluster.{name}", getattr(c, name), allow_zero=True)
+    if c.nodes > c.max_nodes:
+        raise ConfigError("cluster.nodes", f"{c.nodes} nodes exceed the {c.max_nodes} of cluster '{c.name}'")
+    if c.gpus_per_node > c.node_gpus:
+        raise ConfigError(
+            "cluster.gpus_per_node",
+            f"{c.gpus_per_node} GPUs per node exceed the {c.node_gpus} a node of cluster '{c.name}' has",
+        )
+    check_time("cluster.time", c.time)
+    for name in ("name", "partition", "account", "qos", "gpu_type", "mem"):
+        check_safe_text(f"cluster.{name}", getattr(c, name))
+    if c.executor is Executor.local and c.nodes != 1:
+        raise ConfigError("cluster.nodes", "the local executor runs on this machine only: nodes must be 1")
+
+
+def validate_stages(cfg: HpcftConfig) -> None:
+    if list(cfg.stages) != list(STAGE_ORDER[: len(cfg.stages)]) or not cfg.stages:
+        raise ConfigError("stages", f"must be a non-empty prefix of {list(STAGE_ORDER)} (got {list(cfg.stages)})")
+    if "eval" in cfg.stages and not cfg.evalset:
+        raise ConfigError(
+            "evalset", "the eval stage needs an eval set (evalset=<file>), or drop it: stages=[train,deploy]"
+        )
+
+
+def validate_model(cfg: HpcftConfig) -> None:
+    m = cfg.model
+    check_positive("model.params_b", m.params_b)
+    check_safe_text("model.name", m.name)
+    if m.kind is ModelKind.llm and not m.template:
+        raise ConfigError("model.template", "an llm needs a chat template (e.g. template=llama3)")
+    from hpcft.frameworks import default_framework, framework_modules
+
+    if m.kind not in framework_modules()[cfg.framework.name].Adapter.kinds:
+        raise ConfigError(
+            "framework",
+            f"{cfg.framework.name} does not fit model '{m.name}' of kind {m.kind.value}; "
+            f"use framework={default_framework(m.kind)}",
+        )
+    looks_local = m.path.startswith(("/", "./", "../", "~")) or m.path.count("/") != 1
+    if looks_local and not Path(m.path).expanduser().is_dir():
+        raise ConfigError("model.path", f"no model folder at {m.path}")
+
+
+def validate_deploy_eval(cfg: HpcftConfig) -> None:
+    d, e = cfg.deploy, cfg.eval
+    if d.backend is not None:
+        check_choice("deploy.backend", d.backend, BACKENDS)
+    if d.backend == "vllm" and cfg.cluster.gpus_per_node == 0:
+        raise ConfigError("deploy.backend", "vllm needs GPUs; this cluster has none (use huggingface)")
+    check_positive("deploy.gpus", d.gpus, allow_zero=True)
+    if d.gpus is not None and d.gpus > cfg.cluster.node_gpus:
+        raise ConfigError("deploy.gpus", f"{d.gpus} exceed the {cfg.cluster.node_gpus} GPUs of a node")
+    check_range("deploy.port", d.port, 0, 65535, high_open=False)
+    for key, value in (("deploy.time", d.time), ("eval.time", e.time)):
+        check_time(key, value)
+    check_positive("deploy.ready_timeout_s", d.ready_timeout_s)
+    for name in ("max_new_tokens", "request_timeout_s", "endpoint_timeout_s"):
+        check_positive(f"eval.{name}", getattr(e, name))
+
+
+def validate_run(cfg: HpcftConfig) -> None:
+    check_safe_text("name", cfg.name)
+    check_safe_text("run_root", cfg.run_root)
+    if "%" in cfg.run_root:
+        raise ConfigError("run_root", "'%' is a Slurm file-name pattern and cannot be in the run folder")
+    root = Path(cfg.run_root).expanduser()
+    if root.exists() and not root.is_dir():
+        raise ConfigError("run_root", f"{cfg.run_root} exists and is not a folder")
+    if cfg.deepspeed.zero_stage is not None:
+        check_range("deepspeed.zero_stage", cfg.deepspeed.zero_stage, 0, 3, high_open=False)
+
+
+def validate_config(cfg: HpcftConfig) -> None:
+    """Raise a ConfigError for the first problem found in the config (data files excluded)."""
+    from hpcft.frameworks import adapter_for
+
+    validate_cluster(cfg.cluster)
+    validate_stages(cfg)
+    validate_model(cfg)
+    validate_deploy_eval(cfg)
+    validate_run(cfg)
+    adapter_for(cfg).validate()

@@ -1,0 +1,102 @@
+"""The interface every framework adapter implements.
+
+An adapter turns the typed config into the framework's own files and commands. Adding a
+framework means one module under `hpcft/frameworks/` (with `Config` and `Adapter`) and one
+YAML under `conf/framework/`. Adapters run on the login node: no heavy imports here.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from functools import cache
+from importlib import resources
+from typing import Any, ClassVar
+
+from hpcft.config.schema import FrameworkConfig, HpcftConfig, ModelKind
+from hpcft.config.validate import check_positive
+from hpcft.errors import ConfigError, unknown_name
+from hpcft.jobs.spec import DeployJob, TrainJob
+from hpcft.rundir import RunLayout
+
+Files = dict[str, str]
+"""Files to write into the run directory: path relative to it -> content."""
+
+
+@cache
+def native_argument_names(framework: str) -> frozenset[str]:
+    """The framework's own argument names, from the list generated from its installed version
+    (`scripts/gen_native_args.py`); read as text so the login node imports nothing heavy."""
+    text = resources.files("hpcft.frameworks").joinpath(f"{framework}_args.txt").read_text()
+    return frozenset(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
+
+
+class FrameworkAdapter(ABC):
+    name: ClassVar[str]
+    kinds: ClassVar[tuple[ModelKind, ...]]
+    first_class: ClassVar[tuple[str, ...]] = (
+        "learning_rate",
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "num_train_epochs",
+        "logging_steps",
+        "save_steps",
+    )
+    """Fields of the config that map 1:1 onto native arguments of the same name."""
+    managed: ClassVar[tuple[str, ...]] = ()
+    """Native arguments hpcft sets itself (paths, data); `args` may not override them."""
+
+    def __init__(self, cfg: HpcftConfig) -> None:
+        self.cfg = cfg
+        self.fw: Any = cfg.framework
+
+    def validate(self) -> None:
+        """Check own ranges, native argument names, and the data files."""
+        fw: FrameworkConfig = self.fw
+        check_positive("framework.learning_rate", fw.learning_rate)
+        check_positive("framework.num_train_epochs", fw.num_train_epochs)
+        for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps"):
+            check_positive(f"framework.{name}", getattr(fw, name))
+        self.validate_native_args()
+        self.validate_own()
+        self.validate_data()
+
+    def validate_native_args(self) -> None:
+        valid = native_argument_names(self.name)
+        for key in self.fw.args:
+            where = f"framework.args.{key}"
+            if key in self.managed:
+                raise ConfigError(where, "is set by hpcft from the run layout and cannot be overridden")
+            if key in self.first_class or key in type(self.fw).__dataclass_fields__:
+                raise ConfigError(where, f"is a first-class option: set framework.{key} instead")
+            if key not in valid:
+                raise ConfigError(where, unknown_name(f"{self.name} argument", key, valid))
+
+    def native_values(self) -> dict[str, Any]:
+        """First-class options as native arguments, then the user's pass-through `args`."""
+        values = {name: getattr(self.fw, name) for name in self.first_class}
+        values.update(self.fw.args)
+        return values
+
+    @abstractmethod
+    def validate_own(self) -> None:
+        """Ranges and choices of this framework's own options."""
+
+    @abstractmethod
+    def validate_data(self) -> None:
+        """Check train/eval files (exist, parse, fields) naming file:line."""
+
+    @abstractmethod
+    def train_files(self, layout: RunLayout) -> Files:
+        """Native config files of the train stage."""
+
+    @abstractmethod
+    def train_job(self, layout: RunLayout) -> TrainJob:
+        """What the train job runs."""
+
+    @abstractmethod
+    def deploy_files(self, layout: RunLayout) -> Files:
+        """Native config files of the deploy stage."""
+
+    @abstractmethod
+    def deploy_job(self, layout: RunLayout) -> DeployJob:
+        """What the deploy job runs."""

@@ -1,0 +1,196 @@
+"""LLaMA-Factory: SFT (LoRA / QLoRA / full) of chat models, merged and served by its own API.
+
+Files written into `<run>/native/` are exactly what the jobs run, so a user can rerun a
+stage by hand: `llamafactory-cli train <run>/native/train.yaml`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from hpcft.config.schema import Executor, FrameworkConfig, ModelKind
+from hpcft.config.validate import check_choice, check_positive, check_range
+from hpcft.data import ROW_CHECKS, alpaca_row, check_rows
+from hpcft.deepspeed import deepspeed_json
+from hpcft.errors import ConfigError
+from hpcft.frameworks.base import Files, FrameworkAdapter
+from hpcft.jobs.spec import DeployJob, TrainJob
+from hpcft.rundir import RunLayout
+
+
+@dataclass(kw_only=True)
+class Config(FrameworkConfig):
+    """LLaMA-Factory's options; the YAML is `conf/framework/llamafactory.yaml`."""
+
+    stage: str = "sft"
+    """LLaMA-Factory training stage: `sft` (supervised), `pt` (pre-training) or `dpo`."""
+    finetuning_type: str = "lora"
+    """`lora` (adapter; QLoRA with `quantization_bit`), `full` or `freeze`."""
+    lora_rank: int = 8
+    """LoRA rank; >= 1. Used with `finetuning_type=lora`."""
+    lora_target: str = "all"
+    """Modules LoRA attaches to: `all` or a comma-separated list of module names."""
+    quantization_bit: int | None = None
+    """4 or 8 for QLoRA (GPU only); null for none."""
+    cutoff_len: int = 1024
+    """Maximum tokens per sample after tokenisation; >= 1."""
+    max_samples: int | None = None
+    """Use at most this many training samples; null for all."""
+    val_size: float = 0.0
+    """Fraction of the training set held out for validation, in [0, 1)."""
+    dataset_format: str = "alpaca"
+    """Training data layout: `alpaca` (instruction/input/output) or `sharegpt` (messages)."""
+    bf16: bool = False
+    """Train in bfloat16 (GPU clusters)."""
+
+
+DATASET = "hpcft_train"
+
+
+def yaml_text(values: dict[str, Any]) -> str:
+    """The YAML LLaMA-Factory reads; unset (None) values are left out, key order kept."""
+    text: str = yaml.safe_dump({k: v for k, v in values.items() if v is not None}, sort_keys=False)
+    return text
+
+
+def dataset_info(trainset: str, fmt: str) -> dict[str, Any]:
+    entry: dict[str, Any] = {"file_name": trainset, "formatting": fmt}
+    if fmt == "sharegpt":
+        entry["columns"] = {"messages": "messages"}
+        entry["tags"] = {
+            "role_tag": "role",
+            "content_tag": "content",
+            "user_tag": "user",
+            "assistant_tag": "assistant",
+            "system_tag": "system",
+        }
+    return {DATASET: entry}
+
+
+class Adapter(FrameworkAdapter):
+    name = "llamafactory"
+    kinds = (ModelKind.llm,)
+    first_class = (
+        *FrameworkAdapter.first_class,
+        "stage",
+        "finetuning_type",
+        "cutoff_len",
+        "max_samples",
+        "val_size",
+        "quantization_bit",
+        "bf16",
+    )
+    managed = ("model_name_or_path", "dataset", "dataset_dir", "output_dir", "deepspeed", "template", "do_train")
+    fw: Config
+
+    def validate_own(self) -> None:
+        fw = self.fw
+        check_choice("framework.stage", fw.stage, ("sft", "pt", "dpo"))
+        check_choice("framework.finetuning_type", fw.finetuning_type, ("lora", "full", "freeze"))
+        check_choice("framework.dataset_format", fw.dataset_format, tuple(ROW_CHECKS))
+        check_positive("framework.cutoff_len", fw.cutoff_len)
+        check_positive("framework.max_samples", fw.max_samples)
+        check_positive("framework.lora_rank", fw.lora_rank)
+        check_range("framework.val_size", fw.val_size, 0.0, 1.0)
+        if fw.quantization_bit is not None:
+            check_choice("framework.quantization_bit", str(fw.quantization_bit), ("4", "8"))
+            if fw.finetuning_type != "lora":
+                raise ConfigError("framework.quantization_bit", "QLoRA needs finetuning_type=lora")
+            if self.cfg.cluster.gpus_per_node == 0:
+                raise ConfigError("framework.quantization_bit", "QLoRA needs GPUs; this cluster has none")
+
+    def validate_data(self) -> None:
+        check_rows(self.cfg.trainset, ROW_CHECKS[self.fw.dataset_format])
+        if "eval" in self.cfg.stages and self.cfg.evalset:
+            check_rows(self.cfg.evalset, alpaca_row)
+
+    def _ddp(self) -> dict[str, Any]:
+        c = self.cfg.cluster
+        multi = c.nodes > 1 or (c.procs_per_node if c.gpus_per_node == 0 else c.gpus_per_node) > 1
+        return {"ddp_backend": "gloo", "ddp_timeout": 1800} if multi and c.gpus_per_node == 0 else {}
+
+    def train_values(self, layout: RunLayout) -> dict[str, Any]:
+        fw, model = self.fw, self.cfg.model
+        values: dict[str, Any] = {
+            "model_name_or_path": model.path,
+            "trust_remote_code": model.trust_remote_code or None,
+            "do_train": True,
+            "dataset": DATASET,
+            "dataset_dir": str(layout.native),
+            "template": model.template,
+            "output_dir": str(layout.train_output),
+            "lora_rank": fw.lora_rank if fw.finetuning_type == "lora" else None,
+            "lora_target": fw.lora_target if fw.finetuning_type == "lora" else None,
+            "overwrite_cache": True,
+            "plot_loss": False,
+            "report_to": "none",
+            "seed": self.cfg.seed,
+            "deepspeed": str(layout.native / "deepspeed.json") if self.cfg.deepspeed.zero_stage is not None else None,
+            **self._ddp(),
+        }
+        values.update(self.native_values())
+        return values
+
+    def train_files(self, layout: RunLayout) -> Files:
+        info = dataset_info(self.cfg.trainset, self.fw.dataset_format)
+        files = {
+            "native/train.yaml": yaml_text(self.train_values(layout)),
+            "native/dataset_info.json": json.dumps(info, indent=2) + "\n",
+        }
+        if self.cfg.deepspeed.zero_stage is not None:
+            files["native/deepspeed.json"] = json.dumps(deepspeed_json(self.cfg.deepspeed), indent=2) + "\n"
+        return files
+
+    def train_job(self, layout: RunLayout) -> TrainJob:
+        c = self.cfg.cluster
+        return TrainJob(
+            run_dir=str(layout.root),
+            argv=["llamafactory-cli", "train", str(layout.native / "train.yaml")],
+            procs_per_node=c.gpus_per_node or c.procs_per_node,
+        )
+
+    def _serve_weights(self, layout: RunLayout) -> str:
+        return str(layout.merged if self.fw.finetuning_type == "lora" else layout.train_output)
+
+    def backend(self) -> str:
+        return self.cfg.deploy.backend or ("vllm" if self.cfg.cluster.gpus_per_node > 0 else "huggingface")
+
+    def deploy_files(self, layout: RunLayout) -> Files:
+        model = self.cfg.model
+        common = {"trust_remote_code": model.trust_remote_code or None, "template": model.template}
+        files = {
+            "native/api.yaml": yaml_text(
+                {"model_name_or_path": self._serve_weights(layout), **common, "infer_backend": self.backend()}
+            )
+        }
+        if self.fw.finetuning_type == "lora":
+            on_cpu = self.cfg.cluster.gpus_per_node == 0 or self.cfg.cluster.executor is Executor.local
+            files["native/export.yaml"] = yaml_text(
+                {
+                    "model_name_or_path": model.path,
+                    "adapter_name_or_path": str(layout.train_output),
+                    **common,
+                    "finetuning_type": "lora",
+                    "export_dir": str(layout.merged),
+                    "export_size": 5,
+                    "export_device": "cpu" if on_cpu else "auto",
+                }
+            )
+        return files
+
+    def deploy_job(self, layout: RunLayout) -> DeployJob:
+        d = self.cfg.deploy
+        export = ["llamafactory-cli", "export", str(layout.native / "export.yaml")]
+        return DeployJob(
+            run_dir=str(layout.root),
+            export_argv=export if self.fw.finetuning_type == "lora" else None,
+            serve_argv=["llamafactory-cli", "api", str(layout.native / "api.yaml")],
+            model_name=f"{self.cfg.model.name}-ft",
+            port=d.port,
+            ready_timeout_s=d.ready_timeout_s,
+            keep_serving=d.keep_serving,
+        )

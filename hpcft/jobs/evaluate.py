@@ -1,0 +1,76 @@
+"""The eval stage: send every eval row through the deployed endpoint, score the answers.
+
+Waits for `<run>/deploy/endpoint.json`; writes `<run>/eval/predictions.jsonl` (one line per
+row) and `<run>/eval/metrics.json`; always writes `<run>/deploy/stop` at the end so the
+server is released whether eval succeeded or not.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from hpcft.data import read_rows
+from hpcft.jobs.metrics import score
+from hpcft.jobs.spec import EvalJob
+from hpcft.rundir import RunLayout, read_json, write_atomic, write_json_atomic
+
+
+def wait_endpoint(layout: RunLayout, timeout_s: int) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while not layout.endpoint.exists():
+        if layout.deploy_failed.exists():
+            raise RuntimeError(f"the deploy job failed: {layout.deploy_failed.read_text().strip()}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no endpoint in {layout.endpoint} after {timeout_s} s")
+        time.sleep(2)
+    endpoint: dict[str, Any] = read_json(layout.endpoint)
+    return endpoint
+
+
+def prompt_of(row: dict[str, Any]) -> str:
+    """The user message LLaMA-Factory's alpaca format builds: instruction, then input."""
+    instruction, extra = row["instruction"], row.get("input") or ""
+    return f"{instruction}\n{extra}" if extra else instruction
+
+
+def chat(endpoint: dict[str, Any], prompt: str, max_new_tokens: int, timeout_s: int) -> str:
+    body = {
+        "model": endpoint["model"],
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": max_new_tokens,
+        "temperature": 0,
+    }
+    request = urllib.request.Request(
+        endpoint["base_url"] + "/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=timeout_s) as r:
+        answer = json.loads(r.read())
+    content: str = answer["choices"][0]["message"]["content"] or ""
+    return content
+
+
+def run_eval(job: EvalJob) -> str:
+    layout = RunLayout(Path(job.run_dir))
+    try:
+        endpoint = wait_endpoint(layout, job.endpoint_timeout_s)
+        rows = [row for _, row in read_rows(job.evalset)]
+        lines, predictions = [], []
+        for row in rows:
+            prompt = prompt_of(row)
+            prediction = chat(endpoint, prompt, job.max_new_tokens, job.request_timeout_s)
+            predictions.append(prediction)
+            lines.append(
+                json.dumps({"prompt": prompt, "label": row["output"], "predict": prediction}, ensure_ascii=False)
+            )
+        write_atomic(layout.predictions, "\n".join(lines) + "\n")
+        metrics = score(predictions, [row["output"] for row in rows])
+        write_json_atomic(layout.metrics, {**metrics, "model": endpoint["model"], "evalset": job.evalset})
+    finally:
+        write_atomic(layout.stop_serving, "eval done\n")
+    return f"eval: {json.dumps(metrics)}"

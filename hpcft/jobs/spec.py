@@ -1,0 +1,53 @@
+"""What each stage's job runs: small picklable records made on the login node by the plan.
+
+submitit pickles one of these with `hpcft.jobs.entry.run_stage`; the job unpickles it on the
+compute node. Commands are argument lists, never shell strings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainJob:
+    run_dir: str
+    """The run directory (absolute)."""
+    argv: list[str]
+    """The training command, run once per node (e.g. `llamafactory-cli train <yaml>`)."""
+    env: dict[str, str] = field(default_factory=dict)
+    """Extra environment for the command (no secrets: those come from the job's environment)."""
+    procs_per_node: int = 1
+    """Processes the launcher starts on each node (GPUs per node, or CPU processes)."""
+    distributed_env: str = "llamafactory"
+    """How the launcher learns the rendezvous: `llamafactory` (FORCE_TORCHRUN, NNODES, ...) or
+    `torchrun` (the argv already starts with torchrun; rendezvous flags are added)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeployJob:
+    run_dir: str
+    export_argv: list[str] | None
+    """Command that prepares the served weights (e.g. merging a LoRA adapter), or None."""
+    serve_argv: list[str]
+    """Command that starts the OpenAI-compatible server; it reads `API_HOST`/`API_PORT`."""
+    model_name: str
+    """The model name clients send in requests."""
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = 0
+    ready_path: str = "/v1/models"
+    ready_timeout_s: int = 1800
+    keep_serving: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalJob:
+    run_dir: str
+    evalset: str
+    """Alpaca-format eval file: `instruction` (+ `input`) is sent, `output` is the reference."""
+    max_new_tokens: int = 128
+    request_timeout_s: int = 300
+    endpoint_timeout_s: int = 3600
+
+
+StageJob = TrainJob | DeployJob | EvalJob

@@ -1,0 +1,64 @@
+"""The train stage: run the framework's command on every node of the allocation.
+
+One Slurm task per node. Every node gets the same rendezvous: MASTER_ADDR is the first
+host of the allocation and MASTER_PORT is derived from the job id (the frameworks would
+otherwise pick a random free port per node, and the nodes would never meet).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from hpcft.jobs.process import resolve
+from hpcft.jobs.spec import TrainJob
+
+PORT_BASE, PORT_SPAN = 20000, 10000
+"""Rendezvous ports lie in [20000, 30000): below Linux's ephemeral range (32768+)."""
+
+
+def master_port(job_id: str) -> int:
+    digits = "".join(ch for ch in job_id.split("_")[0] if ch.isdigit()) or "0"
+    return PORT_BASE + int(digits) % PORT_SPAN
+
+
+def rendezvous() -> dict[str, str]:
+    """NNODES / NODE_RANK / MASTER_ADDR / MASTER_PORT of this task, from submitit's job environment."""
+    import submitit
+
+    env = submitit.JobEnvironment()
+    return {
+        "NNODES": str(env.num_nodes),
+        "NODE_RANK": str(env.node),
+        "MASTER_ADDR": env.hostnames[0] if env.num_nodes > 1 else "127.0.0.1",
+        "MASTER_PORT": str(master_port(str(env.job_id))),
+    }
+
+
+def launch_env(job: TrainJob, rdv: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """The command and extra environment that start `procs_per_node` processes on this node."""
+    distributed = int(rdv["NNODES"]) > 1 or job.procs_per_node > 1
+    argv, env = list(job.argv), {**job.env}
+    if not distributed:
+        return argv, env
+    if job.distributed_env == "torchrun":
+        flags = [
+            f"--nnodes={rdv['NNODES']}",
+            f"--node_rank={rdv['NODE_RANK']}",
+            f"--master_addr={rdv['MASTER_ADDR']}",
+            f"--master_port={rdv['MASTER_PORT']}",
+        ]
+        argv = [argv[0], *flags, *argv[1:]]
+    else:  # LLaMA-Factory starts torchrun itself from these variables
+        env.update(rdv, FORCE_TORCHRUN="1", NPROC_PER_NODE=str(job.procs_per_node), RANK=rdv["NODE_RANK"])
+    return argv, env
+
+
+def run_train(job: TrainJob) -> str:
+    argv, extra = launch_env(job, rendezvous())
+    argv = resolve(argv)
+    print(f"hpcft train: {argv} with {extra}", flush=True)
+    result = subprocess.run(argv, env={**os.environ, **extra}, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"training command failed with exit status {result.returncode}")
+    return f"train finished: {job.run_dir}/train"

@@ -1,0 +1,103 @@
+"""The plan: a pure function from the typed config to the pipeline of stages to submit.
+
+No I/O and no Slurm: a `Pipeline` says what each stage runs, with which resources, after
+which other stage, and which files must be written first. `hpcft.submit` carries it out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hpcft.config.schema import HpcftConfig
+from hpcft.frameworks import adapter_for
+from hpcft.frameworks.base import Files
+from hpcft.jobs.spec import EvalJob, StageJob
+from hpcft.rundir import RunLayout
+
+
+@dataclass(frozen=True, kw_only=True)
+class Resources:
+    nodes: int = 1
+    tasks_per_node: int = 1
+    """Slurm tasks per node: one per node; the stage's own launcher starts the processes."""
+    gpus_per_node: int = 0
+    cpus_per_task: int = 1
+    time: str = "01:00:00"
+    mem: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Dependency:
+    kind: str
+    """Slurm dependency type: `afterok` (after it succeeded) or `after` (after it started)."""
+    stage: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Stage:
+    name: str
+    job: StageJob
+    resources: Resources
+    after: tuple[Dependency, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pipeline:
+    run_name: str
+    layout: RunLayout
+    stages: tuple[Stage, ...]
+    files: Files = field(default_factory=dict)
+    """Files to write into the run directory before submitting (relative path -> text)."""
+
+    def stage(self, name: str) -> Stage:
+        return next(s for s in self.stages if s.name == name)
+
+
+def run_base_name(cfg: HpcftConfig) -> str:
+    return cfg.name or f"{cfg.model.name}-{cfg.framework.name}"
+
+
+def build_pipeline(cfg: HpcftConfig, layout: RunLayout) -> Pipeline:
+    """Stages `train -> deploy -> eval` (the configured prefix) with resources and dependencies."""
+    adapter = adapter_for(cfg)
+    c = cfg.cluster
+    files = dict(adapter.train_files(layout))
+    stages = [
+        Stage(
+            name="train",
+            job=adapter.train_job(layout),
+            resources=Resources(
+                nodes=c.nodes, gpus_per_node=c.gpus_per_node, cpus_per_task=c.cpus_per_node, time=c.time, mem=c.mem
+            ),
+        )
+    ]
+    if "deploy" in cfg.stages:
+        files.update(adapter.deploy_files(layout))
+        gpus = c.gpus_per_node if cfg.deploy.gpus is None else cfg.deploy.gpus
+        stages.append(
+            Stage(
+                name="deploy",
+                job=adapter.deploy_job(layout),
+                resources=Resources(gpus_per_node=gpus, cpus_per_task=c.cpus_per_node, time=cfg.deploy.time, mem=c.mem),
+                after=(Dependency(kind="afterok", stage="train"),),
+            )
+        )
+    if "eval" in cfg.stages:
+        assert cfg.evalset is not None  # checked by validate_stages
+        stages.append(
+            Stage(
+                name="eval",
+                job=EvalJob(
+                    run_dir=str(layout.root),
+                    evalset=cfg.evalset,
+                    max_new_tokens=cfg.eval.max_new_tokens,
+                    request_timeout_s=cfg.eval.request_timeout_s,
+                    endpoint_timeout_s=cfg.eval.endpoint_timeout_s,
+                ),
+                resources=Resources(cpus_per_task=1, time=cfg.eval.time),
+                # Eval talks to the running server, so it starts once deploy has started; the
+                # `afterok` on train makes Slurm cancel it too when training fails.
+                after=(Dependency(kind="afterok", stage="train"), Dependency(kind="after", stage="deploy")),
+            )
+        )
+    return Pipeline(run_name=layout.root.name, layout=layout, stages=tuple(stages), files=files)

@@ -1,0 +1,115 @@
+"""Run directories: created fresh for every submission, never overwritten; atomic writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Where everything of one run lives. Paths only; creating them is `create_run_dir`'s job."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def native(self) -> Path:
+        """The frameworks' own config files, exactly as the jobs use them."""
+        return self.root / "native"
+
+    @property
+    def slurm(self) -> Path:
+        """submitit's folder: sbatch scripts, pickled jobs, logs."""
+        return self.root / "slurm"
+
+    @property
+    def train_output(self) -> Path:
+        return self.root / "train"
+
+    @property
+    def merged(self) -> Path:
+        return self.root / "merged"
+
+    @property
+    def deploy(self) -> Path:
+        return self.root / "deploy"
+
+    @property
+    def endpoint(self) -> Path:
+        return self.deploy / "endpoint.json"
+
+    @property
+    def deploy_failed(self) -> Path:
+        return self.deploy / "failed"
+
+    @property
+    def stop_serving(self) -> Path:
+        """Written by the eval job when it ends: the deploy job then stops its server."""
+        return self.deploy / "stop"
+
+    @property
+    def eval(self) -> Path:
+        return self.root / "eval"
+
+    @property
+    def predictions(self) -> Path:
+        return self.eval / "predictions.jsonl"
+
+    @property
+    def metrics(self) -> Path:
+        return self.eval / "metrics.json"
+
+
+def new_run_name(base: str, now: float | None = None) -> str:
+    """`<base>-<YYYYmmdd-HHMMSS>-<6 hex>`: sortable by time, unique within the same second."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    return f"{base}-{stamp}-{secrets.token_hex(3)}"
+
+
+def create_run_dir(run_root: str | Path, base: str) -> RunLayout:
+    """Create a new, empty run directory; an existing one is never reused."""
+    root = Path(run_root).expanduser().resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    for _ in range(100):
+        path = root / new_run_name(base)
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return RunLayout(path)
+    raise RuntimeError(f"could not create a new run directory under {root}")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file and rename, so readers never see a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))

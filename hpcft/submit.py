@@ -1,0 +1,171 @@
+"""Carry out a plan: write the run directory, then submit the stages with submitit.
+
+On Slurm the stages are chained by dependencies and this returns at once; if stage k is
+refused, stages 1..k-1 are cancelled. With the local executor the stages run here, one
+after another (deploy serving while eval runs), with progress shown.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+from hpcft.config.schema import ClusterConfig
+from hpcft.errors import StageFailedError, SubmissionError
+from hpcft.jobs.entry import run_stage
+from hpcft.plan import Pipeline, Stage
+from hpcft.render import slurm_parameters, time_to_minutes
+from hpcft.rundir import read_json, write_atomic, write_json_atomic
+
+Printer = Callable[[str], None]
+
+
+def write_run_files(pipeline: Pipeline, config_yaml: str) -> None:
+    layout = pipeline.layout
+    write_atomic(layout.config, config_yaml)
+    for relpath, text in pipeline.files.items():
+        write_atomic(layout.root / relpath, text)
+    for stage_dir in (layout.slurm, layout.deploy, layout.eval):
+        stage_dir.mkdir(parents=True, exist_ok=True)
+
+
+def new_manifest(pipeline: Pipeline, executor: str) -> dict[str, Any]:
+    return {
+        "run_name": pipeline.run_name,
+        "run_dir": str(pipeline.layout.root),
+        "executor": executor,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "status": "submitting",
+        "stages": {
+            s.name: {"job_id": None, "state": "NOT_SUBMITTED", "after": [f"{d.kind}:{d.stage}" for d in s.after]}
+            for s in pipeline.stages
+        },
+    }
+
+
+def _log_paths(job: submitit.Job[Any]) -> dict[str, str]:
+    return {"stdout": str(job.paths.stdout).replace("%t", "0"), "stderr": str(job.paths.stderr).replace("%t", "0")}
+
+
+def submit_slurm(pipeline: Pipeline, cluster: ClusterConfig) -> dict[str, Any]:
+    """Submit every stage with its dependencies; cancel what was submitted if one is refused."""
+    layout = pipeline.layout
+    manifest = new_manifest(pipeline, "slurm")
+    jobs: dict[str, submitit.Job[Any]] = {}
+    for stage in pipeline.stages:
+        try:
+            executor = submitit.SlurmExecutor(folder=layout.slurm)
+            ids = {name: job.job_id for name, job in jobs.items()}
+            executor.update_parameters(**slurm_parameters(pipeline, stage, cluster, ids))
+            jobs[stage.name] = job = executor.submit(run_stage, stage.job)
+        except Exception as e:
+            for done in jobs.values():
+                done.cancel(check=False)
+            manifest["status"] = "submit_failed"
+            manifest["error"] = f"submitting {stage.name} failed: {e}"
+            for name in jobs:
+                manifest["stages"][name]["state"] = "CANCELLED"
+            write_json_atomic(layout.manifest, manifest)
+            raise SubmissionError(
+                f"submitting stage {stage.name!r} failed; cancelled {sorted(jobs) or 'nothing'}.\n{e}"
+            ) from None
+        manifest["stages"][stage.name].update(job_id=job.job_id, state="SUBMITTED", logs=_log_paths(job))
+        write_json_atomic(layout.manifest, manifest)
+    manifest["status"] = "submitted"
+    write_json_atomic(layout.manifest, manifest)
+    return manifest
+
+
+def _local_executor(folder: Path, stage: Stage, cluster: ClusterConfig) -> submitit.LocalExecutor:
+    executor = submitit.LocalExecutor(folder=folder)
+    executor.update_parameters(
+        timeout_min=time_to_minutes(stage.resources.time),
+        gpus_per_node=stage.resources.gpus_per_node,
+        signal_delay_s=cluster.signal_delay_s,
+        setup=list(cluster.setup),
+    )
+    return executor
+
+
+def _last_line(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 4096))
+            lines = [x for x in f.read().decode("utf-8", "replace").splitlines() if x.strip()]
+    except OSError:
+        return ""
+    return lines[-1][-160:] if lines else ""
+
+
+def _reason(error: Exception) -> str:
+    """The last line of the job's traceback inside submitit's FailedJobError message."""
+    parts = str(error).split("-" * 22)
+    trace = parts[1] if len(parts) >= 3 else str(error)
+    lines = [line.strip() for line in trace.splitlines() if line.strip()]
+    return lines[-1] if lines else "see its log"
+
+
+def _wait(job: submitit.Job[Any], name: str, say: Printer, interval_s: float = 5.0) -> None:
+    """Wait for a local job, showing its latest log line; raise if it failed."""
+    start, shown = time.monotonic(), ""
+    while not job.done():
+        line = _last_line(_log_paths(job)["stderr"]) or _last_line(_log_paths(job)["stdout"])
+        if line and line != shown:
+            say(f"  [{name} {time.monotonic() - start:5.0f}s] {line}")
+            shown = line
+        time.sleep(interval_s)
+    try:
+        job.result()
+    except submitit.core.utils.FailedJobError as e:
+        raise StageFailedError(f"stage {name!r} failed: {_reason(e)}\n  log: {_log_paths(job)['stderr']}") from None
+
+
+def run_local(pipeline: Pipeline, cluster: ClusterConfig, say: Printer = print) -> dict[str, Any]:
+    """Run the stages on this machine: train, then deploy (serving) while eval runs."""
+    layout = pipeline.layout
+    manifest = new_manifest(pipeline, "local")
+    manifest["status"] = "running"
+    jobs: dict[str, submitit.Job[Any]] = {}
+
+    def start(stage: Stage) -> submitit.Job[Any]:
+        job = _local_executor(layout.slurm, stage, cluster).submit(run_stage, stage.job)
+        jobs[stage.name] = job
+        manifest["stages"][stage.name].update(job_id=job.job_id, state="RUNNING", logs=_log_paths(job))
+        write_json_atomic(layout.manifest, manifest)
+        say(f"{stage.name}: started (pid {job.job_id}); log {_log_paths(job)['stderr']}")
+        return job
+
+    try:
+        for stage in pipeline.stages:
+            job = start(stage)
+            if stage.name != "deploy":  # deploy serves in the background while eval runs
+                _wait(job, stage.name, say)
+                manifest["stages"][stage.name]["state"] = "COMPLETED"
+                say(f"{stage.name}: completed")
+        if "deploy" in jobs:
+            _wait(jobs["deploy"], "deploy", say)
+            manifest["stages"]["deploy"]["state"] = "COMPLETED"
+        manifest["status"] = "completed"
+    except Exception as e:
+        for name, job in jobs.items():
+            if not job.done():
+                job.cancel(check=False)
+                manifest["stages"][name]["state"] = "CANCELLED"
+            elif manifest["stages"][name]["state"] == "RUNNING":
+                manifest["stages"][name]["state"] = "FAILED"
+        manifest["status"] = "failed"
+        manifest["error"] = str(e).strip().splitlines()[-1] if str(e).strip() else repr(e)
+        raise
+    finally:
+        write_json_atomic(layout.manifest, manifest)
+    return manifest
+
+
+def load_manifest(run_dir: str | Path) -> dict[str, Any]:
+    data: dict[str, Any] = read_json(Path(run_dir) / "manifest.json")
+    return data

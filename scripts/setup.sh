@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Set up hpcft from nothing: a virtual environment with the training stack, and the tiny
+# test model. Idempotent: a second run with unchanged requirements takes seconds.
+#   bash scripts/setup.sh            # then: .venv/bin/python -m hpcft model=tiny_llama
+# Env: HPCFT_VENV (default .venv), HPCFT_HOME (models; default ~/.cache/hpcft), PYTHON.
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${HPCFT_VENV:-$REPO/.venv}"
+PY="${PYTHON:-python3}"
+cd "$REPO"
+
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "setup: creating $VENV"
+    "$PY" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+
+# Reinstall only when what we install changed.
+stamp="$VENV/.hpcft-installed"
+want="$(cat pyproject.toml constraints/train.txt | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    started=$SECONDS
+    # torch first and pinned: an unpinned torch pulls a multi-GB build (see constraints/train.txt).
+    "${PIP[@]}" install "$(grep '^torch==' constraints/train.txt)" "$(grep '^torchvision==' constraints/train.txt)"
+    # deepspeed is an sdist: build no ops now, they are JIT-compiled when first used.
+    DS_BUILD_OPS=0 "${PIP[@]}" install -c constraints/train.txt -e ".[train,dev]"
+    echo "$want" > "$stamp"
+    echo "setup: installed in $((SECONDS - started)) s"
+fi
+
+HOME_DIR="${HPCFT_HOME:-$HOME/.cache/hpcft}"
+HF_HUB_OFFLINE=1 "$VENV/bin/python" scripts/make_tiny_llama.py "$HOME_DIR/models/tiny_llama"
+echo "setup: ready. Try: $VENV/bin/python -m hpcft model=tiny_llama"

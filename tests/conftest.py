@@ -1,0 +1,53 @@
+"""Shared fixtures. Tests that need the local Slurm cluster or real training are marked and
+skip with a reason when the component is absent (CI brings both up, see .ci/run)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+TINY_LLAMA = Path(os.environ.get("HPCFT_HOME", Path.home() / ".cache" / "hpcft")) / "models" / "tiny_llama"
+
+
+@pytest.fixture
+def run_root(tmp_path: Path) -> Path:
+    root = tmp_path / "runs"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def alpaca(tmp_path: Path):
+    """Write alpaca rows to a file and return its path."""
+
+    def write(rows: list[dict[str, str]], name: str = "data.json") -> Path:
+        path = tmp_path / name
+        path.write_text(json.dumps(rows, indent=1))
+        return path
+
+    return write
+
+
+def slurm_up() -> bool:
+    return (
+        shutil.which("sbatch") is not None
+        and shutil.which("sinfo") is not None
+        and os.system("sinfo >/dev/null 2>&1") == 0
+    )
+
+
+def training_stack() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("llamafactory") is not None and (TINY_LLAMA / "config.json").is_file()
+
+
+needs_slurm = pytest.mark.skipif(not slurm_up(), reason="local Slurm cluster is not up (scripts/slurmlab/up.sh)")
+needs_training = pytest.mark.skipif(
+    not training_stack(), reason="training extra or tiny model missing (scripts/setup.sh)"
+)

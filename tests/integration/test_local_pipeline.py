@@ -1,0 +1,42 @@
+"""`cluster=local` (the default): real LLaMA-Factory train -> export + API server -> eval, no Slurm."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import needs_training
+from tests.integration.helpers import FAST, assert_eval_outputs, hpcft, manifest, only_run
+
+pytestmark = [needs_training, pytest.mark.train]
+
+
+def test_local_pipeline_trains_serves_and_evaluates(run_root):
+    result = hpcft("model=tiny_llama", f"run_root={run_root}", *FAST, env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
+    run = only_run(run_root)
+    assert (run / "train" / "adapter_model.safetensors").is_file()
+    assert (run / "merged" / "model.safetensors").is_file()
+    metrics = assert_eval_outputs(run, eval_rows=6)
+    assert '"rows": 6.0' in result.stdout
+    m = manifest(run)
+    assert m["status"] == "completed"
+    assert {s["state"] for s in m["stages"].values()} == {"COMPLETED"}
+    # Training really happened: the trainer logged a finite loss for several steps.
+    logs = [json.loads(line) for line in (run / "train" / "trainer_log.jsonl").read_text().splitlines()]
+    assert logs and all(entry["loss"] > 0 for entry in logs if "loss" in entry)
+    assert metrics["model"] == "tiny_llama-ft"
+    # The server was stopped once eval ended.
+    assert (run / "deploy" / "stop").is_file()
+
+
+def test_local_failure_names_the_stage_and_its_log(run_root):
+    bad = ["framework.lora_target=no_such_module"]
+    result = hpcft("model=tiny_llama", f"run_root={run_root}", *FAST, *bad)
+    assert result.returncode == 1
+    assert "stage 'train' failed" in result.stderr and "log:" in result.stderr
+    assert "Traceback" not in result.stderr
+    m = manifest(only_run(run_root))
+    assert m["status"] == "failed" and m["stages"]["train"]["state"] == "FAILED"
+    assert m["stages"]["deploy"]["job_id"] is None

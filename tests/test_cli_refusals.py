@@ -1,0 +1,150 @@
+"""Bad input is refused on the login node: exit status 2, one line naming the key or file:line,
+no traceback, nothing submitted. `sbatch` is a recording stub here (the subprocess boundary);
+tests/integration/test_slurm_pipeline.py counts submissions on the real cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from hpcft.cli import main
+
+
+@pytest.fixture
+def sbatch_log(tmp_path, monkeypatch) -> Path:
+    """Put a recording `sbatch`/`srun` first on PATH; the test asserts it was never called."""
+    bin_dir, log = tmp_path / "bin", tmp_path / "sbatch.log"
+    bin_dir.mkdir()
+    for name in ("sbatch", "srun"):
+        stub = bin_dir / name
+        stub.write_text(f'#!/bin/sh\necho "{name} $*" >> "{log}"\nexit 1\n')
+        stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return log
+
+
+def refuse(args: list[str], capsys, sbatch_log: Path) -> str:
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert err.startswith("hpcft: error: ")
+    assert not sbatch_log.exists(), "sbatch was called"
+    return err
+
+
+def test_unknown_group_option_lists_valid_ones(capsys, sbatch_log, run_root):
+    err = refuse(["model=internlm2", "cluster=nope", f"run_root={run_root}"], capsys, sbatch_log)
+    assert "cluster: unknown cluster option 'nope'" in err and "8gpu" in err and "slurmlab" in err
+
+
+def test_unknown_framework_argument_suggests_the_closest(capsys, sbatch_log, run_root):
+    args = ["model=internlm2", "cluster=8gpu", "+framework.args.lora_dropoutt=0.1", f"run_root={run_root}"]
+    err = refuse(args, capsys, sbatch_log)
+    assert "framework.args.lora_dropoutt: unknown llamafactory argument 'lora_dropoutt'" in err
+    assert "'lora_dropout'" in err
+
+
+def test_known_framework_argument_is_accepted_and_written(capsys, run_root):
+    args = [
+        "model=internlm2",
+        "cluster=8gpu",
+        "+framework.args.lora_dropout=0.1",
+        f"run_root={run_root}",
+        "dry_run=true",
+    ]
+    assert main(args) == 0
+    (run,) = run_root.iterdir()
+    assert "lora_dropout: 0.1" in (run / "native" / "train.yaml").read_text()
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("framework.per_device_train_batch_size=0", "framework.per_device_train_batch_size: must be > 0 (got 0)"),
+        ("framework.learning_rate=-1e-4", "framework.learning_rate: must be > 0"),
+        ("framework.val_size=1.0", "framework.val_size: must be in [0.0, 1.0)"),
+        ("framework.cutoff_len=0", "framework.cutoff_len: must be > 0"),
+        ("framework.num_train_epochs=0", "framework.num_train_epochs: must be > 0"),
+        ("framework.finetuning_type=loraa", "framework.finetuning_type: unknown value 'loraa'"),
+        ("cluster.gpus_per_node=16", "cluster.gpus_per_node: 16 GPUs per node exceed the 8"),
+        ("cluster.nodes=3", "cluster.nodes: 3 nodes exceed the 1 of cluster '8gpu'"),
+        ("cluster.nodes=0", "cluster.nodes: must be > 0"),
+        ("cluster.time=1h", "cluster.time: bad time limit '1h'"),
+        ("deploy.backend=tgi", "deploy.backend: unknown value 'tgi'"),
+        ("framework=flagembedding", "framework: flagembedding does not fit model 'internlm2' of kind llm"),
+        ("stages=[deploy]", "stages: must be a non-empty prefix"),
+        ("+framework.args.learning_rate=1", "framework.args.learning_rate: is a first-class option"),
+        ("+framework.args.output_dir=/x", "framework.args.output_dir: is set by hpcft"),
+        ("framework.quantization_bit=3", "framework.quantization_bit: unknown value '3'"),
+    ],
+)
+def test_bad_values_name_the_key(override, key, capsys, sbatch_log, run_root):
+    err = refuse(["model=internlm2", "cluster=8gpu", override, f"run_root={run_root}"], capsys, sbatch_log)
+    assert key in err
+
+
+def test_vllm_without_gpus_is_refused(capsys, sbatch_log, run_root):
+    err = refuse(
+        ["model=internlm2", "cluster=slurmlab", "deploy.backend=vllm", f"run_root={run_root}"], capsys, sbatch_log
+    )
+    assert "deploy.backend: vllm needs GPUs" in err
+
+
+def test_missing_and_malformed_data_files_name_file_and_line(capsys, sbatch_log, run_root, tmp_path, alpaca):
+    err = refuse(["model=internlm2", f"trainset={tmp_path}/none.json", f"run_root={run_root}"], capsys, sbatch_log)
+    assert f"{tmp_path}/none.json: no such file" in err
+    bad = alpaca([{"instruction": "a", "output": "b"}, {"instruction": "no answer"}], "eval.json")
+    err = refuse(["model=internlm2", f"evalset={bad}", f"run_root={run_root}"], capsys, sbatch_log)
+    assert f"{bad}:6: missing field 'output'" in err
+
+
+def test_model_path_that_does_not_exist(capsys, sbatch_log, run_root, tmp_path):
+    err = refuse(["model=internlm2", f"model.path={tmp_path}/weights", f"run_root={run_root}"], capsys, sbatch_log)
+    assert f"model.path: no model folder at {tmp_path}/weights" in err
+
+
+def test_run_root_that_is_a_file(capsys, sbatch_log, tmp_path):
+    afile = tmp_path / "file"
+    afile.write_text("x")
+    err = refuse(["model=internlm2", f"run_root={afile}"], capsys, sbatch_log)
+    assert "run_root:" in err and "is not a folder" in err
+
+
+def test_newline_in_a_value_that_reaches_sbatch_is_refused(capsys, sbatch_log, run_root):
+    err = refuse(
+        ["model=internlm2", "cluster=8gpu", "cluster.partition='gpu\ntouch /tmp/x'", f"run_root={run_root}"],
+        capsys,
+        sbatch_log,
+    )
+    assert "cluster.partition: control characters" in err
+
+
+def test_unknown_cli_option(capsys, sbatch_log):
+    assert "unknown option '--frobnicate'" in refuse(["--frobnicate", "model=internlm2"], capsys, sbatch_log)
+
+
+def test_cfg_prints_the_composed_config(capsys):
+    assert main(["--cfg", "model=internlm2", "cluster=8gpu"]) == 0
+    out = capsys.readouterr().out
+    assert "template: intern2" in out and "gpus_per_node: 8" in out
+
+
+def test_refusals_leave_no_run_directory(capsys, sbatch_log, run_root):
+    refuse(["model=internlm2", "framework.cutoff_len=0", f"run_root={run_root}"], capsys, sbatch_log)
+    assert list(run_root.iterdir()) == []
+
+
+def test_dry_run_writes_config_and_native_files(capsys, run_root):
+    assert main(["model=internlm2", "cluster=8gpu", "dry_run=true", f"run_root={run_root}"]) == 0
+    out = capsys.readouterr().out
+    (run,) = run_root.iterdir()
+    assert out.count("#!/bin/bash") == 3
+    assert "eval    <- afterok:train, after:deploy" in out
+    assert "infer_backend: vllm" in (run / "native" / "api.yaml").read_text()
+    assert "template: intern2" in (run / "native" / "train.yaml").read_text()
+    assert json.loads((run / "native" / "dataset_info.json").read_text())["hpcft_train"]["formatting"] == "alpaca"
