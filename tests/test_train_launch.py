@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from hpcft.config.compose import load_config
+from hpcft.frameworks import adapter_for
 from hpcft.jobs.spec import TrainJob
 from hpcft.jobs.train import PORT_BASE, PORT_SPAN, launch_env, master_port
+from hpcft.rundir import RunLayout
 
 
 def rdv(node: int, nnodes: int = 2) -> dict[str, str]:
@@ -16,21 +21,28 @@ def test_master_port_is_the_same_for_every_task_and_outside_the_ephemeral_range(
     assert all(PORT_BASE <= master_port(str(j)) < 32768 for j in range(0, 10**6, 997))
 
 
-def test_llamafactory_nodes_share_master_and_get_their_rank():
-    job = TrainJob(run_dir="/r", argv=["llamafactory-cli", "train", "/r/native/train.yaml"], procs_per_node=8)
-    envs = [launch_env(job, rdv(n))[1] for n in (0, 1)]
-    assert {e["MASTER_ADDR"] for e in envs} == {"node1"}
-    assert {e["MASTER_PORT"] for e in envs} == {"21234"}
-    assert [e["NODE_RANK"] for e in envs] == ["0", "1"]
-    assert envs[0]["FORCE_TORCHRUN"] == "1" and envs[0]["NPROC_PER_NODE"] == "8"
-
-
-def test_torchrun_gets_rendezvous_flags():
-    job = TrainJob(run_dir="/r", argv=["torchrun", "--nproc_per_node=8", "-m", "x"], distributed_env="torchrun")
-    argv, _ = launch_env(job, rdv(1))
-    assert argv[:5] == ["torchrun", "--nnodes=2", "--node_rank=1", "--master_addr=node1", "--master_port=21234"]
+def test_torchrun_nodes_share_master_and_get_their_rank():
+    job = TrainJob(run_dir="/r", argv=["torchrun", "--nproc_per_node=8", "-m", "x", "/r/a b.yaml"])
+    argvs = [launch_env(job, rdv(n)) for n in (0, 1)]
+    assert argvs[1][:5] == ["torchrun", "--nnodes=2", "--node_rank=1", "--master_addr=node1", "--master_port=21234"]
+    assert [a[2] for a in argvs] == ["--node_rank=0", "--node_rank=1"]
+    assert argvs[0][3:] == argvs[1][3:]  # same master, port and command everywhere
+    assert argvs[0][-1] == "/r/a b.yaml"
 
 
 def test_single_process_runs_the_command_unchanged():
     job = TrainJob(run_dir="/r", argv=["llamafactory-cli", "train", "x.yaml"])
-    assert launch_env(job, rdv(0, nnodes=1)) == (["llamafactory-cli", "train", "x.yaml"], {})
+    assert launch_env(job, rdv(0, nnodes=1)) == ["llamafactory-cli", "train", "x.yaml"]
+
+
+def test_llamafactory_multi_node_uses_torchrun_with_gpus_per_node():
+    cfg = load_config(["model=llama3_8b", "cluster=2x8gpu"])
+    job = adapter_for(cfg).train_job(_layout())
+    assert job.argv[:4] == ["torchrun", "--nproc_per_node=8", "-m", "llamafactory.launcher"]
+    assert adapter_for(load_config(["model=llama3_8b", "cluster=local"])).train_job(_layout()).argv[0] == (
+        "llamafactory-cli"
+    )
+
+
+def _layout() -> RunLayout:
+    return RunLayout(Path("/runs/r"))

@@ -108,7 +108,7 @@ class Adapter(FrameworkAdapter):
         for key, value in self.native_args(layout).items():
             if value is not None:
                 argv += [f"--{key}", str(value)]
-        return TrainJob(run_dir=str(layout.root), argv=argv, procs_per_node=nproc, distributed_env="torchrun")
+        return TrainJob(run_dir=str(layout.root), argv=argv)
 
     def deploy_files(self, layout: RunLayout) -> Files:
         raise NotImplementedError("refused in validate_own")

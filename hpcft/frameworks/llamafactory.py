@@ -147,10 +147,16 @@ class Adapter(FrameworkAdapter):
 
     def train_job(self, layout: RunLayout) -> TrainJob:
         c = self.cfg.cluster
+        config = str(layout.native / "train.yaml")
+        nproc = c.gpus_per_node or c.procs_per_node
+        if c.nodes == 1 and nproc == 1:
+            return TrainJob(run_dir=str(layout.root), argv=["llamafactory-cli", "train", config])
+        # torchrun directly rather than `llamafactory-cli` with FORCE_TORCHRUN: its launcher
+        # re-joins and splits arguments (paths with spaces break) and picks a random
+        # MASTER_PORT per node unless told otherwise.
         return TrainJob(
             run_dir=str(layout.root),
-            argv=["llamafactory-cli", "train", str(layout.native / "train.yaml")],
-            procs_per_node=c.gpus_per_node or c.procs_per_node,
+            argv=["torchrun", f"--nproc_per_node={nproc}", "-m", "llamafactory.launcher", config],
         )
 
     def _serve_weights(self, layout: RunLayout) -> str:

@@ -14,14 +14,10 @@ class TrainJob:
     run_dir: str
     """The run directory (absolute)."""
     argv: list[str]
-    """The training command, run once per node (e.g. `llamafactory-cli train <yaml>`)."""
+    """The training command, run once per node. When it starts with `torchrun`, the job adds
+    the rendezvous flags (`--nnodes --node_rank --master_addr --master_port`)."""
     env: dict[str, str] = field(default_factory=dict)
     """Extra environment for the command (no secrets: those come from the job's environment)."""
-    procs_per_node: int = 1
-    """Processes the launcher starts on each node (GPUs per node, or CPU processes)."""
-    distributed_env: str = "llamafactory"
-    """How the launcher learns the rendezvous: `llamafactory` (FORCE_TORCHRUN, NNODES, ...) or
-    `torchrun` (the argv already starts with torchrun; rendezvous flags are added)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -35,30 +35,24 @@ def rendezvous() -> dict[str, str]:
     }
 
 
-def launch_env(job: TrainJob, rdv: dict[str, str]) -> tuple[list[str], dict[str, str]]:
-    """The command and extra environment that start `procs_per_node` processes on this node."""
-    distributed = int(rdv["NNODES"]) > 1 or job.procs_per_node > 1
-    argv, env = list(job.argv), {**job.env}
-    if not distributed:
-        return argv, env
-    if job.distributed_env == "torchrun":
-        flags = [
-            f"--nnodes={rdv['NNODES']}",
-            f"--node_rank={rdv['NODE_RANK']}",
-            f"--master_addr={rdv['MASTER_ADDR']}",
-            f"--master_port={rdv['MASTER_PORT']}",
-        ]
-        argv = [argv[0], *flags, *argv[1:]]
-    else:  # LLaMA-Factory starts torchrun itself from these variables
-        env.update(rdv, FORCE_TORCHRUN="1", NPROC_PER_NODE=str(job.procs_per_node), RANK=rdv["NODE_RANK"])
-    return argv, env
+def launch_env(job: TrainJob, rdv: dict[str, str]) -> list[str]:
+    """The command with this node's rendezvous flags when it is a torchrun launch."""
+    argv = list(job.argv)
+    if argv[0] != "torchrun":
+        return argv
+    flags = [
+        f"--nnodes={rdv['NNODES']}",
+        f"--node_rank={rdv['NODE_RANK']}",
+        f"--master_addr={rdv['MASTER_ADDR']}",
+        f"--master_port={rdv['MASTER_PORT']}",
+    ]
+    return [argv[0], *flags, *argv[1:]]
 
 
 def run_train(job: TrainJob) -> str:
-    argv, extra = launch_env(job, rendezvous())
-    argv = resolve(argv)
-    print(f"hpcft train: {argv} with {extra}", flush=True)
-    result = subprocess.run(argv, env={**os.environ, **extra}, check=False)
+    argv = resolve(launch_env(job, rendezvous()))
+    print(f"hpcft train: {argv}", flush=True)
+    result = subprocess.run(argv, env={**os.environ, **job.env}, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"training command failed with exit status {result.returncode}")
     return f"train finished: {job.run_dir}/train"
