@@ -6,13 +6,16 @@ which other stage, and which files must be written first. `hpcft.submit` carries
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 
 from hpcft.config.schema import HpcftConfig
 from hpcft.frameworks import adapter_for
 from hpcft.frameworks.base import Files
-from hpcft.jobs.spec import EvalJob, StageJob
+from hpcft.jobs.spec import EvalJob, StageJob, TrainJob
+from hpcft.jobs.train import PORT_BASE, PORT_SPAN, launch_env
 from hpcft.rundir import RunLayout
+from hpcft.tracking import wandb_env
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,6 +51,8 @@ class Pipeline:
     stages: tuple[Stage, ...]
     files: Files = field(default_factory=dict)
     """Files to write into the run directory before submitting (relative path -> text)."""
+    notes: tuple[str, ...] = ()
+    """Derived numbers shown to the user (batch layout, memory estimate)."""
 
     def stage(self, name: str) -> Stage:
         return next(s for s in self.stages if s.name == name)
@@ -93,6 +98,7 @@ def build_pipeline(cfg: HpcftConfig, layout: RunLayout) -> Pipeline:
                     max_new_tokens=cfg.eval.max_new_tokens,
                     request_timeout_s=cfg.eval.request_timeout_s,
                     endpoint_timeout_s=cfg.eval.endpoint_timeout_s,
+                    env=wandb_env(cfg, layout, "eval"),
                 ),
                 resources=Resources(cpus_per_task=1, time=cfg.eval.time),
                 # Eval talks to the running server, so it starts once deploy has started; the
@@ -100,4 +106,17 @@ def build_pipeline(cfg: HpcftConfig, layout: RunLayout) -> Pipeline:
                 after=(Dependency(kind="afterok", stage="train"), Dependency(kind="after", stage="deploy")),
             )
         )
-    return Pipeline(run_name=layout.root.name, layout=layout, stages=tuple(stages), files=files)
+    notes = [*adapter.notes(), launch_note(stages[0].job, c.nodes)]
+    return Pipeline(run_name=layout.root.name, layout=layout, stages=tuple(stages), files=files, notes=tuple(notes))
+
+
+def launch_note(job: StageJob, nodes: int) -> str:
+    """What every node of the train job runs, with the rendezvous values it gets at run time."""
+    assert isinstance(job, TrainJob)
+    placeholders = {
+        "NNODES": str(nodes),
+        "NODE_RANK": f"<0..{nodes - 1}>",
+        "MASTER_ADDR": "<first host of the allocation>",
+        "MASTER_PORT": f"<{PORT_BASE} + job id % {PORT_SPAN}>",
+    }
+    return f"train: each of {nodes} node(s) runs: {shlex.join(launch_env(job, placeholders))}"

@@ -42,7 +42,7 @@ def job_env(cluster: ClusterConfig) -> dict[str, str]:
     """Environment every job gets: offline modes where compute nodes have no internet."""
     env = {"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
     if not cluster.internet:
-        env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", WANDB_MODE="offline")
+        env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     return env
 
 

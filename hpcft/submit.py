@@ -16,7 +16,7 @@ import submitit
 
 from hpcft.config.schema import ClusterConfig
 from hpcft.errors import StageFailedError, SubmissionError
-from hpcft.jobs.entry import run_stage
+from hpcft.jobs.entry import stage_callable
 from hpcft.plan import Pipeline, Stage
 from hpcft.render import slurm_parameters, time_to_minutes
 from hpcft.rundir import read_json, write_atomic, write_json_atomic
@@ -58,10 +58,10 @@ def submit_slurm(pipeline: Pipeline, cluster: ClusterConfig) -> dict[str, Any]:
     jobs: dict[str, submitit.Job[Any]] = {}
     for stage in pipeline.stages:
         try:
-            executor = submitit.SlurmExecutor(folder=layout.slurm)
+            executor = submitit.SlurmExecutor(folder=layout.slurm, max_num_timeout=cluster.max_requeues)
             ids = {name: job.job_id for name, job in jobs.items()}
             executor.update_parameters(**slurm_parameters(pipeline, stage, cluster, ids))
-            jobs[stage.name] = job = executor.submit(run_stage, stage.job)
+            jobs[stage.name] = job = executor.submit(stage_callable(stage.job), stage.job)
         except Exception as e:
             for done in jobs.values():
                 done.cancel(check=False)
@@ -133,7 +133,7 @@ def run_local(pipeline: Pipeline, cluster: ClusterConfig, say: Printer = print) 
     jobs: dict[str, submitit.Job[Any]] = {}
 
     def start(stage: Stage) -> submitit.Job[Any]:
-        job = _local_executor(layout.slurm, stage, cluster).submit(run_stage, stage.job)
+        job = _local_executor(layout.slurm, stage, cluster).submit(stage_callable(stage.job), stage.job)
         jobs[stage.name] = job
         manifest["stages"][stage.name].update(job_id=job.job_id, state="RUNNING", logs=_log_paths(job))
         write_json_atomic(layout.manifest, manifest)

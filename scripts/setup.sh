@@ -14,6 +14,8 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PY" -m venv "$VENV"
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+# pip warns once per package about this machine's extra local indexes; keep real errors.
+quiet() { "$@" 2> >(grep -v "^WARNING: Location" >&2); }
 
 # Reinstall only when what we install changed.
 stamp="$VENV/.hpcft-installed"
@@ -21,9 +23,9 @@ want="$(cat pyproject.toml constraints/train.txt | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     started=$SECONDS
     # torch first and pinned: an unpinned torch pulls a multi-GB build (see constraints/train.txt).
-    "${PIP[@]}" install "$(grep '^torch==' constraints/train.txt)" "$(grep '^torchvision==' constraints/train.txt)"
+    quiet "${PIP[@]}" install "$(grep '^torch==' constraints/train.txt)" "$(grep '^torchvision==' constraints/train.txt)"
     # deepspeed is an sdist: build no ops now, they are JIT-compiled when first used.
-    DS_BUILD_OPS=0 "${PIP[@]}" install -c constraints/train.txt -e ".[train,dev]"
+    DS_BUILD_OPS=0 quiet "${PIP[@]}" install -c constraints/train.txt -e ".[train,dev]"
     echo "$want" > "$stamp"
     echo "setup: installed in $((SECONDS - started)) s"
 fi

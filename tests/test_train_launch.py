@@ -46,3 +46,27 @@ def test_llamafactory_multi_node_uses_torchrun_with_gpus_per_node():
 
 def _layout() -> RunLayout:
     return RunLayout(Path("/runs/r"))
+
+
+def test_prepare_resume_sets_aside_a_cut_off_checkpoint(tmp_path):
+    from hpcft.jobs.train import prepare_resume
+
+    out = tmp_path / "train"
+    for step, complete in ((100, True), (200, True), (300, False)):
+        (out / f"checkpoint-{step}").mkdir(parents=True)
+        if complete:
+            (out / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    prepare_resume(out)
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-100", "checkpoint-200"]
+    assert len(list(out.glob("incomplete-checkpoint-300-*"))) == 1
+
+
+def test_prepare_resume_moves_output_without_checkpoint_aside(tmp_path):
+    from hpcft.jobs.train import prepare_resume
+
+    out = tmp_path / "train"
+    out.mkdir()
+    (out / "trainer_log.jsonl").write_text("{}\n")
+    prepare_resume(out)
+    assert not out.exists() and len(list(tmp_path.glob("train.interrupted-*"))) == 1
+    prepare_resume(out)  # nothing there: nothing to do

@@ -1,22 +1,29 @@
-"""The command line: `python -m hpcft [options] key=value ...` submits a pipeline.
+"""The command line, one module per subcommand:
+
+  python -m hpcft [options] key=value ...   submit a pipeline (hpcft.cli.run)
+  python -m hpcft sync [RUN_DIR ...]        upload offline W&B runs (hpcft.cli.sync)
 
 A user error prints one line and exits with status 2; a refused submission exits with 1.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Sequence
 
 from hpcft.errors import HpcftError, SubmissionError, UserError
 
+SUBCOMMANDS = ("sync",)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from hpcft.cli import run
-
     args = list(sys.argv[1:] if argv is None else argv)
+    command = args.pop(0) if args and args[0] in SUBCOMMANDS else "run"
+    module = importlib.import_module(f"hpcft.cli.{command}")
     try:
-        return run.main(args)
+        code: int = module.main(args)
+        return code
     except UserError as e:
         print(f"hpcft: error: {e}", file=sys.stderr)
         return e.exit_code

@@ -60,6 +60,8 @@ def dry_run(pipeline: Pipeline, cfg: HpcftConfig) -> None:
         path = pipeline.layout.root / "dry_run" / f"{stage.name}.sbatch"
         write_atomic(path, script)
         print(f"# ---- {stage.name}: {path}\n{script}")
+    for relpath, text in sorted(pipeline.files.items()):
+        print(f"# ---- {relpath}\n{text}")
     print("# ---- dependencies (`<stage>` stands for its job id)")
     print(dependency_graph(pipeline))
     print(f"\nDry run: nothing submitted. Scripts and native configs in {pipeline.layout.root}")
@@ -92,6 +94,8 @@ def main(argv: Sequence[str]) -> int:
     from hpcft.submit import run_local, submit_slurm, write_run_files
 
     write_run_files(pipeline, config_yaml(cfg))
+    for note in pipeline.notes:
+        print(note)
     if cfg.dry_run:
         dry_run(pipeline, cfg)
         return 0

@@ -24,13 +24,14 @@ from hpcft.config.schema import (
     EvalConfig,
     HpcftConfig,
     ModelKind,
+    WandbConfig,
     register_schemas,
 )
 from hpcft.errors import ConfigError, UserError, unknown_name
 from hpcft.frameworks import default_framework, framework_modules
 
 GROUPS = ("model", "framework", "cluster", "deepspeed")
-_SCHEMA_BY_GROUP: dict[str, type] = {**SCHEMAS, "deploy": DeployConfig, "eval": EvalConfig}
+_SCHEMA_BY_GROUP: dict[str, type] = {**SCHEMAS, "deploy": DeployConfig, "eval": EvalConfig, "wandb": WandbConfig}
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
 

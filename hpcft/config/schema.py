@@ -56,7 +56,11 @@ class FrameworkConfig:
     per_device_train_batch_size: int = 1
     """Samples per process (GPU) per step; >= 1."""
     gradient_accumulation_steps: int = 8
-    """Steps accumulated before an optimizer update; >= 1."""
+    """Steps accumulated before an optimizer update; >= 1. Ignored when `global_batch_size` is set."""
+    global_batch_size: int | None = None
+    """Samples per optimizer step over all processes. When set, the accumulation steps are derived
+    as global / (nodes x processes per node x per-device batch), so the same hyper-parameters
+    hold on a different cluster size; it must divide exactly."""
     num_train_epochs: float = 3.0
     """Passes over the training set; > 0."""
     logging_steps: int = 10
@@ -96,6 +100,8 @@ class ClusterConfig:
     """Memory per node (`--mem`, e.g. `200G`); null for the partition default."""
     node_gpus: int = 0
     """GPUs one node of this cluster has: `gpus_per_node` may not exceed it."""
+    gpu_mem_gb: float = 80.0
+    """Memory of one GPU in GB, for the memory-fit check before submitting; > 0."""
     max_nodes: int = 1
     """Nodes one job may use on this cluster: `nodes` may not exceed it."""
     setup: list[str] = field(default_factory=list)
@@ -105,6 +111,9 @@ class ClusterConfig:
     """Whether compute nodes reach the internet (W&B online); false means offline mode."""
     signal_delay_s: int = 90
     """Seconds before the time limit at which Slurm signals the job to checkpoint; >= 0."""
+    max_requeues: int = 3
+    """Times a train job that hits its time limit is requeued to resume from its last
+    checkpoint (preemptions are always requeued); >= 0."""
 
 
 @dataclass(kw_only=True)
@@ -149,6 +158,22 @@ class EvalConfig:
 
 
 @dataclass(kw_only=True)
+class WandbConfig:
+    enabled: bool = False
+    """Log training (and eval metrics) to Weights & Biases; off sets `report_to: none`, so W&B
+    never prompts for a login inside a batch job."""
+    project: str = "hpcft"
+    """W&B project."""
+    entity: str | None = None
+    """W&B entity (team or user); null for the API key's default."""
+    group: str | None = None
+    """W&B group; null for the run name, so a pipeline's train and eval runs sit together."""
+    mode: str | None = None
+    """`online` or `offline`; null: online where compute nodes reach the internet
+    (`cluster.internet`), else offline (sync later with `python -m hpcft sync`)."""
+
+
+@dataclass(kw_only=True)
 class HpcftConfig:
     model: ModelConfig = MISSING
     """The base model (config group `model/`)."""
@@ -162,6 +187,8 @@ class HpcftConfig:
     """How the fine-tuned model is served."""
     eval: EvalConfig = field(default_factory=EvalConfig)
     """How the eval set is run through the served model."""
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    """Weights & Biases logging."""
     trainset: str = MISSING
     """Training data file (alpaca or sharegpt JSON / JSONL for LLMs)."""
     evalset: str | None = None

@@ -53,7 +53,7 @@ def check_choice(key: str, value: str, choices: tuple[str, ...] | list[str]) -> 
 def validate_cluster(c: ClusterConfig) -> None:
     for name in ("nodes", "procs_per_node", "cpus_per_node", "max_nodes"):
         check_positive(f"cluster.{name}", getattr(c, name))
-    for name in ("gpus_per_node", "node_gpus", "signal_delay_s"):
+    for name in ("gpus_per_node", "node_gpus", "signal_delay_s", "max_requeues"):
         check_positive(f"cluster.{name}", getattr(c, name), allow_zero=True)
     if c.nodes > c.max_nodes:
         raise ConfigError("cluster.nodes", f"{c.nodes} nodes exceed the {c.max_nodes} of cluster '{c.name}'")
@@ -63,6 +63,7 @@ def validate_cluster(c: ClusterConfig) -> None:
             f"{c.gpus_per_node} GPUs per node exceed the {c.node_gpus} a node of cluster '{c.name}' has",
         )
     check_time("cluster.time", c.time)
+    check_positive("cluster.gpu_mem_gb", c.gpu_mem_gb)
     for name in ("name", "partition", "account", "qos", "gpu_type", "mem"):
         check_safe_text(f"cluster.{name}", getattr(c, name))
     if c.executor is Executor.local and c.nodes != 1:
@@ -122,6 +123,10 @@ def validate_run(cfg: HpcftConfig) -> None:
     root = Path(cfg.run_root).expanduser()
     if root.exists() and not root.is_dir():
         raise ConfigError("run_root", f"{cfg.run_root} exists and is not a folder")
+    if cfg.wandb.mode is not None:
+        check_choice("wandb.mode", cfg.wandb.mode, ("online", "offline"))
+    for name in ("project", "entity", "group"):
+        check_safe_text(f"wandb.{name}", getattr(cfg.wandb, name))
     if cfg.deepspeed.zero_stage is not None:
         check_range("deepspeed.zero_stage", cfg.deepspeed.zero_stage, 0, 3, high_open=False)
 

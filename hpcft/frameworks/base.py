@@ -16,6 +16,7 @@ from hpcft.config.schema import FrameworkConfig, HpcftConfig, ModelKind
 from hpcft.config.validate import check_positive
 from hpcft.errors import ConfigError, unknown_name
 from hpcft.jobs.spec import DeployJob, TrainJob
+from hpcft.resources import batch_layout
 from hpcft.rundir import RunLayout
 
 Files = dict[str, str]
@@ -53,6 +54,8 @@ class FrameworkAdapter(ABC):
         """Check own ranges, native argument names, and the data files."""
         fw: FrameworkConfig = self.fw
         check_positive("framework.learning_rate", fw.learning_rate)
+        check_positive("framework.global_batch_size", fw.global_batch_size)
+        batch_layout(self.cfg)  # raises when the global batch size does not divide
         check_positive("framework.num_train_epochs", fw.num_train_epochs)
         for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps"):
             check_positive(f"framework.{name}", getattr(fw, name))
@@ -72,10 +75,16 @@ class FrameworkAdapter(ABC):
                 raise ConfigError(where, unknown_name(f"{self.name} argument", key, valid))
 
     def native_values(self) -> dict[str, Any]:
-        """First-class options as native arguments, then the user's pass-through `args`."""
+        """First-class options as native arguments (accumulation derived from the global batch
+        size when given), then the user's pass-through `args`."""
         values = {name: getattr(self.fw, name) for name in self.first_class}
+        values["gradient_accumulation_steps"] = batch_layout(self.cfg).accumulation
         values.update(self.fw.args)
         return values
+
+    def notes(self) -> list[str]:
+        """Derived numbers the user should see before the job runs."""
+        return [f"train: {batch_layout(self.cfg).describe()}"]
 
     @abstractmethod
     def validate_own(self) -> None:

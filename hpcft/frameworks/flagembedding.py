@@ -16,6 +16,7 @@ from hpcft.errors import ConfigError
 from hpcft.frameworks.base import Files, FrameworkAdapter
 from hpcft.jobs.spec import DeployJob, TrainJob
 from hpcft.rundir import RunLayout
+from hpcft.tracking import report_to, wandb_env
 
 
 @dataclass(kw_only=True)
@@ -80,7 +81,7 @@ class Adapter(FrameworkAdapter):
             "train_data": self.cfg.trainset,
             "output_dir": str(layout.train_output),
             "train_group_size": fw.train_group_size,
-            "report_to": "none",
+            "report_to": report_to(self.cfg),
             "seed": self.cfg.seed,
             "dataloader_drop_last": True,
         }
@@ -108,7 +109,7 @@ class Adapter(FrameworkAdapter):
         for key, value in self.native_args(layout).items():
             if value is not None:
                 argv += [f"--{key}", str(value)]
-        return TrainJob(run_dir=str(layout.root), argv=argv)
+        return TrainJob(run_dir=str(layout.root), argv=argv, env=wandb_env(self.cfg, layout, "train"))
 
     def deploy_files(self, layout: RunLayout) -> Files:
         raise NotImplementedError("refused in validate_own")

@@ -12,14 +12,16 @@ from typing import Any
 
 import yaml
 
-from hpcft.config.schema import Executor, FrameworkConfig, ModelKind
+from hpcft.config.schema import DeepSpeedConfig, Executor, FrameworkConfig, HpcftConfig, ModelKind
 from hpcft.config.validate import check_choice, check_positive, check_range
 from hpcft.data import ROW_CHECKS, alpaca_row, check_rows
 from hpcft.deepspeed import deepspeed_json
 from hpcft.errors import ConfigError
 from hpcft.frameworks.base import Files, FrameworkAdapter
 from hpcft.jobs.spec import DeployJob, TrainJob
+from hpcft.resources import MemoryEstimate, estimate_memory
 from hpcft.rundir import RunLayout
+from hpcft.tracking import report_to, wandb_env
 
 
 @dataclass(kw_only=True)
@@ -71,6 +73,46 @@ def dataset_info(trainset: str, fmt: str) -> dict[str, Any]:
     return {DATASET: entry}
 
 
+_ZERO2 = DeepSpeedConfig(name="zero2", zero_stage=2)
+_ZERO3 = DeepSpeedConfig(name="zero3", zero_stage=3)
+_ZERO3_OFFLOAD = DeepSpeedConfig(name="zero3_offload", zero_stage=3, offload_optimizer=True, offload_param=True)
+FIT_ALTERNATIVES: tuple[tuple[str, str | None, int | None, DeepSpeedConfig | None], ...] = (
+    ("deepspeed=zero2", None, None, _ZERO2),
+    ("deepspeed=zero3", None, None, _ZERO3),
+    ("deepspeed=zero3_offload", None, None, _ZERO3_OFFLOAD),
+    ("framework.finetuning_type=lora", "lora", None, None),
+    ("framework.finetuning_type=lora framework.quantization_bit=4", "lora", 4, None),
+)
+"""What to suggest when a job does not fit, cheapest change first: (hint, method, bits, preset);
+None keeps what is configured."""
+
+
+def check_memory_fit(cfg: HpcftConfig) -> MemoryEstimate:
+    """Refuse a train job whose per-GPU estimate exceeds the GPU, naming what would fit."""
+    fw, c = cfg.framework, cfg.cluster
+    gpus = c.nodes * c.gpus_per_node
+    mine = estimate_memory(cfg.model.params_b, fw.finetuning_type, fw.quantization_bit, cfg.deepspeed, gpus)
+    if mine.total_gb <= c.gpu_mem_gb:
+        return mine
+    fits = []
+    for hint, method, bits, preset in FIT_ALTERNATIVES:
+        other = estimate_memory(
+            cfg.model.params_b,
+            method or fw.finetuning_type,
+            bits if method else fw.quantization_bit,
+            preset or cfg.deepspeed,
+            gpus,
+        )
+        if other.total_gb <= c.gpu_mem_gb:
+            fits.append(hint)
+    suggestion = f"; try {fits[0]}" if fits else "; use more GPUs"
+    raise ConfigError(
+        "cluster.gpu_mem_gb",
+        f"{cfg.model.name} ({cfg.model.params_b}B, {fw.finetuning_type}, deepspeed={cfg.deepspeed.name}) needs"
+        f" ~{mine.total_gb:.0f} GB per GPU over {gpus} GPUs, more than the {c.gpu_mem_gb:g} GB a GPU has{suggestion}",
+    )
+
+
 class Adapter(FrameworkAdapter):
     name = "llamafactory"
     kinds = (ModelKind.llm,)
@@ -102,6 +144,18 @@ class Adapter(FrameworkAdapter):
                 raise ConfigError("framework.quantization_bit", "QLoRA needs finetuning_type=lora")
             if self.cfg.cluster.gpus_per_node == 0:
                 raise ConfigError("framework.quantization_bit", "QLoRA needs GPUs; this cluster has none")
+        if self.cfg.cluster.gpus_per_node:
+            check_memory_fit(self.cfg)
+
+    def notes(self) -> list[str]:
+        notes = super().notes()
+        if self.cfg.cluster.gpus_per_node:
+            m = check_memory_fit(self.cfg)
+            notes.append(
+                f"train: ~{m.total_gb:.0f} GB per GPU of {self.cfg.cluster.gpu_mem_gb:g} (weights {m.weights_gb:.0f},"
+                f" gradients {m.gradients_gb:.0f}, optimizer {m.optimizer_gb:.0f}, overhead {m.overhead_gb:.0f}; rough)"
+            )
+        return notes
 
     def validate_data(self) -> None:
         check_rows(self.cfg.trainset, ROW_CHECKS[self.fw.dataset_format])
@@ -127,7 +181,7 @@ class Adapter(FrameworkAdapter):
             "lora_target": fw.lora_target if fw.finetuning_type == "lora" else None,
             "overwrite_cache": True,
             "plot_loss": False,
-            "report_to": "none",
+            "report_to": report_to(self.cfg),
             "seed": self.cfg.seed,
             "deepspeed": str(layout.native / "deepspeed.json") if self.cfg.deepspeed.zero_stage is not None else None,
             **self._ddp(),
@@ -149,14 +203,24 @@ class Adapter(FrameworkAdapter):
         c = self.cfg.cluster
         config = str(layout.native / "train.yaml")
         nproc = c.gpus_per_node or c.procs_per_node
+        env = wandb_env(self.cfg, layout, "train")
+        if self.cfg.deepspeed.zero_stage is not None and c.gpus_per_node == 0:
+            env["DS_ACCELERATOR"] = "cpu"  # DeepSpeed then uses gloo and JIT-builds its CPU ops
         if c.nodes == 1 and nproc == 1:
-            return TrainJob(run_dir=str(layout.root), argv=["llamafactory-cli", "train", config])
+            return TrainJob(
+                run_dir=str(layout.root),
+                argv=["llamafactory-cli", "train", config],
+                env=env,
+                resume_from_dir=str(layout.train_output),
+            )
         # torchrun directly rather than `llamafactory-cli` with FORCE_TORCHRUN: its launcher
         # re-joins and splits arguments (paths with spaces break) and picks a random
         # MASTER_PORT per node unless told otherwise.
         return TrainJob(
             run_dir=str(layout.root),
             argv=["torchrun", f"--nproc_per_node={nproc}", "-m", "llamafactory.launcher", config],
+            env=env,
+            resume_from_dir=str(layout.train_output),
         )
 
     def _serve_weights(self, layout: RunLayout) -> str:

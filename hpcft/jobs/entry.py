@@ -1,6 +1,10 @@
-"""The function submitit runs inside every job: dispatch a stage record to its runner."""
+"""The callables submitit runs inside every job: dispatch a stage record to its runner."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+
+import submitit
 
 from hpcft.jobs.spec import DeployJob, EvalJob, StageJob, TrainJob
 
@@ -21,3 +25,18 @@ def run_stage(job: StageJob) -> str:
 
         return run_eval(job)
     raise TypeError(f"unknown stage job {type(job).__name__}")
+
+
+class ResumableStage(submitit.helpers.Checkpointable):
+    """A train stage that Slurm may stop (time limit, preemption): submitit requeues it on the
+    warning signal, and the rerun resumes from the framework's last checkpoint in the run
+    directory (LLaMA-Factory and the HF Trainer pick up `output_dir/checkpoint-*`)."""
+
+    def __call__(self, job: StageJob) -> str:
+        return run_stage(job)
+
+
+def stage_callable(job: StageJob) -> Callable[[StageJob], str]:
+    """Train resumes after requeue; deploy and eval are plain (a rerun of them starts afresh)."""
+    # submitit.helpers.Checkpointable.__new__ has no annotations.
+    return ResumableStage() if isinstance(job, TrainJob) else run_stage  # type: ignore[no-untyped-call]

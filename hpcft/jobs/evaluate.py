@@ -8,6 +8,7 @@ server is released whether eval succeeded or not.
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.request
 from pathlib import Path
@@ -55,6 +56,18 @@ def chat(endpoint: dict[str, Any], prompt: str, max_new_tokens: int, timeout_s: 
     return content
 
 
+def log_to_wandb(metrics: dict[str, float], env: dict[str, str]) -> None:
+    """Log the eval metrics as the pipeline's `eval` run, when W&B is enabled."""
+    if env.get("WANDB_MODE", "disabled") == "disabled":
+        return
+    os.environ.update(env)
+    import wandb  # only inside the job, and only when enabled
+
+    run = wandb.init()
+    run.summary.update({f"eval/{key}": value for key, value in metrics.items()})
+    run.finish()
+
+
 def run_eval(job: EvalJob) -> str:
     layout = RunLayout(Path(job.run_dir))
     try:
@@ -71,6 +84,7 @@ def run_eval(job: EvalJob) -> str:
         write_atomic(layout.predictions, "\n".join(lines) + "\n")
         metrics = score(predictions, [row["output"] for row in rows])
         write_json_atomic(layout.metrics, {**metrics, "model": endpoint["model"], "evalset": job.evalset})
+        log_to_wandb(metrics, job.env)
     finally:
         write_atomic(layout.stop_serving, "eval done\n")
     return f"eval: {json.dumps(metrics)}"

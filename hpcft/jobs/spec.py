@@ -18,6 +18,8 @@ class TrainJob:
     the rendezvous flags (`--nnodes --node_rank --master_addr --master_port`)."""
     env: dict[str, str] = field(default_factory=dict)
     """Extra environment for the command (no secrets: those come from the job's environment)."""
+    resume_from_dir: str | None = None
+    """The framework's output folder, where a rerun finds `checkpoint-*` to resume from."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,6 +46,8 @@ class EvalJob:
     max_new_tokens: int = 128
     request_timeout_s: int = 300
     endpoint_timeout_s: int = 3600
+    env: dict[str, str] = field(default_factory=dict)
+    """W&B settings for logging the metrics (empty or WANDB_MODE=disabled: not logged)."""
 
 
 StageJob = TrainJob | DeployJob | EvalJob

@@ -71,12 +71,13 @@ def wait_final(job_ids: list[str], timeout_s: float = 600) -> dict[str, str]:
         time.sleep(2)
 
 
-def job_count() -> int:
-    """Jobs the cluster has ever accepted (sacct over all time)."""
-    out = subprocess.run(
-        ["sacct", "-X", "-n", "-a", "-S", "2000-01-01", "-o", "JobID"], capture_output=True, text=True, check=True
-    )
-    return len(out.stdout.split())
+def job_names() -> str:
+    """Names of every job the cluster holds or has ever accepted (queue and accounting)."""
+    queue = subprocess.run(["squeue", "-h", "-o", "%j"], capture_output=True, text=True, check=True).stdout
+    accounting = subprocess.run(
+        ["sacct", "-X", "-n", "-a", "-S", "2000-01-01", "-o", "JobName%300"], capture_output=True, text=True, check=True
+    ).stdout
+    return queue + accounting
 
 
 def assert_eval_outputs(run: Path, eval_rows: int) -> dict:

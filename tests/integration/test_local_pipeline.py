@@ -40,3 +40,21 @@ def test_local_failure_names_the_stage_and_its_log(run_root):
     m = manifest(only_run(run_root))
     assert m["status"] == "failed" and m["stages"]["train"]["state"] == "FAILED"
     assert m["stages"]["deploy"]["job_id"] is None
+
+
+def test_wandb_offline_run_lands_in_the_run_dir_and_no_secret_is_written(run_root):
+    secrets = {"WANDB_API_KEY": "fake-wandb-key-4c1d9e7f0a2b", "HF_TOKEN": "hf_fakeTOKEN9f8e7d6c5b4a"}
+    result = hpcft("model=tiny_llama", f"run_root={run_root}", *FAST, "wandb.enabled=true", env=secrets)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = only_run(run_root)
+    offline = sorted((run / "wandb").glob("offline-run-*"))
+    assert len(offline) == 2, offline  # the train run and the eval run
+    assert all(any(p.glob("*.wandb")) for p in offline)
+    leaked = [
+        str(path)
+        for path in run.rglob("*")
+        if path.is_file() and any(s.encode() in path.read_bytes() for s in secrets.values())
+    ]
+    assert leaked == []
+    synced = hpcft("sync", "--dry-run", str(run))
+    assert synced.returncode == 0 and all(str(p) in synced.stdout for p in offline)

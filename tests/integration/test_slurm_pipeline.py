@@ -8,6 +8,7 @@ import os
 import stat
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from tests.integration.helpers import (
     FAST,
     assert_eval_outputs,
     hpcft,
-    job_count,
+    job_names,
     manifest,
     only_run,
     wait_final,
@@ -111,10 +112,11 @@ def test_refused_stage_cancels_the_stages_already_submitted(run_root, sbatch_ref
     ],
 )
 def test_refused_input_submits_nothing_to_the_cluster(run_root, bad):
-    before = job_count()
-    result = hpcft("model=tiny_llama", "cluster=slurmlab", f"run_root={run_root}", *bad)
+    token = f"refused-{uuid.uuid4().hex[:12]}"
+    result = hpcft("model=tiny_llama", "cluster=slurmlab", f"run_root={run_root}", f"name={token}", *bad)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert job_count() == before
+    time.sleep(2)  # sacct lags about a second behind the controller
+    assert token not in job_names()
 
 
 def test_hostile_paths_and_names_reach_the_job_intact(tmp_path):

@@ -1,0 +1,98 @@
+"""Resource arithmetic done on the login node: world size, batch layout, memory fit.
+
+Pure functions of the typed config, so that `dry_run` shows the same numbers the job uses
+and a job that cannot fit is refused before it waits in a queue.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hpcft.config.schema import ClusterConfig, DeepSpeedConfig, HpcftConfig
+from hpcft.errors import ConfigError
+
+GB = 1024**3
+
+
+def procs_per_node(cluster: ClusterConfig) -> int:
+    """Training processes per node: one per GPU, or `procs_per_node` where there are none."""
+    return cluster.gpus_per_node or cluster.procs_per_node
+
+
+def world_size(cluster: ClusterConfig) -> int:
+    return cluster.nodes * procs_per_node(cluster)
+
+
+@dataclass(frozen=True)
+class BatchLayout:
+    world_size: int
+    per_device: int
+    accumulation: int
+
+    @property
+    def global_batch(self) -> int:
+        return self.world_size * self.per_device * self.accumulation
+
+    def describe(self) -> str:
+        return (
+            f"global batch {self.global_batch} = {self.world_size} processes x {self.per_device} per device"
+            f" x {self.accumulation} accumulation steps"
+        )
+
+
+def batch_layout(cfg: HpcftConfig) -> BatchLayout:
+    """Gradient accumulation derived from `framework.global_batch_size` when it is set, so the
+    same hyper-parameters hold on any cluster size; else the configured accumulation."""
+    fw, world = cfg.framework, world_size(cfg.cluster)
+    per_device = fw.per_device_train_batch_size
+    if fw.global_batch_size is None:
+        return BatchLayout(world, per_device, fw.gradient_accumulation_steps)
+    step = world * per_device
+    if fw.global_batch_size % step:
+        lower = max(step, fw.global_batch_size // step * step)
+        raise ConfigError(
+            "framework.global_batch_size",
+            f"{fw.global_batch_size} is not a multiple of {world} processes x {per_device} per device = {step};"
+            f" use {lower} or {lower + step}",
+        )
+    return BatchLayout(world, per_device, fw.global_batch_size // step)
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """A rough per-GPU estimate for mixed-precision AdamW training; not a promise."""
+
+    weights_gb: float
+    gradients_gb: float
+    optimizer_gb: float
+    overhead_gb: float
+
+    @property
+    def total_gb(self) -> float:
+        return self.weights_gb + self.gradients_gb + self.optimizer_gb + self.overhead_gb
+
+
+TRAINABLE_FRACTION = {"full": 1.0, "freeze": 0.1, "lora": 0.01}
+"""Share of parameters that get gradients and optimizer states (LoRA on all linear layers
+at rank 8-16 trains roughly 0.5-1 %)."""
+
+
+def estimate_memory(
+    params_b: float, method: str, quant_bits: int | None, ds: DeepSpeedConfig, gpus: int
+) -> MemoryEstimate:
+    """Per-GPU memory: bf16 weights (4/8-bit with QLoRA), bf16 gradients and fp32 Adam states
+    (12 bytes per trainable parameter), each divided over `gpus` by the ZeRO stage that shards it."""
+    params = params_b * 1e9
+    stage = ds.zero_stage or 0
+    trainable = params * TRAINABLE_FRACTION.get(method, 1.0)
+    weight_bytes = {4: 0.55, 8: 1.1}.get(quant_bits or 0, 2.0)
+    weights = params * weight_bytes / (gpus if stage >= 3 else 1)
+    gradients = trainable * 2 / (gpus if stage >= 2 else 1)
+    optimizer = trainable * 12 / (gpus if stage >= 1 else 1)
+    if ds.offload_optimizer:
+        optimizer = 0.0
+    if ds.offload_param and stage >= 3:
+        weights = 0.0
+    # Activations, buffers and the CUDA context: a flat 15 % plus 2 GB.
+    subtotal = (weights + gradients + optimizer) / GB
+    return MemoryEstimate(weights / GB, gradients / GB, optimizer / GB, 0.15 * subtotal + 2.0)

@@ -1,0 +1,116 @@
+"""Training in depth on the real local Slurm cluster: several nodes and processes over gloo,
+DeepSpeed ZeRO-2, and resuming from the last checkpoint after a time limit or a requeue."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import needs_slurm, needs_training
+from tests.integration.helpers import FAST, hpcft, manifest, only_run, wait_final
+
+pytestmark = [needs_slurm, needs_training, pytest.mark.slurm]
+
+
+def submit_train(run_root: Path, *overrides: str) -> tuple[Path, str]:
+    result = hpcft("model=tiny_llama", "cluster=slurmlab", f"run_root={run_root}", "stages=[train]", *overrides)
+    assert result.returncode == 0, result.stderr
+    run = only_run(run_root)
+    return run, manifest(run)["stages"]["train"]["job_id"]
+
+
+def requeues(job_id: str) -> int:
+    """How often Slurm requeued the job (`sacct --duplicates` keeps one REQUEUED row per time)."""
+    out = subprocess.run(["sacct", "-D", "-X", "-n", "-j", job_id, "-o", "State"], capture_output=True, text=True)
+    return out.stdout.split().count("REQUEUED")
+
+
+def logs(run: Path) -> str:
+    return "".join(p.read_text(errors="replace") for p in sorted((run / "slurm").glob("*_log.*")))
+
+
+def sacct_field(job_id: str, field: str) -> str:
+    out = subprocess.run(["sacct", "-X", "-n", "-P", "-j", job_id, "-o", field], capture_output=True, text=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("nodes,procs", [(2, 1), (2, 2)])
+def test_multi_node_lora_trains_over_gloo(run_root, nodes, procs):
+    run, job_id = submit_train(run_root, *FAST, f"cluster.nodes={nodes}", f"cluster.procs_per_node={procs}")
+    states = wait_final([job_id], timeout_s=600)
+    assert states[job_id] == "COMPLETED", logs(run)[-3000:]
+    assert sacct_field(job_id, "NNodes") == str(nodes)
+    assert sacct_field(job_id, "NodeList") == "node[1-2]"
+    text = logs(run)
+    assert f"world size: {nodes * procs}" in text
+    # every node was launched with the same master address and port
+    masters = {line.split("--master_port=")[1].split("'")[0] for line in text.splitlines() if "--master_port=" in line}
+    assert len(masters) == 1, masters
+    assert (run / "train" / "adapter_model.safetensors").is_file()
+    results = json.loads((run / "train" / "all_results.json").read_text())
+    assert results["train_loss"] > 0 and results["train_runtime"] > 0
+
+
+def test_deepspeed_zero2_on_two_processes(run_root):
+    run, job_id = submit_train(run_root, *FAST, "deepspeed=zero2", "cluster.procs_per_node=2")
+    states = wait_final([job_id], timeout_s=900)  # the first run JIT-compiles DeepSpeed's CPU op
+    assert states[job_id] == "COMPLETED", logs(run)[-3000:]
+    assert json.loads((run / "native" / "deepspeed.json").read_text())["zero_optimization"]["stage"] == 2
+    assert "world size: 2" in logs(run)
+    assert (run / "train" / "adapter_model.safetensors").is_file()
+
+
+def steps_logged(run: Path) -> list[int]:
+    path = run / "train" / "trainer_log.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line)["current_steps"] for line in path.read_text().splitlines() if line.strip()]
+
+
+def assert_resumed(run: Path, save_steps: int, logging_steps: int) -> None:
+    """The step counter continued after each restart, losing at most one save interval."""
+    steps = steps_logged(run)
+    restarts = [(before, after) for before, after in itertools.pairwise(steps) if after <= before]
+    assert restarts, f"no restart visible in the trainer log: {steps}"
+    for before, after in restarts:
+        assert after > 0 and before - after <= save_steps + logging_steps, (before, after, steps)
+    state = json.loads((run / "train" / "trainer_state.json").read_text())
+    assert state["global_step"] == state["max_steps"] == steps[-1]
+    assert "Resuming training from" in logs(run)
+
+
+LONG = [
+    "framework.per_device_train_batch_size=4",
+    "framework.gradient_accumulation_steps=1",
+    "framework.cutoff_len=32",
+    "framework.save_steps=100",
+    "framework.logging_steps=25",
+]
+
+
+def test_time_limited_train_is_requeued_and_resumes_from_its_checkpoint(run_root):
+    run, job_id = submit_train(
+        run_root, *LONG, "framework.num_train_epochs=450", "cluster.time=1", "cluster.max_requeues=6"
+    )
+    states = wait_final([job_id], timeout_s=900)
+    assert states[job_id] == "COMPLETED", logs(run)[-3000:]
+    assert requeues(job_id) >= 1
+    assert_resumed(run, save_steps=100, logging_steps=25)
+
+
+def test_requeued_train_resumes_from_its_checkpoint(run_root):
+    run, job_id = submit_train(run_root, *LONG, "framework.num_train_epochs=200")
+    deadline = time.monotonic() + 300
+    while not list((run / "train").glob("checkpoint-*")):
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(1)
+    subprocess.run(["scontrol", "requeue", job_id], check=True)
+    states = wait_final([job_id], timeout_s=600)
+    assert states[job_id] == "COMPLETED", logs(run)[-3000:]
+    assert requeues(job_id) == 1
+    assert_resumed(run, save_steps=100, logging_steps=25)

@@ -1,0 +1,81 @@
+"""Batch layout and memory fit: derived on the login node, shown before submitting."""
+
+from __future__ import annotations
+
+import pytest
+
+from hpcft.cli import main
+from hpcft.config.compose import load_config
+from hpcft.config.schema import DeepSpeedConfig
+from hpcft.resources import batch_layout, estimate_memory
+
+NONE = DeepSpeedConfig(name="none")
+
+
+def test_global_batch_size_derives_accumulation_for_any_cluster_size():
+    for cluster, accumulation in (("8gpu", 8), ("2x8gpu", 4)):
+        cfg = load_config(
+            [
+                "model=llama3_8b",
+                f"cluster={cluster}",
+                "framework.global_batch_size=128",
+                "framework.per_device_train_batch_size=2",
+            ]
+        )
+        layout = batch_layout(cfg)
+        assert layout.accumulation == accumulation and layout.global_batch == 128
+
+
+def test_without_global_batch_size_the_configured_accumulation_holds():
+    cfg = load_config(["model=llama3_8b", "cluster=2x8gpu", "framework.gradient_accumulation_steps=3"])
+    assert batch_layout(cfg).accumulation == 3 and batch_layout(cfg).global_batch == 48
+
+
+def test_derived_accumulation_reaches_the_native_config_and_is_printed(run_root, capsys):
+    args = [
+        "model=llama3_8b",
+        "cluster=2x8gpu",
+        "framework.global_batch_size=64",
+        "dry_run=true",
+        f"run_root={run_root}",
+    ]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "global batch 64 = 16 processes x 1 per device x 4 accumulation steps" in out
+    (run,) = run_root.iterdir()
+    assert "gradient_accumulation_steps: 4" in (run / "native" / "train.yaml").read_text()
+
+
+def test_full_finetune_shards_with_zero_stage():
+    full = [
+        estimate_memory(7.0, "full", None, DeepSpeedConfig(name="z", zero_stage=s), 8).total_gb for s in (0, 1, 2, 3)
+    ]
+    assert full == sorted(full, reverse=True)
+    assert full[0] > 80 > full[3]
+    offload = DeepSpeedConfig(name="o", zero_stage=3, offload_optimizer=True, offload_param=True)
+    assert estimate_memory(70.0, "full", None, offload, 16).total_gb < 15
+
+
+def test_lora_and_qlora_need_less_than_full():
+    lora = estimate_memory(8.0, "lora", None, NONE, 8).total_gb
+    qlora = estimate_memory(8.0, "lora", 4, NONE, 8).total_gb
+    assert qlora < lora < estimate_memory(8.0, "full", None, NONE, 8).total_gb
+
+
+@pytest.mark.parametrize(
+    "overrides,hint",
+    [
+        (["framework.finetuning_type=full"], "try deepspeed=zero2"),
+        (["cluster.gpu_mem_gb=12"], "try deepspeed=zero3"),
+        (["framework.finetuning_type=full", "cluster.gpu_mem_gb=5"], "try deepspeed=zero3_offload"),
+    ],
+)
+def test_a_job_that_cannot_fit_is_refused_with_what_would(overrides, hint, run_root, capsys):
+    assert main(["model=llama3_8b", "cluster=8gpu", f"run_root={run_root}", *overrides]) == 2
+    err = capsys.readouterr().err
+    assert "cluster.gpu_mem_gb: llama3_8b (8.0B" in err and hint in err
+
+
+def test_global_batch_size_that_does_not_divide(run_root, capsys):
+    assert main(["model=llama3_8b", "cluster=8gpu", "framework.global_batch_size=100", f"run_root={run_root}"]) == 2
+    assert "framework.global_batch_size: 100 is not a multiple of 8 processes" in capsys.readouterr().err
