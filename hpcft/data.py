@@ -109,6 +109,19 @@ def sharegpt_row(row: Row) -> str | None:
     return None
 
 
+def text_row(row: Row) -> str | None:
+    """Pre-training (`stage=pt`): plain text."""
+    return _nonempty_str(row, "text")
+
+
+def preference_row(row: Row) -> str | None:
+    """Preference pairs (`stage=dpo`, alpaca layout): a prompt, a chosen and a rejected answer."""
+    for key in ("instruction", "chosen", "rejected"):
+        if problem := _nonempty_str(row, key):
+            return problem
+    return None
+
+
 ROW_CHECKS: dict[str, RowCheck] = {"alpaca": alpaca_row, "sharegpt": sharegpt_row}
 
 

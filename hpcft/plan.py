@@ -14,6 +14,7 @@ from hpcft.frameworks import adapter_for
 from hpcft.frameworks.base import Files
 from hpcft.jobs.spec import EvalJob, StageJob, TrainJob
 from hpcft.jobs.train import PORT_BASE, PORT_SPAN, launch_env
+from hpcft.resources import serving_gpus
 from hpcft.rundir import RunLayout
 from hpcft.tracking import wandb_env
 
@@ -78,7 +79,9 @@ def build_pipeline(cfg: HpcftConfig, layout: RunLayout) -> Pipeline:
     ]
     if "deploy" in cfg.stages:
         files.update(adapter.deploy_files(layout))
-        gpus = c.gpus_per_node if cfg.deploy.gpus is None else cfg.deploy.gpus
+        gpus = cfg.deploy.gpus
+        if gpus is None:
+            gpus = serving_gpus(cfg.model.params_b, c.gpu_mem_gb, c.gpus_per_node)
         stages.append(
             Stage(
                 name="deploy",
@@ -99,6 +102,7 @@ def build_pipeline(cfg: HpcftConfig, layout: RunLayout) -> Pipeline:
                     request_timeout_s=cfg.eval.request_timeout_s,
                     endpoint_timeout_s=cfg.eval.endpoint_timeout_s,
                     env=wandb_env(cfg, layout, "eval"),
+                    task=adapter.eval_task,
                 ),
                 resources=Resources(cpus_per_task=1, time=cfg.eval.time),
                 # Eval talks to the running server, so it starts once deploy has started; the

@@ -58,6 +58,19 @@ def batch_layout(cfg: HpcftConfig) -> BatchLayout:
     return BatchLayout(world, per_device, fw.global_batch_size // step)
 
 
+def serving_gpus(params_b: float, gpu_mem_gb: float, gpus_per_node: int) -> int:
+    """GPUs to serve a model: the smallest power of two whose memory holds the bf16 weights
+    with 30 % left for the KV cache (vLLM's tensor parallelism wants a power of two), at most
+    a node's worth; 0 on clusters without GPUs."""
+    if gpus_per_node == 0:
+        return 0
+    need = params_b * 1e9 * 2 * 1.3 / GB / gpu_mem_gb
+    gpus = 1
+    while gpus < need and gpus < gpus_per_node:
+        gpus *= 2
+    return min(gpus, gpus_per_node)
+
+
 @dataclass(frozen=True)
 class MemoryEstimate:
     """A rough per-GPU estimate for mixed-precision AdamW training; not a promise."""

@@ -19,7 +19,7 @@ from hpcft.errors import StageFailedError, SubmissionError
 from hpcft.jobs.entry import stage_callable
 from hpcft.plan import Pipeline, Stage
 from hpcft.render import slurm_parameters, time_to_minutes
-from hpcft.rundir import read_json, write_atomic, write_json_atomic
+from hpcft.rundir import read_json, tail, write_atomic, write_json_atomic
 
 Printer = Callable[[str], None]
 
@@ -47,7 +47,7 @@ def new_manifest(pipeline: Pipeline, executor: str) -> dict[str, Any]:
     }
 
 
-def _log_paths(job: submitit.Job[Any]) -> dict[str, str]:
+def log_paths(job: submitit.Job[Any]) -> dict[str, str]:
     return {"stdout": str(job.paths.stdout).replace("%t", "0"), "stderr": str(job.paths.stderr).replace("%t", "0")}
 
 
@@ -73,7 +73,7 @@ def submit_slurm(pipeline: Pipeline, cluster: ClusterConfig) -> dict[str, Any]:
             raise SubmissionError(
                 f"submitting stage {stage.name!r} failed; cancelled {sorted(jobs) or 'nothing'}.\n{e}"
             ) from None
-        manifest["stages"][stage.name].update(job_id=job.job_id, state="SUBMITTED", logs=_log_paths(job))
+        manifest["stages"][stage.name].update(job_id=job.job_id, state="SUBMITTED", logs=log_paths(job))
         write_json_atomic(layout.manifest, manifest)
     manifest["status"] = "submitted"
     write_json_atomic(layout.manifest, manifest)
@@ -91,17 +91,6 @@ def _local_executor(folder: Path, stage: Stage, cluster: ClusterConfig) -> submi
     return executor
 
 
-def _last_line(path: str) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            f.seek(max(0, f.tell() - 4096))
-            lines = [x for x in f.read().decode("utf-8", "replace").splitlines() if x.strip()]
-    except OSError:
-        return ""
-    return lines[-1][-160:] if lines else ""
-
-
 def _reason(error: Exception) -> str:
     """The last line of the job's traceback inside submitit's FailedJobError message."""
     parts = str(error).split("-" * 22)
@@ -114,7 +103,8 @@ def _wait(job: submitit.Job[Any], name: str, say: Printer, interval_s: float = 5
     """Wait for a local job, showing its latest log line; raise if it failed."""
     start, shown = time.monotonic(), ""
     while not job.done():
-        line = _last_line(_log_paths(job)["stderr"]) or _last_line(_log_paths(job)["stdout"])
+        paths = log_paths(job)
+        line = (tail(paths["stderr"], 1) or tail(paths["stdout"], 1))[-160:]
         if line and line != shown:
             say(f"  [{name} {time.monotonic() - start:5.0f}s] {line}")
             shown = line
@@ -122,7 +112,7 @@ def _wait(job: submitit.Job[Any], name: str, say: Printer, interval_s: float = 5
     try:
         job.result()
     except submitit.core.utils.FailedJobError as e:
-        raise StageFailedError(f"stage {name!r} failed: {_reason(e)}\n  log: {_log_paths(job)['stderr']}") from None
+        raise StageFailedError(f"stage {name!r} failed: {_reason(e)}\n  log: {log_paths(job)['stderr']}") from None
 
 
 def run_local(pipeline: Pipeline, cluster: ClusterConfig, say: Printer = print) -> dict[str, Any]:
@@ -135,9 +125,9 @@ def run_local(pipeline: Pipeline, cluster: ClusterConfig, say: Printer = print) 
     def start(stage: Stage) -> submitit.Job[Any]:
         job = _local_executor(layout.slurm, stage, cluster).submit(stage_callable(stage.job), stage.job)
         jobs[stage.name] = job
-        manifest["stages"][stage.name].update(job_id=job.job_id, state="RUNNING", logs=_log_paths(job))
+        manifest["stages"][stage.name].update(job_id=job.job_id, state="RUNNING", logs=log_paths(job))
         write_json_atomic(layout.manifest, manifest)
-        say(f"{stage.name}: started (pid {job.job_id}); log {_log_paths(job)['stderr']}")
+        say(f"{stage.name}: started (pid {job.job_id}); log {log_paths(job)['stderr']}")
         return job
 
     try:

@@ -1,6 +1,11 @@
 """The command line, one module per subcommand:
 
   python -m hpcft [options] key=value ...   submit a pipeline (hpcft.cli.run)
+  python -m hpcft -m key=a,b ...            a sweep, as Slurm job arrays (hpcft.cli.sweep)
+  python -m hpcft status [RUN_DIR ...]      where each stage stands (hpcft.cli.status)
+  python -m hpcft logs [RUN_DIR] [--stage]  a stage's log, tail or follow (hpcft.cli.logs)
+  python -m hpcft cancel [RUN_DIR ...]      cancel runs or stages, dependents included (hpcft.cli.cancel)
+  python -m hpcft report SWEEP_DIR          a sweep's results: CSV, Markdown, plots (hpcft.cli.report)
   python -m hpcft sync [RUN_DIR ...]        upload offline W&B runs (hpcft.cli.sync)
 
 A user error prints one line and exits with status 2; a refused submission exits with 1.
@@ -14,7 +19,7 @@ from collections.abc import Sequence
 
 from hpcft.errors import HpcftError, SubmissionError, UserError
 
-SUBCOMMANDS = ("sync",)
+SUBCOMMANDS = ("status", "logs", "cancel", "report", "sync")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from hpcft.errors import UserError
+
+
+def subcommand_parser(name: str, doc: str | None) -> argparse.ArgumentParser:
+    """A parser whose description is the module docstring's first paragraph and whose epilog
+    (the examples) is the rest."""
+    head, _, rest = (doc or "").partition("\n\n")
+    return argparse.ArgumentParser(
+        prog=f"python -m hpcft {name}",
+        description=head,
+        epilog=rest,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 def default_run_root() -> Path:
@@ -20,14 +34,23 @@ def latest_run(run_root: Path) -> Path:
     return max(runs, key=lambda p: p.stat().st_mtime).parent
 
 
+def sweep_runs(sweep_dir: Path) -> list[Path]:
+    """The run directories of a sweep's points, in sweep order."""
+    sweep = json.loads((sweep_dir / "sweep.json").read_text())
+    return [Path(p["run_dir"]) for p in sweep["points"]]
+
+
 def resolve_run_dirs(names: Sequence[str]) -> list[Path]:
-    """The given run directories (each must hold a manifest), or the latest run."""
+    """The given run or sweep directories (a sweep stands for all its points), or the latest run."""
     if not names:
         return [latest_run(default_run_root())]
     runs = []
     for name in names:
         path = Path(name)
-        if not (path / "manifest.json").is_file():
-            raise UserError(f"{name}: not a run directory (no manifest.json)")
-        runs.append(path)
+        if (path / "sweep.json").is_file():
+            runs += sweep_runs(path)
+        elif (path / "manifest.json").is_file():
+            runs.append(path)
+        else:
+            raise UserError(f"{name}: not a run directory (no manifest.json) nor a sweep (no sweep.json)")
     return runs

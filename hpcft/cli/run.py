@@ -42,6 +42,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="extra config folder searched before the shipped conf/ (e.g. your site's cluster/*.yaml)",
     )
     parser.add_argument("--cfg", action="store_true", help="print the composed config and exit")
+    parser.add_argument(
+        "-m", "--multirun", action="store_true", help="sweep: submit every combination as Slurm job arrays"
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides: group=option or key=value")
     args, unknown = parser.parse_known_args(list(argv))
     if unknown:
@@ -84,6 +87,10 @@ def summary(manifest: dict[str, object], pipeline: Pipeline) -> str:
 
 def main(argv: Sequence[str]) -> int:
     args = parse_args(argv)
+    if args.multirun:
+        from hpcft.cli import sweep
+
+        return sweep.main(args.overrides, args.config_dir)
     cfg = load_config(args.overrides, args.config_dir)
     if args.cfg:
         print(config_yaml(cfg), end="")

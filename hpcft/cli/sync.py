@@ -11,14 +11,13 @@ Examples:
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from hpcft.cli.common import resolve_run_dirs
+from hpcft.cli.common import resolve_run_dirs, subcommand_parser
 from hpcft.errors import UserError
 
 
@@ -27,12 +26,7 @@ def offline_runs(run_dir: Path) -> list[Path]:
 
 
 def main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m hpcft sync",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
-        epilog=__doc__.split("\n\n", 1)[1] if __doc__ else None,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = subcommand_parser("sync", __doc__)
     parser.add_argument("runs", nargs="*", help="run directories (default: the latest run)")
     parser.add_argument("--dry-run", action="store_true", help="list the offline runs, upload nothing")
     args = parser.parse_args(list(argv))

@@ -43,6 +43,8 @@ class ModelConfig:
     """LLaMA-Factory chat template (e.g. `intern2`, `qwen`, `llama3`); required for `llm`."""
     trust_remote_code: bool = False
     """Whether the model's own modelling code may run (InternLM2 needs it)."""
+    pooling: str = "cls"
+    """Embedding models: `cls` (BGE) or `mean` (sentence-transformers models such as MiniLM)."""
 
 
 @dataclass(kw_only=True)
@@ -111,6 +113,10 @@ class ClusterConfig:
     """Whether compute nodes reach the internet (W&B online); false means offline mode."""
     signal_delay_s: int = 90
     """Seconds before the time limit at which Slurm signals the job to checkpoint; >= 0."""
+    max_array_size: int = 1000
+    """Largest job array the cluster accepts (Slurm's MaxArraySize - 1); longer sweeps are split."""
+    array_parallelism: int = 256
+    """How many tasks of one sweep array may run at once (sbatch `--array=...%N`); >= 1."""
     max_requeues: int = 3
     """Times a train job that hits its time limit is requeued to resume from its last
     checkpoint (preemptions are always requeued); >= 0."""
@@ -134,7 +140,8 @@ class DeployConfig:
     """Inference backend of the server: `vllm`, `huggingface` or `sglang`; null picks
     `vllm` on GPU clusters and `huggingface` where there is no GPU."""
     gpus: int | None = None
-    """GPUs of the serving job (tensor parallel for vLLM); null: the cluster's `gpus_per_node`."""
+    """GPUs of the serving job (tensor parallel for vLLM); null: as many as the model's size
+    needs (a power of two, at most `cluster.gpus_per_node`)."""
     time: str = "02:00:00"
     """Time limit of the deploy job (merge + serving while eval runs)."""
     keep_serving: bool = False

@@ -51,7 +51,7 @@ def check_choice(key: str, value: str, choices: tuple[str, ...] | list[str]) -> 
 
 
 def validate_cluster(c: ClusterConfig) -> None:
-    for name in ("nodes", "procs_per_node", "cpus_per_node", "max_nodes"):
+    for name in ("nodes", "procs_per_node", "cpus_per_node", "max_nodes", "max_array_size", "array_parallelism"):
         check_positive(f"cluster.{name}", getattr(c, name))
     for name in ("gpus_per_node", "node_gpus", "signal_delay_s", "max_requeues"):
         check_positive(f"cluster.{name}", getattr(c, name), allow_zero=True)

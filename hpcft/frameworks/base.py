@@ -10,11 +10,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import Any, ClassVar
+
+import yaml
 
 from hpcft.config.schema import FrameworkConfig, HpcftConfig, ModelKind
 from hpcft.config.validate import check_positive
-from hpcft.errors import ConfigError, unknown_name
+from hpcft.errors import ConfigError, DataError, unknown_name
 from hpcft.jobs.spec import DeployJob, TrainJob
 from hpcft.resources import batch_layout
 from hpcft.rundir import RunLayout
@@ -31,6 +34,27 @@ def native_argument_names(framework: str) -> frozenset[str]:
     return frozenset(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
 
 
+def read_native_yaml(path: str, valid: frozenset[str]) -> dict[str, Any]:
+    """A framework's own YAML config as a mapping; a bad file or unknown key names file:line."""
+    try:
+        text = Path(path).expanduser().read_text(encoding="utf-8")
+        root = yaml.compose(text)
+    except OSError as e:
+        raise DataError(path, e.strerror or "cannot be read") from None
+    except UnicodeDecodeError as e:
+        raise DataError(path, f"not UTF-8 (byte {e.start})") from None
+    except yaml.MarkedYAMLError as e:
+        line = e.problem_mark.line + 1 if e.problem_mark else None
+        raise DataError(path, f"invalid YAML: {e.problem}", line) from None
+    if not isinstance(root, yaml.MappingNode):
+        raise DataError(path, "must be a mapping of argument names to values")
+    for key, _ in root.value:
+        if key.value not in valid:
+            raise DataError(path, unknown_name("argument", key.value, valid), key.start_mark.line + 1)
+    values: dict[str, Any] = yaml.safe_load(text)
+    return values
+
+
 class FrameworkAdapter(ABC):
     name: ClassVar[str]
     kinds: ClassVar[tuple[ModelKind, ...]]
@@ -45,6 +69,11 @@ class FrameworkAdapter(ABC):
     """Fields of the config that map 1:1 onto native arguments of the same name."""
     managed: ClassVar[tuple[str, ...]] = ()
     """Native arguments hpcft sets itself (paths, data); `args` may not override them."""
+
+    @property
+    def eval_task(self) -> str:
+        """What the eval job measures through the served model (see EvalJob.task)."""
+        return "generation"
 
     def __init__(self, cfg: HpcftConfig) -> None:
         self.cfg = cfg

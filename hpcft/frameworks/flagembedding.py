@@ -1,7 +1,8 @@
 """FlagEmbedding: fine-tuning of embedding (bi-encoder) and reranker (cross-encoder) models.
 
-Training is launched with torchrun over the allocation. Serving and retrieval evaluation of
-these models are not built yet: a pipeline with `deploy`/`eval` is refused at validation.
+Training is launched with torchrun over the allocation; the deploy job serves the
+fine-tuned model beside its base (`hpcft.serve`, OpenAI-compatible `/v1/embeddings` or
+`/v1/rerank`), and the eval job measures retrieval with both (`hpcft.jobs.retrieval`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hpcft.config.schema import FrameworkConfig, ModelKind
-from hpcft.config.validate import check_positive
+from hpcft.config.validate import check_choice, check_positive
 from hpcft.data import Row, check_rows
 from hpcft.errors import ConfigError
 from hpcft.frameworks.base import Files, FrameworkAdapter
@@ -39,6 +40,17 @@ MODULES = {
 }
 
 
+def retrieval_eval_row(row: Row) -> str | None:
+    """An eval query: the query and its relevant passages (`neg` optional: more candidates)."""
+    if not isinstance(row.get("query"), str) or not row["query"].strip():
+        return "field 'query' must be a non-empty string"
+    for key in ("pos", "neg"):
+        value = row.get(key, [] if key == "neg" else None)
+        if not isinstance(value, list) or (key == "pos" and not value) or not all(isinstance(p, str) for p in value):
+            return f"field {key!r} must be a {'non-empty ' if key == 'pos' else ''}list of strings"
+    return None
+
+
 def retrieval_row(row: Row) -> str | None:
     """FlagEmbedding's training row: a query, non-empty `pos` and `neg` (it crashes on empty `neg`)."""
     if not isinstance(row.get("query"), str) or not row["query"].strip():
@@ -65,14 +77,16 @@ class Adapter(FrameworkAdapter):
         check_positive("framework.temperature", self.fw.temperature)
         if self.fw.train_group_size < 2:
             raise ConfigError("framework.train_group_size", f"must be >= 2 (got {self.fw.train_group_size})")
-        if self.cfg.stages != ["train"]:
-            raise ConfigError(
-                "stages",
-                "serving and evaluating embedding/reranker models is not built yet; use stages=[train]",
-            )
+        check_choice("model.pooling", self.cfg.model.pooling, ("cls", "mean"))
 
     def validate_data(self) -> None:
         check_rows(self.cfg.trainset, retrieval_row)
+        if "eval" in self.cfg.stages and self.cfg.evalset:
+            check_rows(self.cfg.evalset, retrieval_eval_row)
+
+    @property
+    def eval_task(self) -> str:
+        return self.cfg.model.kind.value
 
     def native_args(self, layout: RunLayout) -> dict[str, Any]:
         fw, c = self.fw, self.cfg.cluster
@@ -87,6 +101,8 @@ class Adapter(FrameworkAdapter):
         }
         if self.cfg.model.kind is ModelKind.embedding:
             values.update(
+                sentence_pooling_method=self.cfg.model.pooling,
+                normalize_embeddings=True,
                 query_max_len=fw.query_max_len,
                 passage_max_len=fw.passage_max_len,
                 temperature=fw.temperature,
@@ -112,7 +128,20 @@ class Adapter(FrameworkAdapter):
         return TrainJob(run_dir=str(layout.root), argv=argv, env=wandb_env(self.cfg, layout, "train"))
 
     def deploy_files(self, layout: RunLayout) -> Files:
-        raise NotImplementedError("refused in validate_own")
+        return {}
 
     def deploy_job(self, layout: RunLayout) -> DeployJob:
-        raise NotImplementedError("refused in validate_own")
+        model, d = self.cfg.model, self.cfg.deploy
+        name = f"{model.name}-ft"
+        serve = ["python", "-m", "hpcft.serve", "--kind", model.kind.value, "--pooling", model.pooling]
+        serve += ["--model", f"{name}={layout.train_output}", "--model", f"base={model.path}"]
+        return DeployJob(
+            run_dir=str(layout.root),
+            export_argv=None,
+            serve_argv=serve,
+            model_name=name,
+            port=d.port,
+            ready_timeout_s=d.ready_timeout_s,
+            keep_serving=d.keep_serving,
+            endpoint_extra={"base_model": "base"},
+        )

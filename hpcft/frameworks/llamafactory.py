@@ -14,12 +14,12 @@ import yaml
 
 from hpcft.config.schema import DeepSpeedConfig, Executor, FrameworkConfig, HpcftConfig, ModelKind
 from hpcft.config.validate import check_choice, check_positive, check_range
-from hpcft.data import ROW_CHECKS, alpaca_row, check_rows
+from hpcft.data import ROW_CHECKS, RowCheck, alpaca_row, check_rows, preference_row, sharegpt_row, text_row
 from hpcft.deepspeed import deepspeed_json
 from hpcft.errors import ConfigError
-from hpcft.frameworks.base import Files, FrameworkAdapter
+from hpcft.frameworks.base import Files, FrameworkAdapter, native_argument_names, read_native_yaml
 from hpcft.jobs.spec import DeployJob, TrainJob
-from hpcft.resources import MemoryEstimate, estimate_memory
+from hpcft.resources import MemoryEstimate, batch_layout, estimate_memory
 from hpcft.rundir import RunLayout
 from hpcft.tracking import report_to, wandb_env
 
@@ -48,6 +48,10 @@ class Config(FrameworkConfig):
     """Training data layout: `alpaca` (instruction/input/output) or `sharegpt` (messages)."""
     bf16: bool = False
     """Train in bfloat16 (GPU clusters)."""
+    native_config: str | None = None
+    """An existing LLaMA-Factory training YAML, used as it is: its settings win over the
+    defaults above, and `args` win over it. hpcft still sets the model, data, output and
+    DeepSpeed paths from its own config, and says so when the file sets them."""
 
 
 DATASET = "hpcft_train"
@@ -59,9 +63,25 @@ def yaml_text(values: dict[str, Any]) -> str:
     return text
 
 
-def dataset_info(trainset: str, fmt: str) -> dict[str, Any]:
+TRAIN_ROWS: dict[tuple[str, str], RowCheck] = {
+    ("sft", "alpaca"): alpaca_row,
+    ("sft", "sharegpt"): sharegpt_row,
+    ("pt", "alpaca"): text_row,
+    ("dpo", "alpaca"): preference_row,
+}
+"""The training data layouts hpcft checks and describes to LLaMA-Factory, by (stage, format)."""
+
+
+def dataset_info(trainset: str, stage: str, fmt: str) -> dict[str, Any]:
+    """The `dataset_info.json` entry LLaMA-Factory reads for the training file."""
     entry: dict[str, Any] = {"file_name": trainset, "formatting": fmt}
-    if fmt == "sharegpt":
+    if stage == "pt":
+        entry["columns"] = {"prompt": "text"}
+    elif stage == "dpo":
+        # No `query: input` mapping: LLaMA-Factory then requires an `input` column in every file.
+        entry["ranking"] = True
+        entry["columns"] = {"prompt": "instruction", "chosen": "chosen", "rejected": "rejected"}
+    elif fmt == "sharegpt":
         entry["columns"] = {"messages": "messages"}
         entry["tags"] = {
             "role_tag": "role",
@@ -131,9 +151,15 @@ class Adapter(FrameworkAdapter):
 
     def validate_own(self) -> None:
         fw = self.fw
+        self.native_file_values()  # raises on a bad file or an unknown name
         check_choice("framework.stage", fw.stage, ("sft", "pt", "dpo"))
         check_choice("framework.finetuning_type", fw.finetuning_type, ("lora", "full", "freeze"))
         check_choice("framework.dataset_format", fw.dataset_format, tuple(ROW_CHECKS))
+        if (fw.stage, fw.dataset_format) not in TRAIN_ROWS:
+            layouts = ", ".join(f"stage={s} dataset_format={f}" for s, f in TRAIN_ROWS)
+            raise ConfigError(
+                "framework.dataset_format", f"{fw.dataset_format} data for stage {fw.stage}: use {layouts}"
+            )
         check_positive("framework.cutoff_len", fw.cutoff_len)
         check_positive("framework.max_samples", fw.max_samples)
         check_positive("framework.lora_rank", fw.lora_rank)
@@ -149,6 +175,10 @@ class Adapter(FrameworkAdapter):
 
     def notes(self) -> list[str]:
         notes = super().notes()
+        if self.fw.native_config:
+            own = read_native_yaml(self.fw.native_config, native_argument_names(self.name))
+            if replaced := sorted(set(own) & set(self.managed)):
+                notes.append(f"train: {self.fw.native_config} sets {', '.join(replaced)}; hpcft uses its own")
         if self.cfg.cluster.gpus_per_node:
             m = check_memory_fit(self.cfg)
             notes.append(
@@ -157,8 +187,15 @@ class Adapter(FrameworkAdapter):
             )
         return notes
 
+    def native_file_values(self) -> dict[str, Any]:
+        """The user's LLaMA-Factory YAML, checked like `args` (file and line named)."""
+        if not self.fw.native_config:
+            return {}
+        values = read_native_yaml(self.fw.native_config, native_argument_names(self.name))
+        return {k: v for k, v in values.items() if k not in self.managed}
+
     def validate_data(self) -> None:
-        check_rows(self.cfg.trainset, ROW_CHECKS[self.fw.dataset_format])
+        check_rows(self.cfg.trainset, TRAIN_ROWS[(self.fw.stage, self.fw.dataset_format)])
         if "eval" in self.cfg.stages and self.cfg.evalset:
             check_rows(self.cfg.evalset, alpaca_row)
 
@@ -186,11 +223,14 @@ class Adapter(FrameworkAdapter):
             "deepspeed": str(layout.native / "deepspeed.json") if self.cfg.deepspeed.zero_stage is not None else None,
             **self._ddp(),
         }
-        values.update(self.native_values())
+        values.update({name: getattr(self.fw, name) for name in self.first_class})
+        values["gradient_accumulation_steps"] = batch_layout(self.cfg).accumulation
+        values.update(self.native_file_values())
+        values.update(self.fw.args)
         return values
 
     def train_files(self, layout: RunLayout) -> Files:
-        info = dataset_info(self.cfg.trainset, self.fw.dataset_format)
+        info = dataset_info(self.cfg.trainset, self.fw.stage, self.fw.dataset_format)
         files = {
             "native/train.yaml": yaml_text(self.train_values(layout)),
             "native/dataset_info.json": json.dumps(info, indent=2) + "\n",

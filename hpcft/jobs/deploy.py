@@ -69,6 +69,7 @@ def serve(job: DeployJob, layout: RunLayout) -> None:
     try:
         wait_ready(process, base + job.ready_path, job.ready_timeout_s)
         endpoint = {"base_url": base + "/v1", "model": job.model_name, "node": node_address(), "port": port}
+        endpoint.update(job.endpoint_extra)
         write_json_atomic(layout.endpoint, endpoint)
         print(f"hpcft deploy: serving {job.model_name} at {base}/v1", flush=True)
         while process.poll() is None:

@@ -72,6 +72,13 @@ def run_eval(job: EvalJob) -> str:
     layout = RunLayout(Path(job.run_dir))
     try:
         endpoint = wait_endpoint(layout, job.endpoint_timeout_s)
+        if job.task != "generation":
+            from hpcft.jobs.retrieval import evaluate_retrieval
+
+            results = evaluate_retrieval(endpoint, job.task, job.evalset, job.request_timeout_s)
+            write_json_atomic(layout.metrics, {**results, "model": endpoint["model"], "evalset": job.evalset})
+            log_to_wandb({f"{k}": v for k, v in results["fine_tuned"].items()}, job.env)
+            return f"eval: {json.dumps(results['fine_tuned'])}"
         rows = [row for _, row in read_rows(job.evalset)]
         lines, predictions = [], []
         for row in rows:

@@ -36,13 +36,18 @@ class DeployJob:
     ready_path: str = "/v1/models"
     ready_timeout_s: int = 1800
     keep_serving: bool = False
+    endpoint_extra: dict[str, str] = field(default_factory=dict)
+    """More to publish in endpoint.json (e.g. the name the base model is served under)."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class EvalJob:
     run_dir: str
     evalset: str
-    """Alpaca-format eval file: `instruction` (+ `input`) is sent, `output` is the reference."""
+    """`generation`: alpaca rows, `instruction` (+ `input`) is sent, `output` is the reference.
+    `embedding` / `rerank`: rows `{query, pos, neg}` (see hpcft.jobs.retrieval)."""
+    task: str = "generation"
+    """What is evaluated: `generation` (chat), `embedding` (retrieval) or `rerank`."""
     max_new_tokens: int = 128
     request_timeout_s: int = 300
     endpoint_timeout_s: int = 3600

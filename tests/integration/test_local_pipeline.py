@@ -58,3 +58,28 @@ def test_wandb_offline_run_lands_in_the_run_dir_and_no_secret_is_written(run_roo
     assert leaked == []
     synced = hpcft("sync", "--dry-run", str(run))
     assert synced.returncode == 0 and all(str(p) in synced.stdout for p in offline)
+
+
+def test_local_dpo_training_on_preference_pairs(run_root, tmp_path):
+    pairs = [
+        {"instruction": f"Repeat the word: {w}", "chosen": w, "rejected": "no"} for w in ("cat", "dog", "sun", "moon")
+    ]
+    data = tmp_path / "dpo.json"
+    data.write_text(json.dumps(pairs * 4))
+    result = hpcft(
+        "model=tiny_llama", f"run_root={run_root}", *FAST, "framework.stage=dpo", f"trainset={data}", "stages=[train]"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((only_run(run_root) / "train" / "all_results.json").read_text())
+    assert results["train_loss"] > 0
+
+
+def test_local_reranker_pipeline_reports_base_and_fine_tuned(run_root):
+    # MiniLM with a fresh classification head: a real reranker fine-tune, served beside its base.
+    overrides = ["model.kind=rerank", "framework.num_train_epochs=1", "framework.per_device_train_batch_size=4"]
+    result = hpcft("model=minilm", f"run_root={run_root}", *overrides, "framework.train_group_size=4")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((only_run(run_root) / "eval" / "metrics.json").read_text())
+    assert metrics["queries"] == 8 and set(metrics["base"]) == {"recall@1", "mrr@10", "ndcg@10"}
+    assert all(0 <= v <= 100 for v in [*metrics["base"].values(), *metrics["fine_tuned"].values()])
+    assert metrics["gain"]["mrr@10"] == metrics["fine_tuned"]["mrr@10"] - metrics["base"]["mrr@10"]

@@ -12,16 +12,23 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import needs_slurm, needs_training
-from tests.integration.helpers import FAST, hpcft, manifest, only_run, wait_final
+from tests.integration.helpers import FAST, assert_eval_outputs, hpcft, manifest, only_run, wait_final
 
 pytestmark = [needs_slurm, needs_training, pytest.mark.slurm]
 
 
-def submit_train(run_root: Path, *overrides: str) -> tuple[Path, str]:
-    result = hpcft("model=tiny_llama", "cluster=slurmlab", f"run_root={run_root}", "stages=[train]", *overrides)
+def submit_train(run_root: Path, *overrides: str, stages: str = "[train]") -> tuple[Path, str]:
+    result = hpcft("model=tiny_llama", "cluster=slurmlab", f"run_root={run_root}", f"stages={stages}", *overrides)
     assert result.returncode == 0, result.stderr
     run = only_run(run_root)
     return run, manifest(run)["stages"]["train"]["job_id"]
+
+
+def assert_served_and_evaluated(run: Path) -> None:
+    ids = [str(s["job_id"]) for s in manifest(run)["stages"].values()]
+    states = wait_final(ids, timeout_s=600)
+    assert set(states.values()) == {"COMPLETED"}, states
+    assert_eval_outputs(run, eval_rows=6)
 
 
 def requeues(job_id: str) -> int:
@@ -39,9 +46,10 @@ def sacct_field(job_id: str, field: str) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-@pytest.mark.parametrize("nodes,procs", [(2, 1), (2, 2)])
-def test_multi_node_lora_trains_over_gloo(run_root, nodes, procs):
-    run, job_id = submit_train(run_root, *FAST, f"cluster.nodes={nodes}", f"cluster.procs_per_node={procs}")
+@pytest.mark.parametrize("nodes,procs,stages", [(2, 1, "[train,deploy,eval]"), (2, 2, "[train]")])
+def test_multi_node_lora_trains_over_gloo(run_root, nodes, procs, stages):
+    overrides = (*FAST, f"cluster.nodes={nodes}", f"cluster.procs_per_node={procs}")
+    run, job_id = submit_train(run_root, *overrides, stages=stages)
     states = wait_final([job_id], timeout_s=600)
     assert states[job_id] == "COMPLETED", logs(run)[-3000:]
     assert sacct_field(job_id, "NNodes") == str(nodes)
@@ -54,15 +62,20 @@ def test_multi_node_lora_trains_over_gloo(run_root, nodes, procs):
     assert (run / "train" / "adapter_model.safetensors").is_file()
     results = json.loads((run / "train" / "all_results.json").read_text())
     assert results["train_loss"] > 0 and results["train_runtime"] > 0
+    if "eval" in stages:
+        assert_served_and_evaluated(run)
 
 
 def test_deepspeed_zero2_on_two_processes(run_root):
-    run, job_id = submit_train(run_root, *FAST, "deepspeed=zero2", "cluster.procs_per_node=2")
+    run, job_id = submit_train(
+        run_root, *FAST, "deepspeed=zero2", "cluster.procs_per_node=2", stages="[train,deploy,eval]"
+    )
     states = wait_final([job_id], timeout_s=900)  # the first run JIT-compiles DeepSpeed's CPU op
     assert states[job_id] == "COMPLETED", logs(run)[-3000:]
     assert json.loads((run / "native" / "deepspeed.json").read_text())["zero_optimization"]["stage"] == 2
     assert "world size: 2" in logs(run)
     assert (run / "train" / "adapter_model.safetensors").is_file()
+    assert_served_and_evaluated(run)
 
 
 def steps_logged(run: Path) -> list[int]:

@@ -1,0 +1,68 @@
+"""`python -m hpcft logs [RUN_DIR] [--stage STAGE]`: a stage's log, its tail or followed.
+
+Examples:
+  python -m hpcft logs                          # the latest run's train log (stderr), last 50 lines
+  python -m hpcft logs runs/r1 --stage eval -n 200
+  python -m hpcft logs --stage train --rank 1   # the second node's task of a multi-node job
+  python -m hpcft logs -f                       # follow, like tail -f (Ctrl-C to stop)
+  python -m hpcft logs --stdout                 # stdout instead of stderr
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from hpcft.cli.common import resolve_run_dirs, subcommand_parser
+from hpcft.errors import UserError
+from hpcft.rundir import read_json, tail
+
+
+def log_path(run: Path, stage: str, rank: int, stream: str) -> Path:
+    manifest = read_json(run / "manifest.json")
+    if stage not in manifest["stages"]:
+        raise UserError(f"--stage {stage}: this run has stages {', '.join(manifest['stages'])}")
+    logs = manifest["stages"][stage].get("logs")
+    if not logs:
+        raise UserError(f"stage {stage!r} of {run.name} was never started, so it has no log")
+    path = Path(logs[stream])
+    # submitit names task logs <job>_<rank>_log.<ext>; the manifest records rank 0.
+    return path.with_name(path.name.replace("_0_log.", f"_{rank}_log.")) if rank else path
+
+
+def follow(path: Path, lines: int) -> None:
+    print(tail(path, lines), flush=True)
+    with open(path, encoding="utf-8", errors="replace") as f:
+        f.seek(0, 2)
+        while True:
+            chunk = f.read()
+            if chunk:
+                sys.stdout.write(chunk)
+                sys.stdout.flush()
+            else:
+                time.sleep(0.5)
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = subcommand_parser("logs", __doc__)
+    parser.add_argument("run", nargs="?", help="run directory (default: the latest run)")
+    parser.add_argument("--stage", default="train", help="train, deploy or eval (default: train)")
+    parser.add_argument("--rank", type=int, default=0, help="task (node) of a multi-node job (default: 0)")
+    parser.add_argument("-n", "--lines", type=int, default=50, help="lines to show (default: 50)")
+    parser.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    parser.add_argument("--stdout", action="store_true", help="show stdout instead of stderr")
+    args = parser.parse_args(list(argv))
+    (run,) = resolve_run_dirs([args.run] if args.run else [])
+    path = log_path(run, args.stage, args.rank, "stdout" if args.stdout else "stderr")
+    if not path.exists():
+        raise UserError(f"{path}: no log yet (the job has not started)")
+    print(f"==> {path} <==", file=sys.stderr)
+    if args.follow:
+        try:
+            follow(path, args.lines)
+        except KeyboardInterrupt:
+            return 0
+    print(tail(path, args.lines))
+    return 0

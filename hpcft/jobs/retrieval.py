@@ -1,0 +1,126 @@
+"""Retrieval evaluation through the served models: the fine-tuned model beside its base.
+
+The eval set holds rows `{"query", "pos": [...], "neg": [...]}`; the knowledge base is every
+distinct passage of the set. Embedders are scored by cosine similarity over the whole
+knowledge base (recall@1/5/10, MRR@10, nDCG@10); rerankers rerank each query's own
+candidates (`pos` + `neg`: MRR@10, nDCG@10, recall@1).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import urllib.request
+from collections.abc import Sequence
+from typing import Any
+
+from hpcft.data import read_rows
+
+Ranking = list[int]
+"""Passage indices, best first."""
+
+
+def recall_at(ranking: Ranking, relevant: set[int], k: int) -> float:
+    return len(set(ranking[:k]) & relevant) / len(relevant)
+
+
+def mrr_at(ranking: Ranking, relevant: set[int], k: int) -> float:
+    return next((1.0 / (i + 1) for i, p in enumerate(ranking[:k]) if p in relevant), 0.0)
+
+
+def ndcg_at(ranking: Ranking, relevant: set[int], k: int) -> float:
+    dcg = sum(1.0 / math.log2(i + 2) for i, p in enumerate(ranking[:k]) if p in relevant)
+    ideal = sum(1.0 / math.log2(i + 2) for i in range(min(len(relevant), k)))
+    return dcg / ideal
+
+
+def mean_metrics(
+    rankings: Sequence[Ranking], relevants: Sequence[set[int]], metrics: dict[str, Any]
+) -> dict[str, float]:
+    return {
+        name: 100.0 * sum(fn(r, rel) for r, rel in zip(rankings, relevants, strict=True)) / len(rankings)
+        for name, fn in metrics.items()
+    }
+
+
+EMBEDDING_METRICS = {
+    "recall@1": lambda r, rel: recall_at(r, rel, 1),
+    "recall@5": lambda r, rel: recall_at(r, rel, 5),
+    "recall@10": lambda r, rel: recall_at(r, rel, 10),
+    "mrr@10": lambda r, rel: mrr_at(r, rel, 10),
+    "ndcg@10": lambda r, rel: ndcg_at(r, rel, 10),
+}
+RERANK_METRICS = {
+    "recall@1": lambda r, rel: recall_at(r, rel, 1),
+    "mrr@10": lambda r, rel: mrr_at(r, rel, 10),
+    "ndcg@10": lambda r, rel: ndcg_at(r, rel, 10),
+}
+
+
+def post(url: str, body: dict[str, Any], timeout_s: int) -> Any:
+    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout_s) as r:
+        return json.loads(r.read())
+
+
+def embed(endpoint: dict[str, Any], model: str, texts: list[str], timeout_s: int) -> list[list[float]]:
+    answer = post(endpoint["base_url"] + "/embeddings", {"model": model, "input": texts}, timeout_s)
+    return [d["embedding"] for d in sorted(answer["data"], key=lambda d: d["index"])]
+
+
+def cosine_ranking(query: list[float], passages: list[list[float]]) -> Ranking:
+    def cos(a: list[float], b: list[float]) -> float:
+        na, nb = math.sqrt(sum(x * x for x in a)), math.sqrt(sum(x * x for x in b))
+        return sum(x * y for x, y in zip(a, b, strict=True)) / (na * nb or 1.0)
+
+    scores = [cos(query, p) for p in passages]
+    return sorted(range(len(passages)), key=lambda i: -scores[i])
+
+
+def knowledge_base(rows: list[dict[str, Any]]) -> tuple[list[str], list[set[int]]]:
+    """Every distinct passage, and each row's relevant passage indices."""
+    passages: dict[str, int] = {}
+    for row in rows:
+        for p in [*row["pos"], *row.get("neg", [])]:
+            passages.setdefault(p, len(passages))
+    return list(passages), [{passages[p] for p in row["pos"]} for row in rows]
+
+
+def evaluate_embedder(
+    endpoint: dict[str, Any], model: str, rows: list[dict[str, Any]], timeout_s: int
+) -> dict[str, float]:
+    passages, relevant = knowledge_base(rows)
+    passage_vectors = embed(endpoint, model, passages, timeout_s)
+    query_vectors = embed(endpoint, model, [row["query"] for row in rows], timeout_s)
+    rankings = [cosine_ranking(q, passage_vectors) for q in query_vectors]
+    return mean_metrics(rankings, relevant, EMBEDDING_METRICS)
+
+
+def evaluate_reranker(
+    endpoint: dict[str, Any], model: str, rows: list[dict[str, Any]], timeout_s: int
+) -> dict[str, float]:
+    rankings, relevants = [], []
+    for row in rows:
+        candidates = [*row["pos"], *row.get("neg", [])]
+        answer = post(
+            endpoint["base_url"] + "/rerank",
+            {"model": model, "query": row["query"], "documents": candidates},
+            timeout_s,
+        )
+        rankings.append([r["index"] for r in answer["results"]])
+        relevants.append(set(range(len(row["pos"]))))
+    return mean_metrics(rankings, relevants, RERANK_METRICS)
+
+
+def evaluate_retrieval(endpoint: dict[str, Any], kind: str, evalset: str, timeout_s: int) -> dict[str, Any]:
+    """Metrics of the fine-tuned model and of its base, side by side, plus the gain."""
+    rows = [row for _, row in read_rows(evalset)]
+    evaluate = evaluate_embedder if kind == "embedding" else evaluate_reranker
+    tuned = evaluate(endpoint, endpoint["model"], rows, timeout_s)
+    base = evaluate(endpoint, endpoint["base_model"], rows, timeout_s)
+    return {
+        "fine_tuned": tuned,
+        "base": base,
+        "gain": {k: tuned[k] - base[k] for k in tuned},
+        "queries": len(rows),
+    }

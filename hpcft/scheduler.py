@@ -1,0 +1,118 @@
+"""Reading job states from Slurm: all jobs of any number of runs in at most two calls.
+
+`squeue` knows the jobs still queued or running (with the pending reason, e.g. a dependency
+that can never be satisfied); `sacct` knows the finished ones. One call each, for every job
+at once: never one call per job, which trips the controller's RPC limits on big sweeps.
+"""
+
+from __future__ import annotations
+
+import getpass
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+Runner = Callable[[list[str]], str]
+
+FINAL_STATES = frozenset(
+    {
+        "COMPLETED",
+        "FAILED",
+        "CANCELLED",
+        "TIMEOUT",
+        "PREEMPTED",
+        "OUT_OF_MEMORY",
+        "NODE_FAIL",
+        "BOOT_FAIL",
+        "DEADLINE",
+        "REVOKED",
+        "SPECIAL_EXIT",
+    }
+)
+ACTIVE_STATES = frozenset(
+    {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING", "STAGE_OUT", "SIGNALING"}
+)
+STATE_NOTES = {
+    "OUT_OF_MEMORY": "ran out of memory",
+    "NODE_FAIL": "a node failed",
+    "TIMEOUT": "hit its time limit",
+    "PREEMPTED": "preempted",
+    "BOOT_FAIL": "nodes failed to boot",
+    "DEADLINE": "missed its deadline",
+}
+"""A few words for the states whose name alone does not say what happened."""
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    job_id: str
+    state: str
+    """Slurm's state, e.g. PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT, UNKNOWN."""
+    elapsed: str = ""
+    nodes: str = ""
+    reason: str = ""
+    """Why a pending job waits (Dependency, Priority, DependencyNeverSatisfied, ...)."""
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_STATES
+
+    def describe(self) -> str:
+        if self.state == "PENDING" and self.reason == "DependencyNeverSatisfied":
+            return "PENDING (dependency never satisfied)"
+        if self.state == "PENDING" and self.reason and self.reason != "None":
+            return f"PENDING ({self.reason})"
+        note = STATE_NOTES.get(self.state)
+        return f"{self.state} ({note})" if note else self.state
+
+
+def run_command(argv: list[str]) -> str:
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+
+
+def parse_squeue(text: str) -> dict[str, JobInfo]:
+    """Lines of `squeue -h -o %i|%T|%M|%N|%r`."""
+    jobs = {}
+    for line in text.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) == 5:
+            job_id, state, elapsed, nodes, reason = parts
+            jobs[job_id] = JobInfo(job_id, state, elapsed, nodes, reason)
+    return jobs
+
+
+def parse_sacct(text: str) -> dict[str, JobInfo]:
+    """Lines of `sacct -X -n -P -o JobID,State,Elapsed,NodeList`; the last row of an id wins
+    (a requeued job has one row per attempt)."""
+    jobs = {}
+    for line in text.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) == 4:
+            job_id, state, elapsed, nodes = parts
+            # "CANCELLED by 0" -> CANCELLED
+            jobs[job_id] = JobInfo(job_id, state.split()[0] if state else "UNKNOWN", elapsed, nodes)
+    return jobs
+
+
+def query_jobs(job_ids: Sequence[str], run: Runner = run_command) -> dict[str, JobInfo]:
+    """States of all the given jobs, in at most two scheduler calls."""
+    ids = sorted({str(j) for j in job_ids if j})
+    if not ids:
+        return {}
+    # By user rather than by id: squeue fails outright when one id has left the queue.
+    # -r: one line per array task (123_4), not one folded line per array (123_[4-9]).
+    queued = parse_squeue(run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%T|%M|%N|%r"]))
+    missing = [j for j in ids if j not in queued]
+    finished: dict[str, JobInfo] = {}
+    if missing:
+        finished = parse_sacct(
+            run(["sacct", "-X", "-n", "-P", "-j", ",".join(missing), "-o", "JobID,State,Elapsed,NodeList"])
+        )
+    return {j: queued.get(j) or finished.get(j) or JobInfo(j, "UNKNOWN") for j in ids}
+
+
+def cancel_jobs(job_ids: Sequence[str], run: Runner = run_command) -> None:
+    """One `scancel` for all of them."""
+    ids = sorted({str(j) for j in job_ids if j})
+    if ids:
+        run(["scancel", *ids])

@@ -1,0 +1,168 @@
+"""Sweeps as Slurm job arrays: one array per stage and per resource shape, chained task by task.
+
+Points whose stages ask for the same resources share arrays: a train array, a deploy array
+whose task i starts after train task i succeeded (`aftercorr`), and an eval array likewise.
+Points with other resources (a bigger model served on more GPUs) get arrays of their own.
+Arrays longer than the cluster's `max_array_size` are split. A sweep of N points thus costs
+3 x (resource shapes) sbatch calls, not 3 x N, and the command returns at once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import submitit
+from submitit.slurm.slurm import _make_sbatch_string
+
+from hpcft.config.schema import ClusterConfig, HpcftConfig
+from hpcft.errors import SubmissionError
+from hpcft.jobs.entry import stage_callable
+from hpcft.plan import Pipeline
+from hpcft.render import placeholder_ids, slurm_parameters, submitit_command
+from hpcft.rundir import write_json_atomic
+from hpcft.scheduler import cancel_jobs
+from hpcft.submit import log_paths, new_manifest
+
+# Per-point values that do not make a different resource shape.
+_NOT_SHAPE = ("job_name", "dependency", "additional_parameters")
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    num: int
+    """Hydra's `hydra.job.num`: the point's index in the sweep."""
+    overrides: tuple[str, ...]
+    cfg: HpcftConfig
+    pipeline: Pipeline
+
+
+@dataclass(frozen=True)
+class ArrayGroup:
+    """Points submitted together: one array per stage, task i of each for points[i]."""
+
+    points: tuple[SweepPoint, ...]
+    cluster: ClusterConfig
+
+    @property
+    def stage_names(self) -> list[str]:
+        return [s.name for s in self.points[0].pipeline.stages]
+
+
+def shape_key(point: SweepPoint) -> tuple[Any, ...]:
+    """What makes points share arrays: every stage's resources and scheduling parameters."""
+    key: list[Any] = [point.cfg.stages.__repr__()]
+    for stage in point.pipeline.stages:
+        params = slurm_parameters(point.pipeline, stage, point.cfg.cluster, placeholder_ids(point.pipeline))
+        key.append(tuple(sorted((k, repr(v)) for k, v in params.items() if k not in _NOT_SHAPE)))
+    return tuple(key)
+
+
+def group_points(points: Sequence[SweepPoint]) -> list[ArrayGroup]:
+    """Group by resource shape, in sweep order, then split at the cluster's MaxArraySize."""
+    by_shape: dict[tuple[Any, ...], list[SweepPoint]] = {}
+    for point in points:
+        by_shape.setdefault(shape_key(point), []).append(point)
+    groups = []
+    for members in by_shape.values():
+        cluster = members[0].cfg.cluster
+        size = cluster.max_array_size
+        groups += [ArrayGroup(tuple(members[i : i + size]), cluster) for i in range(0, len(members), size)]
+    return groups
+
+
+def array_dependency(stage: str, array_ids: dict[str, str], tasks: int) -> str | None:
+    """Deploy and eval task i both start after train task i succeeded (`aftercorr`); eval task i
+    then waits for deploy task i's endpoint (or its failure marker). Slurm has no "after task
+    i started": `aftercorr` on deploy would never hold (a server ends only after its eval),
+    and `after:<deploy array>` waits for every deploy task, which a throttled array never
+    starts while the first ones serve. A group of one point is a plain job: plain `afterok`,
+    and eval after deploy has started, as in a single run."""
+    if tasks == 1:
+        return {
+            "deploy": f"afterok:{array_ids.get('train')}",
+            "eval": f"afterok:{array_ids.get('train')},after:{array_ids.get('deploy')}",
+        }.get(stage)
+    return f"aftercorr:{array_ids['train']}" if stage in ("deploy", "eval") else None
+
+
+def array_parameters(group: ArrayGroup, stage: str, sweep_name: str, array_ids: dict[str, str]) -> dict[str, Any]:
+    point = group.points[0]
+    params = slurm_parameters(
+        point.pipeline, point.pipeline.stage(stage), group.cluster, placeholder_ids(point.pipeline)
+    )
+    params.pop("dependency", None)
+    params.pop("additional_parameters", None)
+    params["job_name"] = f"{sweep_name}.{stage}"
+    params["array_parallelism"] = group.cluster.array_parallelism
+    dependency = array_dependency(stage, array_ids, len(group.points))
+    if dependency:
+        params["dependency"] = dependency
+        params["additional_parameters"] = {"kill-on-invalid-dep": "yes"}
+    return params
+
+
+def render_array(group: ArrayGroup, stage: str, sweep_name: str, folder: Path) -> str:
+    """The sbatch script of one array (placeholders for the ids of earlier arrays)."""
+    placeholders = {name: f"<{name} array>" for name in group.stage_names}
+    params = array_parameters(group, stage, sweep_name, placeholders)
+    return _make_sbatch_string(
+        command=submitit_command(str(folder)), folder=str(folder), map_count=len(group.points), **params
+    )
+
+
+def _submit_array(group: ArrayGroup, stage: str, params: dict[str, Any], folder: Path) -> list[submitit.Job[Any]]:
+    executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=group.cluster.max_requeues)
+    executor.update_parameters(**params)
+    with executor.batch():
+        jobs = [
+            executor.submit(stage_callable(p.pipeline.stage(stage).job), p.pipeline.stage(stage).job)
+            for p in group.points
+        ]
+    return jobs
+
+
+def submit_sweep(points: Sequence[SweepPoint], sweep_dir: Path) -> dict[str, Any]:
+    """Submit every point as arrays; cancel what was submitted if one array is refused."""
+    sweep_name, folder = sweep_dir.name, sweep_dir / "slurm"
+    arrays: list[dict[str, Any]] = []
+    manifests = {p.num: new_manifest(p.pipeline, "slurm") for p in points}
+    for group in group_points(points):
+        array_ids: dict[str, str] = {}
+        for stage in group.stage_names:
+            try:
+                jobs = _submit_array(group, stage, array_parameters(group, stage, sweep_name, array_ids), folder)
+            except Exception as e:
+                cancel_jobs([a["job_id"] for a in arrays])
+                raise SubmissionError(
+                    f"submitting the {stage} array failed; cancelled {len(arrays)} arrays.\n{e}"
+                ) from None
+            array_ids[stage] = jobs[0].job_id.split("_")[0]
+            arrays.append(
+                {
+                    "stage": stage,
+                    "job_id": array_ids[stage],
+                    "tasks": len(jobs),
+                    "points": [p.num for p in group.points],
+                }
+            )
+            for point, job in zip(group.points, jobs, strict=True):
+                manifests[point.num]["stages"][stage].update(job_id=job.job_id, state="SUBMITTED", logs=log_paths(job))
+    for point in points:
+        manifest = manifests[point.num]
+        manifest.update(status="submitted", sweep=str(sweep_dir), overrides=list(point.overrides))
+        write_json_atomic(point.pipeline.layout.manifest, manifest)
+    sweep = {
+        "sweep_dir": str(sweep_dir),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "points": [
+            {"num": p.num, "overrides": list(p.overrides), "run_dir": str(p.pipeline.layout.root)} for p in points
+        ],
+        "arrays": arrays,
+        "sbatch_calls": len(arrays),
+    }
+    write_json_atomic(sweep_dir / "sweep.json", sweep)
+    return sweep

@@ -1,0 +1,1 @@
+"""hpcft's Hydra launcher plugin (found by Hydra in the `hydra_plugins` namespace)."""

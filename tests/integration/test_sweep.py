@@ -1,0 +1,91 @@
+"""A real sweep on the local Slurm cluster: 2 learning rates x 3 LoRA ranks as three chained
+job arrays, every point trained, served and evaluated, then status and report over it."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import needs_slurm, needs_training
+from tests.integration.helpers import FAST, hpcft, wait_final
+
+pytestmark = [needs_slurm, needs_training, pytest.mark.slurm]
+
+
+@pytest.fixture
+def sbatch_calls(tmp_path) -> Path:
+    """An sbatch wrapper first on PATH that counts calls, then runs the real one."""
+    bin_dir, log = tmp_path / "bin", tmp_path / "sbatch.log"
+    bin_dir.mkdir()
+    real = subprocess.run(["which", "sbatch"], capture_output=True, text=True, check=True).stdout.strip()
+    wrapper = bin_dir / "sbatch"
+    wrapper.write_text(f'#!/bin/sh\necho call >> "{log}"\nexec "{real}" "$@"\n')
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
+    return log
+
+
+def test_six_point_sweep_runs_as_three_arrays(run_root, sbatch_calls):
+    env = {"PATH": f"{sbatch_calls.parent / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+    result = hpcft(
+        "-m",
+        "model=tiny_llama",
+        "cluster=slurmlab",
+        f"run_root={run_root}",
+        *FAST,
+        "framework.learning_rate=1e-3,1e-4",
+        "framework.lora_rank=4,8,16",
+        "cluster.array_parallelism=2",  # two points at a time on this 2-core machine
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Submitted 6 points as 3 job arrays" in result.stdout
+    assert len(sbatch_calls.read_text().split()) == 3
+    (sweep_dir,) = run_root.iterdir()
+    sweep = json.loads((sweep_dir / "sweep.json").read_text())
+    assert [a["stage"] for a in sweep["arrays"]] == ["train", "deploy", "eval"]
+    assert all(a["tasks"] == 6 for a in sweep["arrays"])
+    deploy = subprocess.run(
+        ["scontrol", "show", "job", sweep["arrays"][1]["job_id"]], capture_output=True, text=True, check=True
+    ).stdout
+    assert f"aftercorr:{sweep['arrays'][0]['job_id']}" in deploy
+
+    task_ids = [
+        json.loads((Path(p["run_dir"]) / "manifest.json").read_text())["stages"][stage]["job_id"]
+        for p in sweep["points"]
+        for stage in ("train", "deploy", "eval")
+    ]
+    states = wait_final(task_ids, timeout_s=1200)
+    assert set(states.values()) == {"COMPLETED"}, states
+    for point in sweep["points"]:
+        metrics = json.loads((Path(point["run_dir"]) / "eval" / "metrics.json").read_text())
+        assert metrics["rows"] == 6
+
+    status = hpcft("status", str(sweep_dir))
+    assert status.returncode == 0 and status.stdout.count("COMPLETED") == 18
+
+    report = hpcft("report", str(sweep_dir))
+    assert report.returncode == 0, report.stderr
+    rows = (sweep_dir / "report.csv").read_text().splitlines()
+    assert rows[0] == "run,framework.learning_rate,framework.lora_rank,bleu-4,rouge-l,exact_match"
+    assert len(rows) == 7
+    plot = sweep_dir / "report_rouge-l_vs_framework.lora_rank.png"
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cancel_on_a_sweep_leaves_none_of_its_jobs_in_the_queue(run_root):
+    result = hpcft(
+        "-m", "model=tiny_llama", "cluster=slurmlab", f"run_root={run_root}", *FAST, "framework.lora_rank=4,8,16"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep_dir,) = run_root.iterdir()
+    arrays = [a["job_id"] for a in json.loads((sweep_dir / "sweep.json").read_text())["arrays"]]
+    cancelled = hpcft("cancel", str(sweep_dir))
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert cancelled.stdout.count("cancelled ") == 9  # 3 points x 3 stages
+    queue = subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True, check=True).stdout
+    assert not [job for job in queue.split() if job.split("_")[0] in arrays]

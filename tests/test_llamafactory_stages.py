@@ -1,0 +1,69 @@
+"""Training data layouts per LLaMA-Factory stage: checked on the login node, described in
+dataset_info.json (a real DPO run is in tests/integration/test_local_pipeline.py)."""
+
+from __future__ import annotations
+
+import json
+
+from hpcft.cli import main
+
+
+def dry(run_root, *overrides: str) -> int:
+    return main(["model=internlm2", "cluster=8gpu", "dry_run=true", f"run_root={run_root}", *overrides])
+
+
+def test_pretraining_text(run_root, tmp_path, capsys):
+    data = tmp_path / "pt.jsonl"
+    data.write_text('{"text": "some text"}\n{"text": "more"}\n')
+    assert dry(run_root, "framework.stage=pt", f"trainset={data}") == 0
+    (run,) = run_root.iterdir()
+    info = json.loads((run / "native" / "dataset_info.json").read_text())["hpcft_train"]
+    assert info["columns"] == {"prompt": "text"}
+    data.write_text('{"text": "some text"}\n{"content": "wrong field"}\n')
+    assert dry(run_root, "framework.stage=pt", f"trainset={data}") == 2
+    assert f"{data}:2: missing field 'text'" in capsys.readouterr().err
+
+
+def test_dpo_preference_pairs(run_root, tmp_path, capsys):
+    data = tmp_path / "dpo.json"
+    data.write_text(json.dumps([{"instruction": "q", "chosen": "good", "rejected": "bad"}]))
+    assert dry(run_root, "framework.stage=dpo", f"trainset={data}") == 0
+    (run,) = run_root.iterdir()
+    info = json.loads((run / "native" / "dataset_info.json").read_text())["hpcft_train"]
+    assert info["ranking"] is True and info["columns"]["chosen"] == "chosen"
+    data.write_text(json.dumps([{"instruction": "q", "chosen": "good"}]))
+    assert dry(run_root, "framework.stage=dpo", f"trainset={data}") == 2
+    assert "missing field 'rejected'" in capsys.readouterr().err
+
+
+def test_unsupported_stage_and_layout(run_root, capsys):
+    assert dry(run_root, "framework.stage=pt", "framework.dataset_format=sharegpt") == 2
+    err = capsys.readouterr().err
+    assert "framework.dataset_format: sharegpt data for stage pt" in err and "stage=pt dataset_format=alpaca" in err
+
+
+def test_an_existing_llamafactory_yaml_is_used_as_it_is(run_root, tmp_path, capsys):
+    mine = tmp_path / "my sft.yaml"
+    mine.write_text(
+        "learning_rate: 5.0e-5\nlr_scheduler_type: linear\nlora_rank: 32\ndataset: my_data\nwarmup_ratio: 0.05\n"
+    )
+    assert dry(run_root, f"framework.native_config='{mine}'", "+framework.args.warmup_ratio=0.2") == 0
+    out = capsys.readouterr().out
+    assert f"train: {mine} sets dataset; hpcft uses its own" in out
+    (run,) = run_root.iterdir()
+    train = (run / "native" / "train.yaml").read_text()
+    assert "learning_rate: 5.0e-05" in train and "lr_scheduler_type: linear" in train and "lora_rank: 32" in train
+    assert "dataset: hpcft_train" in train and "warmup_ratio: 0.2" in train  # args win over the file
+
+
+def test_a_bad_llamafactory_yaml_names_file_and_line(run_root, tmp_path, capsys):
+    mine = tmp_path / "sft.yaml"
+    mine.write_text("learning_rate: 5.0e-5\nlearnin_rate: 1\n")
+    assert dry(run_root, f"framework.native_config={mine}") == 2
+    err = capsys.readouterr().err
+    assert f"{mine}:2: unknown argument 'learnin_rate'; did you mean 'learning_rate'?" in err
+    mine.write_text("learning_rate: 5.0e-5\n  bad: [\n")
+    assert dry(run_root, f"framework.native_config={mine}") == 2
+    assert f"{mine}:2: invalid YAML" in capsys.readouterr().err
+    assert dry(run_root, f"framework.native_config={tmp_path}/none.yaml") == 2
+    assert "none.yaml: No such file or directory" in capsys.readouterr().err

@@ -1,0 +1,66 @@
+"""Parsing what squeue/sacct print, and the number of scheduler calls (the subprocess
+boundary is faked here; tests/integration/test_day2.py reads the real cluster)."""
+
+from __future__ import annotations
+
+from hpcft.scheduler import JobInfo, cancel_jobs, parse_sacct, parse_squeue, query_jobs
+
+
+class FakeScheduler:
+    def __init__(self, squeue: str = "", sacct: str = "") -> None:
+        self.calls: list[list[str]] = []
+        self.outputs = {"squeue": squeue, "sacct": sacct, "scancel": ""}
+
+    def __call__(self, argv: list[str]) -> str:
+        self.calls.append(argv)
+        return self.outputs[argv[0]]
+
+
+def test_fifty_jobs_cost_two_calls():
+    queued = "\n".join(f"{i}|PENDING|0:00||Dependency" for i in range(100, 125))
+    done = "\n".join(f"{i}|COMPLETED|00:01:0{i % 10}|node1" for i in range(125, 150))
+    fake = FakeScheduler(queued, done)
+    jobs = query_jobs([str(i) for i in range(100, 150)], run=fake)
+    assert len(fake.calls) == 2
+    assert len(jobs) == 50 and jobs["100"].state == "PENDING" and jobs["149"].state == "COMPLETED"
+
+
+def test_all_queued_costs_one_call():
+    fake = FakeScheduler("7|RUNNING|1:02|node[1-2]|None")
+    assert query_jobs(["7"], run=fake)["7"] == JobInfo("7", "RUNNING", "1:02", "node[1-2]", "None")
+    assert len(fake.calls) == 1
+
+
+def test_states_are_described_completely():
+    cases = {
+        JobInfo("1", "PENDING", reason="DependencyNeverSatisfied"): "PENDING (dependency never satisfied)",
+        JobInfo("1", "PENDING", reason="Priority"): "PENDING (Priority)",
+        JobInfo("1", "OUT_OF_MEMORY"): "OUT_OF_MEMORY (ran out of memory)",
+        JobInfo("1", "NODE_FAIL"): "NODE_FAIL (a node failed)",
+        JobInfo("1", "TIMEOUT"): "TIMEOUT (hit its time limit)",
+        JobInfo("1", "PREEMPTED"): "PREEMPTED (preempted)",
+        JobInfo("1", "CANCELLED"): "CANCELLED",
+        JobInfo("1", "COMPLETED"): "COMPLETED",
+    }
+    for info, text in cases.items():
+        assert info.describe() == text
+    assert JobInfo("1", "FAILED").final and not JobInfo("1", "RUNNING").final
+
+
+def test_sacct_keeps_the_last_attempt_and_strips_by_uid():
+    jobs = parse_sacct("5|REQUEUED|00:00:50|node1\n5|COMPLETED|00:01:10|node1\n6|CANCELLED by 0|00:00:00|\n")
+    assert jobs["5"].state == "COMPLETED" and jobs["6"].state == "CANCELLED"
+
+
+def test_unknown_jobs_and_garbage_lines():
+    fake = FakeScheduler("garbage\n", "")
+    assert query_jobs(["9"], run=fake)["9"].state == "UNKNOWN"
+    assert parse_squeue("") == {}
+
+
+def test_cancel_is_one_call():
+    fake = FakeScheduler()
+    cancel_jobs(["3", "1", "2", "1"], run=fake)
+    assert fake.calls == [["scancel", "1", "2", "3"]]
+    cancel_jobs([], run=fake)
+    assert len(fake.calls) == 1
