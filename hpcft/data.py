@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -132,3 +133,59 @@ def check_rows(path: str | Path, check: RowCheck) -> int:
         if problem := check(row):
             raise DataError(str(path), problem, line)
     return len(rows)
+
+
+@dataclass(frozen=True)
+class RetrievalEvalSet:
+    """Queries over a knowledge base of passages, with the relevant passages of each query and
+    the candidates a reranker orders."""
+
+    passages: list[str]
+    queries: list[str]
+    relevant: list[set[int]]
+    candidates: list[list[int]]
+
+
+def _retrieval_rows(path: Path) -> RetrievalEvalSet:
+    rows = [row for _, row in read_rows(path)]
+    index: dict[str, int] = {}
+    for row in rows:
+        for p in [*row["pos"], *row.get("neg", [])]:
+            index.setdefault(p, len(index))
+    return RetrievalEvalSet(
+        passages=list(index),
+        queries=[row["query"] for row in rows],
+        relevant=[{index[p] for p in row["pos"]} for row in rows],
+        candidates=[[index[p] for p in [*row["pos"], *row.get("neg", [])]] for row in rows],
+    )
+
+
+def _flagembedding_layout(folder: Path) -> RetrievalEvalSet:
+    """FlagEmbedding's evaluation layout: corpus.jsonl {id, text[, title]},
+    <split>_queries.jsonl {id, text}, <split>_qrels.jsonl {qid, docid, relevance}."""
+    splits = sorted(p.name[: -len("_queries.jsonl")] for p in folder.glob("*_queries.jsonl"))
+    if not (folder / "corpus.jsonl").is_file() or not splits:
+        raise DataError(
+            str(folder), "an eval folder needs corpus.jsonl and <split>_queries.jsonl + <split>_qrels.jsonl"
+        )
+    split = "test" if "test" in splits else splits[0]
+    corpus = {str(r["id"]): i for i, (_, r) in enumerate(read_rows(folder / "corpus.jsonl"))}
+    texts = [" ".join(filter(None, [r.get("title"), r["text"]])) for _, r in read_rows(folder / "corpus.jsonl")]
+    queries = {str(r["id"]): r["text"] for _, r in read_rows(folder / f"{split}_queries.jsonl")}
+    relevant: dict[str, set[int]] = {qid: set() for qid in queries}
+    qrels = folder / f"{split}_qrels.jsonl"
+    for line, r in read_rows(qrels):
+        qid, docid = str(r.get("qid")), str(r.get("docid"))
+        if qid not in queries or docid not in corpus:
+            raise DataError(str(qrels), f"qid {qid!r} or docid {docid!r} is in no queries / corpus row", line)
+        if float(r.get("relevance", 1)) > 0:
+            relevant[qid].add(corpus[docid])
+    qids = [q for q in queries if relevant[q]]
+    everything = list(range(len(texts)))
+    return RetrievalEvalSet(texts, [queries[q] for q in qids], [relevant[q] for q in qids], [everything for _ in qids])
+
+
+def read_retrieval_eval(path: str | Path) -> RetrievalEvalSet:
+    """A retrieval eval set from rows `{query, pos, neg?}` or from FlagEmbedding's folder layout."""
+    path = Path(path)
+    return _flagembedding_layout(path) if path.is_dir() else _retrieval_rows(path)

@@ -51,3 +51,12 @@ needs_slurm = pytest.mark.skipif(not slurm_up(), reason="local Slurm cluster is 
 needs_training = pytest.mark.skipif(
     not training_stack(), reason="training extra or tiny model missing (scripts/setup.sh)"
 )
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
+    """Print the reliability figures of the bad-input corpus when it ran."""
+    import sys
+
+    corpus = sys.modules.get("tests.test_bad_input_corpus")
+    if corpus is not None and corpus.FIGURES["cases"]:
+        terminalreporter.write_line(corpus.pytest_terminal_summary_figures())

@@ -7,7 +7,10 @@ import math
 import pytest
 
 from hpcft.cli import main
-from hpcft.jobs.retrieval import cosine_ranking, knowledge_base, mrr_at, ndcg_at, recall_at
+from hpcft.data import read_retrieval_eval
+from hpcft.errors import DataError, UserError
+from hpcft.jobs.retrieval import cosine_ranking, mrr_at, ndcg_at, recall_at
+from hpcft.retriever import load_embedder, load_reranker, split_passages
 
 
 def test_metrics_on_a_known_ranking():
@@ -21,10 +24,40 @@ def test_metrics_on_a_known_ranking():
     assert ndcg_at([1, 2, 0], relevant, 10) == pytest.approx(1.0)
 
 
-def test_knowledge_base_deduplicates_passages():
-    rows = [{"query": "a", "pos": ["p1"], "neg": ["p2"]}, {"query": "b", "pos": ["p2", "p3"]}]
-    passages, relevant = knowledge_base(rows)
-    assert passages == ["p1", "p2", "p3"] and relevant == [{0}, {1, 2}]
+def test_eval_rows_make_a_deduplicated_knowledge_base(tmp_path):
+    rows = tmp_path / "eval.jsonl"
+    rows.write_text('{"query": "a", "pos": ["p1"], "neg": ["p2"]}\n{"query": "b", "pos": ["p2", "p3"]}\n')
+    data = read_retrieval_eval(rows)
+    assert data.passages == ["p1", "p2", "p3"] and data.relevant == [{0}, {1, 2}]
+    assert data.candidates == [[0, 1], [1, 2]]
+
+
+def test_flagembedding_eval_layout(tmp_path):
+    (tmp_path / "corpus.jsonl").write_text(
+        '{"id": "d1", "title": "Cats", "text": "purr"}\n{"id": "d2", "text": "bark"}\n{"id": "d3", "text": "moo"}\n'
+    )
+    (tmp_path / "test_queries.jsonl").write_text('{"id": "q1", "text": "which purrs?"}\n{"id": "q2", "text": "?"}\n')
+    (tmp_path / "test_qrels.jsonl").write_text('{"qid": "q1", "docid": "d1", "relevance": 1}\n')
+    data = read_retrieval_eval(tmp_path)
+    assert data.passages == ["Cats purr", "bark", "moo"]
+    assert data.queries == ["which purrs?"] and data.relevant == [{0}]  # q2 has no relevant doc
+    (tmp_path / "test_qrels.jsonl").write_text('{"qid": "q1", "docid": "d1"}\n{"qid": "q1", "docid": "d9"}\n')
+    with pytest.raises(DataError, match=r"test_qrels\.jsonl:2: qid 'q1' or docid 'd9'"):
+        read_retrieval_eval(tmp_path)
+
+
+def test_loading_never_falls_back_to_a_base_model(tmp_path):
+    with pytest.raises(UserError, match="no such run directory or model folder"):
+        load_embedder(tmp_path / "missing")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UserError, match="no fine-tuned weights here"):
+        load_reranker(empty)
+
+
+def test_split_passages():
+    assert split_passages("a b\n\n  c\nd  \n") == ["a b", "c", "d"]
+    assert split_passages("a\nb\n\nc", by="paragraph") == ["a b", "c"]
 
 
 def test_cosine_ranking():

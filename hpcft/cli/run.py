@@ -79,8 +79,7 @@ def summary(manifest: dict[str, object], pipeline: Pipeline) -> str:
         [
             f"Submitted {pipeline.run_name}: {ids}",
             f"Run directory: {root}",
-            f"Follow: squeue -j {','.join(str(i['job_id']) for i in stages.values())}"
-            f"   |   tail -f {root}/slurm/*_0_log.err",
+            f"Follow: python -m hpcft status {root} --watch 10   |   python -m hpcft logs {root} -f",
         ]
     )
 

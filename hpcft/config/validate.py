@@ -6,6 +6,7 @@ Every problem is a `ConfigError` naming the dotted key and the allowed range, so
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -120,9 +121,14 @@ def validate_run(cfg: HpcftConfig) -> None:
     check_safe_text("run_root", cfg.run_root)
     if "%" in cfg.run_root:
         raise ConfigError("run_root", "'%' is a Slurm file-name pattern and cannot be in the run folder")
-    root = Path(cfg.run_root).expanduser()
+    root = Path(cfg.run_root).expanduser().absolute()
     if root.exists() and not root.is_dir():
         raise ConfigError("run_root", f"{cfg.run_root} exists and is not a folder")
+    existing = next(p for p in (root, *root.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError("run_root", f"{cfg.run_root} cannot be created: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError("run_root", f"{cfg.run_root} cannot be created: {existing} is not writable")
     if cfg.wandb.mode is not None:
         check_choice("wandb.mode", cfg.wandb.mode, ("online", "offline"))
     for name in ("project", "entity", "group"):

@@ -8,11 +8,12 @@ fine-tuned model beside its base (`hpcft.serve`, OpenAI-compatible `/v1/embeddin
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from hpcft.config.schema import FrameworkConfig, ModelKind
 from hpcft.config.validate import check_choice, check_positive
-from hpcft.data import Row, check_rows
+from hpcft.data import Row, check_rows, read_retrieval_eval
 from hpcft.errors import ConfigError
 from hpcft.frameworks.base import Files, FrameworkAdapter
 from hpcft.jobs.spec import DeployJob, TrainJob
@@ -82,7 +83,10 @@ class Adapter(FrameworkAdapter):
     def validate_data(self) -> None:
         check_rows(self.cfg.trainset, retrieval_row)
         if "eval" in self.cfg.stages and self.cfg.evalset:
-            check_rows(self.cfg.evalset, retrieval_eval_row)
+            if Path(self.cfg.evalset).is_dir():
+                read_retrieval_eval(self.cfg.evalset)  # FlagEmbedding's layout: parses and cross-checks ids
+            else:
+                check_rows(self.cfg.evalset, retrieval_eval_row)
 
     @property
     def eval_task(self) -> str:

@@ -1,9 +1,10 @@
 """Retrieval evaluation through the served models: the fine-tuned model beside its base.
 
-The eval set holds rows `{"query", "pos": [...], "neg": [...]}`; the knowledge base is every
-distinct passage of the set. Embedders are scored by cosine similarity over the whole
-knowledge base (recall@1/5/10, MRR@10, nDCG@10); rerankers rerank each query's own
-candidates (`pos` + `neg`: MRR@10, nDCG@10, recall@1).
+The eval set holds rows `{"query", "pos": [...], "neg": [...]}` (the knowledge base is every
+distinct passage of the set) or is a folder in FlagEmbedding's layout (the knowledge base is
+its corpus). Embedders are scored by cosine similarity over the whole knowledge base
+(recall@1/5/10, MRR@10, nDCG@10); rerankers order each query's candidates (`pos` + `neg`, or
+the whole corpus) (recall@1, MRR@10, nDCG@10).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
-from hpcft.data import read_rows
+from hpcft.data import RetrievalEvalSet, read_retrieval_eval
 
 Ranking = list[int]
 """Passage indices, best first."""
@@ -77,50 +78,32 @@ def cosine_ranking(query: list[float], passages: list[list[float]]) -> Ranking:
     return sorted(range(len(passages)), key=lambda i: -scores[i])
 
 
-def knowledge_base(rows: list[dict[str, Any]]) -> tuple[list[str], list[set[int]]]:
-    """Every distinct passage, and each row's relevant passage indices."""
-    passages: dict[str, int] = {}
-    for row in rows:
-        for p in [*row["pos"], *row.get("neg", [])]:
-            passages.setdefault(p, len(passages))
-    return list(passages), [{passages[p] for p in row["pos"]} for row in rows]
-
-
-def evaluate_embedder(
-    endpoint: dict[str, Any], model: str, rows: list[dict[str, Any]], timeout_s: int
-) -> dict[str, float]:
-    passages, relevant = knowledge_base(rows)
-    passage_vectors = embed(endpoint, model, passages, timeout_s)
-    query_vectors = embed(endpoint, model, [row["query"] for row in rows], timeout_s)
+def evaluate_embedder(endpoint: dict[str, Any], model: str, data: RetrievalEvalSet, timeout_s: int) -> dict[str, float]:
+    passage_vectors = embed(endpoint, model, data.passages, timeout_s)
+    query_vectors = embed(endpoint, model, data.queries, timeout_s)
     rankings = [cosine_ranking(q, passage_vectors) for q in query_vectors]
-    return mean_metrics(rankings, relevant, EMBEDDING_METRICS)
+    return mean_metrics(rankings, data.relevant, EMBEDDING_METRICS)
 
 
-def evaluate_reranker(
-    endpoint: dict[str, Any], model: str, rows: list[dict[str, Any]], timeout_s: int
-) -> dict[str, float]:
-    rankings, relevants = [], []
-    for row in rows:
-        candidates = [*row["pos"], *row.get("neg", [])]
-        answer = post(
-            endpoint["base_url"] + "/rerank",
-            {"model": model, "query": row["query"], "documents": candidates},
-            timeout_s,
-        )
-        rankings.append([r["index"] for r in answer["results"]])
-        relevants.append(set(range(len(row["pos"]))))
-    return mean_metrics(rankings, relevants, RERANK_METRICS)
+def evaluate_reranker(endpoint: dict[str, Any], model: str, data: RetrievalEvalSet, timeout_s: int) -> dict[str, float]:
+    rankings = []
+    for query, candidates in zip(data.queries, data.candidates, strict=True):
+        documents = [data.passages[i] for i in candidates]
+        body = {"model": model, "query": query, "documents": documents}
+        answer = post(endpoint["base_url"] + "/rerank", body, timeout_s)
+        rankings.append([candidates[r["index"]] for r in answer["results"]])
+    return mean_metrics(rankings, data.relevant, RERANK_METRICS)
 
 
 def evaluate_retrieval(endpoint: dict[str, Any], kind: str, evalset: str, timeout_s: int) -> dict[str, Any]:
     """Metrics of the fine-tuned model and of its base, side by side, plus the gain."""
-    rows = [row for _, row in read_rows(evalset)]
+    data = read_retrieval_eval(evalset)
     evaluate = evaluate_embedder if kind == "embedding" else evaluate_reranker
-    tuned = evaluate(endpoint, endpoint["model"], rows, timeout_s)
-    base = evaluate(endpoint, endpoint["base_model"], rows, timeout_s)
+    tuned = evaluate(endpoint, endpoint["model"], data, timeout_s)
+    base = evaluate(endpoint, endpoint["base_model"], data, timeout_s)
     return {
         "fine_tuned": tuned,
         "base": base,
         "gain": {k: tuned[k] - base[k] for k in tuned},
-        "queries": len(rows),
+        "queries": len(data.queries),
     }

