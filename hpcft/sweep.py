@@ -54,7 +54,7 @@ class ArrayGroup:
 
 def shape_key(point: SweepPoint) -> tuple[Any, ...]:
     """What makes points share arrays: every stage's resources and scheduling parameters."""
-    key: list[Any] = [point.cfg.stages.__repr__()]
+    key: list[Any] = [tuple(point.cfg.stages)]
     for stage in point.pipeline.stages:
         params = slurm_parameters(point.pipeline, stage, point.cfg.cluster, placeholder_ids(point.pipeline))
         key.append(tuple(sorted((k, repr(v)) for k, v in params.items() if k not in _NOT_SHAPE)))

@@ -105,11 +105,16 @@ class FrameworkAdapter(ABC):
 
     def native_values(self) -> dict[str, Any]:
         """First-class options as native arguments (accumulation derived from the global batch
-        size when given), then the user's pass-through `args`."""
+        size when given), then the user's native config file, then the pass-through `args`."""
         values = {name: getattr(self.fw, name) for name in self.first_class}
         values["gradient_accumulation_steps"] = batch_layout(self.cfg).accumulation
+        values.update(self.native_file_values())
         values.update(self.fw.args)
         return values
+
+    def native_file_values(self) -> dict[str, Any]:
+        """Settings from the user's own framework config file; none unless the adapter reads one."""
+        return {}
 
     def notes(self) -> list[str]:
         """Derived numbers the user should see before the job runs."""

@@ -19,7 +19,7 @@ from hpcft.deepspeed import deepspeed_json
 from hpcft.errors import ConfigError
 from hpcft.frameworks.base import Files, FrameworkAdapter, native_argument_names, read_native_yaml
 from hpcft.jobs.spec import DeployJob, TrainJob
-from hpcft.resources import MemoryEstimate, batch_layout, estimate_memory
+from hpcft.resources import MemoryEstimate, estimate_memory
 from hpcft.rundir import RunLayout
 from hpcft.tracking import report_to, wandb_env
 
@@ -223,10 +223,7 @@ class Adapter(FrameworkAdapter):
             "deepspeed": str(layout.native / "deepspeed.json") if self.cfg.deepspeed.zero_stage is not None else None,
             **self._ddp(),
         }
-        values.update({name: getattr(self.fw, name) for name in self.first_class})
-        values["gradient_accumulation_steps"] = batch_layout(self.cfg).accumulation
-        values.update(self.native_file_values())
-        values.update(self.fw.args)
+        values.update(self.native_values())
         return values
 
     def train_files(self, layout: RunLayout) -> Files:
