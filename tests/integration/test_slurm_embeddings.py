@@ -36,6 +36,37 @@ def test_minilm_embedder_pipeline_on_slurm(run_root):
     assert hpcft("cancel", str(run)).returncode == 0
 
 
+def test_minilm_reranker_pipeline_on_slurm(run_root):
+    # MiniLM with a fresh classification head: a real reranker fine-tune, served, evaluated.
+    result = hpcft(
+        "model=minilm",
+        "model.kind=rerank",
+        "cluster=slurmlab",
+        f"run_root={run_root}",
+        *FAST,
+        "deploy.keep_serving=true",
+    )
+    assert result.returncode == 0, result.stderr
+    run = only_run(run_root)
+    ids = {name: str(s["job_id"]) for name, s in manifest(run)["stages"].items()}
+    states = wait_final([ids["train"], ids["eval"]], timeout_s=600)
+    assert set(states.values()) == {"COMPLETED"}, states
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    for side in ("base", "fine_tuned"):
+        assert set(metrics[side]) == {"recall@1", "mrr@10", "ndcg@10"}
+        assert all(0 <= v <= 100 for v in metrics[side].values())
+    assert metrics["gain"]["mrr@10"] == pytest.approx(metrics["fine_tuned"]["mrr@10"] - metrics["base"]["mrr@10"])
+    endpoint = json.loads((run / "deploy" / "endpoint.json").read_text())
+    body = {"model": endpoint["model"], "query": "a cat", "documents": ["about a cat", "about a river", "snow"]}
+    request = urllib.request.Request(
+        endpoint["base_url"] + "/rerank", json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as r:
+        answer = json.loads(r.read())
+    assert sorted(item["index"] for item in answer["results"]) == [0, 1, 2]
+    assert hpcft("cancel", str(run)).returncode == 0
+
+
 def test_two_node_embedder_fine_tune_then_retrieve_with_it(run_root, tmp_path):
     result = hpcft(
         "model=minilm", "cluster=slurmlab", "cluster.nodes=2", f"run_root={run_root}", *FAST, "stages=[train]"
