@@ -69,7 +69,7 @@ def test_embedder_dry_run_launches_torchrun_with_flagembedding_arguments(run_roo
     out = capsys.readouterr().out
     launch = next(line for line in out.splitlines() if line.startswith("train: each of"))
     assert "torchrun --nnodes=1" in launch and "--nproc_per_node=8" in launch
-    assert "-m FlagEmbedding.finetune.embedder.encoder_only.base" in launch
+    assert "-m hpcft.jobs.launch FlagEmbedding.finetune.embedder.encoder_only.base" in launch
     for arg in (
         "--train_group_size 8",
         "--query_max_len 64",

@@ -38,7 +38,7 @@ def test_single_process_runs_the_command_unchanged():
 def test_llamafactory_multi_node_uses_torchrun_with_gpus_per_node():
     cfg = load_config(["model=llama3_8b", "cluster=2x8gpu"])
     job = adapter_for(cfg).train_job(_layout())
-    assert job.argv[:4] == ["torchrun", "--nproc_per_node=8", "-m", "llamafactory.launcher"]
+    assert job.argv[:5] == ["torchrun", "--nproc_per_node=8", "-m", "hpcft.jobs.launch", "llamafactory.launcher"]
     assert adapter_for(load_config(["model=llama3_8b", "cluster=local"])).train_job(_layout()).argv[0] == (
         "llamafactory-cli"
     )

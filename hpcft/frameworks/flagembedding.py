@@ -125,7 +125,7 @@ class Adapter(FrameworkAdapter):
     def train_job(self, layout: RunLayout) -> TrainJob:
         c = self.cfg.cluster
         nproc = c.gpus_per_node or c.procs_per_node
-        argv = ["torchrun", f"--nproc_per_node={nproc}", "-m", MODULES[self.cfg.model.kind]]
+        argv = ["torchrun", f"--nproc_per_node={nproc}", "-m", "hpcft.jobs.launch", MODULES[self.cfg.model.kind]]
         for key, value in self.native_args(layout).items():
             if value is not None:
                 argv += [f"--{key}", str(value)]

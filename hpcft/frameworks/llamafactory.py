@@ -252,10 +252,10 @@ class Adapter(FrameworkAdapter):
             )
         # torchrun directly rather than `llamafactory-cli` with FORCE_TORCHRUN: its launcher
         # re-joins and splits arguments (paths with spaces break) and picks a random
-        # MASTER_PORT per node unless told otherwise.
+        # MASTER_PORT per node unless told otherwise. hpcft.jobs.launch makes CPU resumes work.
         return TrainJob(
             run_dir=str(layout.root),
-            argv=["torchrun", f"--nproc_per_node={nproc}", "-m", "llamafactory.launcher", config],
+            argv=["torchrun", f"--nproc_per_node={nproc}", "-m", "hpcft.jobs.launch", "llamafactory.launcher", config],
             env=env,
             resume_from_dir=str(layout.train_output),
         )

@@ -121,6 +121,9 @@ KillWait=5
 JobRequeue=1
 PreemptMode=OFF
 ReturnToService=2
+# A node that stops answering is declared DOWN after 30 s (default 300), so the node-death
+# test sees its job requeued in bounded time; a restarted slurmd rejoins (ReturnToService).
+SlurmdTimeout=30
 NodeName=node[1-4] NodeHostname=localhost NodeAddr=127.0.0.1 Port=[$((PORT_BASE + 1))-$((PORT_BASE + 4))] CPUs=16 RealMemory=16000 Gres=gpu:8 State=UNKNOWN
 PartitionName=lab Nodes=node[1-4] Default=YES MaxTime=INFINITE State=UP
 CONF

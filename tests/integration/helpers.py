@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -88,3 +91,91 @@ def assert_eval_outputs(run: Path, eval_rows: int) -> dict:
     assert len(predictions) == eval_rows == metrics["rows"]
     assert all({"prompt", "label", "predict"} <= json.loads(p).keys() for p in predictions)
     return metrics
+
+
+def attempt_states(job_id: str) -> list[str]:
+    """The state of each run of the job (`sacct --duplicates` keeps one row per requeue)."""
+    out = subprocess.run(["sacct", "-D", "-X", "-n", "-j", job_id, "-o", "State"], capture_output=True, text=True)
+    return out.stdout.split()
+
+
+def requeues(job_id: str) -> int:
+    """How often Slurm requeued the job."""
+    return attempt_states(job_id).count("REQUEUED")
+
+
+def logs(run: Path) -> str:
+    return "".join(p.read_text(errors="replace") for p in sorted((run / "slurm").glob("*_log.*")))
+
+
+def sacct_field(job_id: str, field: str) -> str:
+    out = subprocess.run(["sacct", "-X", "-n", "-P", "-j", job_id, "-o", field], capture_output=True, text=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def steps_logged(run: Path) -> list[int]:
+    path = run / "train" / "trainer_log.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line)["current_steps"] for line in path.read_text().splitlines() if line.strip()]
+
+
+def assert_resumed(run: Path, save_steps: int, logging_steps: int) -> None:
+    """The step counter continued after each restart, losing at most one save interval."""
+    steps = steps_logged(run)
+    restarts = [(before, after) for before, after in itertools.pairwise(steps) if after <= before]
+    assert restarts, f"no restart visible in the trainer log: {steps}"
+    for before, after in restarts:
+        assert after > 0 and before - after <= save_steps + logging_steps, (before, after, steps)
+    state = json.loads((run / "train" / "trainer_state.json").read_text())
+    assert state["global_step"] == state["max_steps"] == steps[-1]
+    assert "Resuming training from" in logs(run)
+
+
+LONG = [
+    "framework.per_device_train_batch_size=4",
+    "framework.gradient_accumulation_steps=1",
+    "framework.cutoff_len=32",
+    "framework.save_steps=100",
+    "framework.logging_steps=25",
+]
+
+
+LAB = Path(os.environ.get("HPCFT_SLURMLAB_DIR", "/tmp/hpcft-slurmlab"))
+
+
+def kill_node(node: str) -> None:
+    """A lab node dies: SIGKILL its slurmd and every process of the job steps it runs.
+
+    Stopping slurmd alone would leave the job's processes running like ghosts; a dead
+    machine takes them with it. They are found by the node name Slurm puts in their
+    environment, together with their slurmstepd parents."""
+    victims = {int((LAB / "run" / f"slurmd-{node}.pid").read_text())}
+    marker = f"SLURMD_NODENAME={node}".encode()
+    for proc in Path("/proc").iterdir():
+        try:
+            if not proc.name.isdigit() or marker not in (proc / "environ").read_bytes().split(b"\0"):
+                continue
+            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            victims.add(int(proc.name))
+            if Path(f"/proc/{parent}/comm").read_text().strip() == "slurmstepd":
+                victims.add(parent)
+        except (OSError, ValueError):
+            continue  # exited meanwhile
+    for pid in victims:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def revive_node(node: str, timeout_s: float = 60) -> None:
+    """Start the node's slurmd again and wait until Slurm takes it back (ReturnToService=2)."""
+    subprocess.run(["slurmd", "-f", os.environ["SLURM_CONF"], "-N", node], check=True)
+    deadline = time.monotonic() + timeout_s
+    while node_state(node) not in {"idle", "mixed", "allocated"}:
+        assert time.monotonic() < deadline, f"{node} did not come back: {node_state(node)}"
+        time.sleep(1)
+
+
+def node_state(node: str) -> str:
+    out = subprocess.run(["sinfo", "-h", "-N", "-n", node, "-o", "%T"], capture_output=True, text=True)
+    return out.stdout.strip().rstrip("*~#")

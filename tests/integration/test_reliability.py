@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import needs_slurm, needs_training
-from tests.integration.helpers import FAST, REPO, hpcft, manifest, only_run, wait_final
+from tests.integration.helpers import (
+    FAST,
+    LAB,
+    LONG,
+    REPO,
+    assert_resumed,
+    attempt_states,
+    hpcft,
+    kill_node,
+    logs,
+    manifest,
+    node_state,
+    only_run,
+    revive_node,
+    wait_final,
+)
 
 pytestmark = [needs_slurm, needs_training, pytest.mark.slurm]
 
@@ -60,3 +77,37 @@ def test_twenty_concurrent_submissions_land_apart_with_their_own_dependencies(ru
         assert f"afterok:{ids['train']}" in out and f"after:{ids['deploy']}" in out
     assert len(set(all_ids)) == 60
     subprocess.run(["scancel", *all_ids], check=True)
+
+
+def test_a_node_dying_under_a_two_node_train_requeues_it_and_it_resumes(run_root):
+    slurmd = int((LAB / "run" / "slurmd-node2.pid").read_text())
+    try:
+        os.kill(slurmd, 0)
+    except OSError:
+        pytest.skip("the lab's slurmd processes are not visible from here (another PID namespace)")
+    overrides = [*LONG, "framework.num_train_epochs=100", "cluster.nodes=2", "eval.max_new_tokens=8"]
+    result = hpcft("model=tiny_llama", "cluster=slurmlab", f"run_root={run_root}", *overrides)
+    assert result.returncode == 0, result.stderr
+    run = only_run(run_root)
+    ids = {name: str(s["job_id"]) for name, s in manifest(run)["stages"].items()}
+    deadline = time.monotonic() + 300
+    while not list((run / "train").glob("checkpoint-*")):
+        assert time.monotonic() < deadline, "no checkpoint appeared: " + logs(run)[-2000:]
+        time.sleep(1)
+    nodes = subprocess.run(["squeue", "-h", "-j", ids["train"], "-o", "%N"], capture_output=True, text=True)
+    assert nodes.stdout.strip() == "node[1-2]", nodes.stdout
+    kill_node("node2")  # the second node of the job; its first node runs the batch script
+    try:
+        deadline = time.monotonic() + 120  # SlurmdTimeout=30 in the lab's slurm.conf
+        while node_state("node2") not in {"down", "idle"}:  # idle: slurmctld already requeued
+            assert time.monotonic() < deadline, node_state("node2")
+            time.sleep(2)
+    finally:
+        revive_node("node2")
+    states = wait_final(list(ids.values()), timeout_s=900)
+    attempts = attempt_states(ids["train"])
+    assert len(attempts) >= 2 and attempts[0] in {"NODE_FAIL", "REQUEUED"}, attempts
+    # Requeued (Slurm's JobRequeue=1) and resumed from its last checkpoint; the dependents
+    # waited for it and then ran, never stranded.
+    assert states == dict.fromkeys(ids.values(), "COMPLETED"), states
+    assert_resumed(run, save_steps=100, logging_steps=25)

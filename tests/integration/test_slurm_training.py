@@ -3,7 +3,6 @@ DeepSpeed ZeRO-2, and resuming from the last checkpoint after a time limit or a 
 
 from __future__ import annotations
 
-import itertools
 import json
 import subprocess
 import time
@@ -12,7 +11,19 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import needs_slurm, needs_training
-from tests.integration.helpers import FAST, assert_eval_outputs, hpcft, manifest, only_run, wait_final
+from tests.integration.helpers import (
+    FAST,
+    LONG,
+    assert_eval_outputs,
+    assert_resumed,
+    hpcft,
+    logs,
+    manifest,
+    only_run,
+    requeues,
+    sacct_field,
+    wait_final,
+)
 
 pytestmark = [needs_slurm, needs_training, pytest.mark.slurm]
 
@@ -29,21 +40,6 @@ def assert_served_and_evaluated(run: Path) -> None:
     states = wait_final(ids, timeout_s=600)
     assert set(states.values()) == {"COMPLETED"}, states
     assert_eval_outputs(run, eval_rows=6)
-
-
-def requeues(job_id: str) -> int:
-    """How often Slurm requeued the job (`sacct --duplicates` keeps one REQUEUED row per time)."""
-    out = subprocess.run(["sacct", "-D", "-X", "-n", "-j", job_id, "-o", "State"], capture_output=True, text=True)
-    return out.stdout.split().count("REQUEUED")
-
-
-def logs(run: Path) -> str:
-    return "".join(p.read_text(errors="replace") for p in sorted((run / "slurm").glob("*_log.*")))
-
-
-def sacct_field(job_id: str, field: str) -> str:
-    out = subprocess.run(["sacct", "-X", "-n", "-P", "-j", job_id, "-o", field], capture_output=True, text=True)
-    return out.stdout.strip().splitlines()[-1]
 
 
 @pytest.mark.parametrize("nodes,procs,stages", [(2, 1, "[train,deploy,eval]"), (2, 2, "[train]")])
@@ -76,34 +72,6 @@ def test_deepspeed_zero2_on_two_processes(run_root):
     assert "world size: 2" in logs(run)
     assert (run / "train" / "adapter_model.safetensors").is_file()
     assert_served_and_evaluated(run)
-
-
-def steps_logged(run: Path) -> list[int]:
-    path = run / "train" / "trainer_log.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line)["current_steps"] for line in path.read_text().splitlines() if line.strip()]
-
-
-def assert_resumed(run: Path, save_steps: int, logging_steps: int) -> None:
-    """The step counter continued after each restart, losing at most one save interval."""
-    steps = steps_logged(run)
-    restarts = [(before, after) for before, after in itertools.pairwise(steps) if after <= before]
-    assert restarts, f"no restart visible in the trainer log: {steps}"
-    for before, after in restarts:
-        assert after > 0 and before - after <= save_steps + logging_steps, (before, after, steps)
-    state = json.loads((run / "train" / "trainer_state.json").read_text())
-    assert state["global_step"] == state["max_steps"] == steps[-1]
-    assert "Resuming training from" in logs(run)
-
-
-LONG = [
-    "framework.per_device_train_batch_size=4",
-    "framework.gradient_accumulation_steps=1",
-    "framework.cutoff_len=32",
-    "framework.save_steps=100",
-    "framework.logging_steps=25",
-]
 
 
 def test_time_limited_train_is_requeued_and_resumes_from_its_checkpoint(run_root):
