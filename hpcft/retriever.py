@@ -25,23 +25,16 @@ from typing import Any
 import yaml
 
 from hpcft.errors import UserError
-
-WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
+from hpcft.rundir import fine_tuned_weights
 
 
 def model_folder(path: str | Path) -> tuple[Path, dict[str, Any]]:
-    """The weights folder of a run directory (its `train/`) or of a model folder, and the run's
-    model config (empty for a plain folder)."""
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise UserError(f"{path}: no such run directory or model folder")
-    model_cfg: dict[str, Any] = {}
-    if (path / "config.yaml").is_file() and (path / "manifest.json").is_file():
-        model_cfg = yaml.safe_load((path / "config.yaml").read_text())["model"]
-        path = path / "train"
-    if not any((path / name).is_file() for name in WEIGHTS):
-        raise UserError(f"{path}: no fine-tuned weights here ({' or '.join(WEIGHTS)} missing); has training finished?")
-    return path, model_cfg
+    """The fine-tuned weights folder of a run directory or a model folder (an error when there
+    are none), and the run's model config (empty for a plain folder)."""
+    folder = fine_tuned_weights(path)
+    config = Path(path).expanduser() / "config.yaml"
+    model_cfg: dict[str, Any] = yaml.safe_load(config.read_text())["model"] if folder != Path(path).expanduser() else {}
+    return folder, model_cfg
 
 
 class Embedder:

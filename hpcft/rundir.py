@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hpcft.errors import UserError
+
 
 @dataclass(frozen=True)
 class RunLayout:
@@ -92,6 +94,23 @@ def create_run_dir(run_root: str | Path, base: str) -> RunLayout:
             continue
         return RunLayout(path)
     raise RuntimeError(f"could not create a new run directory under {root}")
+
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "adapter_model.safetensors")
+
+
+def fine_tuned_weights(path: str | Path) -> Path:
+    """The folder holding a run's fine-tuned weights (`merged/`, then `train/`), or a model
+    folder's own; a clear error when there are none, never the base model instead."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise UserError(f"{path}: no such run directory or model folder")
+    is_run = (path / "manifest.json").is_file()
+    for folder in [path / "merged", path / "train"] if is_run else [path]:
+        if any((folder / name).is_file() for name in WEIGHT_FILES):
+            return folder
+    where = f"{path}/merged or {path}/train" if is_run else str(path)
+    raise UserError(f"{where}: no fine-tuned weights ({' or '.join(WEIGHT_FILES)}); has training finished?")
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -51,7 +51,7 @@ def test_loading_never_falls_back_to_a_base_model(tmp_path):
         load_embedder(tmp_path / "missing")
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(UserError, match="no fine-tuned weights here"):
+    with pytest.raises(UserError, match="no fine-tuned weights"):
         load_reranker(empty)
 
 

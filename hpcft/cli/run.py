@@ -16,15 +16,10 @@ import json
 import sys
 from collections.abc import Sequence
 
-from omegaconf import OmegaConf
-
 from hpcft.config.compose import load_config
-from hpcft.config.schema import Executor, HpcftConfig
-from hpcft.config.validate import validate_config
+from hpcft.config.schema import Executor
 from hpcft.errors import UserError
-from hpcft.plan import Pipeline, build_pipeline, run_base_name
-from hpcft.render import dependency_graph, placeholder_ids, render_sbatch
-from hpcft.rundir import create_run_dir, write_atomic
+from hpcft.launch import config_yaml, launch
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -52,38 +47,6 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
-def config_yaml(cfg: HpcftConfig) -> str:
-    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
-
-
-def dry_run(pipeline: Pipeline, cfg: HpcftConfig) -> None:
-    ids = placeholder_ids(pipeline)
-    for stage in pipeline.stages:
-        script = render_sbatch(pipeline, stage, cfg.cluster, ids)
-        path = pipeline.layout.root / "dry_run" / f"{stage.name}.sbatch"
-        write_atomic(path, script)
-        print(f"# ---- {stage.name}: {path}\n{script}")
-    for relpath, text in sorted(pipeline.files.items()):
-        print(f"# ---- {relpath}\n{text}")
-    print("# ---- dependencies (`<stage>` stands for its job id)")
-    print(dependency_graph(pipeline))
-    print(f"\nDry run: nothing submitted. Scripts and native configs in {pipeline.layout.root}")
-
-
-def summary(manifest: dict[str, object], pipeline: Pipeline) -> str:
-    stages = manifest["stages"]
-    assert isinstance(stages, dict)
-    ids = " ".join(f"{name}={info['job_id']}" for name, info in stages.items())
-    root = pipeline.layout.root
-    return "\n".join(
-        [
-            f"Submitted {pipeline.run_name}: {ids}",
-            f"Run directory: {root}",
-            f"Follow: python -m hpcft status {root} --watch 10   |   python -m hpcft logs {root} -f",
-        ]
-    )
-
-
 def main(argv: Sequence[str]) -> int:
     args = parse_args(argv)
     if args.multirun:
@@ -94,23 +57,9 @@ def main(argv: Sequence[str]) -> int:
     if args.cfg:
         print(config_yaml(cfg), end="")
         return 0
-    validate_config(cfg)
-    layout = create_run_dir(cfg.run_root, run_base_name(cfg))
-    pipeline = build_pipeline(cfg, layout)
-    from hpcft.submit import run_local, submit_slurm, write_run_files
-
-    write_run_files(pipeline, config_yaml(cfg))
-    for note in pipeline.notes:
-        print(note)
-    if cfg.dry_run:
-        dry_run(pipeline, cfg)
+    layout = launch(cfg, say=lambda line: print(line, flush=True)).layout
+    if cfg.dry_run or cfg.cluster.executor is Executor.slurm:
         return 0
-    if cfg.cluster.executor is Executor.slurm:
-        manifest = submit_slurm(pipeline, cfg.cluster)
-        print(summary(manifest, pipeline))
-        return 0
-    print(f"Running {pipeline.run_name} on this machine; run directory {layout.root}", flush=True)
-    run_local(pipeline, cfg.cluster)
     if layout.metrics.exists():
         print(f"metrics ({layout.metrics}):\n{json.dumps(json.loads(layout.metrics.read_text()), indent=2)}")
     return 0

@@ -16,30 +16,10 @@ import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from hpcft.cli.common import resolve_run_dirs, subcommand_parser
-from hpcft.rundir import read_json, tail, write_json_atomic
-from hpcft.scheduler import JobInfo, query_jobs
-
-BAD = ("FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE")
-
-
-def stage_rows(run: Path, manifest: dict[str, Any], jobs: dict[str, JobInfo]) -> list[list[str]]:
-    """One row per stage; what the scheduler says is also recorded in the manifest, so the
-    run can be inspected after Slurm has forgotten its jobs."""
-    rows, changed = [], False
-    for name, stage in manifest["stages"].items():
-        job_id = str(stage.get("job_id") or "")
-        info = jobs.get(job_id, JobInfo(job_id, "UNKNOWN")) if manifest["executor"] == "slurm" and job_id else None
-        if info is None or info.state == "UNKNOWN":  # local runs, stages never submitted, forgotten jobs
-            info = JobInfo(job_id or "-", stage["state"])
-        elif info.state != stage["state"]:
-            stage["state"], changed = info.state, True
-        rows.append([run.name, name, job_id or "-", info.describe(), info.elapsed, info.nodes])
-    if changed:
-        write_json_atomic(run / "manifest.json", manifest)
-    return rows
+from hpcft.rundir import tail
+from hpcft.runstate import ENDED_BADLY, read_states
 
 
 def metric_summary(run: Path) -> str:
@@ -57,24 +37,20 @@ def table(rows: list[list[str]], header: list[str]) -> str:
 
 def render(runs: list[Path]) -> tuple[str, bool]:
     """The status text and whether every stage has ended."""
-    manifests = {run: read_json(run / "manifest.json") for run in runs}
-    ids = [str(s["job_id"]) for m in manifests.values() if m["executor"] == "slurm" for s in m["stages"].values()]
-    jobs = query_jobs(ids)
-    rows, failed_logs, done = [], [], True
-    for run, manifest in manifests.items():
-        run_rows = stage_rows(run, manifest, jobs)
-        rows += run_rows
-        for row, stage in zip(run_rows, manifest["stages"].values(), strict=True):
-            state = row[3].split()[0]
-            done &= state not in ("PENDING", "RUNNING", "REQUEUED", "COMPLETING", "CONFIGURING", "SUBMITTED")
-            if state in BAD and stage.get("logs"):
-                failed_logs.append(
-                    f"--- {run.name} {row[1]} ({row[3]}): {stage['logs']['stderr']}\n{tail(stage['logs']['stderr'], 8)}"
-                )
+    rows, failed_logs = [], []
+    states = read_states(runs)
+    for state in states:
+        run = state.run
+        for name, info in state.stages.items():
+            rows.append([run.name, name, info.job_id, info.describe(), info.elapsed, info.nodes])
+            logs = state.manifest["stages"][name].get("logs")
+            if info.state in ENDED_BADLY and logs:
+                header = f"--- {run.name} {name} ({info.describe()}): {logs['stderr']}"
+                failed_logs.append(f"{header}\n{tail(logs['stderr'], 8)}")
         if metrics := metric_summary(run):
             rows.append([run.name, "metrics", "", metrics, "", ""])
     text = table(rows, ["run", "stage", "job", "state", "elapsed", "nodes"])
-    return "\n".join([text, *failed_logs]), done
+    return "\n".join([text, *failed_logs]), all(state.done for state in states)
 
 
 def main(argv: Sequence[str]) -> int:

@@ -99,7 +99,7 @@ def launch_points(points: Sequence[Point], sweep_dir: Path) -> list[Path]:
     for num, overrides, cfg, out_dir in points:
         out_dir.mkdir(parents=True, exist_ok=False)  # a new sweep folder: never overwritten
         pipeline = build_pipeline(cfg, RunLayout(out_dir))
-        from hpcft.cli.run import config_yaml
+        from hpcft.launch import config_yaml
         from hpcft.submit import write_run_files
 
         write_run_files(pipeline, config_yaml(cfg))

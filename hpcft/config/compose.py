@@ -93,6 +93,17 @@ def group_options(group: str) -> list[str]:
     return [o for o in loader.get_group_options(group) if not o.startswith("base_")]
 
 
+def available_options(group: str, config_dirs: Sequence[str] = ()) -> list[str]:
+    """Options of a config group, shipped and in the given folders (outside a composition)."""
+    register_schemas()
+    overrides = _search_path_override(config_dirs)
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        if overrides:  # the search path comes from the primary config plus these overrides
+            compose(config_name="hpcft", overrides=[*overrides, "model=tiny_llama"])
+        return group_options(group)
+
+
 def _compose(overrides: list[str]) -> DictConfig:
     try:
         return compose(config_name="hpcft", overrides=overrides)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import os
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
+from hpcft.client import EndpointClient
 from hpcft.data import read_rows
 from hpcft.jobs.metrics import score
 from hpcft.jobs.spec import EvalJob
@@ -36,24 +36,6 @@ def prompt_of(row: dict[str, Any]) -> str:
     """The user message LLaMA-Factory's alpaca format builds: instruction, then input."""
     instruction, extra = row["instruction"], row.get("input") or ""
     return f"{instruction}\n{extra}" if extra else instruction
-
-
-def chat(endpoint: dict[str, Any], prompt: str, max_new_tokens: int, timeout_s: int) -> str:
-    body = {
-        "model": endpoint["model"],
-        "messages": [{"role": "user", "content": prompt}],
-        "max_tokens": max_new_tokens,
-        "temperature": 0,
-    }
-    request = urllib.request.Request(
-        endpoint["base_url"] + "/chat/completions",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=timeout_s) as r:
-        answer = json.loads(r.read())
-    content: str = answer["choices"][0]["message"]["content"] or ""
-    return content
 
 
 def log_to_wandb(metrics: dict[str, float], env: dict[str, str]) -> None:
@@ -80,10 +62,11 @@ def run_eval(job: EvalJob) -> str:
             log_to_wandb({f"{k}": v for k, v in results["fine_tuned"].items()}, job.env)
             return f"eval: {json.dumps(results['fine_tuned'])}"
         rows = [row for _, row in read_rows(job.evalset)]
+        client = EndpointClient.from_endpoint(endpoint, job.request_timeout_s)
         lines, predictions = [], []
         for row in rows:
             prompt = prompt_of(row)
-            prediction = chat(endpoint, prompt, job.max_new_tokens, job.request_timeout_s)
+            prediction = client.chat(prompt, max_tokens=job.max_new_tokens)
             predictions.append(prediction)
             lines.append(
                 json.dumps({"prompt": prompt, "label": row["output"], "predict": prediction}, ensure_ascii=False)

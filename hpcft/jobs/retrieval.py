@@ -9,12 +9,11 @@ the whole corpus) (recall@1, MRR@10, nDCG@10).
 
 from __future__ import annotations
 
-import json
 import math
-import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
+from hpcft.client import EndpointClient
 from hpcft.data import RetrievalEvalSet, read_retrieval_eval
 
 Ranking = list[int]
@@ -58,17 +57,6 @@ RERANK_METRICS = {
 }
 
 
-def post(url: str, body: dict[str, Any], timeout_s: int) -> Any:
-    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout_s) as r:
-        return json.loads(r.read())
-
-
-def embed(endpoint: dict[str, Any], model: str, texts: list[str], timeout_s: int) -> list[list[float]]:
-    answer = post(endpoint["base_url"] + "/embeddings", {"model": model, "input": texts}, timeout_s)
-    return [d["embedding"] for d in sorted(answer["data"], key=lambda d: d["index"])]
-
-
 def cosine_ranking(query: list[float], passages: list[list[float]]) -> Ranking:
     def cos(a: list[float], b: list[float]) -> float:
         na, nb = math.sqrt(sum(x * x for x in a)), math.sqrt(sum(x * x for x in b))
@@ -78,20 +66,18 @@ def cosine_ranking(query: list[float], passages: list[list[float]]) -> Ranking:
     return sorted(range(len(passages)), key=lambda i: -scores[i])
 
 
-def evaluate_embedder(endpoint: dict[str, Any], model: str, data: RetrievalEvalSet, timeout_s: int) -> dict[str, float]:
-    passage_vectors = embed(endpoint, model, data.passages, timeout_s)
-    query_vectors = embed(endpoint, model, data.queries, timeout_s)
+def evaluate_embedder(client: EndpointClient, model: str, data: RetrievalEvalSet) -> dict[str, float]:
+    passage_vectors = client.embed(data.passages, model)
+    query_vectors = client.embed(data.queries, model)
     rankings = [cosine_ranking(q, passage_vectors) for q in query_vectors]
     return mean_metrics(rankings, data.relevant, EMBEDDING_METRICS)
 
 
-def evaluate_reranker(endpoint: dict[str, Any], model: str, data: RetrievalEvalSet, timeout_s: int) -> dict[str, float]:
+def evaluate_reranker(client: EndpointClient, model: str, data: RetrievalEvalSet) -> dict[str, float]:
     rankings = []
     for query, candidates in zip(data.queries, data.candidates, strict=True):
-        documents = [data.passages[i] for i in candidates]
-        body = {"model": model, "query": query, "documents": documents}
-        answer = post(endpoint["base_url"] + "/rerank", body, timeout_s)
-        rankings.append([candidates[r["index"]] for r in answer["results"]])
+        results = client.rerank(query, [data.passages[i] for i in candidates], model)
+        rankings.append([candidates[r["index"]] for r in results])
     return mean_metrics(rankings, data.relevant, RERANK_METRICS)
 
 
@@ -99,8 +85,9 @@ def evaluate_retrieval(endpoint: dict[str, Any], kind: str, evalset: str, timeou
     """Metrics of the fine-tuned model and of its base, side by side, plus the gain."""
     data = read_retrieval_eval(evalset)
     evaluate = evaluate_embedder if kind == "embedding" else evaluate_reranker
-    tuned = evaluate(endpoint, endpoint["model"], data, timeout_s)
-    base = evaluate(endpoint, endpoint["base_model"], data, timeout_s)
+    client = EndpointClient.from_endpoint(endpoint, timeout_s)
+    tuned = evaluate(client, endpoint["model"], data)
+    base = evaluate(client, endpoint["base_model"], data)
     return {
         "fine_tuned": tuned,
         "base": base,

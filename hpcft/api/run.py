@@ -1,0 +1,130 @@
+"""`Run`: the handle of a submitted pipeline, from Python.
+
+    run = Run("runs/tiny_llama-llamafactory-20261128-101500-abc123")   # or model.update()
+    run.status()            # {"train": "RUNNING", "deploy": "PENDING", "eval": "PENDING"}
+    run.wait()              # blocks, printing each change; raises if a stage fails
+    run.metrics()           # eval/metrics.json
+    run.client().chat("hi") # the served model (while it serves; deploy.keep_serving=true)
+    run.model_path          # the fine-tuned weights; an error if there are none
+
+Everything is read from the run directory and the scheduler (at most two calls per look),
+the same sources as `python -m hpcft status`; nothing is cached between calls.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hpcft.client import EndpointClient
+from hpcft.errors import StageFailedError, UserError
+from hpcft.rundir import RunLayout, fine_tuned_weights, read_json, tail
+from hpcft.runstate import ENDED_BADLY, RunState, read_states
+from hpcft.scheduler import cancel_jobs
+
+
+class Run:
+    def __init__(self, path: str | Path) -> None:
+        self.layout = RunLayout(Path(path).expanduser().resolve())
+        if not self.layout.manifest.is_file():
+            raise UserError(f"{path}: not a run directory (no manifest.json)")
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.layout.root)!r})"
+
+    @property
+    def path(self) -> Path:
+        return self.layout.root
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        data: dict[str, Any] = read_json(self.layout.manifest)
+        return data
+
+    def _state(self) -> RunState:
+        (state,) = read_states([self.path])
+        return state
+
+    def status(self) -> dict[str, str]:
+        """Each stage's state: PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, ..."""
+        return {name: info.state for name, info in self._state().stages.items()}
+
+    def wait(
+        self, timeout_s: float | None = None, poll_s: float = 10.0, say: Callable[[str], None] | None = print
+    ) -> dict[str, str]:
+        """Block until every stage but a still-serving deploy has ended; print each change.
+        Raises `StageFailedError` naming the failed stage with its log's tail, `TimeoutError`
+        after `timeout_s`."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        shown: dict[str, str] = {}
+        while True:
+            state = self._state()
+            for name, info in state.stages.items():
+                if say and shown.get(name) != info.describe():
+                    say(f"{self.path.name} {name}: {info.describe()}")
+                    shown[name] = info.describe()
+            self._raise_if_failed(state)
+            pending = [n for n, i in state.stages.items() if n != "deploy" and i.state not in _ENDED]
+            if not pending:
+                return self.status()
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"{self.path.name}: still waiting for {', '.join(pending)} after {timeout_s} s")
+            time.sleep(poll_s)
+
+    def _raise_if_failed(self, state: RunState) -> None:
+        for name, info in state.stages.items():
+            if info.state in ENDED_BADLY or (info.state == "CANCELLED" and name != "deploy"):
+                logs = state.manifest["stages"][name].get("logs") or {}
+                where = f"\n  log: {logs['stderr']}\n{tail(logs['stderr'], 8)}" if logs else ""
+                raise StageFailedError(f"{self.path.name}: stage {name!r} ended {info.describe()}{where}")
+
+    def logs(self, stage: str = "train", lines: int = 50, stream: str = "stderr") -> str:
+        """The last lines of a stage's log ("" before the job starts)."""
+        stages = self.manifest["stages"]
+        if stage not in stages:
+            raise UserError(f"stage {stage!r}: this run has stages {', '.join(stages)}")
+        logs = stages[stage].get("logs")
+        return tail(logs[stream], lines) if logs else ""
+
+    def metrics(self) -> dict[str, Any]:
+        """The eval stage's metrics; an error saying where eval stands if they are not written yet."""
+        if not self.layout.metrics.is_file():
+            eval_state = self.status().get("eval", "not a stage of this run")
+            raise UserError(f"{self.layout.metrics}: no metrics yet (eval: {eval_state})")
+        data: dict[str, Any] = read_json(self.layout.metrics)
+        return data
+
+    def predictions(self) -> list[dict[str, Any]]:
+        """One `{prompt, label, predict}` per eval row (LLM runs)."""
+        if not self.layout.predictions.is_file():
+            raise UserError(f"{self.layout.predictions}: no predictions yet")
+        text = self.layout.predictions.read_text(encoding="utf-8")
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    def endpoint(self) -> dict[str, Any]:
+        """`{"base_url", "model", ...}` of the deployed server, once it serves."""
+        if not self.layout.endpoint.is_file():
+            raise UserError(f"{self.layout.endpoint}: the server has not published an endpoint yet")
+        data: dict[str, Any] = read_json(self.layout.endpoint)
+        return data
+
+    def client(self, timeout_s: float = 300.0) -> EndpointClient:
+        """A client for the deployed, OpenAI-compatible server (`.chat`, `.embed`, `.rerank`, `.openai()`)."""
+        return EndpointClient.from_endpoint(self.endpoint(), timeout_s)
+
+    @property
+    def model_path(self) -> Path:
+        """The fine-tuned weights: the merged model if deploy made one, else the train output."""
+        return fine_tuned_weights(self.path)
+
+    def cancel(self) -> None:
+        """Cancel every stage's job (Slurm runs)."""
+        manifest = self.manifest
+        if manifest["executor"] == "slurm":
+            cancel_jobs([str(s["job_id"]) for s in manifest["stages"].values() if s.get("job_id")])
+
+
+_ENDED = frozenset({"COMPLETED", "CANCELLED", *ENDED_BADLY})

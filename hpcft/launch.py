@@ -1,0 +1,84 @@
+"""From a typed config to a submitted (or dry-run, or locally run) pipeline.
+
+The one path every front end takes: the command line (`hpcft.cli.run`) and the Python API
+(`hpcft.api`) both call `launch`, so a pipeline built either way is validated, planned,
+written and submitted by the same code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from hpcft.config.schema import Executor, HpcftConfig
+from hpcft.config.validate import validate_config
+from hpcft.plan import Pipeline, build_pipeline, run_base_name
+from hpcft.render import dependency_graph, placeholder_ids, render_sbatch
+from hpcft.rundir import RunLayout, create_run_dir, write_atomic, write_json_atomic
+
+Printer = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Launched:
+    """What `launch` did: the run directory and its manifest (`status: dry_run` for a dry run)."""
+
+    layout: RunLayout
+    manifest: dict[str, Any]
+
+
+def config_yaml(cfg: HpcftConfig) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def dry_run(pipeline: Pipeline, cfg: HpcftConfig, say: Printer) -> None:
+    ids = placeholder_ids(pipeline)
+    for stage in pipeline.stages:
+        script = render_sbatch(pipeline, stage, cfg.cluster, ids)
+        path = pipeline.layout.root / "dry_run" / f"{stage.name}.sbatch"
+        write_atomic(path, script)
+        say(f"# ---- {stage.name}: {path}\n{script}")
+    for relpath, text in sorted(pipeline.files.items()):
+        say(f"# ---- {relpath}\n{text}")
+    say("# ---- dependencies (`<stage>` stands for its job id)")
+    say(dependency_graph(pipeline))
+    say(f"\nDry run: nothing submitted. Scripts and native configs in {pipeline.layout.root}")
+
+
+def summary(manifest: dict[str, Any], pipeline: Pipeline) -> str:
+    ids = " ".join(f"{name}={info['job_id']}" for name, info in manifest["stages"].items())
+    root = pipeline.layout.root
+    return "\n".join(
+        [
+            f"Submitted {pipeline.run_name}: {ids}",
+            f"Run directory: {root}",
+            f"Follow: python -m hpcft status {root} --watch 10   |   python -m hpcft logs {root} -f",
+        ]
+    )
+
+
+def launch(cfg: HpcftConfig, say: Printer = print) -> Launched:
+    """Validate, create a new run directory, write the plan's files, then submit the stages
+    to Slurm (returns at once) or run them here with the local executor (returns when done)."""
+    validate_config(cfg)
+    layout = create_run_dir(cfg.run_root, run_base_name(cfg))
+    pipeline = build_pipeline(cfg, layout)
+    from hpcft.submit import new_manifest, run_local, submit_slurm, write_run_files
+
+    write_run_files(pipeline, config_yaml(cfg))
+    for note in pipeline.notes:
+        say(note)
+    if cfg.dry_run:
+        dry_run(pipeline, cfg, say)
+        manifest = {**new_manifest(pipeline, cfg.cluster.executor.value), "status": "dry_run"}
+        write_json_atomic(layout.manifest, manifest)
+        return Launched(layout, manifest)
+    if cfg.cluster.executor is Executor.slurm:
+        manifest = submit_slurm(pipeline, cfg.cluster)
+        say(summary(manifest, pipeline))
+        return Launched(layout, manifest)
+    say(f"Running {pipeline.run_name} on this machine; run directory {layout.root}")
+    return Launched(layout, run_local(pipeline, cfg.cluster, say))
