@@ -114,7 +114,28 @@ def test_bad_values_fail_like_the_cli():
         model.config()
 
 
-HOSTILE = ["end\\", "a\\${x}", "it's", 'a "b"', "$(touch /tmp/pwned)", "`id`", "a;b", "${oc.env:HOME}", "back\\slash\\'", " -rf", "ü"]
+HOSTILE = [
+    "true",
+    "null",
+    "1e-4",
+    "-x",
+    "/a/b.json",
+    "x=y",
+    "a,b",
+    "[a]",
+    "{a:1}",
+    "end\\",
+    "a\\${x}",
+    "it's",
+    'a "b"',
+    "$(touch /tmp/pwned)",
+    "`id`",
+    "a;b",
+    "${oc.env:HOME}",
+    "back\\slash\\'",
+    " -rf",
+    "ü",
+]
 
 
 @pytest.mark.parametrize("value", HOSTILE)
@@ -124,7 +145,7 @@ def test_any_string_reaches_the_config_unchanged(value):
 
 
 def test_hydra_values():
-    assert [hydra_value(v) for v in (None, True, 3, 0.5, [1, "a"])] == ["null", "true", "3", "0.5", "[1,'a']"]
+    assert [hydra_value(v) for v in (None, True, 3, 0.5, [1, "a"])] == ["null", "true", "3", "0.5", "[1,a]"]
 
 
 def test_command_line_and_written_config_compose_to_the_same_config(alpaca, tmp_path):

@@ -42,9 +42,17 @@ def hydra_value(value: Any) -> str:
     raise UserError(f"{value!r}: a {type(value).__name__} cannot be a config value (use str, number, bool, list)")
 
 
+_PLAIN = re.compile(r"[A-Za-z_/.][A-Za-z0-9_./-]*")
+"""Strings Hydra reads back unchanged without quotes (names, most paths)."""
+_NOT_PLAIN = {"true", "false", "null", "none", "nan", "inf"}
+
+
 def _quoted(text: str) -> str:
-    """Hydra's quoted string: backslashes are doubled only where they precede a quote or the
-    closing quote (elsewhere they are literal), quotes escaped, `${` kept from interpolating."""
+    """`text` unquoted when that reads back the same, else Hydra's quoted string: backslashes
+    doubled only where they precede a quote or the closing quote (elsewhere they are literal),
+    quotes escaped, `${` kept from interpolating."""
+    if _PLAIN.fullmatch(text) and text.lower() not in _NOT_PLAIN:
+        return text
     text = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", text)
     text = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, text)
     text = re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", text)
