@@ -198,3 +198,15 @@ def test_loading_from_an_empty_or_missing_path_is_a_clear_error(tmp_path, run_ro
 
     with pytest.raises(UserError, match="no fine-tuned weights"):
         load_embedder(tmp_path / "empty")
+
+
+def test_a_written_experiment_can_be_swept_from_the_command_line(tmp_path, run_root, capsys):
+    from hpcft.cli.run import main
+
+    launcher = launchers.slurm(cluster="slurmlab", nnode=2)
+    TrainableModel("tiny_llama").finetune_method(finetune.llamafactory, {"launcher": launcher}).write_config(tmp_path)
+    argv = ["-m", "--config-dir", str(tmp_path), "+experiment=experiment", "dry_run=true", f"run_root={run_root}"]
+    assert main([*argv, "framework.learning_rate=1e-3,1e-4"]) == 0
+    (sweep,) = run_root.iterdir()
+    assert "#SBATCH --array=0-1" in (sweep / "dry_run" / "group0.train.sbatch").read_text()
+    assert "#SBATCH --nodes=2" in (sweep / "dry_run" / "group0.train.sbatch").read_text()
