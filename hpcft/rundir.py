@@ -144,3 +144,18 @@ def tail(path: str | Path, lines: int) -> str:
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
+
+
+SUBMITIT_ERROR = "submitit ERROR"
+"""What submitit writes to a job's log after the job's own output when the job raised."""
+
+
+def failure_excerpt(path: str | Path, lines: int = 8) -> str:
+    """The lines of a failed job's log that say why: its own output just before submitit's
+    traceback (which only says the stage raised), then that traceback's last line."""
+    text = tail(path, 10_000)
+    own, marker, wrapper = text.rpartition(SUBMITIT_ERROR)
+    if not marker:
+        return "\n".join(text.splitlines()[-lines:])
+    last = wrapper.strip().splitlines()[-1:]
+    return "\n".join([*own.rstrip().splitlines()[-(lines - 1) :], *last])

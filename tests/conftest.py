@@ -54,9 +54,19 @@ needs_training = pytest.mark.skipif(
 
 
 def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
-    """Print the reliability figures of the bad-input corpus when it ran."""
+    """Print the reliability figures (docs/reliability.md) of what ran: the bad-input corpus
+    and the fault scenarios injected on the real cluster."""
     import sys
 
     corpus = sys.modules.get("tests.test_bad_input_corpus")
     if corpus is not None and corpus.FIGURES["cases"]:
         terminalreporter.write_line(corpus.pytest_terminal_summary_figures())
+    faults = {
+        outcome: sum(1 for r in terminalreporter.stats.get(outcome, []) if r.when == "call" and "fault" in r.keywords)
+        for outcome in ("passed", "failed")
+    }
+    if sum(faults.values()):
+        tried = faults["passed"] + faults["failed"]
+        terminalreporter.write_line(
+            f"fault scenarios on the real cluster: {tried} injected, {faults['passed']} survived"
+        )

@@ -21,7 +21,7 @@ from typing import Any
 
 from hpcft.client import EndpointClient
 from hpcft.errors import StageFailedError, UserError
-from hpcft.rundir import RunLayout, fine_tuned_weights, read_json, tail
+from hpcft.rundir import RunLayout, failure_excerpt, fine_tuned_weights, read_json, tail
 from hpcft.runstate import ENDED_BADLY, RunState, read_states
 from hpcft.scheduler import cancel_jobs
 
@@ -78,7 +78,7 @@ class Run:
         for name, info in state.stages.items():
             if info.state in ENDED_BADLY or (info.state == "CANCELLED" and name != "deploy"):
                 logs = state.manifest["stages"][name].get("logs") or {}
-                where = f"\n  log: {logs['stderr']}\n{tail(logs['stderr'], 8)}" if logs else ""
+                where = f"\n  log: {logs['stderr']}\n{failure_excerpt(logs['stderr'])}" if logs else ""
                 raise StageFailedError(f"{self.path.name}: stage {name!r} ended {info.describe()}{where}")
 
     def logs(self, stage: str = "train", lines: int = 50, stream: str = "stderr") -> str:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hpcft.cli.common import resolve_run_dirs, subcommand_parser
-from hpcft.rundir import tail
+from hpcft.rundir import failure_excerpt
 from hpcft.runstate import ENDED_BADLY, read_states
 
 
@@ -46,7 +46,7 @@ def render(runs: list[Path]) -> tuple[str, bool]:
             logs = state.manifest["stages"][name].get("logs")
             if info.state in ENDED_BADLY and logs:
                 header = f"--- {run.name} {name} ({info.describe()}): {logs['stderr']}"
-                failed_logs.append(f"{header}\n{tail(logs['stderr'], 8)}")
+                failed_logs.append(f"{header}\n{failure_excerpt(logs['stderr'])}")
         if metrics := metric_summary(run):
             rows.append([run.name, "metrics", "", metrics, "", ""])
     text = table(rows, ["run", "stage", "job", "state", "elapsed", "nodes"])

@@ -32,6 +32,7 @@ from tests.integration.helpers import (
 pytestmark = [needs_slurm, needs_training, pytest.mark.slurm]
 
 
+@pytest.mark.fault
 def test_a_server_that_never_comes_up_fails_eval_quickly_with_the_reason(run_root):
     # sglang is a valid backend name but is not installed here: the server exits at start.
     result = hpcft("model=tiny_llama", "cluster=slurmlab", f"run_root={run_root}", *FAST, "deploy.backend=sglang")
@@ -79,6 +80,7 @@ def test_twenty_concurrent_submissions_land_apart_with_their_own_dependencies(ru
     subprocess.run(["scancel", *all_ids], check=True)
 
 
+@pytest.mark.fault
 def test_a_node_dying_under_a_two_node_train_requeues_it_and_it_resumes(run_root):
     slurmd = int((LAB / "run" / "slurmd-node2.pid").read_text())
     try:

@@ -60,6 +60,7 @@ def test_pipeline_runs_as_three_chained_slurm_jobs(run_root):
     assert_eval_outputs(run, eval_rows=6)
 
 
+@pytest.mark.fault
 def test_failed_train_cancels_deploy_and_eval(run_root):
     # Valid on the login node, fails at run time inside LLaMA-Factory/PEFT.
     result = hpcft("model=tiny_llama", "cluster=slurmlab", f"run_root={run_root}", *FAST, "framework.lora_target=nope")
@@ -68,6 +69,8 @@ def test_failed_train_cancels_deploy_and_eval(run_root):
     states = wait_final(list(ids.values()), timeout_s=300)
     assert states[ids["train"]] == "FAILED"
     assert states[ids["deploy"]] == "CANCELLED" and states[ids["eval"]] == "CANCELLED", states
+    status = hpcft("status", str(only_run(run_root))).stdout
+    assert f"--- {only_run(run_root).name} train (FAILED)" in status and "nope" in status.split("(FAILED)")[-1]
 
 
 @pytest.fixture
@@ -89,6 +92,7 @@ def sbatch_refusing_third(tmp_path, monkeypatch) -> Path:
     return count
 
 
+@pytest.mark.fault
 def test_refused_stage_cancels_the_stages_already_submitted(run_root, sbatch_refusing_third):
     result = hpcft("model=tiny_llama", "cluster=slurmlab", f"run_root={run_root}", *FAST)
     assert result.returncode == 1

@@ -74,6 +74,7 @@ def test_deepspeed_zero2_on_two_processes(run_root):
     assert_served_and_evaluated(run)
 
 
+@pytest.mark.fault
 def test_time_limited_train_is_requeued_and_resumes_from_its_checkpoint(run_root):
     run, job_id = submit_train(
         run_root, *LONG, "framework.num_train_epochs=450", "cluster.time=1", "cluster.max_requeues=6"
@@ -84,6 +85,7 @@ def test_time_limited_train_is_requeued_and_resumes_from_its_checkpoint(run_root
     assert_resumed(run, save_steps=100, logging_steps=25)
 
 
+@pytest.mark.fault
 def test_requeued_train_resumes_from_its_checkpoint(run_root):
     run, job_id = submit_train(run_root, *LONG, "framework.num_train_epochs=200")
     deadline = time.monotonic() + 300
