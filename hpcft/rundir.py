@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from hpcft.errors import UserError
 
 
@@ -111,6 +113,14 @@ def fine_tuned_weights(path: str | Path) -> Path:
             return folder
     where = f"{path}/merged or {path}/train" if is_run else str(path)
     raise UserError(f"{where}: no fine-tuned weights ({' or '.join(WEIGHT_FILES)}); has training finished?")
+
+
+def yaml_text(data: Any) -> str:
+    """YAML for the files hpcft writes: key order kept, unicode as is; libyaml's emitter when
+    PyYAML has it (a sweep writes a few files per point)."""
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    text: str = yaml.dump(data, Dumper=dumper, sort_keys=False, allow_unicode=True)
+    return text
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -99,16 +99,19 @@ def _reason(error: Exception) -> str:
     return lines[-1] if lines else "see its log"
 
 
-def _wait(job: submitit.Job[Any], name: str, say: Printer, interval_s: float = 5.0) -> None:
-    """Wait for a local job, showing its latest log line; raise if it failed."""
-    start, shown = time.monotonic(), ""
+def _wait(job: submitit.Job[Any], name: str, say: Printer, show_every_s: float = 5.0) -> None:
+    """Wait for a local job, showing its latest log line now and then; raise if it failed.
+    Polled often so that a short stage is not held up waiting for the next look."""
+    start, shown, next_show = time.monotonic(), "", 0.0
     while not job.done():
-        paths = log_paths(job)
-        line = (tail(paths["stderr"], 1) or tail(paths["stdout"], 1))[-160:]
-        if line and line != shown:
-            say(f"  [{name} {time.monotonic() - start:5.0f}s] {line}")
-            shown = line
-        time.sleep(interval_s)
+        if time.monotonic() >= next_show:
+            paths = log_paths(job)
+            line = (tail(paths["stderr"], 1) or tail(paths["stdout"], 1))[-160:]
+            if line and line != shown:
+                say(f"  [{name} {time.monotonic() - start:5.0f}s] {line}")
+                shown = line
+            next_show = time.monotonic() + show_every_s
+        time.sleep(0.2)
     try:
         job.result()
     except submitit.core.utils.FailedJobError as e:

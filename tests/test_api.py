@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from hpcft import Run, TrainableModel, finetune, launchers
-from hpcft.api.params import hydra_value
 from hpcft.config.compose import load_config
+from hpcft.config.overrides import hydra_value
 from hpcft.errors import UserError
 from hpcft.launch import config_yaml
 from hpcft.rundir import fine_tuned_weights

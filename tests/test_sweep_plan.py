@@ -85,3 +85,30 @@ def test_hydra_records_the_sweep_and_each_point_its_config(run_root, capsys):
     assert "framework.lora_rank=4,8" in (sweep / "multirun.yaml").read_text()
     assert "lora_rank: 4" in (sweep / "0" / "config.yaml").read_text()
     assert "lora_rank: 8" in (sweep / "1" / "config.yaml").read_text()
+
+
+def test_points_sharing_a_composition_get_the_config_a_single_run_would(run_root, capsys):
+    # Points differing only in values share one composition of their groups; each must still
+    # equal what `python -m hpcft <that point's overrides>` composes on its own.
+    from hpcft.config.compose import load_config
+    from hpcft.config.overrides import hydra_value
+    from hpcft.launch import config_yaml
+
+    swept = [
+        "model=tiny_llama",
+        "deepspeed=none,zero2",
+        "framework.learning_rate=1e-3,1e-4",
+        "+framework.args.warmup_ratio=0.1",
+    ]
+    _, sweep = dry_sweep(run_root, capsys, *swept, "name=" + hydra_value("it's ${oc.env:HOME}"), "stages=[train]")
+    for point in sorted(p for p in sweep.iterdir() if p.name.isdigit()):
+        overrides = (point / "overrides.txt").read_text().split("\n")[:-1]
+        alone = load_config([*overrides, f"run_root={run_root}", "dry_run=true"])
+        assert (point / "config.yaml").read_text() == config_yaml(alone), overrides
+    assert len({(p / "config.yaml").read_text() for p in sweep.iterdir() if p.name.isdigit()}) == 4
+
+
+def test_a_bad_value_in_a_sweep_names_its_key(run_root, capsys):
+    code = main(["-m", "model=tiny_llama", "framework.learning_rat=1e-3,1e-4", f"run_root={run_root}"])
+    assert code == 2
+    assert "framework.learning_rat" in capsys.readouterr().err

@@ -8,11 +8,10 @@ by the same code as the command line's.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
+from hpcft.config.overrides import hydra_value
 from hpcft.config.schema import ClusterConfig, DeployConfig
 from hpcft.errors import UserError, unknown_name
 from hpcft.frameworks import framework_modules
@@ -22,41 +21,6 @@ from hpcft.frameworks.base import native_argument_names
 def override(key: str, value: Any) -> str:
     """`key=value` for Hydra; keys under a free-form mapping (`framework.args`) are added (`+`)."""
     return f"{'+' if key.startswith('framework.args.') else ''}{key}={hydra_value(value)}"
-
-
-def hydra_value(value: Any) -> str:
-    """A Python value written in Hydra's override grammar; strings are always quoted, so no
-    character in a path or name can change the override's meaning."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list | tuple):
-        return "[" + ",".join(hydra_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{hydra_value(str(k))}:{hydra_value(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, str | Path):
-        return _quoted(str(value))
-    raise UserError(f"{value!r}: a {type(value).__name__} cannot be a config value (use str, number, bool, list)")
-
-
-_PLAIN = re.compile(r"[A-Za-z_/.][A-Za-z0-9_./-]*")
-"""Strings Hydra reads back unchanged without quotes (names, most paths)."""
-_NOT_PLAIN = {"true", "false", "null", "none", "nan", "inf"}
-
-
-def _quoted(text: str) -> str:
-    """`text` unquoted when that reads back the same, else Hydra's quoted string: backslashes
-    doubled only where they precede a quote or the closing quote (elsewhere they are literal),
-    quotes escaped, `${` kept from interpolating."""
-    if _PLAIN.fullmatch(text) and text.lower() not in _NOT_PLAIN:
-        return text
-    text = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", text)
-    text = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, text)
-    text = re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", text)
-    return f"'{text}'"
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from hpcft.config.compose import compose_config, conf_dir, to_typed
+from hpcft.config.overrides import hydra_value
 from hpcft.config.schema import Executor, HpcftConfig, ModelKind
 from hpcft.config.validate import validate_config
 from hpcft.errors import UserError
@@ -65,14 +66,15 @@ def main(overrides: Sequence[str], config_dirs: Sequence[str]) -> int:
     sweep_dir = Path(cfg.run_root).expanduser().resolve() / new_run_name(f"{run_base_name(cfg)}-sweep")
     extra = [f"framework={framework}"] if framework else []
     if config_dirs:
-        extra.append("hydra.searchpath=[" + ",".join(f"file://{Path(d).resolve()}" for d in config_dirs) + "]")
+        extra.append("hydra.searchpath=" + hydra_value([f"file://{Path(d).resolve()}" for d in config_dirs]))
     argv = [
         "hpcft",
         "--multirun",
         *overrides,
         *extra,
         "hydra/launcher=hpcft",
-        f"hydra.sweep.dir={sweep_dir}",
+        "hydra/sweeper=hpcft",
+        f"hydra.sweep.dir={hydra_value(str(sweep_dir))}",
         "hydra.sweep.subdir=${hydra.job.num}",
         "hydra/job_logging=none",
         "hydra/hydra_logging=none",

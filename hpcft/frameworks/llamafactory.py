@@ -10,8 +10,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from hpcft.config.schema import DeepSpeedConfig, Executor, FrameworkConfig, HpcftConfig, ModelKind
 from hpcft.config.validate import check_choice, check_positive, check_range
 from hpcft.data import ROW_CHECKS, RowCheck, alpaca_row, check_rows, preference_row, sharegpt_row, text_row
@@ -20,7 +18,7 @@ from hpcft.errors import ConfigError
 from hpcft.frameworks.base import Files, FrameworkAdapter, native_argument_names, read_native_yaml
 from hpcft.jobs.spec import DeployJob, TrainJob
 from hpcft.resources import MemoryEstimate, estimate_memory
-from hpcft.rundir import RunLayout
+from hpcft.rundir import RunLayout, yaml_text
 from hpcft.tracking import report_to, wandb_env
 
 
@@ -57,10 +55,9 @@ class Config(FrameworkConfig):
 DATASET = "hpcft_train"
 
 
-def yaml_text(values: dict[str, Any]) -> str:
+def native_yaml(values: dict[str, Any]) -> str:
     """The YAML LLaMA-Factory reads; unset (None) values are left out, key order kept."""
-    text: str = yaml.safe_dump({k: v for k, v in values.items() if v is not None}, sort_keys=False)
-    return text
+    return yaml_text({k: v for k, v in values.items() if v is not None})
 
 
 TRAIN_ROWS: dict[tuple[str, str], RowCheck] = {
@@ -229,7 +226,7 @@ class Adapter(FrameworkAdapter):
     def train_files(self, layout: RunLayout) -> Files:
         info = dataset_info(self.cfg.trainset, self.fw.stage, self.fw.dataset_format)
         files = {
-            "native/train.yaml": yaml_text(self.train_values(layout)),
+            "native/train.yaml": native_yaml(self.train_values(layout)),
             "native/dataset_info.json": json.dumps(info, indent=2) + "\n",
         }
         if self.cfg.deepspeed.zero_stage is not None:
@@ -270,13 +267,13 @@ class Adapter(FrameworkAdapter):
         model = self.cfg.model
         common = {"trust_remote_code": model.trust_remote_code or None, "template": model.template}
         files = {
-            "native/api.yaml": yaml_text(
+            "native/api.yaml": native_yaml(
                 {"model_name_or_path": self._serve_weights(layout), **common, "infer_backend": self.backend()}
             )
         }
         if self.fw.finetuning_type == "lora":
             on_cpu = self.cfg.cluster.gpus_per_node == 0 or self.cfg.cluster.executor is Executor.local
-            files["native/export.yaml"] = yaml_text(
+            files["native/export.yaml"] = native_yaml(
                 {
                     "model_name_or_path": model.path,
                     "adapter_name_or_path": str(layout.train_output),
