@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -21,7 +22,12 @@ BENCH = REPO / "benchmarks"
 PYTHON = sys.executable
 SCHEDULER_COMMANDS = ("sbatch", "squeue", "sacct", "scontrol", "scancel")
 # What every job of the pipeline gets in its environment (hpcft.render.job_env on an offline cluster).
-JOB_ENV = {"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+JOB_ENV = {
+    "PYTHONUNBUFFERED": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+}
 
 
 @dataclass
@@ -62,6 +68,11 @@ class Result:
 
     def to_json(self) -> dict[str, Any]:
         return {"rows": [asdict(r) for r in self.rows], "raw": self.raw}
+
+
+def rows_of(benchmark: str, n: int | str) -> Callable[..., Row]:
+    """Row(metric, hpcft, baseline, ratio, target, met) for one benchmark and run count."""
+    return functools.partial(Row, benchmark, n=str(n))
 
 
 def median(values: Sequence[float]) -> float:
@@ -131,7 +142,7 @@ class Shim:
             real = shutil.which(name)
             if real is None:
                 raise RuntimeError(f"{name} is not on PATH: is the Slurm cluster set up (SLURM_CONF)?")
-            hold = ' ${HPCFT_BENCH_HOLD:+--hold}' if name == "sbatch" else ""
+            hold = " ${HPCFT_BENCH_HOLD:+--hold}" if name == "sbatch" else ""
             script = self.dir / name
             script.write_text(
                 "#!/bin/sh\n"
@@ -195,3 +206,14 @@ def only_child(folder: Path) -> Path:
 
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
+
+
+def table(rows: Sequence[Row]) -> str:
+    """The rows as a Markdown table."""
+    header = ["benchmark", "metric", "hpcft", "baseline", "ratio", "target", "met?", "n"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        met = {True: "yes", False: "**no**", None: ""}[r.met]
+        cells = [r.benchmark, r.metric, r.hpcft, r.baseline, r.ratio, r.target, met, r.n]
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    return "\n".join(lines)
