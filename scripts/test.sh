@@ -21,8 +21,8 @@ cleanup() { [ "$started_cluster" = 1 ] && bash scripts/slurmlab/down.sh || true;
 trap cleanup EXIT
 
 echo "== lint and types"
-"$VENV/bin/ruff" check hpcft hydra_plugins scripts tests
-"$VENV/bin/ruff" format --check hpcft hydra_plugins scripts tests
+"$VENV/bin/ruff" check hpcft hydra_plugins scripts tests benchmarks
+"$VENV/bin/ruff" format --check hpcft hydra_plugins scripts tests benchmarks
 "$VENV/bin/mypy"
 echo "== tests"
 "$VENV/bin/python" -m pytest "$@"
