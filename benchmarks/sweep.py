@@ -43,6 +43,9 @@ from benchmarks.latency import FLOOR_OVERRIDES, OVERRIDES, prepare_scripts
 
 POINTS = 256
 TARGET_SPEEDUP = 10.0
+SUBMITIT_ROUNDS = 2
+"""The submitit launcher is a reference, not a target, and costs ~40 s a run: only the first
+rounds include it, so hpcft and the per-point baseline get their 5 runs within the budget."""
 SweepHook = Callable[[Path, list[str]], None]
 """Called once with the first hpcft sweep's folder and array ids, while its jobs are held;
 it must cancel them."""
@@ -139,7 +142,8 @@ def run_per_point(work: Path, shim: Shim, scripts: Path, tag: str) -> dict[str, 
 
 
 def run(work: Path, shim: Shim, repeat: int, budget_s: float, hook: SweepHook | None = None) -> Result:
-    """Rounds of (hpcft, submitit launcher, per point) until `repeat` rounds or the time budget."""
+    """Rounds of (hpcft, per point, and in the first rounds the submitit launcher) until `repeat`
+    rounds or the time budget."""
     scripts = prepare_scripts(work, shim)
     raw: dict[str, Any] = {"points": POINTS, "hpcft": [], "submitit": [], "per_point": []}
     start, rounds = time.monotonic(), 0
@@ -151,11 +155,12 @@ def run(work: Path, shim: Shim, repeat: int, budget_s: float, hook: SweepHook | 
         else:
             scancel(h["array_ids"])
         raw["hpcft"].append(h)
-        raw["submitit"].append(run_submitit(work, shim, f"submitit-{rounds}"))
         raw["per_point"].append(run_per_point(work, shim, scripts, f"perpoint-{rounds}"))
+        next_round = time.monotonic() - began  # what a round costs without the submitit launcher
+        if rounds < SUBMITIT_ROUNDS:
+            raw["submitit"].append(run_submitit(work, shim, f"submitit-{rounds}"))
         rounds += 1
-        spent, last = time.monotonic() - start, time.monotonic() - began
-        if spent + last > budget_s:
+        if time.monotonic() - start + next_round > budget_s:
             break
     raw["rounds"] = rounds
     return Result(rows(raw), raw)
@@ -180,7 +185,8 @@ def rows(raw: dict[str, Any]) -> list[Row]:
     return [
         row("wall time to return (s), vs one sbatch per point", fmt(h), fmt(p), f"{p / h:.2g}x faster",
             ">= 10x faster", p / h >= TARGET_SPEEDUP),
-        row("wall time to return (s), vs hydra-submitit-launcher", fmt(h), f"{fmt(s)} (array submitted)", fmt(h / s)),
+        row(f"wall time to return (s), vs hydra-submitit-launcher ({len(raw['submitit'])} runs)", fmt(h),
+            f"{fmt(s)} (array submitted)", fmt(h / s)),
         row(f"sbatch calls (hpcft | per point; submitit launcher: {s_calls})", str(h_calls), str(p_calls), "",
             "<= 3 (1 per stage x shape)", h_calls <= 3),
         row(f"returned before the jobs ended (hpcft | per point; submitit launcher: {submitit_returned})",
