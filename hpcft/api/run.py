@@ -23,7 +23,7 @@ from hpcft.client import EndpointClient
 from hpcft.errors import StageFailedError, UserError
 from hpcft.rundir import RunLayout, failure_excerpt, fine_tuned_weights, read_json, tail
 from hpcft.runstate import ENDED_BADLY, RunState, read_states
-from hpcft.scheduler import cancel_jobs
+from hpcft.scheduler import FINAL_STATES, cancel_jobs
 
 
 class Run:
@@ -67,7 +67,7 @@ class Run:
                     say(f"{self.path.name} {name}: {info.describe()}")
                     shown[name] = info.describe()
             self._raise_if_failed(state)
-            pending = [n for n, i in state.stages.items() if n != "deploy" and i.state not in _ENDED]
+            pending = [n for n, i in state.stages.items() if n != "deploy" and i.state not in FINAL_STATES]
             if not pending:
                 return self.status()
             if deadline is not None and time.monotonic() > deadline:
@@ -125,6 +125,3 @@ class Run:
         manifest = self.manifest
         if manifest["executor"] == "slurm":
             cancel_jobs([str(s["job_id"]) for s in manifest["stages"].values() if s.get("job_id")])
-
-
-_ENDED = frozenset({"COMPLETED", "CANCELLED", *ENDED_BADLY})
