@@ -1,6 +1,6 @@
 """Run hpcft's benchmarks against the local Slurm cluster; print a table and write JSON.
 
-    .venv/bin/python benchmarks/run.py [--repeat 5] [--only latency,sweep,status,training]
+    .venv/bin/python benchmarks/run.py [--repeat 5] [--only latency,sweep,status,training,data]
                                        [--sweep-budget 150] [--out benchmarks/results.json]
 
 Needs the local cluster up (`bash scripts/slurmlab/up.sh`; SLURM_CONF is taken from
@@ -25,10 +25,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python benchmarks/run.py` from anywhere
 
-from benchmarks import latency, status, sweep, training
+from benchmarks import data_check, latency, status, sweep, training
 from benchmarks.common import REPO, Result, Row, Shim, table
 
-ALL = ("latency", "sweep", "status", "training")
+ALL = ("latency", "sweep", "status", "training", "data")
 LAB_CONF = Path("/tmp/hpcft-slurmlab/etc/slurm.conf")
 README = REPO / "benchmarks" / "README.md"
 MARKERS = ("<!-- results:start -->", "<!-- results:end -->")
@@ -100,6 +100,8 @@ def run_all(args: argparse.Namespace, work: Path) -> dict[str, Result]:
         guarded("status", results, standalone)
     if "training" in only:
         guarded("training", results, lambda: training.run(work / "training", shim, args.repeat))
+    if "data" in only:
+        guarded("data", results, lambda: data_check.run(work / "data", args.repeat))
     return results
 
 

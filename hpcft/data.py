@@ -1,138 +1,66 @@
-"""Data-file checks on the login node: every row parses and has the fields its format needs.
+"""Data-file checks on the login node: every row parses and passes its framework's check.
 
-Rows are read from a JSON array or a JSONL file; each error names the file and the line
-the row starts on, so a bad dataset fails in a second instead of after hours in a queue.
+Rows come from `hpcft.jsonrows` (JSON array or JSONL, streamed); each error names the file
+and the line the row starts on, so a bad dataset fails in a second instead of after hours
+in a queue. What a row must hold is each framework adapter's knowledge; this module only
+runs the checks, once per distinct file and check in a process.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from hpcft.errors import DataError
+from hpcft.jsonrows import Row, SourceRow, iter_rows, read_rows
 
-Row = dict[str, Any]
+__all__ = ["FileReport", "Row", "RowCheck", "SourceRow", "check_rows", "iter_rows", "read_rows", "scan_rows"]
+
 RowCheck = Callable[[Row], str | None]
 
 
-def _line_of(text: str, index: int) -> int:
-    return text.count("\n", 0, index) + 1
+@dataclass(frozen=True)
+class FileReport:
+    """What a full check of a data file found."""
+
+    rows: int
+    """Rows in the file; all of them passed the check."""
+    keys: frozenset[str]
+    """Every top-level key seen in any row."""
 
 
-def _read_text(path: Path) -> str:
-    if not path.is_file():
-        raise DataError(str(path), "no such file" if not path.exists() else "not a file")
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(str(path), f"not UTF-8 (byte {e.start})", raw.count(b"\n", 0, e.start) + 1) from None
-    if not text.strip():
-        raise DataError(str(path), "the file is empty")
-    return text
+_CHECKED: dict[tuple[Hashable, ...], FileReport] = {}
+"""Files already checked in this process, by (path, size, mtime, check): a sweep checks each
+distinct file once, however many points name it."""
 
 
-def _json_array_rows(path: Path, text: str) -> Iterator[tuple[int, Any]]:
-    decoder = json.JSONDecoder()
-    i = text.index("[") + 1
-    while True:
-        while i < len(text) and text[i] in " \t\r\n,":
-            i += 1
-        if i >= len(text):
-            raise DataError(str(path), "truncated JSON: the array is not closed", _line_of(text, i))
-        if text[i] == "]":
-            return
-        try:
-            value, end = decoder.raw_decode(text, i)
-        except json.JSONDecodeError as e:
-            at = f"line {e.lineno} column {e.colno}"
-            raise DataError(
-                str(path), f"invalid JSON in the row starting here: {e.msg} at {at}", _line_of(text, i)
-            ) from None
-        yield _line_of(text, i), value
-        i = end
-
-
-def _jsonl_rows(path: Path, text: str) -> Iterator[tuple[int, Any]]:
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                yield number, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(str(path), f"invalid JSON: {e.msg}", number) from None
-
-
-def read_rows(path: str | Path) -> list[tuple[int, Row]]:
-    """All rows of a JSON array or JSONL file as (line, row); each row must be an object."""
+def scan_rows(path: str | Path, check: RowCheck, check_id: Hashable) -> FileReport:
+    """Check every row of a data file (streaming, linear); raise DataError at the first bad
+    row. `check_id` says what the check is, for the once-per-file cache."""
     path = Path(path)
-    text = _read_text(path)
-    rows_iter = _json_array_rows if text.lstrip().startswith("[") else _jsonl_rows
-    rows = []
-    for line, row in rows_iter(path, text):
-        if not isinstance(row, dict):
-            raise DataError(str(path), f"each row must be a JSON object, got {type(row).__name__}", line)
-        rows.append((line, row))
+    try:
+        stat = path.stat()
+    except OSError:
+        stat = None
+    key = (str(path.absolute()), stat and stat.st_size, stat and stat.st_mtime_ns, check_id)
+    if stat is not None and key in _CHECKED:
+        return _CHECKED[key]
+    rows, keys = 0, set[str]()
+    for source in iter_rows(path):
+        if problem := check(source.row):
+            raise DataError(str(path), problem, source.line)
+        keys.update(source.row)
+        rows += 1
     if not rows:
         raise DataError(str(path), "no rows")
-    return rows
-
-
-def _nonempty_str(row: Row, key: str) -> str | None:
-    value = row.get(key)
-    if key not in row:
-        return f"missing field {key!r}"
-    if not isinstance(value, str) or not value.strip():
-        return f"field {key!r} must be a non-empty string"
-    return None
-
-
-def alpaca_row(row: Row) -> str | None:
-    for key in ("instruction", "output"):
-        if problem := _nonempty_str(row, key):
-            return problem
-    if not isinstance(row.get("input", ""), str):
-        return "field 'input' must be a string"
-    return None
-
-
-def sharegpt_row(row: Row) -> str | None:
-    messages = row.get("messages", row.get("conversations"))
-    if not isinstance(messages, list) or not messages:
-        return "missing field 'messages' (a non-empty list of {role, content})"
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or not {"role", "content"} <= m.keys():
-            return f"messages[{i}] must have 'role' and 'content'"
-        if m["role"] not in ("system", "user", "assistant", "function", "observation", "tool"):
-            return f"messages[{i}] has unknown role {m['role']!r}"
-    return None
-
-
-def text_row(row: Row) -> str | None:
-    """Pre-training (`stage=pt`): plain text."""
-    return _nonempty_str(row, "text")
-
-
-def preference_row(row: Row) -> str | None:
-    """Preference pairs (`stage=dpo`, alpaca layout): a prompt, a chosen and a rejected answer."""
-    for key in ("instruction", "chosen", "rejected"):
-        if problem := _nonempty_str(row, key):
-            return problem
-    return None
-
-
-ROW_CHECKS: dict[str, RowCheck] = {"alpaca": alpaca_row, "sharegpt": sharegpt_row}
+    report = _CHECKED[key] = FileReport(rows, frozenset(keys))
+    return report
 
 
 def check_rows(path: str | Path, check: RowCheck) -> int:
     """Check every row of a data file; return the row count or raise DataError at the first bad row."""
-    rows = read_rows(path)
-    for line, row in rows:
-        if problem := check(row):
-            raise DataError(str(path), problem, line)
-    return len(rows)
+    return scan_rows(path, check, check).rows
 
 
 @dataclass(frozen=True)
@@ -147,7 +75,7 @@ class RetrievalEvalSet:
 
 
 def _retrieval_rows(path: Path) -> RetrievalEvalSet:
-    rows = [row for _, row in read_rows(path)]
+    rows = [r.row for r in read_rows(path)]
     index: dict[str, int] = {}
     for row in rows:
         for p in [*row["pos"], *row.get("neg", [])]:
@@ -169,12 +97,14 @@ def _flagembedding_layout(folder: Path) -> RetrievalEvalSet:
             str(folder), "an eval folder needs corpus.jsonl and <split>_queries.jsonl + <split>_qrels.jsonl"
         )
     split = "test" if "test" in splits else splits[0]
-    corpus = {str(r["id"]): i for i, (_, r) in enumerate(read_rows(folder / "corpus.jsonl"))}
-    texts = [" ".join(filter(None, [r.get("title"), r["text"]])) for _, r in read_rows(folder / "corpus.jsonl")]
-    queries = {str(r["id"]): r["text"] for _, r in read_rows(folder / f"{split}_queries.jsonl")}
+    corpus_rows = [r.row for r in read_rows(folder / "corpus.jsonl")]
+    corpus = {str(r["id"]): i for i, r in enumerate(corpus_rows)}
+    texts = [" ".join(filter(None, [r.get("title"), r["text"]])) for r in corpus_rows]
+    queries = {str(r.row["id"]): r.row["text"] for r in read_rows(folder / f"{split}_queries.jsonl")}
     relevant: dict[str, set[int]] = {qid: set() for qid in queries}
     qrels = folder / f"{split}_qrels.jsonl"
-    for line, r in read_rows(qrels):
+    for source in read_rows(qrels):
+        line, r = source.line, source.row
         qid, docid = str(r.get("qid")), str(r.get("docid"))
         if qid not in queries or docid not in corpus:
             raise DataError(str(qrels), f"qid {qid!r} or docid {docid!r} is in no queries / corpus row", line)

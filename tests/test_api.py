@@ -74,7 +74,7 @@ def test_native_arguments_pass_through_and_are_checked():
         ),
         (
             lambda: TrainableModel("tiny_llama").finetune_method(finetune.llamafactory, {"zzz": 1}),
-            "valid: bf16, cutoff_len, dataset_format",
+            "valid: bf16, cutoff_len, dataset, dataset_format",
         ),
         (
             lambda: TrainableModel("minilm").finetune_method(finetune.flagembedding, {"cutoff_len": 9}),

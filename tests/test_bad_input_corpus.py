@@ -34,9 +34,36 @@ def lines(*rows: dict) -> str:
     return "".join(json.dumps(r) + "\n" for r in rows)
 
 
+def registry(tmp: Path, info: dict | str) -> Path:
+    """A dataset_dir with `a.json` (alpaca rows) and the given dataset_info.json."""
+    folder = tmp / "data_dir"
+    folder.mkdir(exist_ok=True)
+    (folder / "a.json").write_text(json.dumps([OK_ROW]))
+    (folder / "dataset_info.json").write_text(info if isinstance(info, str) else json.dumps(info, indent=2))
+    return folder
+
+
+def sharegpt(tmp: Path, name: str, text: str, *extra: str) -> list[str]:
+    """Arguments training on a sharegpt file holding `text`."""
+    return [*LLM, "framework.dataset_format=sharegpt", *extra, f"trainset={write(tmp, name, text)}"]
+
+
+def image_rows(tmp: Path, instruction: str) -> Path:
+    (tmp / "cat.png").write_bytes(b"\x89PNG")
+    return write(tmp, "img.jsonl", lines({**OK_ROW, "instruction": instruction, "images": ["cat.png"]}))
+
+
 LLM = ["model=internlm2", "cluster=8gpu"]
 OK_ROW = {"instruction": "a", "output": "b"}
 OK_RETRIEVAL = {"query": "q", "pos": ["p"], "neg": ["n"]}
+SG_OK = {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}
+SG_SWAPPED = {"conversations": SG_OK["conversations"][::-1]}
+SG_ODD = {"conversations": SG_OK["conversations"][:1]}
+SG_CHOSEN_STR = {**SG_ODD, "chosen": "a", "rejected": {"from": "gpt", "value": "b"}}
+SHAREGPT_TAGS = {"a": {"file_name": "a.json", "formatting": "sharegpt", "tags": {"role_tag": 1}}}
+UNLISTED_COLUMN = {
+    "a": {"file_name": "a.json", "columns": {"prompt": "instruction", "response": "output", "system": "s"}}
+}
 
 CASES: list[Case] = [
     # config groups and keys
@@ -97,7 +124,7 @@ CASES: list[Case] = [
     (
         "truncated JSON",
         lambda t: [*LLM, f"trainset={write(t, 't.json', '[' + json.dumps(OK_ROW) + ',')}"],
-        "t.json:1: truncated JSON",
+        "t.json:1: invalid JSON: the array is not closed",
     ),
     (
         "row without output",
@@ -116,7 +143,7 @@ CASES: list[Case] = [
             "framework.dataset_format=sharegpt",
             f"trainset={write(t, 's.jsonl', lines({'messages': [{'role': 'bot', 'content': 'x'}]}))}",
         ],
-        "s.jsonl:1: messages[0] has unknown role 'bot'",
+        "s.jsonl:1: messages: turn 1 is 'bot' where LLaMA-Factory expects 'user' or 'observation'",
     ),
     (
         "dpo without rejected",
@@ -127,6 +154,124 @@ CASES: list[Case] = [
         ],
         "d.jsonl:1: missing field 'rejected'",
     ),
+    # the JSON reader is as strict as the standard
+    (
+        "byte-order mark",
+        lambda t: [*LLM, "trainset=" + str(write(t, "b.json", b"\xef\xbb\xbf[]"))],
+        "b.json:1: starts with a",
+    ),
+    ("NaN", lambda t: [*LLM, "trainset=" + str(write(t, "n.json", '[{"instruction": NaN}]'))], "n.json:1: NaN is not"),
+    (
+        "trailing comma",
+        lambda t: [*LLM, "trainset=" + str(write(t, "c.json", "[" + json.dumps(OK_ROW) + ",\n]"))],
+        "c.json:2",
+    ),
+    (
+        "missing comma",
+        lambda t: [*LLM, "trainset=" + str(write(t, "m.json", f"[{json.dumps(OK_ROW)}\n{json.dumps(OK_ROW)}]"))],
+        "m.json:2: invalid JSON: a missing comma",
+    ),
+    (
+        "text after the array",
+        lambda t: [*LLM, f"trainset={write(t, 'x.json', f'[{json.dumps(OK_ROW)}] more')}"],
+        "x.json:1: invalid JSON: text after",
+    ),
+    (
+        "JSONL row not an object",
+        lambda t: [*LLM, "trainset=" + str(write(t, "o.jsonl", lines(OK_ROW) + "[1]\n"))],
+        "o.jsonl:2: each row must be a JSON object",
+    ),
+    # LLaMA-Factory's data model: rows it would skip, registries it would refuse
+    (
+        "sharegpt wrong turn order",
+        lambda t: sharegpt(t, "o.json", json.dumps([SG_SWAPPED, SG_OK])),
+        "o.json:1: conversations: turn 1 is 'gpt' where LLaMA-Factory expects 'human' or 'observation'",
+    ),
+    (
+        "sharegpt odd turns",
+        lambda t: sharegpt(t, "p.jsonl", lines(SG_OK, SG_ODD)),
+        "p.jsonl:2: conversations: 1 turns after the system turn; they must alternate and end with an answer",
+    ),
+    (
+        "sharegpt tools not JSON",
+        lambda t: sharegpt(t, "q.jsonl", lines({**SG_OK, "tools": "[{"})),
+        "q.jsonl:1: field 'tools' is not valid JSON",
+    ),
+    (
+        "dpo sharegpt chosen not a turn",
+        lambda t: sharegpt(t, "r.jsonl", lines(SG_CHOSEN_STR), "framework.stage=dpo"),
+        "r.jsonl:1: field 'chosen' must be an answer turn ('gpt')",
+    ),
+    (
+        "registry not JSON",
+        lambda t: [*LLM, "trainset=" + str(registry(t, '{\n  "a": '))],
+        "dataset_info.json:2: invalid JSON",
+    ),
+    (
+        "registry unknown key",
+        lambda t: [*LLM, f"trainset={registry(t, {'a': {'file_name': 'a.json', 'colums': {}}})}"],
+        "dataset 'a': unknown key 'colums'; did you mean 'columns'?",
+    ),
+    (
+        "registry unknown column",
+        lambda t: [*LLM, f"trainset={registry(t, {'a': {'file_name': 'a.json', 'columns': {'answer': 'o'}}})}"],
+        "unknown key 'answer'",
+    ),
+    (
+        "registry bad tag type",
+        lambda t: [*LLM, f"trainset={registry(t, SHAREGPT_TAGS)}"],
+        "role_tag must be a string or null",
+    ),
+    (
+        "registry unknown dataset",
+        lambda t: [*LLM, f"trainset={registry(t, {'alpaca': {'file_name': 'a.json'}})}", "framework.dataset=[alpacca]"],
+        "unknown dataset 'alpacca'; did you mean 'alpaca'?",
+    ),
+    (
+        "registry dataset not named",
+        lambda t: [*LLM, f"trainset={registry(t, {'a': {'file_name': 'a.json'}, 'b': {'file_name': 'a.json'}})}"],
+        "framework.dataset=[a,b]",
+    ),
+    (
+        "registry column in no row",
+        lambda t: [*LLM, f"trainset={registry(t, UNLISTED_COLUMN)}"],
+        "dataset 'a': columns.system is 's', which no row of its file has",
+    ),
+    (
+        "registry file missing",
+        lambda t: [*LLM, f"trainset={registry(t, {'a': {'file_name': 'gone.json'}})}"],
+        "gone.json: no such file (dataset 'a')",
+    ),
+    (
+        "registry hub dataset offline",
+        lambda t: [*LLM, "cluster.internet=false", f"trainset={registry(t, {'a': {'hf_hub_url': 'x/y'}})}"],
+        "dataset 'a' is on a hub (x/y) and compute nodes are offline",
+    ),
+    (
+        "registry ranking for sft",
+        lambda t: [*LLM, f"trainset={registry(t, {'a': {'file_name': 'a.json', 'ranking': True}})}"],
+        "dataset 'a' does not fit stage sft: it needs no ranking",
+    ),
+    (
+        "registry kto without tag",
+        lambda t: [*LLM, "framework.stage=kto", f"trainset={registry(t, {'a': {'file_name': 'a.json'}})}"],
+        "stage kto needs columns.kto_tag",
+    ),
+    (
+        "image file missing",
+        lambda t: [
+            *LLM,
+            f"trainset={write(t, 'i.jsonl', lines({**OK_ROW, 'instruction': '<image>a', 'images': ['no.png']}))}",
+        ],
+        "i.jsonl:1: field 'images': no such file 'no.png'",
+    ),
+    (
+        "image tokens mismatch",
+        lambda t: [*LLM, f"trainset={image_rows(t, '<image><image>a')}"],
+        "2 <image> tokens but 1 images",
+    ),
+    ("images for a text model", lambda t: [*LLM, f"trainset={image_rows(t, '<image>a')}"], "is a text-only model"),
+    ("dataset without a registry", lambda t: [*LLM, "framework.dataset=[a]"], "set trainset to their dataset_dir"),
     (
         "empty neg",
         lambda t: [
@@ -178,8 +323,8 @@ def test_bad_input_is_refused_before_submitting(name, build, expected, tmp_path,
     FIGURES["refused_before_submit"] += 1
 
 
-def test_corpus_has_at_least_forty_cases():
-    assert len(CASES) >= 40
+def test_corpus_has_at_least_seventy_cases():
+    assert len(CASES) >= 70
 
 
 HOSTILE = [

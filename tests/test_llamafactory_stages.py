@@ -39,7 +39,22 @@ def test_dpo_preference_pairs(run_root, tmp_path, capsys):
 def test_unsupported_stage_and_layout(run_root, capsys):
     assert dry(run_root, "framework.stage=pt", "framework.dataset_format=sharegpt") == 2
     err = capsys.readouterr().err
-    assert "framework.dataset_format: sharegpt data for stage pt" in err and "stage=pt dataset_format=alpaca" in err
+    assert "framework.dataset_format: stage pt reads plain text rows" in err and "use alpaca" in err
+    assert dry(run_root, "framework.stage=rm") == 2
+    assert "framework.stage: unknown value 'rm'" in capsys.readouterr().err
+
+
+def test_kto_rows_need_their_tag(run_root, tmp_path, capsys):
+    data = tmp_path / "kto.json"
+    rows = [{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "label": True}]
+    data.write_text(json.dumps(rows))
+    assert dry(run_root, "framework.stage=kto", "framework.dataset_format=sharegpt", f"trainset={data}") == 0
+    (run,) = run_root.iterdir()
+    info = json.loads((run / "native" / "dataset_info.json").read_text())["hpcft_train"]
+    assert info["columns"]["kto_tag"] == "label" and info["tags"]["role_tag"] == "role"
+    data.write_text(json.dumps([{**rows[0], "label": "yes"}]))
+    assert dry(run_root, "framework.stage=kto", "framework.dataset_format=sharegpt", f"trainset={data}") == 2
+    assert "field 'label' (the KTO tag) must be true or false" in capsys.readouterr().err
 
 
 def test_an_existing_llamafactory_yaml_is_used_as_it_is(run_root, tmp_path, capsys):

@@ -7,14 +7,14 @@ fine-tuned model beside its base (`hpcft.serve`, OpenAI-compatible `/v1/embeddin
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hpcft.config.schema import FrameworkConfig, ModelKind
 from hpcft.config.validate import check_choice, check_positive
-from hpcft.data import Row, check_rows, read_retrieval_eval
-from hpcft.errors import ConfigError
+from hpcft.data import Row, check_rows, read_retrieval_eval, scan_rows
+from hpcft.errors import ConfigError, DataError
 from hpcft.frameworks.base import Files, FrameworkAdapter
 from hpcft.jobs.spec import DeployJob, TrainJob
 from hpcft.rundir import RunLayout
@@ -33,6 +33,11 @@ class Config(FrameworkConfig):
     """Maximum passage tokens; >= 1."""
     temperature: float = 0.02
     """Contrastive loss temperature (embedder); > 0."""
+    train_data: list[str] = field(default_factory=list)
+    """More training files or folders after `trainset`: FlagEmbedding's `train_data` list. A
+    folder means every `.json`/`.jsonl` file in it; a folder (or file) name ending in
+    `no_in_batch_neg` turns off in-batch negatives for it under
+    `+framework.args.same_dataset_within_batch=true`."""
 
 
 MODULES = {
@@ -50,6 +55,28 @@ def retrieval_eval_row(row: Row) -> str | None:
         if not isinstance(value, list) or (key == "pos" and not value) or not all(isinstance(p, str) for p in value):
             return f"field {key!r} must be a {'non-empty ' if key == 'pos' else ''}list of strings"
     return None
+
+
+def distillation_row(row: Row) -> str | None:
+    """With `knowledge_distillation`, every row needs teacher scores for each passage."""
+    for key in ("pos", "neg"):
+        if not isinstance(row.get(f"{key}_scores"), list):
+            return f"field '{key}_scores' is needed with knowledge_distillation (one score per {key!r} passage)"
+    return retrieval_row(row)
+
+
+def data_files(path: str) -> list[Path]:
+    """The files FlagEmbedding reads for one `train_data` entry: a .json/.jsonl file, or those
+    in a folder (it silently skips anything else, so such a name is refused here)."""
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix in (".json", ".jsonl"))
+        if not files:
+            raise DataError(path, "no .json or .jsonl files in the folder (FlagEmbedding reads only those)")
+        return files
+    if p.exists() and p.suffix not in (".json", ".jsonl"):
+        raise DataError(path, "FlagEmbedding reads only .json and .jsonl files; it would skip this one")
+    return [p]
 
 
 def retrieval_row(row: Row) -> str | None:
@@ -80,8 +107,28 @@ class Adapter(FrameworkAdapter):
             raise ConfigError("framework.train_group_size", f"must be >= 2 (got {self.fw.train_group_size})")
         check_choice("model.pooling", self.cfg.model.pooling, ("cls", "mean"))
 
+    def train_paths(self) -> list[str]:
+        """`train_data` as FlagEmbedding gets it; `str(Path())` drops a trailing `/`, which
+        would hide a folder's `no_in_batch_neg` suffix from FlagEmbedding."""
+        return [str(Path(p)) for p in (self.cfg.trainset, *self.fw.train_data)]
+
+    def training_rows(self) -> tuple[int, int]:
+        """(rows, files) of the training data, every row checked (once per file in a process)."""
+        check = distillation_row if self.fw.args.get("knowledge_distillation") else retrieval_row
+        files = [file for path in self.train_paths() for file in data_files(path)]
+        return sum(scan_rows(file, check, check).rows for file in files), len(files)
+
+    def notes(self) -> list[str]:
+        rows, files = self.training_rows()
+        notes = [*super().notes(), f"data: {rows} rows checked in {files} file(s)"]
+        if not self.fw.args.get("same_dataset_within_batch") and any(
+            Path(p).stem.endswith("no_in_batch_neg") for p in self.train_paths()
+        ):
+            notes.append("data: FlagEmbedding reads a no_in_batch_neg suffix only with same_dataset_within_batch=true")
+        return notes
+
     def validate_data(self) -> None:
-        check_rows(self.cfg.trainset, retrieval_row)
+        self.training_rows()
         if "eval" in self.cfg.stages and self.cfg.evalset:
             if Path(self.cfg.evalset).is_dir():
                 read_retrieval_eval(self.cfg.evalset)  # FlagEmbedding's layout: parses and cross-checks ids
@@ -96,7 +143,7 @@ class Adapter(FrameworkAdapter):
         fw, c = self.fw, self.cfg.cluster
         values: dict[str, Any] = {
             "model_name_or_path": self.cfg.model.path,
-            "train_data": self.cfg.trainset,
+            "train_data": self.train_paths(),
             "output_dir": str(layout.train_output),
             "train_group_size": fw.train_group_size,
             "report_to": report_to(self.cfg),
@@ -127,7 +174,9 @@ class Adapter(FrameworkAdapter):
         nproc = c.gpus_per_node or c.procs_per_node
         argv = ["torchrun", f"--nproc_per_node={nproc}", "-m", "hpcft.jobs.launch", MODULES[self.cfg.model.kind]]
         for key, value in self.native_args(layout).items():
-            if value is not None:
+            if isinstance(value, list):  # HfArgumentParser: one flag, several values
+                argv += [f"--{key}", *map(str, value)]
+            elif value is not None:
                 argv += [f"--{key}", str(value)]
         return TrainJob(run_dir=str(layout.root), argv=argv, env=wandb_env(self.cfg, layout, "train"))
 

@@ -7,15 +7,16 @@ stage by hand: `llamafactory-cli train <run>/native/train.yaml`.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 from hpcft.config.schema import DeepSpeedConfig, Executor, FrameworkConfig, HpcftConfig, ModelKind
 from hpcft.config.validate import check_choice, check_positive, check_range
-from hpcft.data import ROW_CHECKS, RowCheck, alpaca_row, check_rows, preference_row, sharegpt_row, text_row
 from hpcft.deepspeed import deepspeed_json
 from hpcft.errors import ConfigError
 from hpcft.frameworks.base import Files, FrameworkAdapter, native_argument_names, read_native_yaml
+from hpcft.frameworks.llamafactory_data import FORMATTINGS, Formatting, Stage
+from hpcft.frameworks.llamafactory_datasets import STAGE_RANKING, TrainingData, eval_rows_check, training_data
 from hpcft.jobs.spec import DeployJob, TrainJob
 from hpcft.resources import MemoryEstimate, estimate_memory
 from hpcft.rundir import RunLayout, yaml_text
@@ -27,7 +28,8 @@ class Config(FrameworkConfig):
     """LLaMA-Factory's options; the YAML is `conf/framework/llamafactory.yaml`."""
 
     stage: str = "sft"
-    """LLaMA-Factory training stage: `sft` (supervised), `pt` (pre-training) or `dpo`."""
+    """LLaMA-Factory training stage: `sft` (supervised), `pt` (pre-training), `dpo`
+    (preference pairs) or `kto` (answers tagged good or bad)."""
     finetuning_type: str = "lora"
     """`lora` (adapter; QLoRA with `quantization_bit`), `full` or `freeze`."""
     lora_rank: int = 8
@@ -43,7 +45,15 @@ class Config(FrameworkConfig):
     val_size: float = 0.0
     """Fraction of the training set held out for validation, in [0, 1)."""
     dataset_format: str = "alpaca"
-    """Training data layout: `alpaca` (instruction/input/output) or `sharegpt` (messages)."""
+    """Layout of a plain `trainset` file: `alpaca` (instruction/input/output, optional
+    system/history), `sharegpt` (`conversations` of from/value turns as LLaMA-Factory's
+    default, or `messages` of role/content turns; tool turns and a `tools` column) or `openai`.
+    A `dataset_info.json` registry declares its own layouts."""
+    dataset: list[str] = field(default_factory=list)
+    """When `trainset` is a dataset_dir with a `dataset_info.json` (or that file): the
+    registered datasets to train on, e.g. `framework.dataset=[alpaca_en,my_chat]`;
+    LLaMA-Factory mixes them (`+framework.args.mix_strategy=...`, `interleave_probs`).
+    Empty: the registry's only dataset."""
     bf16: bool = False
     """Train in bfloat16 (GPU clusters)."""
     native_config: str | None = None
@@ -52,42 +62,9 @@ class Config(FrameworkConfig):
     DeepSpeed paths from its own config, and says so when the file sets them."""
 
 
-DATASET = "hpcft_train"
-
-
 def native_yaml(values: dict[str, Any]) -> str:
     """The YAML LLaMA-Factory reads; unset (None) values are left out, key order kept."""
     return yaml_text({k: v for k, v in values.items() if v is not None})
-
-
-TRAIN_ROWS: dict[tuple[str, str], RowCheck] = {
-    ("sft", "alpaca"): alpaca_row,
-    ("sft", "sharegpt"): sharegpt_row,
-    ("pt", "alpaca"): text_row,
-    ("dpo", "alpaca"): preference_row,
-}
-"""The training data layouts hpcft checks and describes to LLaMA-Factory, by (stage, format)."""
-
-
-def dataset_info(trainset: str, stage: str, fmt: str) -> dict[str, Any]:
-    """The `dataset_info.json` entry LLaMA-Factory reads for the training file."""
-    entry: dict[str, Any] = {"file_name": trainset, "formatting": fmt}
-    if stage == "pt":
-        entry["columns"] = {"prompt": "text"}
-    elif stage == "dpo":
-        # No `query: input` mapping: LLaMA-Factory then requires an `input` column in every file.
-        entry["ranking"] = True
-        entry["columns"] = {"prompt": "instruction", "chosen": "chosen", "rejected": "rejected"}
-    elif fmt == "sharegpt":
-        entry["columns"] = {"messages": "messages"}
-        entry["tags"] = {
-            "role_tag": "role",
-            "content_tag": "content",
-            "user_tag": "user",
-            "assistant_tag": "assistant",
-            "system_tag": "system",
-        }
-    return {DATASET: entry}
 
 
 _ZERO2 = DeepSpeedConfig(name="zero2", zero_stage=2)
@@ -149,14 +126,11 @@ class Adapter(FrameworkAdapter):
     def validate_own(self) -> None:
         fw = self.fw
         self.native_file_values()  # raises on a bad file or an unknown name
-        check_choice("framework.stage", fw.stage, ("sft", "pt", "dpo"))
+        check_choice("framework.stage", fw.stage, tuple(STAGE_RANKING))
         check_choice("framework.finetuning_type", fw.finetuning_type, ("lora", "full", "freeze"))
-        check_choice("framework.dataset_format", fw.dataset_format, tuple(ROW_CHECKS))
-        if (fw.stage, fw.dataset_format) not in TRAIN_ROWS:
-            layouts = ", ".join(f"stage={s} dataset_format={f}" for s, f in TRAIN_ROWS)
-            raise ConfigError(
-                "framework.dataset_format", f"{fw.dataset_format} data for stage {fw.stage}: use {layouts}"
-            )
+        check_choice("framework.dataset_format", fw.dataset_format, FORMATTINGS)
+        if fw.stage == "pt" and fw.dataset_format != "alpaca":
+            raise ConfigError("framework.dataset_format", 'stage pt reads plain text rows {"text": ...}: use alpaca')
         check_positive("framework.cutoff_len", fw.cutoff_len)
         check_positive("framework.max_samples", fw.max_samples)
         check_positive("framework.lora_rank", fw.lora_rank)
@@ -171,7 +145,8 @@ class Adapter(FrameworkAdapter):
             check_memory_fit(self.cfg)
 
     def notes(self) -> list[str]:
-        notes = super().notes()
+        data = self.training_data()
+        notes = [*super().notes(), f"data: {data.rows} rows checked in {data.dataset}"]
         if self.fw.native_config:
             own = read_native_yaml(self.fw.native_config, native_argument_names(self.name))
             if replaced := sorted(set(own) & set(self.managed)):
@@ -191,10 +166,24 @@ class Adapter(FrameworkAdapter):
         values = read_native_yaml(self.fw.native_config, native_argument_names(self.name))
         return {k: v for k, v in values.items() if k not in self.managed}
 
+    def training_data(self) -> TrainingData:
+        """The run's datasets, every row checked (once per file in a process)."""
+        fw = self.fw
+        # Both are checked against these choices in validate_own, before any data is read.
+        fmt, stage = cast(Formatting, fw.dataset_format), cast(Stage, fw.stage)
+        data = training_data(self.cfg.trainset, fw.dataset, fmt, stage, offline=not self.cfg.cluster.internet)
+        if data.media_dir is not None:
+            raise ConfigError(
+                "trainset",
+                f"the data has images/videos/audios, and {self.cfg.model.name} (template {self.cfg.model.template})"
+                " is a text-only model: LLaMA-Factory would refuse it ('This model does not support image input')",
+            )
+        return data
+
     def validate_data(self) -> None:
-        check_rows(self.cfg.trainset, TRAIN_ROWS[(self.fw.stage, self.fw.dataset_format)])
+        self.training_data()
         if "eval" in self.cfg.stages and self.cfg.evalset:
-            check_rows(self.cfg.evalset, alpaca_row)
+            eval_rows_check(self.cfg.evalset)
 
     def _ddp(self) -> dict[str, Any]:
         c = self.cfg.cluster
@@ -207,7 +196,7 @@ class Adapter(FrameworkAdapter):
             "model_name_or_path": model.path,
             "trust_remote_code": model.trust_remote_code or None,
             "do_train": True,
-            "dataset": DATASET,
+            "dataset": self.training_data().dataset,
             "dataset_dir": str(layout.native),
             "template": model.template,
             "output_dir": str(layout.train_output),
@@ -224,10 +213,10 @@ class Adapter(FrameworkAdapter):
         return values
 
     def train_files(self, layout: RunLayout) -> Files:
-        info = dataset_info(self.cfg.trainset, self.fw.stage, self.fw.dataset_format)
+        info = self.training_data().registry
         files = {
             "native/train.yaml": native_yaml(self.train_values(layout)),
-            "native/dataset_info.json": json.dumps(info, indent=2) + "\n",
+            "native/dataset_info.json": json.dumps(info, indent=2, ensure_ascii=False) + "\n",
         }
         if self.cfg.deepspeed.zero_stage is not None:
             files["native/deepspeed.json"] = json.dumps(deepspeed_json(self.cfg.deepspeed), indent=2) + "\n"

@@ -61,7 +61,7 @@ def run_eval(job: EvalJob) -> str:
             write_json_atomic(layout.metrics, {**results, "model": endpoint["model"], "evalset": job.evalset})
             log_to_wandb({f"{k}": v for k, v in results["fine_tuned"].items()}, job.env)
             return f"eval: {json.dumps(results['fine_tuned'])}"
-        rows = [row for _, row in read_rows(job.evalset)]
+        rows = [r.row for r in read_rows(job.evalset)]
         client = EndpointClient.from_endpoint(endpoint, job.request_timeout_s)
         lines, predictions = [], []
         for row in rows:

@@ -1,0 +1,133 @@
+"""The datasets of a LLaMA-Factory run: which files, every row checked, and the registry written.
+
+`trainset` is a plain data file (its `dataset_info.json` entry is inferred from its rows) or
+a user's dataset_dir with a `dataset_info.json` from which `framework.dataset` names the
+datasets to mix. Either way the run gets its own `native/dataset_info.json` with absolute
+paths, so what the job reads is fixed at submission.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hpcft.data import iter_rows, scan_rows
+from hpcft.errors import DataError
+from hpcft.frameworks.llamafactory_data import (
+    MEDIA,
+    OPTIONAL_KEYS,
+    DatasetEntry,
+    Formatting,
+    Stage,
+    data_files,
+    infer_entry,
+    parse_entry,
+    read_registry,
+    registered_entries,
+    row_problem,
+)
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What the train job reads: the run's own `dataset_info.json` and the names in it."""
+
+    registry: dict[str, Any]
+    """name -> entry, with absolute file names; written to `native/dataset_info.json`."""
+    media_dir: str | None
+    """Where relative media paths resolve (the user's dataset_dir), when there are media."""
+    rows: int
+    """Rows checked over all datasets."""
+
+    @property
+    def dataset(self) -> str:
+        return ",".join(self.registry)
+
+
+STAGE_RANKING = {"pt": False, "sft": False, "dpo": True, "kto": False}
+
+
+def _check_stage(e: DatasetEntry, stage: Stage, where: str) -> None:
+    if e.ranking != STAGE_RANKING[stage]:
+        need = "ranking: true (chosen/rejected)" if STAGE_RANKING[stage] else "no ranking"
+        raise DataError(where, f"dataset {e.name!r} does not fit stage {stage}: it needs {need}")
+    if stage == "kto" and not e.column("kto_tag"):
+        raise DataError(where, f"dataset {e.name!r}: stage kto needs columns.kto_tag")
+    if stage == "pt" and e.formatting != "alpaca":
+        raise DataError(where, f"dataset {e.name!r}: stage pt reads alpaca-formatted text (columns.prompt)")
+
+
+def check_entry(e: DatasetEntry, stage: Stage, media_dir: Path, where: str) -> int:
+    """Check every file of an entry; every column it names must exist in some row
+    (LLaMA-Factory's converters index it and fail with a KeyError otherwise)."""
+    _check_stage(e, stage, where)
+    rows, seen = 0, set[str]()
+    for path in data_files(e):
+        report = scan_rows(path, lambda row: row_problem(e, row, stage, media_dir), (e.raw, stage, str(media_dir)))
+        rows, seen = rows + report.rows, seen | report.keys
+    for role, key in e.used_columns().items():
+        if key not in seen:
+            raise DataError(where, f"dataset {e.name!r}: columns.{role} is {key!r}, which no row of its file has")
+    return rows
+
+
+def registry_training_data(dataset_dir: str, names: list[str], stage: Stage, offline: bool) -> TrainingData:
+    """A user's `dataset_info.json` and the datasets named from it, each file checked."""
+    where = str(Path(dataset_dir) / "dataset_info.json")
+    registry, rows = {}, 0
+    for e in registered_entries(dataset_dir, names):
+        if e.hub is not None:
+            if offline:
+                raise DataError(where, f"dataset {e.name!r} is on a hub ({e.hub}) and compute nodes are offline")
+            registry[e.name] = json.loads(e.raw)
+            continue
+        rows += check_entry(e, stage, Path(dataset_dir), where)
+        registry[e.name] = {**json.loads(e.raw), "file_name": e.path}
+    media = any(e.get("columns", {}).get(k) for e in registry.values() for k in MEDIA)
+    return TrainingData(registry, str(Path(dataset_dir).absolute()) if media else None, rows)
+
+
+def file_training_data(path: str, formatting: Formatting, stage: Stage, name: str) -> TrainingData:
+    """A plain data file: its entry inferred from its rows, every row checked."""
+    first = next(iter_rows(path), None)
+    if first is None:
+        raise DataError(path, "no rows")
+    widest = infer_entry(path, formatting, stage, first.row, OPTIONAL_KEYS | first.row.keys())
+    e = parse_entry(name, widest, Path(path).parent, path)
+    _check_stage(e, stage, path)
+    report = scan_rows(path, lambda row: row_problem(e, row, stage, Path(path).parent), (e.raw, stage))
+    entry = infer_entry(path, formatting, stage, first.row, report.keys)
+    media = any(k in report.keys for k in MEDIA)
+    return TrainingData({name: entry}, str(Path(path).parent.absolute()) if media else None, report.rows)
+
+
+def eval_rows_check(path: str) -> int:
+    """An alpaca eval set (the eval job sends instruction + input and scores against output)."""
+    first = next(iter_rows(path), None)
+    if first is None:
+        raise DataError(path, "no rows")
+    e = parse_entry("eval", infer_entry(path, "alpaca", "sft", first.row, OPTIONAL_KEYS), Path(path).parent, path)
+    return scan_rows(path, lambda row: row_problem(e, row, "sft", Path(path).parent), (e.raw, "eval")).rows
+
+
+def training_data(
+    trainset: str, dataset: list[str], formatting: Formatting, stage: Stage, offline: bool
+) -> TrainingData:
+    """The run's training data: `trainset` is a data file, or a dataset_dir (or its
+    `dataset_info.json`) from which `dataset` names one or more registered datasets."""
+    path = Path(trainset)
+    dataset_dir = path.parent if path.name == "dataset_info.json" else path if path.is_dir() else None
+    if dataset_dir is None:
+        if dataset:
+            raise DataError(trainset, "framework.dataset names registered datasets: set trainset to their dataset_dir")
+        return file_training_data(trainset, formatting, stage, "hpcft_train")
+    names = list(dataset)
+    if not names:
+        registry = read_registry(str(dataset_dir))
+        if len(registry) != 1:
+            where = str(dataset_dir / "dataset_info.json")
+            raise DataError(where, f"name the datasets to train on: framework.dataset=[{','.join(sorted(registry))}]")
+        names = list(registry)
+    return registry_training_data(str(dataset_dir), names, stage, offline)
