@@ -29,9 +29,6 @@ FINAL_STATES = frozenset(
         "SPECIAL_EXIT",
     }
 )
-ACTIVE_STATES = frozenset(
-    {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING", "STAGE_OUT", "SIGNALING"}
-)
 STATE_NOTES = {
     "OUT_OF_MEMORY": "ran out of memory",
     "NODE_FAIL": "a node failed",
@@ -52,6 +49,8 @@ class JobInfo:
     nodes: str = ""
     reason: str = ""
     """Why a pending job waits (Dependency, Priority, DependencyNeverSatisfied, ...)."""
+    name: str = ""
+    """The job's name (`<run dir>.<stage>`, `<sweep dir>.<stage>` for arrays), when queued."""
 
     @property
     def final(self) -> bool:
@@ -70,15 +69,24 @@ def run_command(argv: list[str]) -> str:
     return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
 
 
+SQUEUE_FORMAT = "%i|%T|%M|%N|%r|%j"
+
+
 def parse_squeue(text: str) -> dict[str, JobInfo]:
-    """Lines of `squeue -h -o %i|%T|%M|%N|%r`."""
+    """Lines of `squeue -h -o %i|%T|%M|%N|%r|%j` (the name last: it may hold a `|`)."""
     jobs = {}
     for line in text.splitlines():
-        parts = line.strip().split("|")
-        if len(parts) == 5:
-            job_id, state, elapsed, nodes, reason = parts
-            jobs[job_id] = JobInfo(job_id, state, elapsed, nodes, reason)
+        parts = line.strip().split("|", 5)
+        if len(parts) == 6:
+            job_id, state, elapsed, nodes, reason, name = parts
+            jobs[job_id] = JobInfo(job_id, state, elapsed, nodes, reason, name)
     return jobs
+
+
+def named_after(job: JobInfo, prefixes: Sequence[str]) -> bool:
+    """Whether a job belongs to one of the runs or sweeps whose folder names are `prefixes`:
+    hpcft names every job `<folder>.<stage>`, and folder names are unique."""
+    return any(job.name.startswith(f"{prefix}.") for prefix in prefixes)
 
 
 def parse_sacct(text: str) -> dict[str, JobInfo]:
@@ -94,21 +102,25 @@ def parse_sacct(text: str) -> dict[str, JobInfo]:
     return jobs
 
 
-def query_jobs(job_ids: Sequence[str], run: Runner = run_command) -> dict[str, JobInfo]:
-    """States of all the given jobs, in at most two scheduler calls."""
-    ids = sorted({str(j) for j in job_ids if j})
-    if not ids:
+def query_jobs(
+    job_ids: Sequence[str], run: Runner = run_command, name_prefixes: Sequence[str] = ()
+) -> dict[str, JobInfo]:
+    """States of all the given jobs, in at most two scheduler calls; also every queued job
+    named after one of `name_prefixes` (a job a killed submission left unrecorded)."""
+    ids = sorted({str(j) for j in job_ids if j and str(j) != "None"})
+    if not ids and not name_prefixes:
         return {}
     # By user rather than by id: squeue fails outright when one id has left the queue.
     # -r: one line per array task (123_4), not one folded line per array (123_[4-9]).
-    queued = parse_squeue(run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%T|%M|%N|%r"]))
+    queued = parse_squeue(run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", SQUEUE_FORMAT]))
+    strays = {j: info for j, info in queued.items() if j not in ids and named_after(info, name_prefixes)}
     missing = [j for j in ids if j not in queued]
     finished: dict[str, JobInfo] = {}
     if missing:
         finished = parse_sacct(
             run(["sacct", "-X", "-n", "-P", "-j", ",".join(missing), "-o", "JobID,State,Elapsed,NodeList"])
         )
-    return {j: queued.get(j) or finished.get(j) or JobInfo(j, "UNKNOWN") for j in ids}
+    return {**{j: queued.get(j) or finished.get(j) or JobInfo(j, "UNKNOWN") for j in ids}, **strays}
 
 
 def cancel_jobs(job_ids: Sequence[str], run: Runner = run_command) -> None:

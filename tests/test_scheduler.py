@@ -17,7 +17,7 @@ class FakeScheduler:
 
 
 def test_fifty_jobs_cost_two_calls():
-    queued = "\n".join(f"{i}|PENDING|0:00||Dependency" for i in range(100, 125))
+    queued = "\n".join(f"{i}|PENDING|0:00||Dependency|r.train" for i in range(100, 125))
     done = "\n".join(f"{i}|COMPLETED|00:01:0{i % 10}|node1" for i in range(125, 150))
     fake = FakeScheduler(queued, done)
     jobs = query_jobs([str(i) for i in range(100, 150)], run=fake)
@@ -26,8 +26,8 @@ def test_fifty_jobs_cost_two_calls():
 
 
 def test_all_queued_costs_one_call():
-    fake = FakeScheduler("7|RUNNING|1:02|node[1-2]|None")
-    assert query_jobs(["7"], run=fake)["7"] == JobInfo("7", "RUNNING", "1:02", "node[1-2]", "None")
+    fake = FakeScheduler("7|RUNNING|1:02|node[1-2]|None|run-a.train")
+    assert query_jobs(["7"], run=fake)["7"] == JobInfo("7", "RUNNING", "1:02", "node[1-2]", "None", "run-a.train")
     assert len(fake.calls) == 1
 
 
@@ -64,3 +64,20 @@ def test_cancel_is_one_call():
     assert fake.calls == [["scancel", "1", "2", "3"]]
     cancel_jobs([], run=fake)
     assert len(fake.calls) == 1
+
+
+def test_jobs_named_after_a_run_are_found_even_when_unrecorded():
+    queue = "7|RUNNING|1:02|n1|None|run-a.train\n8|PENDING|0:00||None|run-a.deploy\n9|PENDING|0:00||None|run-ab.train"
+    fake = FakeScheduler(queue)
+    jobs = query_jobs(["7"], run=fake, name_prefixes=["run-a"])
+    assert sorted(jobs) == ["7", "8"] and jobs["8"].name == "run-a.deploy"  # not run-ab's job
+    assert len(fake.calls) == 1
+
+
+def test_unsubmitted_stages_reach_no_scheduler_call():
+    fake = FakeScheduler()
+    assert query_jobs(["", "None"], run=fake) == {} and fake.calls == []
+
+
+def test_a_job_name_with_a_bar_is_kept_whole():
+    assert parse_squeue("5|PENDING|0:00||None|odd|name.train")["5"].name == "odd|name.train"

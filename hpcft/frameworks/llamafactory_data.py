@@ -17,10 +17,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from hpcft.data import Row
+from hpcft.data import Row, RowCheck
 from hpcft.errors import DataError, unknown_name
 
 Stage = Literal["pt", "sft", "dpo", "kto"]
@@ -80,11 +81,24 @@ class DatasetEntry:
     columns: tuple[tuple[str, str | None], ...]
     tags: tuple[tuple[str, str | None], ...]
 
+    @cached_property
+    def _columns(self) -> dict[str, str | None]:
+        return dict(self.columns)
+
+    @cached_property
+    def _tags(self) -> dict[str, str | None]:
+        return dict(self.tags)
+
+    @cached_property
+    def media_columns(self) -> tuple[tuple[str, str], ...]:
+        """(kind, file key) of the media columns the entry names."""
+        return tuple((kind, key) for kind in MEDIA if (key := self._columns[kind]))
+
     def column(self, role: str) -> str | None:
-        return dict(self.columns)[role]
+        return self._columns[role]
 
     def tag(self, name: str) -> str | None:
-        return dict(self.tags)[name]
+        return self._tags[name]
 
     def used_columns(self) -> dict[str, str]:
         """Role -> file key of every column LLaMA-Factory reads for this formatting."""
@@ -210,41 +224,62 @@ def tools_problem(value: Any, formatting: Formatting) -> str | None:
     return None
 
 
-def _common(e: DatasetEntry, row: dict[str, Any], stage: Stage) -> str | None:
-    if (key := e.column("system")) and (problem := _text(row, key, required=False)):
-        return problem
-    if (key := e.column("tools")) and (problem := tools_problem(row.get(key), e.formatting)):
-        return problem
-    if stage == "kto" and not isinstance(row.get(e.column("kto_tag") or ""), bool):
-        return f"field {e.column('kto_tag')!r} (the KTO tag) must be true or false"
-    return None
+def _common_check(e: DatasetEntry, stage: Stage) -> RowCheck:
+    """The checks every formatting shares: `system`, `tools`, the KTO tag."""
+    system, tools, kto = e.column("system"), e.column("tools"), e.column("kto_tag") if stage == "kto" else None
+
+    def check(row: dict[str, Any]) -> str | None:
+        if system and (value := row.get(system)) is not None and not isinstance(value, str):
+            return f"field {system!r} must be a string"
+        if tools and (problem := tools_problem(row.get(tools), e.formatting)):
+            return problem
+        if stage == "kto" and not isinstance(row.get(kto or ""), bool):
+            return f"field {kto!r} (the KTO tag) must be true or false"
+        return None
+
+    return check
 
 
-def alpaca_problem(e: DatasetEntry, row: dict[str, Any], stage: Stage) -> str | None:
-    """Why LLaMA-Factory's alpaca converter would drop or break on this row (None: it trains)."""
-    prompt, query = e.column("prompt"), e.column("query")
-    if stage == "pt":
-        return _text(row, prompt or "text")
-    if prompt and (problem := _text(row, prompt, required=False)):
-        return problem
-    if query and (problem := _text(row, query, required=False)):
-        return problem
-    if not any(row.get(k) for k in (prompt, query) if k):
-        return f"field {prompt!r} must be a non-empty string"
-    history = e.column("history")
-    if history and row.get(history) is not None:
-        pairs = row[history]
-        if not isinstance(pairs, list) or not all(
-            isinstance(p, list) and len(p) == 2 and all(isinstance(s, str) for s in p) for p in pairs
+def _filled(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def alpaca_check(e: DatasetEntry, stage: Stage) -> RowCheck:
+    """Why LLaMA-Factory's alpaca converter would drop or break on a row (None: it trains).
+    The keys are looked up once here, not per row: this runs on every row of a big file."""
+    prompt, query, history = e.column("prompt"), e.column("query"), e.column("history")
+    answers = (e.column("chosen"), e.column("rejected")) if e.ranking else (e.column("response"),)
+    common = _common_check(e, stage)
+
+    def check(row: dict[str, Any]) -> str | None:
+        if stage == "pt":
+            return _text(row, prompt or "text")
+        asked, extra = row.get(prompt or ""), row.get(query) if query else None
+        if (
+            not (_filled(asked) or _filled(extra))
+            or not isinstance(asked or "", str)
+            or not isinstance(extra or "", str)
         ):
-            return f"field {history!r} must be a list of [instruction, answer] string pairs"
-    if e.ranking:
-        for key in (e.column("chosen"), e.column("rejected")):
-            if problem := _text(row, key or "chosen"):
-                return problem
-    elif problem := _text(row, e.column("response") or "output"):
-        return problem
-    return _common(e, row, stage)
+            bad = next(
+                (k for k in (prompt, query) if k and row.get(k) is not None and not isinstance(row[k], str)), None
+            )
+            return f"field {bad!r} must be a string" if bad else f"field {prompt!r} must be a non-empty string"
+        if history and row.get(history) is not None and (problem := _history_problem(history, row[history])):
+            return problem
+        for key in answers:
+            if not _filled(row.get(key or "")):
+                return _text(row, key or "output")
+        return common(row)
+
+    return check
+
+
+def _history_problem(key: str, pairs: Any) -> str | None:
+    if not isinstance(pairs, list) or not all(
+        isinstance(p, list) and len(p) == 2 and all(isinstance(s, str) for s in p) for p in pairs
+    ):
+        return f"field {key!r} must be a list of [instruction, answer] string pairs"
+    return None
 
 
 Turn = tuple[str | None, Any, bool]
@@ -279,8 +314,14 @@ def _openai_merge(e: DatasetEntry, turns: list[Turn]) -> list[Turn]:
     return merged
 
 
+def sharegpt_check(e: DatasetEntry, stage: Stage) -> RowCheck:
+    """Why LLaMA-Factory's sharegpt/openai converter would skip a row (None: it trains)."""
+    common = _common_check(e, stage)
+    return lambda row: sharegpt_problem(e, row, stage) or common(row)
+
+
 def sharegpt_problem(e: DatasetEntry, row: dict[str, Any], stage: Stage) -> str | None:
-    """Why LLaMA-Factory's sharegpt/openai converter would skip this row (None: it trains)."""
+    """The turns of a sharegpt/openai row against LLaMA-Factory's rules."""
     turns, problem = _turns(e, row)
     if problem:
         return problem
@@ -304,15 +345,14 @@ def sharegpt_problem(e: DatasetEntry, row: dict[str, Any], stage: Stage) -> str 
             answer = row.get(col or "")
             if not isinstance(answer, dict) or answer.get(e.tag("role_tag") or "") not in even:
                 return f"field {col!r} must be an answer turn ({e.tag('assistant_tag')!r})"
-    return _common(e, row, stage)
+    return None
 
 
 def media_problem(e: DatasetEntry, row: dict[str, Any], media_dir: Path) -> str | None:
     """Media files exist (relative to the dataset_dir) and match the `<image>`-style tokens."""
     text = json.dumps(row, ensure_ascii=False)
-    for kind in MEDIA:
-        key = e.column(kind)
-        files = row.get(key) if key else None
+    for kind, key in e.media_columns:
+        files = row.get(key)
         files = [files] if isinstance(files, str) else files or []
         for f in files:
             if not isinstance(f, str) or not (media_dir / f).is_file():
@@ -322,10 +362,19 @@ def media_problem(e: DatasetEntry, row: dict[str, Any], media_dir: Path) -> str 
     return None
 
 
-def row_problem(e: DatasetEntry, row: dict[str, Any], stage: Stage, media_dir: Path) -> str | None:
-    problem = alpaca_problem(e, row, stage) if e.formatting == "alpaca" else sharegpt_problem(e, row, stage)
-    if problem is None and any(e.column(kind) for kind in MEDIA):
-        problem = media_problem(e, row, media_dir)
+def row_check(e: DatasetEntry, stage: Stage, media_dir: Path) -> RowCheck:
+    """The check of one row of this entry: why LLaMA-Factory would skip it, or None."""
+    check = alpaca_check(e, stage) if e.formatting == "alpaca" else sharegpt_check(e, stage)
+    media = [key for _, key in e.media_columns]
+
+    def problem(row: dict[str, Any]) -> str | None:
+        found = check(row)
+        if found is None:
+            for key in media:
+                if row.get(key):
+                    return media_problem(e, row, media_dir)
+        return found
+
     return problem
 
 

@@ -26,7 +26,7 @@ from hpcft.frameworks.llamafactory_data import (
     parse_entry,
     read_registry,
     registered_entries,
-    row_problem,
+    row_check,
 )
 
 
@@ -65,7 +65,7 @@ def check_entry(e: DatasetEntry, stage: Stage, media_dir: Path, where: str) -> i
     _check_stage(e, stage, where)
     rows, seen = 0, set[str]()
     for path in data_files(e):
-        report = scan_rows(path, lambda row: row_problem(e, row, stage, media_dir), (e.raw, stage, str(media_dir)))
+        report = scan_rows(path, row_check(e, stage, media_dir), (e.raw, stage, str(media_dir)))
         rows, seen = rows + report.rows, seen | report.keys
     for role, key in e.used_columns().items():
         if key not in seen:
@@ -97,7 +97,7 @@ def file_training_data(path: str, formatting: Formatting, stage: Stage, name: st
     widest = infer_entry(path, formatting, stage, first.row, OPTIONAL_KEYS | first.row.keys())
     e = parse_entry(name, widest, Path(path).parent, path)
     _check_stage(e, stage, path)
-    report = scan_rows(path, lambda row: row_problem(e, row, stage, Path(path).parent), (e.raw, stage))
+    report = scan_rows(path, row_check(e, stage, Path(path).parent), (e.raw, stage))
     entry = infer_entry(path, formatting, stage, first.row, report.keys)
     media = any(k in report.keys for k in MEDIA)
     return TrainingData({name: entry}, str(Path(path).parent.absolute()) if media else None, report.rows)
@@ -109,7 +109,7 @@ def eval_rows_check(path: str) -> int:
     if first is None:
         raise DataError(path, "no rows")
     e = parse_entry("eval", infer_entry(path, "alpaca", "sft", first.row, OPTIONAL_KEYS), Path(path).parent, path)
-    return scan_rows(path, lambda row: row_problem(e, row, "sft", Path(path).parent), (e.raw, "eval")).rows
+    return scan_rows(path, row_check(e, "sft", Path(path).parent), (e.raw, "eval")).rows
 
 
 def training_data(
