@@ -51,6 +51,12 @@ class SubmissionError(HpcftError):
     exit_code = 1
 
 
+class SubmissionInterrupted(SubmissionError):
+    """Ctrl-C, SIGTERM or SIGHUP during submission; what was submitted has been cancelled."""
+
+    exit_code = 130
+
+
 def unknown_name(kind: str, name: str, valid: Iterable[str]) -> str:
     """A message for an unknown name, with the closest valid names (or all when few)."""
     valid = sorted(valid)

@@ -87,13 +87,15 @@ def new_run_name(base: str, now: float | None = None) -> str:
 def create_run_dir(run_root: str | Path, base: str) -> RunLayout:
     """Create a new, empty run directory; an existing one is never reused."""
     root = Path(run_root).expanduser().resolve()
-    root.mkdir(parents=True, exist_ok=True)
     for _ in range(100):
         path = root / new_run_name(base)
         try:
+            root.mkdir(parents=True, exist_ok=True)
             path.mkdir()
         except FileExistsError:
             continue
+        except OSError as e:
+            raise UserError(f"run_root: cannot create a run directory under {root}: {e.strerror}") from None
         return RunLayout(path)
     raise RuntimeError(f"could not create a new run directory under {root}")
 
@@ -138,6 +140,21 @@ def write_atomic(path: Path, text: str) -> None:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     write_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def read_manifest(run: Path) -> dict[str, Any]:
+    """A run's `manifest.json`; a one-line error naming the file when it is missing or corrupt
+    (its jobs can still be found by name: `status` and `cancel` do)."""
+    path = run / "manifest.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no run record (the submission was interrupted before writing it)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: unreadable run record ({type(e).__name__}: {e})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("stages"), dict) or "executor" not in data:
+        raise UserError(f"{path}: not a run record (no stages/executor)")
+    return data
 
 
 def read_json(path: Path) -> Any:

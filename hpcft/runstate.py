@@ -1,43 +1,70 @@
-"""Where each stage of some runs stands: the manifests plus one scheduler query for all.
+"""Where each stage of some runs stands, and cancelling them: the manifests plus one
+scheduler query for all.
 
-Shared by `python -m hpcft status` and the Python API's `Run`. What the scheduler says is
-recorded in each manifest, so a run can be inspected after Slurm has forgotten its jobs.
+Shared by `python -m hpcft status`/`cancel` and the Python API's `Run`, so the two cannot
+drift. What the scheduler says is recorded in each manifest, so a run can be inspected after
+Slurm has forgotten its jobs. Jobs are also found by name (`<run dir>.<stage>`): a job that
+a killed submission never recorded, or the jobs of a run whose manifest is unreadable, are
+still shown and cancelled.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpcft.rundir import read_json, write_json_atomic
-from hpcft.scheduler import JobInfo, query_jobs
+from hpcft.errors import UserError
+from hpcft.rundir import read_manifest, write_json_atomic
+from hpcft.scheduler import JobInfo, cancel_jobs, named_after, query_jobs
 
 ENDED_BADLY = frozenset({"FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"})
-STILL_GOING = frozenset({"PENDING", "RUNNING", "REQUEUED", "COMPLETING", "CONFIGURING", "SUBMITTED"})
+STILL_GOING = frozenset(
+    {"PENDING", "RUNNING", "REQUEUED", "COMPLETING", "CONFIGURING", "SUSPENDED", "SUBMITTED", "RESIZING"}
+)
+NOT_SUBMITTED = "NOT_SUBMITTED"
 
 
 @dataclass(frozen=True)
 class RunState:
     run: Path
     manifest: dict[str, Any]
+    """The run record; empty when `error` says why it could not be read."""
     stages: dict[str, JobInfo]
     """Stage name -> its job's state, in pipeline order."""
+    strays: list[JobInfo] = field(default_factory=list)
+    """Queued jobs named after the run that its record does not list."""
+    error: str | None = None
+    """Why the run record is unreadable, if it is."""
 
     @property
     def done(self) -> bool:
-        return not any(info.state in STILL_GOING for info in self.stages.values())
+        going = [info.state for info in [*self.stages.values(), *self.strays]]
+        return not any(state in STILL_GOING for state in going)
+
+
+def _record(run: Path) -> tuple[dict[str, Any], str | None]:
+    try:
+        return read_manifest(run), None
+    except UserError as e:
+        return {}, str(e)
+
+
+def _job_ids(manifest: dict[str, Any]) -> list[str]:
+    if manifest.get("executor") != "slurm":
+        return []
+    return [str(s["job_id"]) for s in manifest["stages"].values() if s.get("job_id")]
 
 
 def _stage_infos(run: Path, manifest: dict[str, Any], jobs: dict[str, JobInfo]) -> dict[str, JobInfo]:
     infos, changed = {}, False
-    for name, stage in manifest["stages"].items():
+    for name, stage in manifest.get("stages", {}).items():
         job_id = str(stage.get("job_id") or "")
         info = jobs.get(job_id, JobInfo(job_id, "UNKNOWN")) if manifest["executor"] == "slurm" and job_id else None
         if info is None or info.state == "UNKNOWN":  # local runs, stages never submitted, forgotten jobs
-            info = JobInfo(job_id or "-", stage["state"])
-        elif info.state != stage["state"]:
+            info = JobInfo(job_id or "-", stage.get("state") or NOT_SUBMITTED)
+        elif info.state != stage.get("state"):
             stage["state"], changed = info.state, True
         infos[name] = info
     if changed:
@@ -45,9 +72,63 @@ def _stage_infos(run: Path, manifest: dict[str, Any], jobs: dict[str, JobInfo]) 
     return infos
 
 
-def read_states(runs: Sequence[Path]) -> list[RunState]:
-    """The state of every stage of every run, with at most two scheduler calls in all."""
-    manifests = {run: read_json(run / "manifest.json") for run in runs}
-    ids = [str(s["job_id"]) for m in manifests.values() if m["executor"] == "slurm" for s in m["stages"].values()]
-    jobs = query_jobs(ids)
-    return [RunState(run, manifest, _stage_infos(run, manifest, jobs)) for run, manifest in manifests.items()]
+def read_states(runs: Sequence[Path], sweeps: Sequence[Path] = ()) -> list[RunState]:
+    """The state of every stage of every run, with at most two scheduler calls in all.
+
+    Queued jobs named after a run (or after one of `sweeps`, for its arrays) that no record
+    lists are reported as strays: of that run, or of the sweep's first point. A run whose
+    record is unreadable gets `error` set; the other runs are unaffected."""
+    records = {run: _record(run) for run in runs}
+    ids = [job_id for manifest, _ in records.values() for job_id in _job_ids(manifest)]
+    slurm = any(m.get("executor") == "slurm" or error for m, error in records.values())
+    tags = [run.name for run in runs] + [sweep.name for sweep in sweeps]
+    jobs = query_jobs(ids, name_prefixes=tags) if slurm else {}
+    unrecorded = [job for job in jobs.values() if job.job_id not in set(ids)]
+    states = []
+    for i, (run, (manifest, error)) in enumerate(records.items()):
+        owns = [run.name] + [sweep.name for sweep in sweeps if i == _first_point(records, sweep)]
+        strays = [job for job in unrecorded if named_after(job, owns)]
+        states.append(RunState(run, manifest, _stage_infos(run, manifest, jobs) if manifest else {}, strays, error))
+    return states
+
+
+def _first_point(records: dict[Path, tuple[dict[str, Any], str | None]], sweep: Path) -> int:
+    runs = list(records)
+    return next((i for i, run in enumerate(runs) if run.parent == sweep), 0)
+
+
+def cancel_runs(
+    runs: Sequence[Path], stage: str | None = None, sweeps: Sequence[Path] = ()
+) -> list[tuple[RunState, str, JobInfo]]:
+    """Cancel the runs' live jobs (or `stage` and the stages after it) with one `scancel`,
+    unrecorded jobs named after the runs included; record it in each manifest. Returns
+    (run, stage, job) of every job cancelled."""
+    cancelled = []
+    for state in read_states(runs, sweeps):
+        if state.manifest.get("executor") == "local":
+            raise UserError(f"{state.run.name} ran on this machine (cluster=local); stop it with Ctrl-C")
+        chosen = stages_from(state, stage)
+        live = [(name, info) for name, info in state.stages.items() if info.state in STILL_GOING]
+        live += [(_stage_of(job), job) for job in state.strays if job.state in STILL_GOING]
+        cancelled += [(state, name, info) for name, info in live if name in chosen and info.job_id != "-"]
+    cancel_jobs(sorted({info.job_id for _, _, info in cancelled}))
+    for state in {c[0].run: c[0] for c in cancelled}.values():
+        if state.manifest:
+            for name in {name for s, name, _ in cancelled if s is state} & set(state.manifest["stages"]):
+                state.manifest["stages"][name]["state"] = "CANCELLED"
+            write_json_atomic(state.run / "manifest.json", state.manifest)
+    return cancelled
+
+
+def _stage_of(job: JobInfo) -> str:
+    return job.name.rsplit(".", 1)[-1]
+
+
+def stages_from(state: RunState, stage: str | None) -> list[str]:
+    """The stage and every stage after it (they depend on it), or all stages."""
+    names = list(state.stages) or ["train", "deploy", "eval"]
+    if stage is None:
+        return names
+    if stage not in names:
+        raise UserError(f"--stage {stage}: stages are {', '.join(names)}")
+    return names[names.index(stage) :]

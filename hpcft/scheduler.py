@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 import subprocess
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -128,3 +129,25 @@ def cancel_jobs(job_ids: Sequence[str], run: Runner = run_command) -> None:
     ids = sorted({str(j) for j in job_ids if j})
     if ids:
         run(["scancel", *ids])
+
+
+def cancel_run_jobs(
+    names: Sequence[str], job_ids: Sequence[str], run: Runner = run_command, rounds: int = 3, pause_s: float = 1.0
+) -> list[str]:
+    """Cancel the given jobs and every queued job named after one of `names` (run or sweep
+    folders). An `sbatch` cut off by Ctrl-C may still queue its job a moment later, so the
+    queue is looked at again for a few rounds. Never raises: this runs while failing."""
+    cancelled: list[str] = []
+    todo = [str(j) for j in job_ids if j]
+    for round_ in range(rounds):
+        try:
+            if round_:
+                time.sleep(pause_s)
+                queued = parse_squeue(run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", SQUEUE_FORMAT]))
+                todo = [j for j, info in queued.items() if named_after(info, names)]
+            if todo:
+                cancel_jobs(todo, run)
+                cancelled += todo
+        except (OSError, subprocess.SubprocessError):
+            continue
+    return sorted(set(cancelled))

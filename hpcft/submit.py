@@ -15,11 +15,13 @@ from typing import Any
 import submitit
 
 from hpcft.config.schema import ClusterConfig
-from hpcft.errors import StageFailedError, SubmissionError
+from hpcft.errors import StageFailedError, SubmissionError, SubmissionInterrupted
+from hpcft.interrupts import interruptions_raised
 from hpcft.jobs.entry import stage_callable
 from hpcft.plan import Pipeline, Stage
 from hpcft.render import slurm_parameters, time_to_minutes
-from hpcft.rundir import read_json, tail, write_atomic, write_json_atomic
+from hpcft.rundir import tail, write_atomic, write_json_atomic
+from hpcft.scheduler import cancel_run_jobs
 
 Printer = Callable[[str], None]
 
@@ -52,32 +54,56 @@ def log_paths(job: submitit.Job[Any]) -> dict[str, str]:
 
 
 def submit_slurm(pipeline: Pipeline, cluster: ClusterConfig) -> dict[str, Any]:
-    """Submit every stage with its dependencies; cancel what was submitted if one is refused."""
-    layout = pipeline.layout
+    """Submit every stage with its dependencies, all or nothing.
+
+    The run record exists (status `submitting`) before the first `sbatch`, and each job id
+    is recorded as soon as `sbatch` returns. On any failure or interruption (an exception,
+    Ctrl-C, SIGTERM, SIGHUP) what was submitted is cancelled, jobs named after the run that
+    an interrupted `sbatch` may still have queued included, and the record says so."""
     manifest = new_manifest(pipeline, "slurm")
+    write_json_atomic(pipeline.layout.manifest, manifest)
     jobs: dict[str, submitit.Job[Any]] = {}
-    for stage in pipeline.stages:
-        try:
-            executor = submitit.SlurmExecutor(folder=layout.slurm, max_num_timeout=cluster.max_requeues)
-            ids = {name: job.job_id for name, job in jobs.items()}
-            executor.update_parameters(**slurm_parameters(pipeline, stage, cluster, ids))
-            jobs[stage.name] = job = executor.submit(stage_callable(stage.job), stage.job)
-        except Exception as e:
-            for done in jobs.values():
-                done.cancel(check=False)
-            manifest["status"] = "submit_failed"
-            manifest["error"] = f"submitting {stage.name} failed: {e}"
-            for name in jobs:
-                manifest["stages"][name]["state"] = "CANCELLED"
-            write_json_atomic(layout.manifest, manifest)
-            raise SubmissionError(
-                f"submitting stage {stage.name!r} failed; cancelled {sorted(jobs) or 'nothing'}.\n{e}"
-            ) from None
-        manifest["stages"][stage.name].update(job_id=job.job_id, state="SUBMITTED", logs=log_paths(job))
-        write_json_atomic(layout.manifest, manifest)
-    manifest["status"] = "submitted"
-    write_json_atomic(layout.manifest, manifest)
+    try:
+        with interruptions_raised():
+            for stage in pipeline.stages:
+                jobs[stage.name] = job = _submit_stage(pipeline, stage, cluster, jobs)
+                manifest["stages"][stage.name].update(job_id=job.job_id, state="SUBMITTED", logs=log_paths(job))
+                write_json_atomic(pipeline.layout.manifest, manifest)
+            manifest["status"] = "submitted"
+            write_json_atomic(pipeline.layout.manifest, manifest)
+    except BaseException as e:
+        failed = next((s.name for s in pipeline.stages if s.name not in jobs), "the run record")
+        raise rolled_back(pipeline, manifest, sorted(jobs), failed, e) from None
     return manifest
+
+
+def _submit_stage(
+    pipeline: Pipeline, stage: Stage, cluster: ClusterConfig, jobs: dict[str, submitit.Job[Any]]
+) -> submitit.Job[Any]:
+    executor = submitit.SlurmExecutor(folder=pipeline.layout.slurm, max_num_timeout=cluster.max_requeues)
+    ids = {name: job.job_id for name, job in jobs.items()}
+    executor.update_parameters(**slurm_parameters(pipeline, stage, cluster, ids))
+    return executor.submit(stage_callable(stage.job), stage.job)
+
+
+def rolled_back(
+    pipeline: Pipeline, manifest: dict[str, Any], submitted: list[str], stage: str, error: BaseException
+) -> SubmissionError:
+    """Cancel the run's jobs and mark its record; the error to raise."""
+    cancel_run_jobs([pipeline.layout.root.name], [str(manifest["stages"][n]["job_id"]) for n in submitted])
+    interrupted = isinstance(error, KeyboardInterrupt)
+    manifest["status"] = "interrupted" if interrupted else "submit_failed"
+    manifest["error"] = f"submitting {stage} {'was interrupted' if interrupted else 'failed'}: {error}".strip()
+    for name in submitted:
+        manifest["stages"][name]["state"] = "CANCELLED"
+    unrecorded = ""
+    try:
+        write_json_atomic(pipeline.layout.manifest, manifest)
+    except OSError as e:
+        unrecorded = f" (the run record could not be updated: {e.strerror})"
+    what = f"cancelled {', '.join(submitted) or 'nothing'}{unrecorded}"
+    cls = SubmissionInterrupted if interrupted else SubmissionError
+    return cls(f"submitting stage {stage!r} {'was interrupted' if interrupted else 'failed'}; {what}.\n{error}")
 
 
 def _local_executor(folder: Path, stage: Stage, cluster: ClusterConfig) -> submitit.LocalExecutor:
@@ -157,8 +183,3 @@ def run_local(pipeline: Pipeline, cluster: ClusterConfig, say: Printer = print) 
     finally:
         write_json_atomic(layout.manifest, manifest)
     return manifest
-
-
-def load_manifest(run_dir: str | Path) -> dict[str, Any]:
-    data: dict[str, Any] = read_json(Path(run_dir) / "manifest.json")
-    return data

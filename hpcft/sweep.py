@@ -9,6 +9,7 @@ Arrays longer than the cluster's `max_array_size` are split. A sweep of N points
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,12 +20,13 @@ import submitit
 from submitit.slurm.slurm import _make_sbatch_string
 
 from hpcft.config.schema import ClusterConfig, HpcftConfig
-from hpcft.errors import SubmissionError
+from hpcft.errors import SubmissionError, SubmissionInterrupted
+from hpcft.interrupts import interruptions_raised
 from hpcft.jobs.entry import stage_callable
 from hpcft.plan import Pipeline
 from hpcft.render import placeholder_ids, slurm_parameters, submitit_command
 from hpcft.rundir import write_json_atomic
-from hpcft.scheduler import cancel_jobs
+from hpcft.scheduler import cancel_run_jobs
 from hpcft.submit import log_paths, new_manifest
 
 # Per-point values that do not make a different resource shape.
@@ -125,44 +127,70 @@ def _submit_array(group: ArrayGroup, stage: str, params: dict[str, Any], folder:
     return jobs
 
 
-def submit_sweep(points: Sequence[SweepPoint], sweep_dir: Path) -> dict[str, Any]:
-    """Submit every point as arrays; cancel what was submitted if one array is refused."""
-    sweep_name, folder = sweep_dir.name, sweep_dir / "slurm"
-    arrays: list[dict[str, Any]] = []
-    manifests = {p.num: new_manifest(p.pipeline, "slurm") for p in points}
-    for group in group_points(points):
-        array_ids: dict[str, str] = {}
-        for stage in group.stage_names:
-            try:
-                jobs = _submit_array(group, stage, array_parameters(group, stage, sweep_name, array_ids), folder)
-            except Exception as e:
-                cancel_jobs([a["job_id"] for a in arrays])
-                raise SubmissionError(
-                    f"submitting the {stage} array failed; cancelled {len(arrays)} arrays.\n{e}"
-                ) from None
-            array_ids[stage] = jobs[0].job_id.split("_")[0]
-            arrays.append(
-                {
-                    "stage": stage,
-                    "job_id": array_ids[stage],
-                    "tasks": len(jobs),
-                    "points": [p.num for p in group.points],
-                }
-            )
-            for point, job in zip(group.points, jobs, strict=True):
-                manifests[point.num]["stages"][stage].update(job_id=job.job_id, state="SUBMITTED", logs=log_paths(job))
-    for point in points:
-        manifest = manifests[point.num]
-        manifest.update(status="submitted", sweep=str(sweep_dir), overrides=list(point.overrides))
-        write_json_atomic(point.pipeline.layout.manifest, manifest)
-    sweep = {
+def sweep_record(
+    points: Sequence[SweepPoint], sweep_dir: Path, arrays: list[dict[str, Any]], status: str
+) -> dict[str, Any]:
+    return {
         "sweep_dir": str(sweep_dir),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "status": status,
         "points": [
             {"num": p.num, "overrides": list(p.overrides), "run_dir": str(p.pipeline.layout.root)} for p in points
         ],
         "arrays": arrays,
         "sbatch_calls": len(arrays),
     }
-    write_json_atomic(sweep_dir / "sweep.json", sweep)
+
+
+def submit_sweep(points: Sequence[SweepPoint], sweep_dir: Path) -> dict[str, Any]:
+    """Submit every point as arrays, all or nothing: `sweep.json` and every point's record
+    exist before the first `sbatch`; on a refusal or an interruption every array submitted
+    (and any a cut-off `sbatch` queued, found by the sweep's name) is cancelled."""
+    sweep_name = sweep_dir.name
+    arrays: list[dict[str, Any]] = []
+    manifests = {p.num: new_manifest(p.pipeline, "slurm") for p in points}
+    for point in points:
+        manifests[point.num].update(sweep=str(sweep_dir), overrides=list(point.overrides))
+        write_json_atomic(point.pipeline.layout.manifest, manifests[point.num])
+    write_json_atomic(sweep_dir / "sweep.json", sweep_record(points, sweep_dir, arrays, "submitting"))
+    try:
+        with interruptions_raised():
+            for group in group_points(points):
+                _submit_group(group, sweep_dir, manifests, arrays, points)
+            for point in points:
+                manifests[point.num]["status"] = "submitted"
+                write_json_atomic(point.pipeline.layout.manifest, manifests[point.num])
+            sweep = sweep_record(points, sweep_dir, arrays, "submitted")
+            write_json_atomic(sweep_dir / "sweep.json", sweep)
+    except BaseException as e:
+        cancel_run_jobs([sweep_name], [a["job_id"] for a in arrays])
+        interrupted = isinstance(e, KeyboardInterrupt)
+        with contextlib.suppress(OSError):
+            write_json_atomic(sweep_dir / "sweep.json", sweep_record(points, sweep_dir, arrays, "cancelled"))
+        cls = SubmissionInterrupted if interrupted else SubmissionError
+        verb = "was interrupted" if interrupted else "failed"
+        raise cls(f"submitting the sweep {verb}; cancelled {len(arrays)} arrays.\n{e}") from None
     return sweep
+
+
+def _submit_group(
+    group: ArrayGroup,
+    sweep_dir: Path,
+    manifests: dict[int, dict[str, Any]],
+    arrays: list[dict[str, Any]],
+    points: Sequence[SweepPoint],
+) -> None:
+    """One array per stage of a group of points. Each array id goes into `sweep.json` as
+    soon as `sbatch` returns; the points' records once the group is in."""
+    array_ids: dict[str, str] = {}
+    for stage in group.stage_names:
+        params = array_parameters(group, stage, sweep_dir.name, array_ids)
+        jobs = _submit_array(group, stage, params, sweep_dir / "slurm")
+        array_ids[stage] = jobs[0].job_id.split("_")[0]
+        members = [p.num for p in group.points]
+        arrays.append({"stage": stage, "job_id": array_ids[stage], "tasks": len(jobs), "points": members})
+        write_json_atomic(sweep_dir / "sweep.json", sweep_record(points, sweep_dir, arrays, "submitting"))
+        for point, job in zip(group.points, jobs, strict=True):
+            manifests[point.num]["stages"][stage].update(job_id=job.job_id, state="SUBMITTED", logs=log_paths(job))
+    for point in group.points:
+        write_json_atomic(point.pipeline.layout.manifest, manifests[point.num])

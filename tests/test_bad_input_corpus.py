@@ -91,6 +91,28 @@ CASES: list[Case] = [
     ("lora rank 0", lambda t: [*LLM, "framework.lora_rank=0"], "framework.lora_rank: must be > 0"),
     ("max_samples 0", lambda t: [*LLM, "framework.max_samples=0"], "framework.max_samples: must be > 0"),
     ("max_new_tokens 0", lambda t: [*LLM, "eval.max_new_tokens=0"], "eval.max_new_tokens: must be > 0"),
+    # accepted before, then failed in the queue (non-finite, out of range, Slurm patterns)
+    ("learning rate NaN", lambda t: [*LLM, "framework.learning_rate=nan"], "framework.learning_rate: must be a finite"),
+    ("learning rate inf", lambda t: [*LLM, "framework.learning_rate=inf"], "framework.learning_rate: must be a finite"),
+    ("GPU memory NaN", lambda t: [*LLM, "cluster.gpu_mem_gb=nan"], "cluster.gpu_mem_gb: must be a finite"),
+    ("model size NaN", lambda t: [*LLM, "model.params_b=nan"], "model.params_b: must be a finite"),
+    ("val_size NaN", lambda t: [*LLM, "framework.val_size=nan"], "framework.val_size: must be a finite"),
+    ("temperature NaN", lambda t: ["model=minilm", "framework.temperature=nan"], "framework.temperature: must be a"),
+    ("negative seed", lambda t: [*LLM, "seed=-1"], "seed: must be in [0, 4294967295]"),
+    ("huge seed", lambda t: [*LLM, "seed=99999999999"], "seed: must be in [0, 4294967295]"),
+    ("float seed", lambda t: [*LLM, "seed=1e30"], "seed: Value '1e+30' of type 'float' could not be converted"),
+    ("epochs 1e30", lambda t: [*LLM, "framework.num_train_epochs=1e30"], "must be at most 10000"),
+    ("time limit 0", lambda t: [*LLM, "cluster.time=0"], "cluster.time: must be more than 0"),
+    ("time limit 0:00:00", lambda t: [*LLM, "cluster.time=00:00:00"], "cluster.time: must be more than 0"),
+    ("eval time 0", lambda t: [*LLM, "eval.time=0"], "eval.time: must be more than 0"),
+    ("memory not a size", lambda t: [*LLM, "cluster.mem=lots"], "cluster.mem: bad memory size 'lots'"),
+    ("memory with a space", lambda t: [*LLM, "cluster.mem='200 G'"], "cluster.mem: bad memory size"),
+    ("% in a name", lambda t: [*LLM, "name=%x%j"], "'%' is a Slurm file-name pattern"),
+    ("/ in a name", lambda t: [*LLM, "name=a/b"], "name: must be one folder name"),
+    ("name ..", lambda t: [*LLM, "name=.."], "name: must be one folder name"),
+    ("name of 300 characters", lambda t: [*LLM, "name=" + "x" * 300], "name: at most 100 characters"),
+    ("/ in a model name", lambda t: [*LLM, "model.name=org/model"], "model.name: must be one folder name"),
+    ("run root under /proc", lambda t: [*LLM, "run_root=/proc/hpcft-runs"], "run_root: cannot"),
     # fit between parts
     ("framework does not fit kind", lambda t: [*LLM, "framework=flagembedding"], "does not fit model 'internlm2'"),
     ("GPUs over the node", lambda t: [*LLM, "cluster.gpus_per_node=16"], "exceed the 8 a node"),
@@ -323,8 +345,8 @@ def test_bad_input_is_refused_before_submitting(name, build, expected, tmp_path,
     FIGURES["refused_before_submit"] += 1
 
 
-def test_corpus_has_at_least_seventy_cases():
-    assert len(CASES) >= 70
+def test_corpus_has_at_least_ninety_cases():
+    assert len(CASES) >= 90
 
 
 HOSTILE = [

@@ -21,9 +21,9 @@ from typing import Any
 
 from hpcft.client import EndpointClient
 from hpcft.errors import StageFailedError, UserError
-from hpcft.rundir import RunLayout, failure_excerpt, fine_tuned_weights, read_json, tail
-from hpcft.runstate import ENDED_BADLY, RunState, read_states
-from hpcft.scheduler import FINAL_STATES, cancel_jobs
+from hpcft.rundir import RunLayout, failure_excerpt, fine_tuned_weights, read_json, read_manifest, tail
+from hpcft.runstate import ENDED_BADLY, RunState, cancel_runs, read_states
+from hpcft.scheduler import FINAL_STATES
 
 
 class Run:
@@ -41,8 +41,7 @@ class Run:
 
     @property
     def manifest(self) -> dict[str, Any]:
-        data: dict[str, Any] = read_json(self.layout.manifest)
-        return data
+        return read_manifest(self.path)
 
     def _state(self) -> RunState:
         (state,) = read_states([self.path])
@@ -120,8 +119,10 @@ class Run:
         """The fine-tuned weights: the merged model if deploy made one, else the train output."""
         return fine_tuned_weights(self.path)
 
-    def cancel(self) -> None:
-        """Cancel every stage's job (Slurm runs)."""
-        manifest = self.manifest
-        if manifest["executor"] == "slurm":
-            cancel_jobs([str(s["job_id"]) for s in manifest["stages"].values() if s.get("job_id")])
+    def cancel(self, stage: str | None = None) -> list[str]:
+        """Cancel the run's live jobs, or `stage` and the stages after it, as `hpcft cancel`
+        does (the same code: finished jobs are skipped, the manifest records it). Returns
+        the stages cancelled."""
+        if self.manifest["executor"] != "slurm":
+            return []
+        return [name for _, name, _ in cancel_runs([self.path], stage)]

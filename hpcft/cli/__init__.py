@@ -38,3 +38,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HpcftError as e:
         print(f"hpcft: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # before or after submitting: nothing is left half-done
+        print("hpcft: interrupted", file=sys.stderr)
+        return 130

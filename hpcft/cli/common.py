@@ -35,22 +35,45 @@ def latest_run(run_root: Path) -> Path:
 
 
 def sweep_runs(sweep_dir: Path) -> list[Path]:
-    """The run directories of a sweep's points, in sweep order."""
-    sweep = json.loads((sweep_dir / "sweep.json").read_text())
-    return [Path(p["run_dir"]) for p in sweep["points"]]
+    """The run directories of a sweep's points, in sweep order; none for a sweep whose
+    submission was cut off before `sweep.json` was written (its jobs are found by name)."""
+    path = sweep_dir / "sweep.json"
+    if not path.is_file():
+        return []
+    try:
+        sweep = json.loads(path.read_text())
+        return [Path(p["run_dir"]) for p in sweep["points"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{path}: unreadable sweep record ({type(e).__name__}: {e})") from None
+
+
+def _is_run(path: Path) -> bool:
+    """A run directory, even one whose manifest is missing or corrupt."""
+    return any((path / name).exists() for name in ("manifest.json", "config.yaml", "native"))
+
+
+def _is_sweep(path: Path) -> bool:
+    return (path / "sweep.json").is_file() or (path / "multirun.yaml").is_file()
+
+
+def resolve_targets(names: Sequence[str]) -> tuple[list[Path], list[Path]]:
+    """(runs, sweeps) named on the command line (a sweep stands for all its points), or the
+    latest run."""
+    if not names:
+        return [latest_run(default_run_root())], []
+    runs, sweeps = [], []
+    for name in names:
+        path = Path(name)
+        if _is_sweep(path):
+            runs += sweep_runs(path)
+            sweeps.append(path)
+        elif _is_run(path):
+            runs.append(path)
+        else:
+            raise UserError(f"{name}: not a run directory (no manifest.json) nor a sweep (no sweep.json)")
+    return runs, sweeps
 
 
 def resolve_run_dirs(names: Sequence[str]) -> list[Path]:
     """The given run or sweep directories (a sweep stands for all its points), or the latest run."""
-    if not names:
-        return [latest_run(default_run_root())]
-    runs = []
-    for name in names:
-        path = Path(name)
-        if (path / "sweep.json").is_file():
-            runs += sweep_runs(path)
-        elif (path / "manifest.json").is_file():
-            runs.append(path)
-        else:
-            raise UserError(f"{name}: not a run directory (no manifest.json) nor a sweep (no sweep.json)")
-    return runs
+    return resolve_targets(names)[0]

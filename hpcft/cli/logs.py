@@ -17,11 +17,11 @@ from pathlib import Path
 
 from hpcft.cli.common import resolve_run_dirs, subcommand_parser
 from hpcft.errors import UserError
-from hpcft.rundir import read_json, tail
+from hpcft.rundir import read_manifest, tail
 
 
 def log_path(run: Path, stage: str, rank: int, stream: str) -> Path:
-    manifest = read_json(run / "manifest.json")
+    manifest = read_manifest(run)
     if stage not in manifest["stages"]:
         raise UserError(f"--stage {stage}: this run has stages {', '.join(manifest['stages'])}")
     logs = manifest["stages"][stage].get("logs")
@@ -57,7 +57,10 @@ def main(argv: Sequence[str]) -> int:
     (run,) = resolve_run_dirs([args.run] if args.run else [])
     path = log_path(run, args.stage, args.rank, "stdout" if args.stdout else "stderr")
     if not path.exists():
-        raise UserError(f"{path}: no log yet (the job has not started)")
+        raise UserError(
+            f"{path}: no log"
+            + (" (no such task: the job ran on fewer nodes)" if args.rank else " yet (the job has not started)")
+        )
     print(f"==> {path} <==", file=sys.stderr)
     if args.follow:
         try:

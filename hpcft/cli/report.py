@@ -14,13 +14,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from hpcft.cli.common import subcommand_parser, sweep_runs
 from hpcft.errors import UserError
-from hpcft.rundir import read_json, write_atomic
+from hpcft.rundir import read_manifest, write_atomic
 
 METRICS = ("bleu-4", "rouge-l", "exact_match")
 
@@ -28,10 +29,17 @@ METRICS = ("bleu-4", "rouge-l", "exact_match")
 def point_rows(sweep_dir: Path) -> list[dict[str, Any]]:
     rows = []
     for run in sweep_runs(sweep_dir):
-        manifest = read_json(run / "manifest.json")
+        try:
+            manifest = read_manifest(run)
+        except UserError as e:  # one bad point does not hide the others
+            print(f"report: skipping a point: {e}", file=sys.stderr)
+            continue
         params = dict(o.split("=", 1) for o in manifest.get("overrides", []) if "=" in o)
         metrics_path = run / "eval" / "metrics.json"
-        metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+        try:
+            metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+        except ValueError:
+            metrics = {}
         rows.append({"run": run.name, **params, **{m: metrics.get(m) for m in METRICS}})
     return rows
 

@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from hpcft.cli.common import resolve_run_dirs, subcommand_parser
+from hpcft.cli.common import resolve_targets, subcommand_parser
 from hpcft.rundir import failure_excerpt
 from hpcft.runstate import ENDED_BADLY, read_states
 
@@ -26,7 +26,10 @@ def metric_summary(run: Path) -> str:
     path = run / "eval" / "metrics.json"
     if not path.is_file():
         return ""
-    metrics = json.loads(path.read_text())
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return "(metrics.json unreadable)"
     return "  ".join(f"{k}={v:.2f}" for k, v in metrics.items() if isinstance(v, float) and k != "rows")
 
 
@@ -35,12 +38,17 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows])
 
 
-def render(runs: list[Path]) -> tuple[str, bool]:
+def render(runs: list[Path], sweeps: Sequence[Path] = ()) -> tuple[str, bool]:
     """The status text and whether every stage has ended."""
     rows, failed_logs = [], []
-    states = read_states(runs)
+    states = read_states(runs, sweeps)
     for state in states:
         run = state.run
+        if state.error:
+            rows.append([run.name, "record", "", state.error, "", ""])
+        for job in state.strays:
+            rows.append([run.name, f"{job.name.rsplit('.', 1)[-1]}?", job.job_id, f"{job.describe()} (unrecorded)"])
+            rows[-1] += [job.elapsed, job.nodes]
         for name, info in state.stages.items():
             rows.append([run.name, name, info.job_id, info.describe(), info.elapsed, info.nodes])
             logs = state.manifest["stages"][name].get("logs")
@@ -58,9 +66,9 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("runs", nargs="*", help="run directories (default: the latest run)")
     parser.add_argument("--watch", type=float, metavar="SECONDS", help="refresh until every stage has ended")
     args = parser.parse_args(list(argv))
-    runs = resolve_run_dirs(args.runs)
+    runs, sweeps = resolve_targets(args.runs)
     while True:
-        text, done = render(runs)
+        text, done = render(runs, sweeps)
         if args.watch:
             print("\033[2J\033[H" + time.strftime("%H:%M:%S"), flush=True)
         print(text, flush=True)

@@ -6,6 +6,7 @@ Every problem is a `ConfigError` naming the dotted key and the allowed range, so
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -19,17 +20,29 @@ _TIME = re.compile(r"^(?:\d+|(?:(?:\d+-)?\d{1,2}:)?\d{1,2}:\d{2}|\d+-\d{1,2})$")
 # Values that reach sbatch lines or file names: a newline would end the `#SBATCH` line
 # and start a shell line, and `%` is a Slurm filename pattern.
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+_MEM = re.compile(r"^[0-9]+[KMGTkmgt]?$")
+MAX_NAME = 100
+MAX_SEED = 2**32 - 1
+"""NumPy's and torch's seeds are 32-bit unsigned."""
+
+
+def check_finite(key: str, value: float | int | None) -> None:
+    """NaN passes every comparison and infinity every lower bound: refuse both first."""
+    if value is not None and not math.isfinite(value):
+        raise ConfigError(key, f"must be a finite number (got {value})")
 
 
 def check_positive(key: str, value: float | int | None, *, allow_zero: bool = False) -> None:
     if value is None:
         return
+    check_finite(key, value)
     if value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ConfigError(key, f"must be {bound} (got {value})")
 
 
 def check_range(key: str, value: float, low: float, high: float, *, high_open: bool = True) -> None:
+    check_finite(key, value)
     bad = value < low or value >= high if high_open else value < low or value > high
     if bad:
         bracket = ")" if high_open else "]"
@@ -39,6 +52,27 @@ def check_range(key: str, value: float, low: float, high: float, *, high_open: b
 def check_time(key: str, value: str) -> None:
     if not _TIME.match(str(value)):
         raise ConfigError(key, f"bad time limit {value!r}; use minutes, HH:MM:SS or D-HH:MM:SS")
+    if not re.search(r"[1-9]", str(value)):
+        raise ConfigError(key, f"must be more than 0 (got {value!r}; Slurm would read 0 as no time limit)")
+
+
+def check_mem(key: str, value: str | None) -> None:
+    """Slurm's `--mem`: a whole number with an optional K/M/G/T unit (default M)."""
+    if value is not None and not _MEM.match(str(value)):
+        raise ConfigError(key, f"bad memory size {value!r}; use a number with K, M, G or T, e.g. 200G")
+
+
+def check_name(key: str, value: str | None) -> None:
+    """A name becomes one folder name and part of Slurm job names and log paths."""
+    if value is None:
+        return
+    check_safe_text(key, value)
+    if "/" in value or value in (".", "..") or not value.strip():
+        raise ConfigError(key, f"must be one folder name: no '/', not empty, '.' or '..' (got {value!r})")
+    if "%" in value:
+        raise ConfigError(key, f"'%' is a Slurm file-name pattern (%j, %x, ...) and cannot be in a name: {value!r}")
+    if len(value) > MAX_NAME:
+        raise ConfigError(key, f"at most {MAX_NAME} characters (got {len(value)})")
 
 
 def check_safe_text(key: str, value: str | None) -> None:
@@ -65,6 +99,8 @@ def validate_cluster(c: ClusterConfig) -> None:
         )
     check_time("cluster.time", c.time)
     check_positive("cluster.gpu_mem_gb", c.gpu_mem_gb)
+    check_mem("cluster.mem", c.mem)
+    check_name("cluster.name", c.name)
     for name in ("name", "partition", "account", "qos", "gpu_type", "mem"):
         check_safe_text(f"cluster.{name}", getattr(c, name))
     if c.executor is Executor.local and c.nodes != 1:
@@ -83,7 +119,7 @@ def validate_stages(cfg: HpcftConfig) -> None:
 def validate_model(cfg: HpcftConfig) -> None:
     m = cfg.model
     check_positive("model.params_b", m.params_b)
-    check_safe_text("model.name", m.name)
+    check_name("model.name", m.name)
     if m.kind is ModelKind.llm and not m.template:
         raise ConfigError("model.template", "an llm needs a chat template (e.g. template=llama3)")
     from hpcft.frameworks import default_framework, framework_modules
@@ -117,7 +153,8 @@ def validate_deploy_eval(cfg: HpcftConfig) -> None:
 
 
 def validate_run(cfg: HpcftConfig) -> None:
-    check_safe_text("name", cfg.name)
+    check_name("name", cfg.name)
+    check_range("seed", cfg.seed, 0, MAX_SEED, high_open=False)
     check_safe_text("run_root", cfg.run_root)
     if "%" in cfg.run_root:
         raise ConfigError("run_root", "'%' is a Slurm file-name pattern and cannot be in the run folder")

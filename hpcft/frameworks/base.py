@@ -55,6 +55,9 @@ def read_native_yaml(path: str, valid: frozenset[str]) -> dict[str, Any]:
     return values
 
 
+MAX_EPOCHS = 10_000
+
+
 class FrameworkAdapter(ABC):
     name: ClassVar[str]
     kinds: ClassVar[tuple[ModelKind, ...]]
@@ -86,6 +89,8 @@ class FrameworkAdapter(ABC):
         check_positive("framework.global_batch_size", fw.global_batch_size)
         batch_layout(self.cfg)  # raises when the global batch size does not divide
         check_positive("framework.num_train_epochs", fw.num_train_epochs)
+        if fw.num_train_epochs > MAX_EPOCHS:  # the trainer's step count overflows long before 1e30
+            raise ConfigError("framework.num_train_epochs", f"must be at most {MAX_EPOCHS} (got {fw.num_train_epochs})")
         for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps"):
             check_positive(f"framework.{name}", getattr(fw, name))
         self.validate_native_args()
