@@ -18,6 +18,7 @@ from hpcft.config.validate import validate_config
 from hpcft.plan import Pipeline, build_pipeline, run_base_name
 from hpcft.render import dependency_graph, placeholder_ids, render_sbatch
 from hpcft.rundir import RunLayout, create_run_dir, write_atomic, write_json_atomic, yaml_text
+from hpcft.tracking import secrets_withheld
 
 Printer = Callable[[str], None]
 
@@ -90,7 +91,8 @@ def launch(cfg: HpcftConfig, say: Printer = print) -> Launched:
         write_json_atomic(layout.manifest, manifest)
         return Launched(layout, manifest)
     if cfg.cluster.executor is Executor.slurm:
-        manifest = submit_slurm(pipeline, cfg.cluster)
+        with secrets_withheld(cfg):
+            manifest = submit_slurm(pipeline, cfg.cluster)
         say(summary(manifest, pipeline))
         return Launched(layout, manifest)
     say(f"Running {pipeline.run_name} on this machine; run directory {layout.root}")

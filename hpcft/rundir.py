@@ -177,12 +177,38 @@ SUBMITIT_ERROR = "submitit ERROR"
 """What submitit writes to a job's log after the job's own output when the job raised."""
 
 
+_WRAPPERS = (
+    "submitit.core.utils.FailedJobError",
+    "submitit.core.utils.UncompletedJobError",
+    "subprocess.CalledProcessError",
+)
+"""Exceptions that only say that something below failed: never the cause."""
+
+
+def innermost_error(text: str) -> str | None:
+    """The exception line of the first traceback in a log that is not a wrapper's. Python
+    prints a chain cause first ("The above exception was the direct cause..."), and a job's
+    own traceback comes before submitit's and srun's, so the first one is the innermost."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if not line.startswith("Traceback (most recent call last):"):
+            continue
+        j = i + 1
+        while j < len(lines) and (lines[j].startswith(" ") or not lines[j].strip()):
+            j += 1
+        if j < len(lines) and not lines[j].startswith(_WRAPPERS) and ":" in lines[j]:
+            return lines[j].strip()
+    return None
+
+
 def failure_excerpt(path: str | Path, lines: int = 8) -> str:
-    """The lines of a failed job's log that say why: its own output just before submitit's
-    traceback (which only says the stage raised), then that traceback's last line."""
+    """The lines of a failed job's log that say why: the innermost exception raised, then the
+    job's own output just before submitit's traceback (which only says the stage raised)."""
     text = tail(path, 10_000)
+    cause = innermost_error(text)
     own, marker, wrapper = text.rpartition(SUBMITIT_ERROR)
     if not marker:
-        return "\n".join(text.splitlines()[-lines:])
-    last = wrapper.strip().splitlines()[-1:]
-    return "\n".join([*own.rstrip().splitlines()[-(lines - 1) :], *last])
+        excerpt = text.splitlines()[-lines:]
+    else:
+        excerpt = [*own.rstrip().splitlines()[-(lines - 1) :], *wrapper.strip().splitlines()[-1:]]
+    return "\n".join([*([f"cause: {cause}"] if cause and cause not in excerpt[-3:] else []), *excerpt])

@@ -90,8 +90,10 @@ def rolled_back(
     pipeline: Pipeline, manifest: dict[str, Any], submitted: list[str], stage: str, error: BaseException
 ) -> SubmissionError:
     """Cancel the run's jobs and mark its record; the error to raise."""
-    cancel_run_jobs([pipeline.layout.root.name], [str(manifest["stages"][n]["job_id"]) for n in submitted])
     interrupted = isinstance(error, KeyboardInterrupt)
+    ids = [str(manifest["stages"][n]["job_id"]) for n in submitted]
+    # Only an interruption can leave an sbatch in flight; a refusal or an error left none.
+    cancel_run_jobs([pipeline.layout.root.name], ids, rounds=3 if interrupted else 1)
     manifest["status"] = "interrupted" if interrupted else "submit_failed"
     manifest["error"] = f"submitting {stage} {'was interrupted' if interrupted else 'failed'}: {error}".strip()
     for name in submitted:

@@ -163,8 +163,8 @@ def submit_sweep(points: Sequence[SweepPoint], sweep_dir: Path) -> dict[str, Any
             sweep = sweep_record(points, sweep_dir, arrays, "submitted")
             write_json_atomic(sweep_dir / "sweep.json", sweep)
     except BaseException as e:
-        cancel_run_jobs([sweep_name], [a["job_id"] for a in arrays])
         interrupted = isinstance(e, KeyboardInterrupt)
+        cancel_run_jobs([sweep_name], [a["job_id"] for a in arrays], rounds=3 if interrupted else 1)
         with contextlib.suppress(OSError):
             write_json_atomic(sweep_dir / "sweep.json", sweep_record(points, sweep_dir, arrays, "cancelled"))
         cls = SubmissionInterrupted if interrupted else SubmissionError

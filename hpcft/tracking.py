@@ -7,8 +7,18 @@ executor's inherited environment), never through a script, a manifest or a nativ
 
 from __future__ import annotations
 
+import netrc
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 from hpcft.config.schema import HpcftConfig
+from hpcft.errors import ConfigError
 from hpcft.rundir import RunLayout
+
+SECRETS = ("WANDB_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+"""Variables that hold credentials; see `ClusterConfig.export_secrets`."""
 
 
 def report_to(cfg: HpcftConfig) -> str:
@@ -36,3 +46,35 @@ def wandb_env(cfg: HpcftConfig, layout: RunLayout, job_type: str) -> dict[str, s
     if cfg.wandb.entity:
         env["WANDB_ENTITY"] = cfg.wandb.entity
     return env
+
+
+def wandb_logged_in(home: Path | None = None) -> bool:
+    """Whether `wandb login` left a key in `~/.netrc` (the file W&B itself reads)."""
+    path = (home or Path.home()) / ".netrc"
+    try:
+        hosts = netrc.netrc(str(path)).hosts
+    except (OSError, netrc.NetrcParseError):
+        return False
+    return any("wandb" in host for host in hosts)
+
+
+def check_credentials(cfg: HpcftConfig) -> None:
+    """W&B online needs a key the jobs can read: in the environment they inherit, or in the
+    credential file `wandb login` writes. Checked on the login node, not after hours in a queue."""
+    if not cfg.wandb.enabled or wandb_mode(cfg) != "online":
+        return
+    in_env = cfg.cluster.export_secrets and bool(os.environ.get("WANDB_API_KEY"))
+    if not in_env and not wandb_logged_in():
+        where = "export WANDB_API_KEY, or run" if cfg.cluster.export_secrets else "run"
+        raise ConfigError("wandb.enabled", f"W&B online needs a key: {where} `wandb login` (writes ~/.netrc)")
+
+
+@contextmanager
+def secrets_withheld(cfg: HpcftConfig) -> Iterator[None]:
+    """With `cluster.export_secrets=false`, `sbatch` (which passes its environment on to the
+    job) runs without the credential variables; they are restored afterwards."""
+    saved = {} if cfg.cluster.export_secrets else {k: os.environ.pop(k) for k in SECRETS if k in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)

@@ -13,7 +13,7 @@ if [ ! -x "$VENV/bin/python" ]; then
     echo "setup: creating $VENV"
     "$PY" -m venv "$VENV"
 fi
-PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check --progress-bar off)
 # pip warns once per package about this machine's extra local indexes; keep real errors.
 quiet() { "$@" 2> >(grep -v "^WARNING: Location" >&2); }
 
@@ -22,6 +22,7 @@ stamp="$VENV/.hpcft-installed"
 want="$(cat pyproject.toml constraints/train.txt | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     started=$SECONDS
+    echo "setup: installing the training stack (torch, LLaMA-Factory, FlagEmbedding, DeepSpeed; ~4 min the first time)"
     # torch first and pinned: an unpinned torch pulls a multi-GB build (see constraints/train.txt).
     quiet "${PIP[@]}" install "$(grep '^torch==' constraints/train.txt)" "$(grep '^torchvision==' constraints/train.txt)"
     # deepspeed is an sdist: build no ops now, they are JIT-compiled when first used.

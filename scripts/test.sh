@@ -7,11 +7,15 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 VENV="${HPCFT_VENV:-$REPO/.venv}"
 
+step() { echo "== $* (at $((SECONDS / 60))m$((SECONDS % 60))s)"; }
+step "environment (scripts/setup.sh)"
 bash scripts/setup.sh
+step "Slurm packages (scripts/slurmlab/install.sh)"
 bash scripts/slurmlab/install.sh
 LAB="${HPCFT_SLURMLAB_DIR:-/tmp/hpcft-slurmlab}"
 started_cluster=0
-if ! SLURM_CONF="$LAB/etc/slurm.conf" sinfo >/dev/null 2>&1; then
+if [ ! -f "$LAB/etc/slurm.conf" ] || ! SLURM_CONF="$LAB/etc/slurm.conf" timeout 10 sinfo >/dev/null 2>&1; then
+    step "starting the local 4-node Slurm cluster (scripts/slurmlab/up.sh)"
     bash scripts/slurmlab/up.sh
     started_cluster=1
 fi
@@ -20,9 +24,9 @@ fi
 cleanup() { [ "$started_cluster" = 1 ] && bash scripts/slurmlab/down.sh || true; }
 trap cleanup EXIT
 
-echo "== lint and types"
+step "lint and types"
 "$VENV/bin/ruff" check hpcft hydra_plugins scripts tests benchmarks
 "$VENV/bin/ruff" format --check hpcft hydra_plugins scripts tests benchmarks
 "$VENV/bin/mypy"
-echo "== tests"
+step "tests (integration tests take minutes each; --durations lists the slowest)"
 "$VENV/bin/python" -m pytest "$@"

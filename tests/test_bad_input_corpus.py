@@ -112,7 +112,8 @@ CASES: list[Case] = [
     ("name ..", lambda t: [*LLM, "name=.."], "name: must be one folder name"),
     ("name of 300 characters", lambda t: [*LLM, "name=" + "x" * 300], "name: at most 100 characters"),
     ("/ in a model name", lambda t: [*LLM, "model.name=org/model"], "model.name: must be one folder name"),
-    ("run root under /proc", lambda t: [*LLM, "run_root=/proc/hpcft-runs"], "run_root: cannot"),
+    ("model not downloaded, nodes offline", lambda t: [*LLM], "model.path: internlm/internlm2-chat-7b is neither"),
+    ("run root under /proc", lambda t: [*LLM, "run_root=/proc/hpcft-runs", "dry_run=true"], "run_root: cannot"),
     # fit between parts
     ("framework does not fit kind", lambda t: [*LLM, "framework=flagembedding"], "does not fit model 'internlm2'"),
     ("GPUs over the node", lambda t: [*LLM, "cluster.gpus_per_node=16"], "exceed the 8 a node"),

@@ -148,3 +148,32 @@ def test_dry_run_writes_config_and_native_files(capsys, run_root):
     assert "infer_backend: vllm" in (run / "native" / "api.yaml").read_text()
     assert "template: intern2" in (run / "native" / "train.yaml").read_text()
     assert json.loads((run / "native" / "dataset_info.json").read_text())["hpcft_train"]["formatting"] == "alpaca"
+
+
+def test_a_hub_model_in_the_cache_is_found_when_nodes_are_offline(capsys, sbatch_log, run_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    args = ["model=internlm2", "cluster=local", f"run_root={run_root}", "stages=[train]"]
+    assert "internlm/internlm2-chat-7b is neither a local folder" in refuse(args, capsys, sbatch_log)
+    snapshot = tmp_path / "hub" / "models--internlm--internlm2-chat-7b" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    from hpcft.config.compose import load_config
+    from hpcft.config.validate import validate_model_reachable
+
+    validate_model_reachable(load_config(args))  # found in the cache: no error
+
+
+def test_help_lists_commands_groups_and_a_native_argument_that_works(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "status, logs, cancel, report, sync" in out and "+framework.args.lr_scheduler_type=linear" in out
+    assert "cluster    2x8gpu, 8gpu, local, slurmlab" in out and "tiny_llama" in out
+
+
+def test_version_and_a_mistyped_command(capsys, sbatch_log):
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.startswith("hpcft ")
+    assert "unknown command 'statuss'; did you mean 'status'?" in refuse(["statuss"], capsys, sbatch_log)

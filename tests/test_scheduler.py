@@ -81,3 +81,32 @@ def test_unsubmitted_stages_reach_no_scheduler_call():
 
 def test_a_job_name_with_a_bar_is_kept_whole():
     assert parse_squeue("5|PENDING|0:00||None|odd|name.train")["5"].name == "odd|name.train"
+
+
+def test_the_innermost_exception_of_a_failed_job_is_found_under_the_wrappers():
+    from hpcft.rundir import innermost_error
+
+    log = "\n".join(
+        [
+            "eval: 150/300 rows",
+            "Traceback (most recent call last):",
+            '  File "/usr/lib/python3.11/http/client.py", line 287, in _read_status',
+            '    raise RemoteDisconnected("Remote end closed connection without response")',
+            "http.client.RemoteDisconnected: Remote end closed connection without response",
+            "",
+            "During handling of the above exception, another exception occurred:",
+            "",
+            "Traceback (most recent call last):",
+            '  File "hpcft/client.py", line 20, in post_json',
+            "urllib.error.URLError: <urlopen error Remote end closed connection without response>",
+            "submitit ERROR (2026-12-01 10:00:00,000) - Submitted job triggered an exception",
+            "Traceback (most recent call last):",
+            '  File "submitit/core/_submit.py", line 11, in <module>',
+            "submitit.core.utils.FailedJobError: Job (task=0) failed during processing",
+            "srun: error: node1: task 0: Exited with exit code 1",
+        ]
+    )
+    assert innermost_error(log) == "http.client.RemoteDisconnected: Remote end closed connection without response"
+    overflow = "Traceback (most recent call last):\n  File 'x', line 1\nOverflowError: cannot convert float infinity"
+    assert innermost_error(overflow) == "OverflowError: cannot convert float infinity"
+    assert innermost_error("srun: error: node1: task 0: Exited with exit code 1") is None

@@ -17,16 +17,24 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from hpcft.errors import HpcftError, SubmissionError, UserError
+from hpcft.errors import HpcftError, SubmissionError, UserError, unknown_name
 
 SUBCOMMANDS = ("status", "logs", "cancel", "report", "sync")
 
 
+def _command(args: list[str]) -> str:
+    """The subcommand named first, or `run`; a bare first word that is none is a typo."""
+    if args and args[0] in SUBCOMMANDS:
+        return args.pop(0)
+    if args and args[0].isidentifier():  # overrides have `=`, options a leading `-`
+        raise UserError(unknown_name("command", args[0], SUBCOMMANDS) + " (overrides are written key=value)")
+    return "run"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    command = args.pop(0) if args and args[0] in SUBCOMMANDS else "run"
-    module = importlib.import_module(f"hpcft.cli.{command}")
     try:
+        module = importlib.import_module(f"hpcft.cli.{_command(args)}")
         code: int = module.main(args)
         return code
     except UserError as e:

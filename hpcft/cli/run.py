@@ -5,28 +5,50 @@ Examples:
   python -m hpcft model=tiny_llama cluster=slurmlab      # the same as chained Slurm jobs
   python -m hpcft model=internlm2 cluster=8gpu dry_run=true
   python -m hpcft model=qwen2_5_7b cluster=2x8gpu trainset=/data/sft.json evalset=/data/eval.json \\
-      framework.learning_rate=5e-5 framework.args.lr_scheduler_type=linear
+      framework.learning_rate=5e-5 +framework.args.lr_scheduler_type=linear
   python -m hpcft --config-dir ~/site-conf model=llama3_8b cluster=mysite
+  python -m hpcft -m model=tiny_llama cluster=slurmlab framework.learning_rate=1e-4,1e-3
+
+Any native framework argument: +framework.args.<name>=<value> (checked against the
+framework's own argument list). Day-2 commands: status, logs, cancel, report, sync
+(python -m hpcft status --help).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import sys
 from collections.abc import Sequence
 
-from hpcft.config.compose import load_config
+from hpcft.config.compose import conf_dir, load_config
 from hpcft.config.schema import Executor
 from hpcft.errors import UserError
 from hpcft.launch import config_yaml, launch
+
+
+def version() -> str:
+    try:
+        return importlib.metadata.version("hpcft")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def groups_text() -> str:
+    """The config groups and their shipped options, for --help."""
+    lines = ["", "Config groups (group=option; your own with --config-dir):"]
+    for group in ("model", "framework", "cluster", "deepspeed"):
+        options = sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
+        lines.append(f"  {group:<10} {', '.join(options)}")
+    return "\n".join(lines)
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m hpcft",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
-        epilog=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        epilog=(__doc__.split("\n\n", 1)[1] if __doc__ else "") + groups_text(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
@@ -40,6 +62,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "-m", "--multirun", action="store_true", help="sweep: submit every combination as Slurm job arrays"
     )
+    parser.add_argument("--version", action="version", version=f"hpcft {version()}")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides: group=option or key=value")
     args, unknown = parser.parse_known_args(list(argv))
     if unknown:

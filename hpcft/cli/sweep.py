@@ -28,6 +28,7 @@ from hpcft.frameworks import default_framework
 from hpcft.plan import build_pipeline, run_base_name
 from hpcft.rundir import RunLayout, new_run_name, write_atomic
 from hpcft.sweep import SweepPoint, group_points, render_array, submit_sweep
+from hpcft.tracking import secrets_withheld
 
 Point = tuple[int, tuple[str, ...], HpcftConfig, Path]
 
@@ -117,7 +118,8 @@ def launch_points(points: Sequence[Point], sweep_dir: Path) -> list[Path]:
             print(f"== point {point.num}: {' '.join(point.overrides)}", flush=True)
             run_local(point.pipeline, point.cfg.cluster)
     else:
-        sweep = submit_sweep(sweep_points, sweep_dir)
+        with secrets_withheld(first):
+            sweep = submit_sweep(sweep_points, sweep_dir)
         print(f"Submitted {len(sweep_points)} points as {sweep['sbatch_calls']} job arrays:")
         for array in sweep["arrays"]:
             print(f"  {array['stage']:<7} array {array['job_id']} ({array['tasks']} tasks)")

@@ -111,6 +111,12 @@ class ClusterConfig:
     by design and come from the cluster file; nothing else hpcft writes is."""
     internet: bool = True
     """Whether compute nodes reach the internet (W&B online); false means offline mode."""
+    export_secrets: bool = True
+    """Whether `WANDB_API_KEY`, `HF_TOKEN` and the like in the submitting shell reach the jobs.
+    Slurm's default `--export=ALL` passes them, and slurmctld keeps a job's environment in
+    its records. false: they are removed from what `sbatch` sees, and jobs use the frameworks'
+    credential files instead (`~/.netrc` from `wandb login`; the Hugging Face token file
+    from `huggingface-cli login`), which hpcft checks on the login node."""
     signal_delay_s: int = 90
     """Seconds before the time limit at which Slurm signals the job to checkpoint; >= 0."""
     max_array_size: int = 1000

@@ -174,13 +174,46 @@ def validate_run(cfg: HpcftConfig) -> None:
         check_range("deepspeed.zero_stage", cfg.deepspeed.zero_stage, 0, 3, high_open=False)
 
 
+def hub_cache() -> Path:
+    """Where Hugging Face keeps downloaded models (its own resolution order)."""
+    if cache := os.environ.get("HF_HUB_CACHE"):
+        return Path(cache)
+    return Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
+
+
+def model_in_reach(path: str) -> bool:
+    """A local model folder, or a hub id already in the Hugging Face cache."""
+    local = Path(path).expanduser()
+    if local.is_dir():
+        return True
+    folder = hub_cache() / f"models--{path.replace('/', '--')}" / "snapshots"
+    return any(folder.glob("*/config.json"))
+
+
+def validate_model_reachable(cfg: HpcftConfig) -> None:
+    """Offline compute nodes (or this machine) cannot download weights: fail in a second on
+    the login node, not after a minute of hub retries inside the train job."""
+    path = cfg.model.path
+    if cfg.cluster.internet or cfg.dry_run or model_in_reach(path):
+        return
+    raise ConfigError(
+        "model.path",
+        f"{path} is neither a local folder nor in the Hugging Face cache ({hub_cache()}), and compute nodes"
+        f" are offline (cluster.internet=false): download it first (huggingface-cli download {path})"
+        " or set model.path=<folder with the weights>",
+    )
+
+
 def validate_config(cfg: HpcftConfig) -> None:
     """Raise a ConfigError for the first problem found in the config (data files excluded)."""
     from hpcft.frameworks import adapter_for
+    from hpcft.tracking import check_credentials
 
     validate_cluster(cfg.cluster)
     validate_stages(cfg)
     validate_model(cfg)
     validate_deploy_eval(cfg)
     validate_run(cfg)
+    check_credentials(cfg)
     adapter_for(cfg).validate()
+    validate_model_reachable(cfg)  # last: every other mistake is named first

@@ -74,6 +74,20 @@ def wait_final(job_ids: list[str], timeout_s: float = 600) -> dict[str, str]:
         time.sleep(2)
 
 
+def wait_gone(job_ids: list[str], timeout_s: float = 120) -> None:
+    """Poll squeue until none of the jobs (array tasks included) is in the queue: after
+    `scancel` a job is CANCELLED in accounting while it may still be COMPLETING."""
+    bases = {str(j).split("_")[0] for j in job_ids}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        queue = subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True, check=True)
+        left = [j for j in queue.stdout.split() if j.split("_")[0] in bases]
+        if not left:
+            return
+        assert time.monotonic() < deadline, f"still queued after {timeout_s} s: {left}"
+        time.sleep(0.5)
+
+
 def job_names() -> str:
     """Names of every job the cluster holds or has ever accepted (queue and accounting)."""
     queue = subprocess.run(["squeue", "-h", "-o", "%j"], capture_output=True, text=True, check=True).stdout

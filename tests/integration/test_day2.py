@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import needs_slurm, needs_training
-from tests.integration.helpers import FAST, hpcft, manifest, wait_final
+from tests.integration.helpers import FAST, hpcft, manifest, wait_final, wait_gone
 
 pytestmark = [needs_slurm, needs_training, pytest.mark.slurm]
 
@@ -26,11 +26,6 @@ def submit(run_root: Path, *overrides: str) -> Path:
 
 def ids(run: Path) -> dict[str, str]:
     return {name: str(s["job_id"]) for name, s in manifest(run)["stages"].items()}
-
-
-def queued(job_ids: list[str]) -> list[str]:
-    out = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout.split()
-    return [j for j in job_ids if j in out]
 
 
 @pytest.fixture
@@ -65,7 +60,7 @@ def test_status_logs_and_cancel(run_root, counted_scheduler):
     result = hpcft("cancel", str(cancelled))
     assert result.returncode == 0 and "cancelled" in result.stdout
     wait_final(list(ids(cancelled).values()), timeout_s=60)
-    assert queued(list(ids(cancelled).values())) == []
+    wait_gone(list(ids(cancelled).values()))
 
     wait_final(list(ids(failing).values()), timeout_s=300)
     env = {"PATH": f"{counted_scheduler.parent / 'bin'}{os.pathsep}{os.environ['PATH']}"}
@@ -87,7 +82,7 @@ def test_status_logs_and_cancel(run_root, counted_scheduler):
 
     assert hpcft("cancel", str(pending)).returncode == 0
     wait_final(list(ids(pending).values()), timeout_s=60)
-    assert queued(list(ids(pending).values())) == []
+    wait_gone(list(ids(pending).values()))
 
 
 def test_day2_commands_refuse_what_is_not_a_run(tmp_path):

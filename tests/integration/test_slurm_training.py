@@ -76,10 +76,11 @@ def test_deepspeed_zero2_on_two_processes(run_root):
 
 @pytest.mark.fault
 def test_time_limited_train_is_requeued_and_resumes_from_its_checkpoint(run_root):
+    # Bounded by wall time, not by work per attempt: a loaded machine gets more attempts.
     run, job_id = submit_train(
-        run_root, *LONG, "framework.num_train_epochs=450", "cluster.time=1", "cluster.max_requeues=6"
+        run_root, *LONG, "framework.num_train_epochs=300", "cluster.time=1", "cluster.max_requeues=40"
     )
-    states = wait_final([job_id], timeout_s=900)
+    states = wait_final([job_id], timeout_s=1200)
     assert states[job_id] == "COMPLETED", logs(run)[-3000:]
     assert requeues(job_id) >= 1
     assert_resumed(run, save_steps=100, logging_steps=25)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import needs_slurm, needs_training
-from tests.integration.helpers import FAST, hpcft, wait_final
+from tests.integration.helpers import FAST, hpcft, wait_final, wait_gone
 
 pytestmark = [needs_slurm, needs_training, pytest.mark.slurm]
 
@@ -87,5 +87,4 @@ def test_cancel_on_a_sweep_leaves_none_of_its_jobs_in_the_queue(run_root):
     cancelled = hpcft("cancel", str(sweep_dir))
     assert cancelled.returncode == 0, cancelled.stderr
     assert cancelled.stdout.count("cancelled ") == 9  # 3 points x 3 stages
-    queue = subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True, check=True).stdout
-    assert not [job for job in queue.split() if job.split("_")[0] in arrays]
+    wait_gone(arrays)
