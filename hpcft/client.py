@@ -7,16 +7,72 @@ official client pointed at the same server.
 
 from __future__ import annotations
 
+import http.client
 import json
-import urllib.request
+import threading
+import time
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
+TRANSIENT = (http.client.HTTPException, ConnectionError, TimeoutError, OSError)
+"""What a busy or restarting server causes: refused or dropped connections, timeouts."""
 
-def post_json(url: str, body: dict[str, Any], timeout_s: float) -> Any:
-    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout_s) as r:
-        return json.loads(r.read())
+
+class HTTPStatusError(RuntimeError):
+    """The server answered with an error status."""
+
+    def __init__(self, url: str, status: int, body: bytes) -> None:
+        super().__init__(f"HTTP {status} from {url}: {body[:300].decode(errors='replace')}")
+        self.status = status
+
+
+def _transient(error: Exception) -> bool:
+    if isinstance(error, HTTPStatusError):
+        return error.status >= 500 or error.status == 429
+    return isinstance(error, TRANSIENT)
+
+
+_connections = threading.local()
+"""One kept-alive connection per thread and server: a new TCP connection (and, on Python's
+own servers, a new thread) per request halves throughput against a fast engine."""
+
+
+def _connection(netloc: str, timeout_s: float) -> http.client.HTTPConnection:
+    pool: dict[str, http.client.HTTPConnection] = _connections.__dict__.setdefault("pool", {})
+    if netloc not in pool:
+        pool[netloc] = http.client.HTTPConnection(netloc, timeout=timeout_s)
+    return pool[netloc]
+
+
+def _post_once(url: str, payload: bytes, timeout_s: float) -> Any:
+    parts = urllib.parse.urlsplit(url)
+    conn = _connection(parts.netloc, timeout_s)
+    try:
+        conn.request("POST", parts.path, payload, {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        body = response.read()
+    except BaseException:
+        conn.close()  # a dropped or half-read connection is not reused
+        _connections.pool.pop(parts.netloc, None)
+        raise
+    if response.status >= 400:
+        raise HTTPStatusError(url, response.status, body)
+    return json.loads(body)
+
+
+def post_json(url: str, body: dict[str, Any], timeout_s: float, retries: int = 0, backoff_s: float = 1.0) -> Any:
+    """POST JSON, retrying transient failures (connection refused or dropped, timeout, 5xx,
+    429) `retries` times, 1, 2, 4, ... s apart (at most 30 s). Other 4xx are not retried."""
+    payload = json.dumps(body).encode()
+    for attempt in range(retries + 1):
+        try:
+            return _post_once(url, payload, timeout_s)
+        except Exception as e:
+            if attempt == retries or not _transient(e):
+                raise
+            time.sleep(min(backoff_s * 2**attempt, 30.0))
+    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)
@@ -27,10 +83,19 @@ class EndpointClient:
     """The served model's name (the fine-tuned one unless told otherwise)."""
     timeout_s: float = 300.0
     """Timeout of one request."""
+    retries: int = 0
+    """Times a request is retried after a transient failure (5xx, timeout, dropped connection)."""
+    backoff_s: float = 1.0
+    """First pause between retries; it doubles each time."""
 
     @classmethod
-    def from_endpoint(cls, endpoint: dict[str, Any], timeout_s: float = 300.0) -> EndpointClient:
-        return cls(endpoint["base_url"], endpoint["model"], timeout_s)
+    def from_endpoint(
+        cls, endpoint: dict[str, Any], timeout_s: float = 300.0, retries: int = 0, backoff_s: float = 1.0
+    ) -> EndpointClient:
+        return cls(endpoint["base_url"], endpoint["model"], timeout_s, retries, backoff_s)
+
+    def _post(self, path: str, body: dict[str, Any]) -> Any:
+        return post_json(self.base_url + path, body, self.timeout_s, self.retries, self.backoff_s)
 
     def chat(self, prompt: str, max_tokens: int = 128, temperature: float = 0.0) -> str:
         """The assistant's answer to one user message (`/chat/completions`)."""
@@ -40,20 +105,20 @@ class EndpointClient:
             "max_tokens": max_tokens,
             "temperature": temperature,
         }
-        answer = post_json(self.base_url + "/chat/completions", body, self.timeout_s)
+        answer = self._post("/chat/completions", body)
         content: str = answer["choices"][0]["message"]["content"] or ""
         return content
 
     def embed(self, texts: list[str], model: str | None = None) -> list[list[float]]:
         """One vector per text, in input order (`/embeddings`)."""
         body = {"model": model or self.model, "input": texts}
-        answer = post_json(self.base_url + "/embeddings", body, self.timeout_s)
+        answer = self._post("/embeddings", body)
         return [d["embedding"] for d in sorted(answer["data"], key=lambda d: d["index"])]
 
     def rerank(self, query: str, documents: list[str], model: str | None = None) -> list[dict[str, Any]]:
         """`[{index, relevance_score}]`, most relevant first (`/rerank`)."""
         body = {"model": model or self.model, "query": query, "documents": documents}
-        results: list[dict[str, Any]] = post_json(self.base_url + "/rerank", body, self.timeout_s)["results"]
+        results: list[dict[str, Any]] = self._post("/rerank", body)["results"]
         return results
 
     def openai(self) -> Any:

@@ -48,6 +48,22 @@ def sharegpt(tmp: Path, name: str, text: str, *extra: str) -> list[str]:
     return [*LLM, "framework.dataset_format=sharegpt", *extra, f"trainset={write(tmp, name, text)}"]
 
 
+def registry_folder(tmp: Path) -> Path:
+    """A registry whose dataset is a folder holding a stray text file."""
+    folder = registry(tmp, {"a": {"file_name": "parts"}})
+    (folder / "parts").mkdir()
+    (folder / "parts" / "one.json").write_text(json.dumps([OK_ROW]))
+    (folder / "parts" / "notes.txt").write_text("not data")
+    return folder
+
+
+def empty_folder(tmp: Path) -> Path:
+    folder = tmp / "nothing"
+    folder.mkdir()
+    (folder / "readme.md").write_text("no data here")
+    return folder
+
+
 def image_rows(tmp: Path, instruction: str) -> Path:
     (tmp / "cat.png").write_bytes(b"\x89PNG")
     return write(tmp, "img.jsonl", lines({**OK_ROW, "instruction": instruction, "images": ["cat.png"]}))
@@ -114,6 +130,76 @@ CASES: list[Case] = [
     ("/ in a model name", lambda t: [*LLM, "model.name=org/model"], "model.name: must be one folder name"),
     ("model not downloaded, nodes offline", lambda t: [*LLM], "model.path: internlm/internlm2-chat-7b is neither"),
     ("run root under /proc", lambda t: [*LLM, "run_root=/proc/hpcft-runs", "dry_run=true"], "run_root: cannot"),
+    # more ranges, and the eval job's settings
+    ("eval concurrency 0", lambda t: [*LLM, "eval.concurrency=0"], "eval.concurrency: must be > 0"),
+    ("eval retries negative", lambda t: [*LLM, "eval.retries=-1"], "eval.retries: must be >= 0"),
+    ("request timeout 0", lambda t: [*LLM, "eval.request_timeout_s=0"], "eval.request_timeout_s: must be > 0"),
+    ("requeues negative", lambda t: [*LLM, "cluster.max_requeues=-1"], "cluster.max_requeues: must be >= 0"),
+    ("array parallelism 0", lambda t: [*LLM, "cluster.array_parallelism=0"], "cluster.array_parallelism: must be > 0"),
+    ("signal delay negative", lambda t: [*LLM, "cluster.signal_delay_s=-5"], "cluster.signal_delay_s: must be >= 0"),
+    ("port out of range", lambda t: [*LLM, "deploy.port=70000"], "deploy.port: must be in [0, 65535]"),
+    ("deploy GPUs over a node", lambda t: [*LLM, "deploy.gpus=99"], "deploy.gpus: 99 exceed the 8 GPUs"),
+    ("global batch 0", lambda t: [*LLM, "framework.global_batch_size=0"], "framework.global_batch_size: must be > 0"),
+    ("unknown stage", lambda t: [*LLM, "framework.stage=rm"], "framework.stage: unknown value 'rm'"),
+    ("unknown data format", lambda t: [*LLM, "framework.dataset_format=xml"], "unknown value 'xml'"),
+    ("eval file missing", lambda t: [*LLM, f"evalset={t}/gone.json"], "gone.json: no such file"),
+    ("train group of 1", lambda t: ["model=minilm", "framework.train_group_size=1"], "train_group_size: must be >= 2"),
+    ("unknown pooling", lambda t: ["model=minilm", "model.pooling=max"], "model.pooling: unknown value 'max'"),
+    # more data layouts LLaMA-Factory would skip or fail on
+    (
+        "sharegpt turns not a list",
+        lambda t: sharegpt(t, "l.jsonl", lines({"conversations": "hi"})),
+        "l.jsonl:1: field 'conversations' must be a non-empty list",
+    ),
+    (
+        "sharegpt turn without its value",
+        lambda t: sharegpt(t, "v.jsonl", lines({"conversations": [{"from": "human"}]})),
+        "v.jsonl:1: conversations[0] must have 'from' and 'value'",
+    ),
+    (
+        "alpaca history not pairs",
+        lambda t: [*LLM, f"trainset={write(t, 'h.jsonl', lines({**OK_ROW, 'history': [['only one']]}))}"],
+        "h.jsonl:1: field 'history' must be a list of [instruction, answer] string pairs",
+    ),
+    (
+        "tools not a list",
+        lambda t: sharegpt(t, "n.jsonl", lines({**SG_OK, "tools": "42"})),
+        "n.jsonl:1: field 'tools' must encode a list of function definitions",
+    ),
+    (
+        "dpo chosen empty",
+        lambda t: [
+            *LLM,
+            "framework.stage=dpo",
+            f"trainset={write(t, 'e.jsonl', lines({'instruction': 'q', 'chosen': '', 'rejected': 'b'}))}",
+        ],
+        "e.jsonl:1: field 'chosen' must be a non-empty string",
+    ),
+    (
+        "registry folder with a text file",
+        lambda t: [*LLM, f"trainset={registry_folder(t)}"],
+        "a dataset folder must hold .json / .jsonl files only",
+    ),
+    # FlagEmbedding's data model
+    (
+        "FlagEmbedding text file",
+        lambda t: ["model=minilm", f"trainset={write(t, 'd.txt', 'x')}"],
+        "FlagEmbedding reads only .json",
+    ),
+    (
+        "FlagEmbedding folder without data",
+        lambda t: ["model=minilm", f"trainset={empty_folder(t)}"],
+        "no .json or .jsonl files",
+    ),
+    (
+        "distillation without scores",
+        lambda t: [
+            "model=minilm",
+            "+framework.args.knowledge_distillation=true",
+            f"trainset={write(t, 'k.jsonl', lines(OK_RETRIEVAL))}",
+        ],
+        "k.jsonl:1: field 'pos_scores' is needed with knowledge_distillation",
+    ),
     # fit between parts
     ("framework does not fit kind", lambda t: [*LLM, "framework=flagembedding"], "does not fit model 'internlm2'"),
     ("GPUs over the node", lambda t: [*LLM, "cluster.gpus_per_node=16"], "exceed the 8 a node"),
@@ -346,8 +432,8 @@ def test_bad_input_is_refused_before_submitting(name, build, expected, tmp_path,
     FIGURES["refused_before_submit"] += 1
 
 
-def test_corpus_has_at_least_ninety_cases():
-    assert len(CASES) >= 90
+def test_corpus_has_at_least_a_hundred_and_twenty_cases():
+    assert len(CASES) >= 120
 
 
 HOSTILE = [

@@ -33,6 +33,16 @@ def metric_summary(run: Path) -> str:
     return "  ".join(f"{k}={v:.2f}" for k, v in metrics.items() if isinstance(v, float) and k != "rows")
 
 
+def eval_progress(run: Path) -> str:
+    """` (150/300 rows, 12.0 rows/s, ETA 13 s)` from the eval job's progress file, if any."""
+    try:
+        p = json.loads((run / "eval" / "progress.json").read_text())
+        eta = f", ETA {p['eta_s']} s" if p.get("eta_s") is not None else ""
+        return f" ({p['done']}/{p['total']} rows, {p['rows_per_s']} rows/s{eta})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
 def table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows])
@@ -50,7 +60,8 @@ def render(runs: list[Path], sweeps: Sequence[Path] = ()) -> tuple[str, bool]:
             rows.append([run.name, f"{job.name.rsplit('.', 1)[-1]}?", job.job_id, f"{job.describe()} (unrecorded)"])
             rows[-1] += [job.elapsed, job.nodes]
         for name, info in state.stages.items():
-            rows.append([run.name, name, info.job_id, info.describe(), info.elapsed, info.nodes])
+            described = info.describe() + (eval_progress(run) if name == "eval" and info.state == "RUNNING" else "")
+            rows.append([run.name, name, info.job_id, described, info.elapsed, info.nodes])
             logs = state.manifest["stages"][name].get("logs")
             if info.state in ENDED_BADLY and logs:
                 header = f"--- {run.name} {name} ({info.describe()}): {logs['stderr']}"

@@ -166,6 +166,12 @@ class EvalConfig:
     """Time limit of the eval job."""
     request_timeout_s: int = 300
     """Timeout of one request to the server; >= 1."""
+    concurrency: int = 64
+    """Eval requests in flight at once; >= 1. A batching engine (vLLM) answers many at once;
+    the default fills its batches without queueing thousands of requests."""
+    retries: int = 5
+    """Retries of one request after a transient failure (5xx, timeout, dropped connection),
+    1, 2, 4, ... s apart; >= 0. Answers already received are kept whatever happens."""
     endpoint_timeout_s: int = 3600
     """How long eval waits for the deploy job to publish its endpoint; >= 1."""
 

@@ -148,8 +148,9 @@ def validate_deploy_eval(cfg: HpcftConfig) -> None:
     for key, value in (("deploy.time", d.time), ("eval.time", e.time)):
         check_time(key, value)
     check_positive("deploy.ready_timeout_s", d.ready_timeout_s)
-    for name in ("max_new_tokens", "request_timeout_s", "endpoint_timeout_s"):
+    for name in ("max_new_tokens", "request_timeout_s", "endpoint_timeout_s", "concurrency"):
         check_positive(f"eval.{name}", getattr(e, name))
+    check_positive("eval.retries", e.retries, allow_zero=True)
 
 
 def validate_run(cfg: HpcftConfig) -> None:

@@ -84,6 +84,10 @@ def serve(job: DeployJob, layout: RunLayout) -> None:
 
 def run_deploy(job: DeployJob) -> str:
     layout = RunLayout(Path(job.run_dir))
+    # Markers of an earlier attempt (a requeue, a rerun) would stop this server at once or
+    # send eval to a dead address.
+    for stale in (layout.stop_serving, layout.deploy_failed, layout.endpoint):
+        stale.unlink(missing_ok=True)
     try:
         if job.export_argv:
             print(f"hpcft deploy: {job.export_argv}", flush=True)

@@ -28,15 +28,16 @@ def run_stage(job: StageJob) -> str:
 
 
 class ResumableStage(submitit.helpers.Checkpointable):
-    """A train stage that Slurm may stop (time limit, preemption): submitit requeues it on the
-    warning signal, and the rerun resumes from the framework's last checkpoint in the run
-    directory (LLaMA-Factory and the HF Trainer pick up `output_dir/checkpoint-*`)."""
+    """A train or eval stage that Slurm may stop (time limit, preemption): submitit requeues
+    it on the warning signal, and the rerun resumes: train from the framework's last
+    checkpoint in the run directory (LLaMA-Factory and the HF Trainer pick up
+    `output_dir/checkpoint-*`), eval from the answers already in `predictions.jsonl`."""
 
     def __call__(self, job: StageJob) -> str:
         return run_stage(job)
 
 
 def stage_callable(job: StageJob) -> Callable[[StageJob], str]:
-    """Train resumes after requeue; deploy and eval are plain (a rerun of them starts afresh)."""
+    """Train and eval resume after requeue; deploy is plain (a rerun serves afresh)."""
     # submitit.helpers.Checkpointable.__new__ has no annotations.
-    return ResumableStage() if isinstance(job, TrainJob) else run_stage  # type: ignore[no-untyped-call]
+    return ResumableStage() if isinstance(job, TrainJob | EvalJob) else run_stage  # type: ignore[no-untyped-call]

@@ -1,8 +1,11 @@
 """The eval stage: send every eval row through the deployed endpoint, score the answers.
 
-Waits for `<run>/deploy/endpoint.json`; writes `<run>/eval/predictions.jsonl` (one line per
-row) and `<run>/eval/metrics.json`; always writes `<run>/deploy/stop` at the end so the
-server is released whether eval succeeded or not.
+Waits for `<run>/deploy/endpoint.json`. Rows go out `eval.concurrency` at a time (a batching
+engine answers many at once), each retried on transient failures; every answer is appended
+to `<run>/eval/predictions.jsonl` as it arrives, so an eval that is requeued, timed out or
+rerun resumes where it stopped and sends no answered row again. Then `<run>/eval/metrics.json`
+(LLaMA-Factory's `predict_*` metrics, and the generation settings). Always writes
+`<run>/deploy/stop` at the end so the server is released whether eval succeeded or not.
 """
 
 from __future__ import annotations
@@ -10,11 +13,13 @@ from __future__ import annotations
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from hpcft.client import EndpointClient
 from hpcft.data import read_rows
+from hpcft.jobs.answers import Answers
 from hpcft.jobs.metrics import score
 from hpcft.jobs.spec import EvalJob
 from hpcft.rundir import RunLayout, read_json, write_atomic, write_json_atomic
@@ -36,6 +41,26 @@ def prompt_of(row: dict[str, Any]) -> str:
     """The user message LLaMA-Factory's alpaca format builds: instruction, then input."""
     instruction, extra = row["instruction"], row.get("input") or ""
     return f"{instruction}\n{extra}" if extra else instruction
+
+
+def evaluate_generation(job: EvalJob, layout: RunLayout, endpoint: dict[str, Any]) -> dict[str, float]:
+    """Every eval row through the endpoint (resuming past answers), then the metrics."""
+    rows = [r.row for r in read_rows(job.evalset)]
+    client = EndpointClient.from_endpoint(endpoint, job.request_timeout_s, job.retries, job.retry_backoff_s)
+    answers = Answers(layout.predictions, len(rows), layout.eval / "progress.json")
+    todo = [(i, prompt_of(row), row["output"]) for i, row in enumerate(rows) if i not in answers.done]
+    print(f"eval: {len(rows)} rows, {len(rows) - len(todo)} already answered, {job.concurrency} in flight", flush=True)
+    ask = lambda item: (item, client.chat(item[1], max_tokens=job.max_new_tokens))  # noqa: E731
+    with ThreadPoolExecutor(max_workers=job.concurrency) as pool:
+        for (index, prompt, label), prediction in pool.map(ask, todo):
+            answers.add({"index": index, "prompt": prompt, "label": label, "predict": prediction})
+    records = answers.finish()
+    metrics = score([r["predict"] for r in records], [r["label"] for r in records])
+    settings = {"temperature": 0.0, "max_tokens": job.max_new_tokens, "chat_template": job.chat_template}
+    write_json_atomic(
+        layout.metrics, {**metrics, "model": endpoint["model"], "evalset": job.evalset, "generation": settings}
+    )
+    return metrics
 
 
 def log_to_wandb(metrics: dict[str, float], env: dict[str, str]) -> None:
@@ -61,19 +86,7 @@ def run_eval(job: EvalJob) -> str:
             write_json_atomic(layout.metrics, {**results, "model": endpoint["model"], "evalset": job.evalset})
             log_to_wandb({f"{k}": v for k, v in results["fine_tuned"].items()}, job.env)
             return f"eval: {json.dumps(results['fine_tuned'])}"
-        rows = [r.row for r in read_rows(job.evalset)]
-        client = EndpointClient.from_endpoint(endpoint, job.request_timeout_s)
-        lines, predictions = [], []
-        for row in rows:
-            prompt = prompt_of(row)
-            prediction = client.chat(prompt, max_tokens=job.max_new_tokens)
-            predictions.append(prediction)
-            lines.append(
-                json.dumps({"prompt": prompt, "label": row["output"], "predict": prediction}, ensure_ascii=False)
-            )
-        write_atomic(layout.predictions, "\n".join(lines) + "\n")
-        metrics = score(predictions, [row["output"] for row in rows])
-        write_json_atomic(layout.metrics, {**metrics, "model": endpoint["model"], "evalset": job.evalset})
+        metrics = evaluate_generation(job, layout, endpoint)
         log_to_wandb(metrics, job.env)
     finally:
         write_atomic(layout.stop_serving, "eval done\n")

@@ -51,6 +51,14 @@ class EvalJob:
     max_new_tokens: int = 128
     request_timeout_s: int = 300
     endpoint_timeout_s: int = 3600
+    concurrency: int = 64
+    """Requests in flight at once."""
+    retries: int = 5
+    """Retries of a request after a transient failure (5xx, timeout, dropped connection)."""
+    retry_backoff_s: float = 1.0
+    """First pause between retries; it doubles each time."""
+    chat_template: str | None = None
+    """The chat template the server applies (recorded beside the metrics)."""
     env: dict[str, str] = field(default_factory=dict)
     """W&B settings for logging the metrics (empty or WANDB_MODE=disabled: not logged)."""
 

@@ -1,0 +1,115 @@
+"""A local stand-in for a batching inference engine: an OpenAI-style `/v1/chat/completions`
+that answers after a fixed latency, at most `capacity` requests at once (more wait their
+turn, as in an engine's scheduler), with faults on request. It listens on 127.0.0.1 only.
+
+Used by the eval benchmark (its capacity is the floor: `capacity / latency` rows/s) and by
+the eval tests (fault injection: a server that fails from some row on, then comes back).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Faults:
+    """Which requests fail: those numbered [fail_from, fail_until) by arrival (None: never)."""
+
+    fail_from: int | None = None
+    fail_until: int | None = None
+    drop: bool = False
+    """Close the connection without an answer instead of a 500."""
+
+
+@dataclass
+class Engine:
+    latency_s: float = 0.1
+    capacity: int = 64
+    faults: Faults = field(default_factory=Faults)
+    answered: Counter[str] = field(default_factory=Counter)
+    """Prompt -> times answered successfully (shared across restarts when passed in)."""
+    arrivals: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+
+    def __post_init__(self) -> None:
+        self.lock = threading.Lock()
+        self.slots = threading.Semaphore(self.capacity)
+
+    def arrive(self) -> int:
+        with self.lock:
+            self.arrivals += 1
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            return self.arrivals - 1
+
+    def leave(self, prompt: str | None) -> None:
+        with self.lock:
+            self.in_flight -= 1
+            if prompt is not None:
+                self.answered[prompt] += 1
+
+    def failing(self, number: int) -> bool:
+        f = self.faults
+        return f.fail_from is not None and number >= f.fail_from and (f.fail_until is None or number < f.fail_until)
+
+
+def _handler(engine: Engine) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet
+            pass
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            number, prompt = engine.arrive(), body["messages"][-1]["content"]
+            if engine.failing(number):
+                engine.leave(None)
+                if engine.faults.drop:
+                    self.close_connection = True  # no answer at all: the client sees a dropped connection
+                else:
+                    self._send(500, {"error": "injected failure"})
+                return
+            with engine.slots:
+                time.sleep(engine.latency_s)
+            engine.leave(prompt)
+            self._send(200, {"choices": [{"message": {"role": "assistant", "content": f"answer to {prompt}"}}]})
+
+        def _send(self, code: int, data: dict[str, Any]) -> None:
+            payload = json.dumps(data).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+    return Handler
+
+
+class Server:
+    """The engine served on 127.0.0.1 in a background thread; a context manager."""
+
+    def __init__(self, engine: Engine, port: int = 0) -> None:
+        self.engine = engine
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), _handler(engine))
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def endpoint(self) -> dict[str, Any]:
+        return {"base_url": f"http://127.0.0.1:{self.httpd.server_port}/v1", "model": "standin"}
+
+    def __enter__(self) -> Server:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

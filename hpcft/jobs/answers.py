@@ -1,0 +1,76 @@
+"""The eval job's answers on disk: appended as they arrive, read back on resume, progress shown.
+
+`predictions.jsonl` gets one line per answered row (`index` is the row's position in the eval
+set), flushed at once: a job killed mid-eval loses at most the requests in flight. On a
+rerun the lines already there are kept (a line cut off by the kill is dropped) and only the
+other rows are sent. At the end the file is rewritten in row order.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from hpcft.rundir import write_atomic, write_json_atomic
+
+PROGRESS_EVERY_S = 10.0
+
+
+def read_answers(path: Path) -> dict[int, dict[str, Any]]:
+    """Answers already on disk, by row index; a truncated last line is dropped."""
+    done: dict[int, dict[str, Any]] = {}
+    if not path.is_file():
+        return done
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+            done[int(record["index"])] = record
+        except (ValueError, KeyError, TypeError):
+            continue  # the line a killed job was writing
+    return done
+
+
+class Answers:
+    """Collects answers (from many threads), appends each one, reports progress."""
+
+    def __init__(self, path: Path, total: int, progress_path: Path) -> None:
+        self.path, self.total, self.progress_path = path, total, progress_path
+        self.done = read_answers(path)
+        if self.done:  # drop a cut-off last line before appending after it
+            write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.done.values()))
+        self.resumed, self.started = len(self.done), time.monotonic()
+        self.lock, self.next_report = threading.Lock(), 0.0
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = path.open("a", encoding="utf-8")
+
+    def add(self, record: dict[str, Any]) -> None:
+        with self.lock:
+            self.file.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self.file.flush()
+            self.done[record["index"]] = record
+            if time.monotonic() >= self.next_report or len(self.done) == self.total:
+                self.report()
+
+    def report(self) -> None:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        new = len(self.done) - self.resumed
+        rate = new / elapsed
+        eta = (self.total - len(self.done)) / rate if rate else None
+        progress: dict[str, Any] = {"done": len(self.done), "total": self.total, "rows_per_s": round(rate, 2)}
+        progress["eta_s"] = round(eta) if eta is not None else None
+        eta_text = f", ETA {eta:.0f} s" if eta is not None else ""
+        print(f"eval: {len(self.done)}/{self.total} rows, {rate:.1f} rows/s{eta_text}", flush=True)
+        write_json_atomic(self.progress_path, progress)
+        self.next_report = time.monotonic() + PROGRESS_EVERY_S
+
+    def finish(self) -> list[dict[str, Any]]:
+        """Every answer in row order, the file rewritten so."""
+        self.file.close()
+        records = [self.done[i] for i in sorted(self.done)]
+        if len(records) != self.total:
+            raise RuntimeError(f"{self.total - len(records)} of {self.total} eval rows have no answer")
+        write_atomic(self.path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        return records
