@@ -96,7 +96,7 @@ def sbatch_refusing_third(tmp_path, monkeypatch) -> Path:
 def test_refused_stage_cancels_the_stages_already_submitted(run_root, sbatch_refusing_third):
     result = hpcft("model=tiny_llama", "cluster=slurmlab", f"run_root={run_root}", *FAST)
     assert result.returncode == 1
-    assert "submitting stage 'eval' failed; cancelled ['deploy', 'train']" in result.stderr
+    assert "submitting stage 'eval' failed; cancelled deploy, train." in result.stderr
     assert "Traceback" not in result.stderr
     m = manifest(only_run(run_root))
     assert m["status"] == "submit_failed" and "QOSMaxSubmitJobPerUserLimit" in m["error"]
