@@ -10,6 +10,7 @@ Arrays longer than the cluster's `max_array_size` are split. A sweep of N points
 from __future__ import annotations
 
 import contextlib
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -127,6 +128,13 @@ def _submit_array(group: ArrayGroup, stage: str, params: dict[str, Any], folder:
     return jobs
 
 
+def scheduler_reason(error: BaseException) -> str:
+    """One line of why: sbatch's own error line (e.g. it cannot reach slurmctld), else the first."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    said = next((line for line in lines if "error" in line.lower() and "sbatch" in line.lower()), None)
+    return said or (lines[0] if lines else type(error).__name__)
+
+
 def sweep_record(
     points: Sequence[SweepPoint], sweep_dir: Path, arrays: list[dict[str, Any]], status: str
 ) -> dict[str, Any]:
@@ -165,11 +173,14 @@ def submit_sweep(points: Sequence[SweepPoint], sweep_dir: Path) -> dict[str, Any
     except BaseException as e:
         interrupted = isinstance(e, KeyboardInterrupt)
         cancel_run_jobs([sweep_name], [a["job_id"] for a in arrays], rounds=3 if interrupted else 1)
-        with contextlib.suppress(OSError):
-            write_json_atomic(sweep_dir / "sweep.json", sweep_record(points, sweep_dir, arrays, "cancelled"))
         cls = SubmissionInterrupted if interrupted else SubmissionError
         verb = "was interrupted" if interrupted else "failed"
-        raise cls(f"submitting the sweep {verb}; cancelled {len(arrays)} arrays.\n{e}") from None
+        if not arrays and not interrupted:  # nothing reached the queue: leave nothing behind
+            shutil.rmtree(sweep_dir, ignore_errors=True)
+            raise cls(f"submitting the sweep failed, nothing was submitted: {scheduler_reason(e)}") from None
+        with contextlib.suppress(OSError):
+            write_json_atomic(sweep_dir / "sweep.json", sweep_record(points, sweep_dir, arrays, "cancelled"))
+        raise cls(f"submitting the sweep {verb}; cancelled {len(arrays)} arrays: {scheduler_reason(e)}") from None
     return sweep
 
 

@@ -13,7 +13,7 @@ if [ ! -x "$VENV/bin/python" ]; then
     echo "setup: creating $VENV"
     "$PY" -m venv "$VENV"
 fi
-PIP=("$VENV/bin/python" -m pip --disable-pip-version-check --progress-bar off)
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 # pip warns once per package about this machine's extra local indexes; keep real errors.
 quiet() { "$@" 2> >(grep -v "^WARNING: Location" >&2); }
 

@@ -112,3 +112,26 @@ def test_a_bad_value_in_a_sweep_names_its_key(run_root, capsys):
     code = main(["-m", "model=tiny_llama", "framework.learning_rat=1e-3,1e-4", f"run_root={run_root}"])
     assert code == 2
     assert "framework.learning_rat" in capsys.readouterr().err
+
+
+def test_a_sweep_slurm_cannot_take_says_why_in_one_line_and_leaves_no_folder(tmp_path, monkeypatch, capsys):
+    import os
+
+    from hpcft.cli import main
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("sbatch", "squeue", "scancel"):  # a login node whose controller is unreachable
+        stub = bin_dir / name
+        stub.write_text(
+            "#!/bin/sh\necho 'sbatch: error: resolve_ctls_from_dns_srv: res_nsearch error: Unknown host' >&2\nexit 1\n"
+        )
+        stub.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    runs = tmp_path / "runs"
+    code = main(["-m", "model=tiny_llama", "cluster=slurmlab", f"run_root={runs}", "framework.lora_rank=4,8"])
+    err = capsys.readouterr().err
+    ours = [line for line in err.splitlines() if line.startswith("hpcft:")]  # sbatch prints its own line too
+    assert code == 1 and len(ours) == 1 and "Traceback" not in err
+    assert "nothing was submitted: sbatch: error: resolve_ctls_from_dns_srv" in ours[0]
+    assert list(runs.iterdir()) == []

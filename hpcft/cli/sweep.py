@@ -26,8 +26,8 @@ from hpcft.config.validate import validate_config
 from hpcft.errors import UserError
 from hpcft.frameworks import default_framework
 from hpcft.plan import build_pipeline, run_base_name
-from hpcft.rundir import RunLayout, new_run_name, write_atomic
-from hpcft.sweep import SweepPoint, group_points, render_array, submit_sweep
+from hpcft.rundir import RunLayout, new_run_name, write_atomic, write_json_atomic
+from hpcft.sweep import SweepPoint, group_points, render_array, submit_sweep, sweep_record
 from hpcft.tracking import secrets_withheld
 
 Point = tuple[int, tuple[str, ...], HpcftConfig, Path]
@@ -112,11 +112,7 @@ def launch_points(points: Sequence[Point], sweep_dir: Path) -> list[Path]:
     if first.dry_run:
         print_array_plan(sweep_points, sweep_dir)
     elif first.cluster.executor is Executor.local:
-        from hpcft.submit import run_local
-
-        for point in sweep_points:
-            print(f"== point {point.num}: {' '.join(point.overrides)}", flush=True)
-            run_local(point.pipeline, point.cfg.cluster)
+        run_local_sweep(sweep_points, sweep_dir)
     else:
         with secrets_withheld(first):
             sweep = submit_sweep(sweep_points, sweep_dir)
@@ -125,6 +121,24 @@ def launch_points(points: Sequence[Point], sweep_dir: Path) -> list[Path]:
             print(f"  {array['stage']:<7} array {array['job_id']} ({array['tasks']} tasks)")
         print(f"Sweep directory: {sweep_dir}\nFollow: python -m hpcft status {sweep_dir}")
     return [p.pipeline.layout.root for p in sweep_points]
+
+
+def run_local_sweep(points: Sequence[SweepPoint], sweep_dir: Path) -> None:
+    """Run every point here, one after another, with the same records as a Slurm sweep:
+    `sweep.json` (so `status` and `report` read the folder) and each point's overrides."""
+    from hpcft.cli.report import METRICS, markdown, point_rows, varying
+    from hpcft.submit import run_local
+
+    write_json_atomic(sweep_dir / "sweep.json", sweep_record(points, sweep_dir, [], "running"))
+    for point in points:
+        print(f"== point {point.num}: {' '.join(point.overrides)}", flush=True)
+        manifest = run_local(point.pipeline, point.cfg.cluster)
+        manifest.update(sweep=str(sweep_dir), overrides=list(point.overrides))
+        write_json_atomic(point.pipeline.layout.manifest, manifest)
+    write_json_atomic(sweep_dir / "sweep.json", sweep_record(points, sweep_dir, [], "completed"))
+    rows = point_rows(sweep_dir)
+    print(markdown(rows, ["run", *varying(rows), *METRICS]), end="")
+    print(f"Sweep directory: {sweep_dir}\nReport: python -m hpcft report {sweep_dir}")
 
 
 def print_array_plan(points: Sequence[SweepPoint], sweep_dir: Path) -> None:
