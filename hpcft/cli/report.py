@@ -63,6 +63,8 @@ def plot(rows: list[dict[str, Any]], param: str, metric: str, path: Path) -> Non
     import matplotlib.pyplot as plt
 
     done = [r for r in rows if r[metric] is not None]
+    if not done:  # no point has this metric (e.g. a sweep without the eval stage)
+        return
     xs = [as_number(r[param]) for r in done]
     numbers = [x for x in xs if isinstance(x, float)]
     fig, ax = plt.subplots(figsize=(5, 3.5))

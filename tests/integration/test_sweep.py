@@ -88,3 +88,17 @@ def test_cancel_on_a_sweep_leaves_none_of_its_jobs_in_the_queue(run_root):
     assert cancelled.returncode == 0, cancelled.stderr
     assert cancelled.stdout.count("cancelled ") == 9  # 3 points x 3 stages
     wait_gone(arrays)
+
+
+def test_a_local_sweep_is_a_sweep_that_status_and_report_read(run_root):
+    args = ["-m", "model=tiny_llama", f"run_root={run_root}", *FAST, "stages=[train]", "framework.lora_rank=4,8"]
+    result = hpcft(*args, env={"PATH": "/usr/bin:/bin"})  # no Slurm on PATH: cluster=local
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep_dir,) = run_root.iterdir()
+    assert f"Sweep directory: {sweep_dir}" in result.stdout and "| run | framework.lora_rank |" in result.stdout
+    sweep = json.loads((sweep_dir / "sweep.json").read_text())
+    assert sweep["status"] == "completed" and len(sweep["points"]) == 2
+    status = hpcft("status", str(sweep_dir))
+    assert status.returncode == 0 and status.stdout.count("COMPLETED") == 2, status.stdout
+    report = hpcft("report", str(sweep_dir))
+    assert report.returncode == 0 and (sweep_dir / "report.csv").read_text().count("\n") == 3
