@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import yaml
+
 from hpcft.cli import main
 
 
@@ -82,3 +84,26 @@ def test_a_bad_llamafactory_yaml_names_file_and_line(run_root, tmp_path, capsys)
     assert f"{mine}:2: invalid YAML" in capsys.readouterr().err
     assert dry(run_root, f"framework.native_config={tmp_path}/none.yaml") == 2
     assert "none.yaml: No such file or directory" in capsys.readouterr().err
+
+
+def test_native_settings_that_would_break_a_promise_are_overridden_and_said(run_root, tmp_path, capsys):
+    mine = tmp_path / "recipe.yaml"
+    mine.write_text("overwrite_output_dir: true\nreport_to: none\ngradient_accumulation_steps: 2\n")
+    overrides = [f"framework.native_config={mine}", "wandb.enabled=true", "framework.global_batch_size=64"]
+    assert dry(run_root, *overrides) == 0
+    out = capsys.readouterr().out
+    (run,) = run_root.iterdir()
+    train = yaml.safe_load((run / "native" / "train.yaml").read_text())
+    assert train["overwrite_output_dir"] is False and train["report_to"] == "wandb"
+    assert train["gradient_accumulation_steps"] == 8  # 64 = 8 GPUs x 1 per device x 8
+    assert "train: overwrite_output_dir=True is not used (it would restart training after a requeue" in out
+    assert "train: report_to='none' is not used (wandb.enabled decides); hpcft sets 'wandb'" in out
+    assert "gradient_accumulation_steps=2 is not used (framework.global_batch_size decides); hpcft sets 8" in out
+    assert "train: global batch 64 = 8 processes x 1 per device x 8 accumulation steps" in out
+
+
+def test_the_batch_note_describes_what_a_native_yaml_sets(run_root, tmp_path, capsys):
+    mine = tmp_path / "recipe.yaml"
+    mine.write_text("gradient_accumulation_steps: 2\nper_device_train_batch_size: 4\n")
+    assert dry(run_root, f"framework.native_config={mine}") == 0
+    assert "train: global batch 64 = 8 processes x 4 per device x 2 accumulation steps" in capsys.readouterr().out

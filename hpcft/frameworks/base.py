@@ -8,6 +8,7 @@ YAML under `conf/framework/`. Adapters run on the login node: no heavy imports h
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -19,8 +20,9 @@ from hpcft.config.schema import FrameworkConfig, HpcftConfig, ModelKind
 from hpcft.config.validate import check_positive
 from hpcft.errors import ConfigError, DataError, unknown_name
 from hpcft.jobs.spec import DeployJob, TrainJob
-from hpcft.resources import batch_layout
+from hpcft.resources import BatchLayout, batch_layout
 from hpcft.rundir import RunLayout
+from hpcft.tracking import report_to
 
 Files = dict[str, str]
 """Files to write into the run directory: path relative to it -> content."""
@@ -56,6 +58,16 @@ def read_native_yaml(path: str, valid: frozenset[str]) -> dict[str, Any]:
 
 
 MAX_EPOCHS = 10_000
+
+
+@dataclass(frozen=True)
+class Overridden:
+    """A native setting hpcft replaces: what was given, what is used, and why."""
+
+    key: str
+    given: Any
+    used: Any
+    why: str
 
 
 class FrameworkAdapter(ABC):
@@ -121,9 +133,36 @@ class FrameworkAdapter(ABC):
         """Settings from the user's own framework config file; none unless the adapter reads one."""
         return {}
 
+    def overrides(self, values: dict[str, Any]) -> list[Overridden]:
+        """Native settings (from a YAML or `args`) that hpcft replaces, and why: each would
+        silently break a promise (resume after requeue, W&B on or off, the global batch)."""
+        out = []
+        if values.get("overwrite_output_dir"):
+            why = "it would restart training after a requeue instead of resuming (run directories are new anyway)"
+            out.append(Overridden("overwrite_output_dir", True, False, why))
+        mine = report_to(self.cfg)
+        if values.get("report_to", mine) != mine:
+            out.append(Overridden("report_to", values["report_to"], mine, "wandb.enabled decides"))
+        if self.fw.global_batch_size is not None:
+            derived = batch_layout(self.cfg).accumulation
+            if values.get("gradient_accumulation_steps", derived) != derived:
+                given = values["gradient_accumulation_steps"]
+                out.append(
+                    Overridden("gradient_accumulation_steps", given, derived, "framework.global_batch_size decides")
+                )
+        return out
+
+    def guarded(self, values: dict[str, Any]) -> dict[str, Any]:
+        """`values` with the overrides applied: what the job really runs."""
+        return {**values, **{o.key: o.used for o in self.overrides(values)}}
+
     def notes(self) -> list[str]:
-        """Derived numbers the user should see before the job runs."""
-        return [f"train: {batch_layout(self.cfg).describe()}"]
+        """Derived numbers the user should see before the job runs, as the job will run them."""
+        merged = {"report_to": report_to(self.cfg), **self.native_values()}
+        found, values = self.overrides(merged), self.guarded(merged)
+        per_device, steps = int(values["per_device_train_batch_size"]), int(values["gradient_accumulation_steps"])
+        notes = [f"train: {BatchLayout(batch_layout(self.cfg).world_size, per_device, steps).describe()}"]
+        return notes + [f"train: {o.key}={o.given!r} is not used ({o.why}); hpcft sets {o.used!r}" for o in found]
 
     @abstractmethod
     def validate_own(self) -> None:

@@ -164,7 +164,7 @@ class Adapter(FrameworkAdapter):
         if c.gpus_per_node == 0:
             values.update(use_cpu=True, ddp_backend="gloo")
         values.update(self.native_values())
-        return values
+        return self.guarded(values)
 
     def train_files(self, layout: RunLayout) -> Files:
         return {}

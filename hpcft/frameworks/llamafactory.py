@@ -210,7 +210,7 @@ class Adapter(FrameworkAdapter):
             **self._ddp(),
         }
         values.update(self.native_values())
-        return values
+        return self.guarded(values)
 
     def train_files(self, layout: RunLayout) -> Files:
         info = self.training_data().registry
