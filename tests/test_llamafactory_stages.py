@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 
 from hpcft.cli import main
@@ -107,3 +108,19 @@ def test_the_batch_note_describes_what_a_native_yaml_sets(run_root, tmp_path, ca
     mine.write_text("gradient_accumulation_steps: 2\nper_device_train_batch_size: 4\n")
     assert dry(run_root, f"framework.native_config={mine}") == 0
     assert "train: global batch 64 = 8 processes x 4 per device x 2 accumulation steps" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "overrides,precision",
+    [
+        ([], {"bf16": True}),  # A100/H100-class GPUs: bf16, as LLaMA-Factory's own examples
+        (["cluster.gpu_type=v100"], {"bf16": False, "fp16": True}),  # no bf16 before compute capability 8.0
+        (["framework.bf16=false"], {"bf16": False}),
+        (["cluster=slurmlab", "model=tiny_llama"], {}),  # CPU: fp32
+    ],
+)
+def test_precision_a_practitioner_would_choose(run_root, overrides, precision):
+    assert main(["model=internlm2", "cluster=8gpu", "dry_run=true", f"run_root={run_root}", *overrides]) == 0
+    (run,) = run_root.iterdir()
+    train = yaml.safe_load((run / "native" / "train.yaml").read_text())
+    assert {k: train[k] for k in ("bf16", "fp16") if k in train} == precision

@@ -54,8 +54,9 @@ class Config(FrameworkConfig):
     registered datasets to train on, e.g. `framework.dataset=[alpaca_en,my_chat]`;
     LLaMA-Factory mixes them (`+framework.args.mix_strategy=...`, `interleave_probs`).
     Empty: the registry's only dataset."""
-    bf16: bool = False
-    """Train in bfloat16 (GPU clusters)."""
+    bf16: bool | None = None
+    """Train in bfloat16. Null: what a practitioner would choose, bf16 on GPU clusters (fp16
+    on GPU types without bf16, e.g. `cluster.gpu_type=v100`), fp32 on CPU."""
     native_config: str | None = None
     """An existing LLaMA-Factory training YAML, used as it is: its settings win over the
     defaults above, and `args` win over it. hpcft still sets the model, data, output and
@@ -66,6 +67,10 @@ def native_yaml(values: dict[str, Any]) -> str:
     """The YAML LLaMA-Factory reads; unset (None) values are left out, key order kept."""
     return yaml_text({k: v for k, v in values.items() if v is not None})
 
+
+PRECISION_KEYS = frozenset({"bf16", "fp16", "pure_bf16"})
+NO_BF16 = frozenset({"v100", "t4", "p100", "p40", "k80", "rtx2080", "rtx2080ti", "titanv"})
+"""GPU types without bfloat16 (compute capability below 8.0): fp16 there instead."""
 
 _ZERO2 = DeepSpeedConfig(name="zero2", zero_stage=2)
 _ZERO3 = DeepSpeedConfig(name="zero3", zero_stage=3)
@@ -165,6 +170,24 @@ class Adapter(FrameworkAdapter):
             return {}
         values = read_native_yaml(self.fw.native_config, native_argument_names(self.name))
         return {k: v for k, v in values.items() if k not in self.managed}
+
+    def precision(self) -> dict[str, bool | None]:
+        """bf16/fp16 as LLaMA-Factory's arguments; a native YAML or `args` still win."""
+        c = self.cfg.cluster
+        if self.fw.bf16 is not None:
+            return {"bf16": self.fw.bf16}
+        if c.gpus_per_node == 0:
+            return {"bf16": None}  # CPU: fp32 (LLaMA-Factory's default)
+        if (c.gpu_type or "").lower() in NO_BF16:
+            return {"bf16": False, "fp16": True}
+        return {"bf16": True}
+
+    def native_values(self) -> dict[str, Any]:
+        values = super().native_values()
+        given = {**self.native_file_values(), **self.fw.args}
+        if not PRECISION_KEYS & given.keys():  # a YAML or args that set the precision decide it
+            values.update(self.precision())
+        return values
 
     def training_data(self) -> TrainingData:
         """The run's datasets, every row checked (once per file in a process)."""
