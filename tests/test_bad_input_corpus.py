@@ -48,6 +48,13 @@ def sharegpt(tmp: Path, name: str, text: str, *extra: str) -> list[str]:
     return [*LLM, "framework.dataset_format=sharegpt", *extra, f"trainset={write(tmp, name, text)}"]
 
 
+def site_cluster(tmp: Path, line: str) -> list[str]:
+    """A site's own cluster YAML with `line` in it, chosen with --config-dir."""
+    (tmp / "site" / "cluster").mkdir(parents=True)
+    (tmp / "site" / "cluster" / "mine.yaml").write_text(f"defaults: [base_cluster, _self_]\nname: mine\n{line}\n")
+    return ["--config-dir", str(tmp / "site")]
+
+
 def registry_folder(tmp: Path) -> Path:
     """A registry whose dataset is a folder holding a stray text file."""
     folder = registry(tmp, {"a": {"file_name": "parts"}})
@@ -128,6 +135,11 @@ CASES: list[Case] = [
     ("name ..", lambda t: [*LLM, "name=.."], "name: must be one folder name"),
     ("name of 300 characters", lambda t: [*LLM, "name=" + "x" * 300], "name: at most 100 characters"),
     ("/ in a model name", lambda t: [*LLM, "model.name=org/model"], "model.name: must be one folder name"),
+    (
+        "unknown key in a site cluster YAML",
+        lambda t: [*site_cluster(t, "partiton: gpu"), "model=internlm2", "cluster=mine"],
+        "cluster.partiton: unknown key 'partiton'; did you mean 'partition'?",
+    ),
     ("model not downloaded, nodes offline", lambda t: [*LLM], "model.path: internlm/internlm2-chat-7b is neither"),
     ("run root under /proc", lambda t: [*LLM, "run_root=/proc/hpcft-runs", "dry_run=true"], "run_root: cannot"),
     # more ranges, and the eval job's settings

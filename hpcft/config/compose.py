@@ -137,7 +137,7 @@ def _hydra_message(e: Exception) -> str:
         for group in GROUPS:
             if f"'{group}'" in message:
                 return f"{group}: no {group} chosen; pick one of: {', '.join(group_options(group))}"
-    cause = e.__cause__ or e
+    cause = _keyed_cause(e)
     full_key = getattr(cause, "full_key", None)
     if not full_key:
         return message.splitlines()[0]
@@ -146,6 +146,17 @@ def _hydra_message(e: Exception) -> str:
         parent, _, leaf = str(full_key).rpartition(".")
         return f"{full_key}: " + unknown_name("key", leaf, _schema_fields(parent))
     return f"{full_key}: {first}"
+
+
+def _keyed_cause(e: BaseException) -> BaseException:
+    """The first error of the chain that names a config key (Hydra wraps the one from a
+    group's YAML file in its own composition error, as context rather than cause)."""
+    chain: BaseException | None = e
+    while chain is not None:
+        if getattr(chain, "full_key", None):
+            return chain
+        chain = chain.__cause__ or chain.__context__
+    return e
 
 
 def _schema_fields(path: str) -> list[str]:

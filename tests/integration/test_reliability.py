@@ -28,6 +28,7 @@ from tests.integration.helpers import (
     only_run,
     revive_node,
     wait_final,
+    wait_gone,
 )
 
 pytestmark = [needs_slurm, needs_training, pytest.mark.slurm]
@@ -153,3 +154,4 @@ def test_a_server_that_dies_mid_eval_fails_eval_with_the_cause(run_root, tmp_pat
     assert status.returncode == 0 and "Traceback" not in status.stderr
     assert "cause: " in status.stdout and "Connection refused" in status.stdout, status.stdout
     assert hpcft("cancel", str(run)).returncode == 0
+    wait_gone(list(ids.values()))
