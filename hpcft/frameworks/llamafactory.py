@@ -226,7 +226,7 @@ class Adapter(FrameworkAdapter):
             "lora_rank": fw.lora_rank if fw.finetuning_type == "lora" else None,
             "lora_target": fw.lora_target if fw.finetuning_type == "lora" else None,
             "overwrite_cache": True,
-            "plot_loss": False,
+            "plot_loss": True,  # LLaMA-Factory draws train/training_loss.png
             "report_to": report_to(self.cfg),
             "seed": self.cfg.seed,
             "deepspeed": str(layout.native / "deepspeed.json") if self.cfg.deepspeed.zero_stage is not None else None,

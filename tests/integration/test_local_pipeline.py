@@ -26,6 +26,7 @@ def test_local_pipeline_trains_serves_and_evaluates(run_root):
     # Training really happened: the trainer logged a finite loss for several steps.
     logs = [json.loads(line) for line in (run / "train" / "trainer_log.jsonl").read_text().splitlines()]
     assert logs and all(entry["loss"] > 0 for entry in logs if "loss" in entry)
+    assert (run / "train" / "training_loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the loss curve
     assert metrics["model"] == "tiny_llama-ft"
     # The server was stopped once eval ended.
     assert (run / "deploy" / "stop").is_file()
