@@ -6,10 +6,11 @@ which other stage, and which files must be written first. `hpcft.submit` carries
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass, field
 
-from hpcft.config.schema import HpcftConfig
+from hpcft.config.schema import ClusterConfig, HpcftConfig
 from hpcft.frameworks import adapter_for
 from hpcft.frameworks.base import Files
 from hpcft.jobs.spec import EvalJob, StageJob, TrainJob
@@ -28,6 +29,26 @@ class Resources:
     cpus_per_task: int = 1
     time: str = "01:00:00"
     mem: str | None = None
+    partition: str | None = None
+    """The stage's own partition; null: the cluster's."""
+
+
+_MEM = re.compile(r"^([0-9]+)([KMGTkmgt]?)$")
+_MB_PER = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
+
+
+def node_share(c: ClusterConfig, gpus: int) -> tuple[int, str | None]:
+    """CPUs and memory for a job using `gpus` of a node's `node_gpus`: that share of the node
+    (1 of 8 GPUs gets 1/8), so a 1-GPU server leaves the other GPUs usable; a whole node, or a
+    job on a cluster without GPUs, gets all of `cpus_per_node` and `mem`."""
+    if not gpus or not c.node_gpus or gpus >= c.node_gpus:
+        return c.cpus_per_node, c.mem
+    cpus = max(1, c.cpus_per_node * gpus // c.node_gpus)
+    match = _MEM.match(c.mem or "")
+    if not match:
+        return cpus, c.mem
+    mb = int(match.group(1)) * _MB_PER[(match.group(2) or "m").lower()]
+    return cpus, f"{max(1, int(mb * gpus // c.node_gpus))}M"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,11 +103,12 @@ def build_pipeline(cfg: HpcftConfig, layout: RunLayout) -> Pipeline:
         gpus = cfg.deploy.gpus
         if gpus is None:
             gpus = serving_gpus(cfg.model.params_b, c.gpu_mem_gb, c.gpus_per_node)
+        cpus, mem = node_share(c, gpus)
         stages.append(
             Stage(
                 name="deploy",
                 job=adapter.deploy_job(layout),
-                resources=Resources(gpus_per_node=gpus, cpus_per_task=c.cpus_per_node, time=cfg.deploy.time, mem=c.mem),
+                resources=Resources(gpus_per_node=gpus, cpus_per_task=cpus, time=cfg.deploy.time, mem=mem),
                 after=(Dependency(kind="afterok", stage="train"),),
             )
         )
@@ -107,7 +129,7 @@ def build_pipeline(cfg: HpcftConfig, layout: RunLayout) -> Pipeline:
                     env=wandb_env(cfg, layout, "eval"),
                     task=adapter.eval_task,
                 ),
-                resources=Resources(cpus_per_task=1, time=cfg.eval.time),
+                resources=Resources(cpus_per_task=1, time=cfg.eval.time, partition=c.cpu_partition),
                 # Eval talks to the running server, so it starts once deploy has started; the
                 # `afterok` on train makes Slurm cancel it too when training fails.
                 after=(Dependency(kind="afterok", stage="train"), Dependency(kind="after", stage="deploy")),

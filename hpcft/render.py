@@ -76,7 +76,7 @@ def slurm_parameters(
     if r.gpus_per_node:
         params["gpus_per_node"] = f"{cluster.gpu_type}:{r.gpus_per_node}" if cluster.gpu_type else r.gpus_per_node
     for key, value in (
-        ("partition", cluster.partition),
+        ("partition", r.partition or cluster.partition),
         ("account", cluster.account),
         ("qos", cluster.qos),
         ("mem", r.mem),

@@ -138,7 +138,7 @@ CASES: list[Case] = [
     (
         "unknown key in a site cluster YAML",
         lambda t: [*site_cluster(t, "partiton: gpu"), "model=internlm2", "cluster=mine"],
-        "cluster.partiton: unknown key 'partiton'; did you mean 'partition'?",
+        "cluster.partiton: unknown key 'partiton'; did you mean 'partition'",
     ),
     ("model not downloaded, nodes offline", lambda t: [*LLM], "model.path: internlm/internlm2-chat-7b is neither"),
     ("run root under /proc", lambda t: [*LLM, "run_root=/proc/hpcft-runs", "dry_run=true"], "run_root: cannot"),

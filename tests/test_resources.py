@@ -79,3 +79,25 @@ def test_a_job_that_cannot_fit_is_refused_with_what_would(overrides, hint, run_r
 def test_global_batch_size_that_does_not_divide(run_root, capsys):
     assert main(["model=llama3_8b", "cluster=8gpu", "framework.global_batch_size=100", f"run_root={run_root}"]) == 2
     assert "framework.global_batch_size: 100 is not a multiple of 8 processes" in capsys.readouterr().err
+
+
+def test_a_one_gpu_server_asks_for_its_share_of_the_node_and_eval_for_the_cpu_partition():
+    from pathlib import Path
+
+    from hpcft.config.compose import load_config
+    from hpcft.plan import build_pipeline
+    from hpcft.rundir import RunLayout
+
+    cfg = load_config(["model=internlm2", "cluster=8gpu", "cluster.cpu_partition=cpu"])
+    stages = {s.name: s.resources for s in build_pipeline(cfg, RunLayout(Path("/runs/r"))).stages}
+    assert (stages["deploy"].gpus_per_node, stages["deploy"].cpus_per_task, stages["deploy"].mem) == (1, 8, "64000M")
+    assert (stages["train"].cpus_per_task, stages["train"].mem) == (64, "500G")  # the whole node
+    assert stages["eval"].partition == "cpu" and stages["deploy"].partition is None
+
+
+def test_node_share_of_memory_units():
+    from hpcft.config.compose import load_config
+    from hpcft.plan import node_share
+
+    c = load_config(["model=internlm2", "cluster=8gpu", "cluster.mem=1T", "cluster.cpus_per_node=4"]).cluster
+    assert node_share(c, 2) == (1, "262144M") and node_share(c, 8) == (4, "1T") and node_share(c, 0) == (4, "1T")

@@ -99,7 +99,10 @@ class ClusterConfig:
     cpus_per_node: int = 8
     """CPU cores the job uses on each node; >= 1."""
     mem: str | None = None
-    """Memory per node (`--mem`, e.g. `200G`); null for the partition default."""
+    """Memory per node (`--mem`, e.g. `200G`); null for the partition default. A job that
+    uses some of a node's GPUs (deploy) asks for that share of `cpus_per_node` and `mem`."""
+    cpu_partition: str | None = None
+    """A partition without GPUs for the eval job (it only sends requests); null: `partition`."""
     node_gpus: int = 0
     """GPUs one node of this cluster has: `gpus_per_node` may not exceed it."""
     gpu_mem_gb: float = 80.0

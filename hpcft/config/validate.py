@@ -101,7 +101,7 @@ def validate_cluster(c: ClusterConfig) -> None:
     check_positive("cluster.gpu_mem_gb", c.gpu_mem_gb)
     check_mem("cluster.mem", c.mem)
     check_name("cluster.name", c.name)
-    for name in ("name", "partition", "account", "qos", "gpu_type", "mem"):
+    for name in ("name", "partition", "cpu_partition", "account", "qos", "gpu_type", "mem"):
         check_safe_text(f"cluster.{name}", getattr(c, name))
     if c.executor is Executor.local and c.nodes != 1:
         raise ConfigError("cluster.nodes", "the local executor runs on this machine only: nodes must be 1")
