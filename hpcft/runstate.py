@@ -83,17 +83,18 @@ def read_states(runs: Sequence[Path], sweeps: Sequence[Path] = ()) -> list[RunSt
     slurm = any(m.get("executor") == "slurm" or error for m, error in records.values())
     tags = [run.name for run in runs] + [sweep.name for sweep in sweeps]
     jobs = query_jobs(ids, name_prefixes=tags) if slurm else {}
-    unrecorded = [job for job in jobs.values() if job.job_id not in set(ids)]
+    known = set(ids)
+    unrecorded = [job for job in jobs.values() if job.job_id not in known]
+    firsts = {sweep.name: _first_point(list(records), sweep) for sweep in sweeps}
     states = []
     for i, (run, (manifest, error)) in enumerate(records.items()):
-        owns = [run.name] + [sweep.name for sweep in sweeps if i == _first_point(records, sweep)]
+        owns = [run.name] + [name for name, first in firsts.items() if i == first]
         strays = [job for job in unrecorded if named_after(job, owns)]
         states.append(RunState(run, manifest, _stage_infos(run, manifest, jobs) if manifest else {}, strays, error))
     return states
 
 
-def _first_point(records: dict[Path, tuple[dict[str, Any], str | None]], sweep: Path) -> int:
-    runs = list(records)
+def _first_point(runs: list[Path], sweep: Path) -> int:
     return next((i for i, run in enumerate(runs) if run.parent == sweep), 0)
 
 
