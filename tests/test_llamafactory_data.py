@@ -65,14 +65,17 @@ def test_hub_entries_pass_through_when_nodes_are_online():
 def test_each_distinct_file_is_read_once(tmp_path, monkeypatch):
     path = tmp_path / "d.json"
     path.write_text(json.dumps([{"instruction": "a", "output": "b"}] * 50))
+    import hpcft.frameworks.llamafactory_datasets as datasets_module
+
     reads = []
     real = data_module.iter_rows
+    monkeypatch.setattr(datasets_module, "iter_rows", lambda p: reads.append(p) or real(p))
     monkeypatch.setattr(data_module, "iter_rows", lambda p: reads.append(p) or real(p))
     for _ in range(16):  # what a 16-point sweep does
         assert training_data(str(path), [], "alpaca", "sft", True).rows == 50
-    assert len(reads) == 1
+    assert len(reads) == 2  # its first row (the layout), then every row: once for all 16
     path.write_text(json.dumps([{"instruction": "a", "output": "b"}] * 51))  # changed: read again
-    assert training_data(str(path), [], "alpaca", "sft", True).rows == 51 and len(reads) == 2
+    assert training_data(str(path), [], "alpaca", "sft", True).rows == 51 and len(reads) == 4
 
 
 @pytest.mark.parametrize(

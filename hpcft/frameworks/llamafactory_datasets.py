@@ -112,11 +112,32 @@ def eval_rows_check(path: str) -> int:
     return scan_rows(path, row_check(e, "sft", Path(path).parent), (e.raw, "eval")).rows
 
 
+_PLANNED: dict[tuple[Any, ...], TrainingData] = {}
+"""What `training_data` found, per arguments and file state: validation, notes and the
+native files of every sweep point ask for it, and re-reading even the first rows each time
+cost ~30 ms a point."""
+
+
 def training_data(
     trainset: str, dataset: list[str], formatting: Formatting, stage: Stage, offline: bool
 ) -> TrainingData:
     """The run's training data: `trainset` is a data file, or a dataset_dir (or its
     `dataset_info.json`) from which `dataset` names one or more registered datasets."""
+    path = Path(trainset)
+    record = path / "dataset_info.json" if path.is_dir() else path
+    try:
+        stat = record.stat()
+    except OSError:
+        return _training_data(trainset, dataset, formatting, stage, offline)  # it raises, naming the file
+    key = (str(path.absolute()), tuple(dataset), formatting, stage, offline, stat.st_size, stat.st_mtime_ns)
+    if key not in _PLANNED:
+        _PLANNED[key] = _training_data(trainset, dataset, formatting, stage, offline)
+    return _PLANNED[key]
+
+
+def _training_data(
+    trainset: str, dataset: list[str], formatting: Formatting, stage: Stage, offline: bool
+) -> TrainingData:
     path = Path(trainset)
     dataset_dir = path.parent if path.name == "dataset_info.json" else path if path.is_dir() else None
     if dataset_dir is None:
