@@ -6,49 +6,18 @@ which other stage, and which files must be written first. `hpcft.submit` carries
 
 from __future__ import annotations
 
-import re
 import shlex
 from dataclasses import dataclass, field
 
-from hpcft.config.schema import ClusterConfig, HpcftConfig
+from hpcft.config.schema import HpcftConfig
 from hpcft.frameworks import adapter_for
 from hpcft.frameworks.base import Files
 from hpcft.jobs.spec import EvalJob, StageJob, TrainJob
 from hpcft.jobs.train import PORT_BASE, PORT_SPAN, launch_env
 from hpcft.resources import serving_gpus
 from hpcft.rundir import RunLayout
+from hpcft.stage_site import Resources, node_share, stage_resources
 from hpcft.tracking import wandb_env
-
-
-@dataclass(frozen=True, kw_only=True)
-class Resources:
-    nodes: int = 1
-    tasks_per_node: int = 1
-    """Slurm tasks per node: one per node; the stage's own launcher starts the processes."""
-    gpus_per_node: int = 0
-    cpus_per_task: int = 1
-    time: str = "01:00:00"
-    mem: str | None = None
-    partition: str | None = None
-    """The stage's own partition; null: the cluster's."""
-
-
-_MEM = re.compile(r"^([0-9]+)([KMGTkmgt]?)$")
-_MB_PER = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
-
-
-def node_share(c: ClusterConfig, gpus: int) -> tuple[int, str | None]:
-    """CPUs and memory for a job using `gpus` of a node's `node_gpus`: that share of the node
-    (1 of 8 GPUs gets 1/8), so a 1-GPU server leaves the other GPUs usable; a whole node, or a
-    job on a cluster without GPUs, gets all of `cpus_per_node` and `mem`."""
-    if not gpus or not c.node_gpus or gpus >= c.node_gpus:
-        return c.cpus_per_node, c.mem
-    cpus = max(1, c.cpus_per_node * gpus // c.node_gpus)
-    match = _MEM.match(c.mem or "")
-    if not match:
-        return cpus, c.mem
-    mb = int(match.group(1)) * _MB_PER[(match.group(2) or "m").lower()]
-    return cpus, f"{max(1, int(mb * gpus // c.node_gpus))}M"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,8 +62,15 @@ def build_pipeline(cfg: HpcftConfig, layout: RunLayout) -> Pipeline:
         Stage(
             name="train",
             job=adapter.train_job(layout),
-            resources=Resources(
-                nodes=c.nodes, gpus_per_node=c.gpus_per_node, cpus_per_task=c.cpus_per_node, time=c.time, mem=c.mem
+            resources=stage_resources(
+                c,
+                c.train,
+                gpus=c.gpus_per_node,
+                cpus=c.cpus_per_node,
+                mem=c.mem,
+                time=c.time,
+                nodes=c.nodes,
+                exclusive=c.exclusive,
             ),
         )
     ]
@@ -108,7 +84,7 @@ def build_pipeline(cfg: HpcftConfig, layout: RunLayout) -> Pipeline:
             Stage(
                 name="deploy",
                 job=adapter.deploy_job(layout),
-                resources=Resources(gpus_per_node=gpus, cpus_per_task=cpus, time=cfg.deploy.time, mem=mem),
+                resources=stage_resources(c, c.deploy, gpus=gpus, cpus=cpus, mem=mem, time=cfg.deploy.time),
                 after=(Dependency(kind="afterok", stage="train"),),
             )
         )
@@ -129,13 +105,15 @@ def build_pipeline(cfg: HpcftConfig, layout: RunLayout) -> Pipeline:
                     env=wandb_env(cfg, layout, "eval"),
                     task=adapter.eval_task,
                 ),
-                resources=Resources(cpus_per_task=1, time=cfg.eval.time, partition=c.cpu_partition),
+                resources=stage_resources(
+                    c, c.eval, gpus=0, cpus=1, mem=None, time=cfg.eval.time, partition=c.cpu_partition
+                ),
                 # Eval talks to the running server, so it starts once deploy has started; the
                 # `afterok` on train makes Slurm cancel it too when training fails.
                 after=(Dependency(kind="afterok", stage="train"), Dependency(kind="after", stage="deploy")),
             )
         )
-    notes = [*adapter.notes(), launch_note(stages[0].job, c.nodes)]
+    notes = [*adapter.notes(), launch_note(stages[0].job, c.nodes), *interpreter_notes(stages)]
     return Pipeline(run_name=layout.root.name, layout=layout, stages=tuple(stages), files=files, notes=tuple(notes))
 
 
@@ -149,3 +127,10 @@ def launch_note(job: StageJob, nodes: int) -> str:
         "MASTER_PORT": f"<{PORT_BASE} + job id % {PORT_SPAN}>",
     }
     return f"train: each of {nodes} node(s) runs: {shlex.join(launch_env(job, placeholders))}"
+
+
+def interpreter_notes(stages: list[Stage]) -> list[str]:
+    """Which command runs each stage's Python, where the site names one (`cluster.python`)."""
+    if not any(s.resources.python for s in stages):
+        return []
+    return [f"{s.name}: runs Python as {s.resources.python_command}" for s in stages]

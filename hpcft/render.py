@@ -8,17 +8,14 @@ use the same functions as real submissions.
 
 from __future__ import annotations
 
-import re
 import shlex
-import sys
 from typing import Any
 
 from submitit.slurm.slurm import _make_sbatch_string
 
-from hpcft.config.schema import ClusterConfig
+from hpcft.config.schema import ClusterConfig, GpuRequest
 from hpcft.plan import Pipeline, Stage
-
-_TIME = re.compile(r"^(?:(?P<d>\d+)-)?(?:(?P<h>\d+):)?(?P<m>\d+)(?::(?P<s>\d+))?$")
+from hpcft.stage_site import Resources
 
 
 def time_to_minutes(value: str) -> int:
@@ -46,10 +43,11 @@ def job_env(cluster: ClusterConfig) -> dict[str, str]:
     return env
 
 
-def setup_lines(cluster: ClusterConfig) -> list[str]:
-    """The cluster's own setup lines (shell by design), then hpcft's exports, each value quoted."""
-    exports = [f"export {key}={shlex.quote(value)}" for key, value in job_env(cluster).items()]
-    return [*cluster.setup, *exports]
+def setup_lines(cluster: ClusterConfig, resources: Resources) -> list[str]:
+    """The site's setup lines (shell by design), then the exports of hpcft's and the site's
+    variables, each value quoted."""
+    env = {**job_env(cluster), **dict(resources.env)}
+    return [*resources.setup, *(f"export {key}={shlex.quote(value)}" for key, value in env.items())]
 
 
 def dependency_string(stage: Stage, job_ids: dict[str, str]) -> str | None:
@@ -57,6 +55,50 @@ def dependency_string(stage: Stage, job_ids: dict[str, str]) -> str | None:
     if not stage.after:
         return None
     return ",".join(f"{d.kind}:{job_ids[d.stage]}" for d in stage.after)
+
+
+SITE_PARAMETERS = {
+    "teardown": "teardown",
+    "srun_args": "srun_args",
+    "exclude": "exclude",
+    "nodelist": "nodelist",
+    "mail_type": "mail_type",
+    "mail_user": "mail_user",
+}
+"""Cluster settings passed to submitit unchanged, under submitit's own parameter names."""
+
+
+def gpu_parameters(cluster: ClusterConfig, gpus: int) -> dict[str, Any]:
+    """`--gpus-per-node=[type:]N`, or `--gres=gpu:[type:]N` where the site wants that form."""
+    if not gpus:
+        return {}
+    typed = f"{cluster.gpu_type}:{gpus}" if cluster.gpu_type else gpus
+    if cluster.gpu_request is GpuRequest.gres:
+        return {"gres": f"gpu:{typed}"}
+    return {"gpus_per_node": typed}
+
+
+def site_parameters(cluster: ClusterConfig, r: Resources) -> dict[str, Any]:
+    """The site's scheduling settings for one stage, as submitit parameters."""
+    params: dict[str, Any] = {k: getattr(cluster, f) for f, k in SITE_PARAMETERS.items() if getattr(cluster, f)}
+    params["srun_args"] = list(r.srun_args)
+    for key, value in (
+        ("partition", r.partition),
+        ("account", r.account),
+        ("qos", r.qos),
+        ("mem", r.mem),
+        ("constraint", r.constraint),
+    ):
+        if value:
+            params[key] = value
+    if r.exclusive:
+        params["exclusive"] = True
+    extra = dict(cluster.additional_parameters)
+    if cluster.reservation:
+        extra["reservation"] = cluster.reservation
+    if extra:
+        params["additional_parameters"] = extra
+    return params
 
 
 def slurm_parameters(
@@ -71,35 +113,37 @@ def slurm_parameters(
         "ntasks_per_node": r.tasks_per_node,
         "cpus_per_task": r.cpus_per_task,
         "signal_delay_s": cluster.signal_delay_s,
-        "setup": setup_lines(cluster),
+        "setup": setup_lines(cluster, r),
+        **gpu_parameters(cluster, r.gpus_per_node),
+        **site_parameters(cluster, r),
     }
-    if r.gpus_per_node:
-        params["gpus_per_node"] = f"{cluster.gpu_type}:{r.gpus_per_node}" if cluster.gpu_type else r.gpus_per_node
-    for key, value in (
-        ("partition", r.partition or cluster.partition),
-        ("account", cluster.account),
-        ("qos", cluster.qos),
-        ("mem", r.mem),
-    ):
-        if value:
-            params[key] = value
-    dependency = dependency_string(stage, job_ids)
-    if dependency:
-        params["dependency"] = dependency
-        # Without this a failed upstream job leaves dependents pending forever.
-        params["additional_parameters"] = {"kill-on-invalid-dep": "yes"}
+    with_dependency(params, dependency_string(stage, job_ids))
     return params
 
 
-def submitit_command(folder: str) -> str:
-    """The command submitit puts in every script (the same text SlurmExecutor builds)."""
-    return " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(folder)])
+def with_dependency(params: dict[str, Any], dependency: str | None) -> None:
+    """Set (or drop) a job's dependency. Without `kill-on-invalid-dep` a failed upstream job
+    leaves its dependents pending forever."""
+    extra = {k: v for k, v in params.pop("additional_parameters", {}).items() if k != "kill-on-invalid-dep"}
+    params.pop("dependency", None)
+    if dependency:
+        params["dependency"] = dependency
+        extra["kill-on-invalid-dep"] = "yes"
+    if extra:
+        params["additional_parameters"] = extra
+
+
+def submitit_command(folder: str, python: str) -> str:
+    """The command submitit puts in every script (the same text SlurmExecutor builds from its
+    `python`)."""
+    return " ".join([python, "-u -m submitit.core._submit", shlex.quote(folder)])
 
 
 def render_sbatch(pipeline: Pipeline, stage: Stage, cluster: ClusterConfig, job_ids: dict[str, str]) -> str:
     params = slurm_parameters(pipeline, stage, cluster, job_ids)
     folder = str(pipeline.layout.slurm)
-    return _make_sbatch_string(command=submitit_command(folder), folder=folder, **params)
+    command = submitit_command(folder, stage.resources.python_command)
+    return _make_sbatch_string(command=command, folder=folder, **params)
 
 
 def placeholder_ids(pipeline: Pipeline) -> dict[str, str]:

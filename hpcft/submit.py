@@ -19,7 +19,7 @@ from hpcft.errors import StageFailedError, SubmissionError, SubmissionInterrupte
 from hpcft.interrupts import interruptions_raised
 from hpcft.jobs.entry import stage_callable
 from hpcft.plan import Pipeline, Stage
-from hpcft.render import slurm_parameters, time_to_minutes
+from hpcft.render import setup_lines, slurm_parameters, time_to_minutes
 from hpcft.rundir import tail, write_atomic, write_json_atomic
 from hpcft.scheduler import cancel_run_jobs
 
@@ -80,7 +80,9 @@ def submit_slurm(pipeline: Pipeline, cluster: ClusterConfig) -> dict[str, Any]:
 def _submit_stage(
     pipeline: Pipeline, stage: Stage, cluster: ClusterConfig, jobs: dict[str, submitit.Job[Any]]
 ) -> submitit.Job[Any]:
-    executor = submitit.SlurmExecutor(folder=pipeline.layout.slurm, max_num_timeout=cluster.max_requeues)
+    executor = submitit.SlurmExecutor(
+        folder=pipeline.layout.slurm, max_num_timeout=cluster.max_requeues, python=stage.resources.python_command
+    )
     ids = {name: job.job_id for name, job in jobs.items()}
     executor.update_parameters(**slurm_parameters(pipeline, stage, cluster, ids))
     return executor.submit(stage_callable(stage.job), stage.job)
@@ -109,12 +111,12 @@ def rolled_back(
 
 
 def _local_executor(folder: Path, stage: Stage, cluster: ClusterConfig) -> submitit.LocalExecutor:
-    executor = submitit.LocalExecutor(folder=folder)
+    executor = submitit.LocalExecutor(folder=folder, python=stage.resources.python_command)
     executor.update_parameters(
         timeout_min=time_to_minutes(stage.resources.time),
         gpus_per_node=stage.resources.gpus_per_node,
         signal_delay_s=cluster.signal_delay_s,
-        setup=list(cluster.setup),
+        setup=setup_lines(cluster, stage.resources),
     )
     return executor
 

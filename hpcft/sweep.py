@@ -25,7 +25,7 @@ from hpcft.errors import SubmissionError, SubmissionInterrupted
 from hpcft.interrupts import interruptions_raised
 from hpcft.jobs.entry import stage_callable
 from hpcft.plan import Pipeline
-from hpcft.render import placeholder_ids, slurm_parameters, submitit_command
+from hpcft.render import placeholder_ids, slurm_parameters, submitit_command, with_dependency
 from hpcft.rundir import write_json_atomic
 from hpcft.scheduler import cancel_run_jobs
 from hpcft.submit import log_paths, new_manifest
@@ -54,13 +54,18 @@ class ArrayGroup:
     def stage_names(self) -> list[str]:
         return [s.name for s in self.points[0].pipeline.stages]
 
+    def python_command(self, stage: str) -> str:
+        return self.points[0].pipeline.stage(stage).resources.python_command
+
 
 def shape_key(point: SweepPoint) -> tuple[Any, ...]:
-    """What makes points share arrays: every stage's resources and scheduling parameters."""
+    """What makes points share arrays: every stage's resources, scheduling parameters and
+    interpreter (one array is one script)."""
     key: list[Any] = [tuple(point.cfg.stages)]
     for stage in point.pipeline.stages:
         params = slurm_parameters(point.pipeline, stage, point.cfg.cluster, placeholder_ids(point.pipeline))
-        key.append(tuple(sorted((k, repr(v)) for k, v in params.items() if k not in _NOT_SHAPE)))
+        shape = sorted((k, repr(v)) for k, v in params.items() if k not in _NOT_SHAPE)
+        key.append((stage.resources.python_command, *shape))
     return tuple(key)
 
 
@@ -97,14 +102,9 @@ def array_parameters(group: ArrayGroup, stage: str, sweep_name: str, array_ids: 
     params = slurm_parameters(
         point.pipeline, point.pipeline.stage(stage), group.cluster, placeholder_ids(point.pipeline)
     )
-    params.pop("dependency", None)
-    params.pop("additional_parameters", None)
     params["job_name"] = f"{sweep_name}.{stage}"
     params["array_parallelism"] = group.cluster.array_parallelism
-    dependency = array_dependency(stage, array_ids, len(group.points))
-    if dependency:
-        params["dependency"] = dependency
-        params["additional_parameters"] = {"kill-on-invalid-dep": "yes"}
+    with_dependency(params, array_dependency(stage, array_ids, len(group.points)))
     return params
 
 
@@ -112,13 +112,14 @@ def render_array(group: ArrayGroup, stage: str, sweep_name: str, folder: Path) -
     """The sbatch script of one array (placeholders for the ids of earlier arrays)."""
     placeholders = {name: f"<{name} array>" for name in group.stage_names}
     params = array_parameters(group, stage, sweep_name, placeholders)
-    return _make_sbatch_string(
-        command=submitit_command(str(folder)), folder=str(folder), map_count=len(group.points), **params
-    )
+    command = submitit_command(str(folder), group.python_command(stage))
+    return _make_sbatch_string(command=command, folder=str(folder), map_count=len(group.points), **params)
 
 
 def _submit_array(group: ArrayGroup, stage: str, params: dict[str, Any], folder: Path) -> list[submitit.Job[Any]]:
-    executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=group.cluster.max_requeues)
+    executor = submitit.SlurmExecutor(
+        folder=folder, max_num_timeout=group.cluster.max_requeues, python=group.python_command(stage)
+    )
     executor.update_parameters(**params)
     with executor.batch():
         jobs = [

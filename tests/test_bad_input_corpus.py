@@ -459,6 +459,12 @@ HOSTILE = [
     ("account", "cluster.account='$(touch PWN7)'"),
     ("native argument value", "+framework.args.lr_scheduler_type='cosine; touch PWN8'"),
     ("setup-free qos", "cluster.qos='`touch PWN9`'"),
+    ("srun flag", "cluster.srun_args=['--comment=$(touch PWN12)']"),
+    ("site variable", "+cluster.env.SITE_VAR='$(touch PWN13); `touch PWN14`'"),
+    ("interpreter word", "cluster.python=['/usr/bin/env','x; touch PWN15','$(touch PWN16)']"),
+    ("constraint", "cluster.constraint='`touch PWN17`'"),
+    ("stage partition", "cluster.eval.partition='$(touch PWN18)'"),
+    ("extra sbatch option", "+cluster.additional_parameters.comment='$(touch PWN19)'"),
     ("data path", "HOSTILE_DATA"),
     ("model path", "HOSTILE_MODEL"),
 ]

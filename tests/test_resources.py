@@ -92,12 +92,12 @@ def test_a_one_gpu_server_asks_for_its_share_of_the_node_and_eval_for_the_cpu_pa
     stages = {s.name: s.resources for s in build_pipeline(cfg, RunLayout(Path("/runs/r"))).stages}
     assert (stages["deploy"].gpus_per_node, stages["deploy"].cpus_per_task, stages["deploy"].mem) == (1, 8, "64000M")
     assert (stages["train"].cpus_per_task, stages["train"].mem) == (64, "500G")  # the whole node
-    assert stages["eval"].partition == "cpu" and stages["deploy"].partition is None
+    assert stages["eval"].partition == "cpu" and stages["deploy"].partition == "gpu"
 
 
 def test_node_share_of_memory_units():
     from hpcft.config.compose import load_config
-    from hpcft.plan import node_share
+    from hpcft.stage_site import node_share
 
     c = load_config(["model=internlm2", "cluster=8gpu", "cluster.mem=1T", "cluster.cpus_per_node=4"]).cluster
     assert node_share(c, 2) == (1, "262144M") and node_share(c, 8) == (4, "1T") and node_share(c, 0) == (4, "1T")

@@ -144,7 +144,10 @@ def _hydra_message(e: Exception) -> str:
     first = str(cause).strip().splitlines()[0]
     if "not in struct" in first or "not in '" in first:
         parent, _, leaf = str(full_key).rpartition(".")
-        return f"{full_key}: " + unknown_name("key", leaf, _schema_fields(parent))
+        known = _schema_fields(parent)
+        if not known:  # a free-form mapping (framework.args, cluster.env): Hydra's `+` adds a key
+            return f"{full_key}: a new key of {parent}; add it with +{full_key}=<value>"
+        return f"{full_key}: " + unknown_name("key", leaf, known)
     return f"{full_key}: {first}"
 
 

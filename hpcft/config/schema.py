@@ -74,6 +74,43 @@ class FrameworkConfig:
     is checked against the framework's own argument definitions."""
 
 
+class GpuRequest(str, Enum):
+    gpus_per_node = "gpus_per_node"
+    """`--gpus-per-node=[type:]N` (Slurm >= 19.05)."""
+    gres = "gres"
+    """`--gres=gpu:[type:]N`, for sites whose job submit plugin expects the generic-resource form."""
+
+
+@dataclass(kw_only=True)
+class StageSite:
+    """How one stage's jobs differ from the rest of the cluster's (`cluster.train`,
+    `cluster.deploy`, `cluster.eval`); null keeps the cluster-wide value. Time limits and GPUs
+    are per stage already: `cluster.time` and `cluster.gpus_per_node` (train), `deploy.time`
+    and `deploy.gpus`, `eval.time` (eval uses no GPU)."""
+
+    partition: str | None = None
+    """This stage's partition; null: `cluster.partition` (eval: `cluster.cpu_partition` first)."""
+    account: str | None = None
+    """This stage's account; null: `cluster.account`."""
+    qos: str | None = None
+    """This stage's quality of service; null: `cluster.qos`."""
+    cpus: int | None = None
+    """CPU cores per node; null: `cluster.cpus_per_node` (deploy: its GPUs' share; eval: 1); >= 1."""
+    mem: str | None = None
+    """Memory per node; null: `cluster.mem` (deploy: its GPUs' share; eval: the partition default)."""
+    python: list[str] | None = None
+    """This stage's interpreter or wrapper command (see `cluster.python`); null: `cluster.python`.
+    The deploy stage usually names the serving environment (vLLM's pins differ from LLaMA-Factory's)."""
+    srun_args: list[str] | None = None
+    """This stage's srun flags (see `cluster.srun_args`), e.g. another container image; null: the cluster's."""
+    constraint: str | None = None
+    """This stage's node features; null: `cluster.constraint`; "" asks for none."""
+    setup: list[str] = field(default_factory=list)
+    """Shell lines run after `cluster.setup`, for this stage only."""
+    env: dict[str, str] = field(default_factory=dict)
+    """Variables exported for this stage only, over `cluster.env`."""
+
+
 @dataclass(kw_only=True)
 class ClusterConfig:
     name: str = MISSING
@@ -112,6 +149,44 @@ class ClusterConfig:
     setup: list[str] = field(default_factory=list)
     """Shell lines run before each job (module load, conda activate, ...). These are shell
     by design and come from the cluster file; nothing else hpcft writes is."""
+    teardown: list[str] = field(default_factory=list)
+    """Shell lines run after each job's command (submitit's `teardown`), shell by design like `setup`."""
+    python: list[str] = field(default_factory=list)
+    """The command that runs each job's Python, one word per item: a training environment's
+    interpreter (`[/shared/envs/train/bin/python]`), or a container runtime wrapping it
+    (`[apptainer, exec, --nv, /images/train.sif, python]`). Empty: the interpreter that submits.
+    submitit's `python`; every word is quoted, so values stay data."""
+    srun_args: list[str] = field(default_factory=list)
+    """Extra flags of the `srun` that starts each job's tasks (submitit's `srun_args`), e.g.
+    `--cpu-bind=none`, `--mpi=pmix`, or pyxis's `--container-image=...`; each one quoted."""
+    env: dict[str, str] = field(default_factory=dict)
+    """Variables every job exports (NCCL settings, proxies, `HF_HOME` on shared storage); each
+    value quoted. Secrets (`WANDB_API_KEY`, `HF_TOKEN`, ...) are refused here: scripts are files."""
+    gpu_request: GpuRequest = GpuRequest.gpus_per_node
+    """How GPUs are asked for: `gpus_per_node` (`--gpus-per-node`) or `gres` (`--gres=gpu:...`)."""
+    constraint: str | None = None
+    """Node features (`--constraint`, e.g. `a100&ib`); null for none."""
+    reservation: str | None = None
+    """Slurm reservation (`--reservation`); null for none."""
+    exclusive: bool = False
+    """Whole nodes only (`--exclusive`): no other job shares the train job's nodes."""
+    exclude: str | None = None
+    """Nodes never to use (`--exclude`, e.g. `gpu[07-08]`); null for none."""
+    nodelist: str | None = None
+    """Nodes to use (`--nodelist`); null for any."""
+    mail_type: str | None = None
+    """When Slurm mails (`--mail-type`, e.g. `END,FAIL`); null for never."""
+    mail_user: str | None = None
+    """Who Slurm mails (`--mail-user`); null for the submitting user."""
+    additional_parameters: dict[str, str] = field(default_factory=dict)
+    """Any other sbatch option by its long name without dashes (`{licenses: "scratch:1"}`),
+    submitit's `additional_parameters`; options hpcft sets itself are refused with the key to use."""
+    train: StageSite = field(default_factory=StageSite)
+    """The train job's own partition, account, interpreter, ... (see `StageSite`)."""
+    deploy: StageSite = field(default_factory=StageSite)
+    """The deploy job's own settings, e.g. the serving environment's `python`."""
+    eval: StageSite = field(default_factory=StageSite)
+    """The eval job's own settings; it only sends requests, so a CPU partition suits it."""
     internet: bool = True
     """Whether compute nodes reach the internet (W&B online); false means offline mode."""
     export_secrets: bool = True

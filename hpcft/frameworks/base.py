@@ -16,8 +16,8 @@ from typing import Any, ClassVar
 
 import yaml
 
+from hpcft.config.checks import check_positive
 from hpcft.config.schema import FrameworkConfig, HpcftConfig, ModelKind
-from hpcft.config.validate import check_positive
 from hpcft.errors import ConfigError, DataError, unknown_name
 from hpcft.jobs.spec import DeployJob, TrainJob
 from hpcft.resources import BatchLayout, batch_layout

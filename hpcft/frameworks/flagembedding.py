@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hpcft.config.checks import check_choice, check_positive
 from hpcft.config.schema import FrameworkConfig, ModelKind
-from hpcft.config.validate import check_choice, check_positive
 from hpcft.data import Row, check_rows, read_retrieval_eval, scan_rows
 from hpcft.errors import ConfigError, DataError
 from hpcft.frameworks.base import Files, FrameworkAdapter

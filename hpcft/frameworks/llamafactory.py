@@ -10,8 +10,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from hpcft.config.checks import check_choice, check_positive, check_range
 from hpcft.config.schema import DeepSpeedConfig, Executor, FrameworkConfig, HpcftConfig, ModelKind
-from hpcft.config.validate import check_choice, check_positive, check_range
 from hpcft.deepspeed import deepspeed_json
 from hpcft.errors import ConfigError
 from hpcft.frameworks.base import Files, FrameworkAdapter, native_argument_names, read_native_yaml

@@ -1,0 +1,116 @@
+"""Checks on a cluster's site settings: interpreters, srun flags, environment, extra sbatch options.
+
+They reach the script as `#SBATCH` lines and quoted shell words, so a control character
+(which would end an `#SBATCH` line and start a shell one) is refused everywhere, sbatch
+options hpcft derives itself are refused with the key that sets them, and a secret is
+refused in `env` because scripts are files.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from hpcft.config.checks import check_mem, check_positive, check_safe_text
+from hpcft.config.schema import ClusterConfig, StageSite
+from hpcft.errors import ConfigError
+
+STAGES = ("train", "deploy", "eval")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SECRET_NAME = re.compile(r"TOKEN|API_KEY|SECRET|PASSWORD|PASSWD", re.IGNORECASE)
+_OPTION = re.compile(r"^[a-z][a-z0-9-]*$")
+
+OWNED_OPTIONS = {
+    "job-name": "name",
+    "time": "cluster.time, deploy.time or eval.time",
+    "nodes": "cluster.nodes",
+    "ntasks-per-node": "cluster.procs_per_node",
+    "cpus-per-task": "cluster.cpus_per_node or cluster.<stage>.cpus",
+    "gpus-per-node": "cluster.gpus_per_node and cluster.gpu_type",
+    "gres": "cluster.gpu_request=gres",
+    "mem": "cluster.mem or cluster.<stage>.mem",
+    "partition": "cluster.partition or cluster.<stage>.partition",
+    "account": "cluster.account or cluster.<stage>.account",
+    "qos": "cluster.qos or cluster.<stage>.qos",
+    "constraint": "cluster.constraint",
+    "reservation": "cluster.reservation",
+    "exclusive": "cluster.exclusive",
+    "exclude": "cluster.exclude",
+    "nodelist": "cluster.nodelist",
+    "mail-type": "cluster.mail_type",
+    "mail-user": "cluster.mail_user",
+    "signal": "cluster.signal_delay_s",
+    "dependency": "the stages' order (hpcft chains them)",
+    "kill-on-invalid-dep": "the stages' order (hpcft sets it)",
+    "array": "a sweep (-m)",
+    "output": "the run directory",
+    "error": "the run directory",
+    "open-mode": "the run directory",
+    "wckey": "nothing (submitit sets it)",
+    "export": "cluster.export_secrets and cluster.env",
+}
+"""sbatch options hpcft writes itself, and the setting that controls each."""
+
+
+def check_python(key: str, words: list[str]) -> None:
+    """An interpreter or wrapper command: words without control characters; an absolute
+    program path must exist where its folder is visible from the login node (a path that
+    only exists inside a container or on compute nodes is left to the job)."""
+    if not words:
+        raise ConfigError(key, "must name a command, e.g. [/shared/envs/train/bin/python]; omit it for the default")
+    for i, word in enumerate(words):
+        check_safe_text(f"{key}[{i}]", word)
+    program = Path(words[0]).expanduser()
+    if program.is_absolute() and program.parent.is_dir() and not os.access(program, os.X_OK):
+        raise ConfigError(key, f"{words[0]} is not an executable file (install the environment first)")
+
+
+def check_env(key: str, env: dict[str, str]) -> None:
+    for name, value in env.items():
+        if not _ENV_NAME.match(name):
+            raise ConfigError(f"{key}.{name}", "is not a shell variable name (letters, digits and _)")
+        if _SECRET_NAME.search(name):
+            raise ConfigError(
+                f"{key}.{name}",
+                "looks like a secret, and scripts are files others can read: keep it in the submitting"
+                " shell (cluster.export_secrets) or the framework's credential file",
+            )
+        check_safe_text(f"{key}.{name}", str(value))
+
+
+def check_additional_parameters(params: dict[str, str]) -> None:
+    for name, value in params.items():
+        option = str(name).replace("_", "-")
+        key = f"cluster.additional_parameters.{name}"
+        if not _OPTION.match(option):
+            raise ConfigError(key, "must be an sbatch long option without dashes, e.g. licenses")
+        if option in OWNED_OPTIONS:
+            raise ConfigError(key, f"hpcft sets --{option} itself; use {OWNED_OPTIONS[option]}")
+        check_safe_text(key, str(value))
+
+
+def check_stage_site(key: str, site: StageSite) -> None:
+    check_positive(f"{key}.cpus", site.cpus)
+    check_mem(f"{key}.mem", site.mem)
+    for name in ("partition", "account", "qos", "constraint"):
+        check_safe_text(f"{key}.{name}", getattr(site, name))
+    if site.python is not None:
+        check_python(f"{key}.python", site.python)
+    for i, arg in enumerate(site.srun_args or []):
+        check_safe_text(f"{key}.srun_args[{i}]", arg)
+    check_env(f"{key}.env", site.env)
+
+
+def validate_site(c: ClusterConfig) -> None:
+    """Every site setting of the cluster and of each stage."""
+    if c.python:
+        check_python("cluster.python", c.python)
+    for i, arg in enumerate(c.srun_args):
+        check_safe_text(f"cluster.srun_args[{i}]", arg)
+    check_env("cluster.env", c.env)
+    for name in ("constraint", "reservation", "exclude", "nodelist", "mail_type", "mail_user"):
+        check_safe_text(f"cluster.{name}", getattr(c, name))
+    check_additional_parameters(c.additional_parameters)
+    for stage in STAGES:
+        check_stage_site(f"cluster.{stage}", getattr(c, stage))

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Install hpcft on a real cluster, from the pinned versions in constraints/train.txt.
+#
+#   bash scripts/install.sh login  VENV   # the login node: compose, validate, submit (no torch)
+#   bash scripts/install.sh train  VENV   # the jobs' environment: torch, LLaMA-Factory, FlagEmbedding,
+#                                         # DeepSpeed, W&B and the eval metrics (hpcft included)
+#   bash scripts/install.sh all    VENV   # both in one shared venv (what scripts/setup.sh makes)
+#
+# Put the train venv on storage every compute node sees, then name its interpreter in your
+# cluster config: `python: [/shared/envs/hpcft-train/bin/python]` (or per stage,
+# `train: {python: [...]}`, `deploy: {python: [...]}`). Today the deploy stage serves with
+# LLaMA-Factory's API or hpcft's embedding server, so it runs in the train environment (or a
+# container of it: see sbatch_templates/). The login node needs no GPU and no torch.
+# Env: PYTHON (default python3), PIP_ARGS (extra pip flags, e.g. an index URL).
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+usage() { sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+[ $# -eq 2 ] || usage
+ROLE="$1" VENV="$2"
+case "$ROLE" in login | train | all) ;; *) echo "install: unknown role '$ROLE'" >&2; usage ;; esac
+
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "install: creating $VENV"
+    "${PYTHON:-python3}" -m venv "$VENV"
+fi
+# shellcheck disable=SC2206  # PIP_ARGS is word-split on purpose
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check install ${PIP_ARGS:-})
+started=$SECONDS
+step() { echo "install: [$((SECONDS - started))s] $*"; }
+
+if [ "$ROLE" = login ]; then
+    step "hpcft for the login node (hydra-core, omegaconf, submitit, PyYAML)"
+    "${PIP[@]}" -c "$REPO/constraints/train.txt" -e "$REPO"
+else
+    # torch first and pinned: an unpinned torch resolves to whatever is newest, which the
+    # framework pins may not accept.
+    step "torch ($(grep '^torch==' "$REPO/constraints/train.txt"))"
+    "${PIP[@]}" "$(grep '^torch==' "$REPO/constraints/train.txt")" "$(grep '^torchvision==' "$REPO/constraints/train.txt")"
+    step "hpcft with the training stack (LLaMA-Factory, FlagEmbedding, DeepSpeed, W&B)"
+    # deepspeed is an sdist: build no ops now, they are JIT-compiled when first used.
+    DS_BUILD_OPS=0 "${PIP[@]}" -c "$REPO/constraints/train.txt" -e "$REPO[train]"
+fi
+step "done: $VENV/bin/python -m hpcft --version -> $("$VENV/bin/python" -m hpcft --version)"
