@@ -4,7 +4,8 @@
 #   bash scripts/install.sh login  VENV   # the login node: compose, validate, submit (no torch)
 #   bash scripts/install.sh train  VENV   # the jobs' environment: torch, LLaMA-Factory, FlagEmbedding,
 #                                         # DeepSpeed, W&B and the eval metrics (hpcft included)
-#   bash scripts/install.sh all    VENV   # both in one shared venv (what scripts/setup.sh makes)
+#   bash scripts/install.sh all    VENV   # both in one shared venv
+#   bash scripts/install.sh dev    VENV   # all, plus the test tools (what scripts/setup.sh makes)
 #
 # Put the train venv on storage every compute node sees, then name its interpreter in your
 # cluster config: `python: [/shared/envs/hpcft-train/bin/python]` (or per stage,
@@ -14,10 +15,10 @@
 # Env: PYTHON (default python3), PIP_ARGS (extra pip flags, e.g. an index URL).
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-usage() { sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 [ $# -eq 2 ] || usage
 ROLE="$1" VENV="$2"
-case "$ROLE" in login | train | all) ;; *) echo "install: unknown role '$ROLE'" >&2; usage ;; esac
+case "$ROLE" in login | train | all | dev) ;; *) echo "install: unknown role '$ROLE'" >&2; usage ;; esac
 
 if [ ! -x "$VENV/bin/python" ]; then
     echo "install: creating $VENV"
@@ -38,6 +39,8 @@ else
     "${PIP[@]}" "$(grep '^torch==' "$REPO/constraints/train.txt")" "$(grep '^torchvision==' "$REPO/constraints/train.txt")"
     step "hpcft with the training stack (LLaMA-Factory, FlagEmbedding, DeepSpeed, W&B)"
     # deepspeed is an sdist: build no ops now, they are JIT-compiled when first used.
-    DS_BUILD_OPS=0 "${PIP[@]}" -c "$REPO/constraints/train.txt" -e "$REPO[train]"
+    extras=train
+    [ "$ROLE" = dev ] && extras=train,dev
+    DS_BUILD_OPS=0 "${PIP[@]}" -c "$REPO/constraints/train.txt" -e "$REPO[$extras]"
 fi
 step "done: $VENV/bin/python -m hpcft --version -> $("$VENV/bin/python" -m hpcft --version)"

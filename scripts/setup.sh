@@ -6,27 +6,16 @@
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${HPCFT_VENV:-$REPO/.venv}"
-PY="${PYTHON:-python3}"
 cd "$REPO"
-
-if [ ! -x "$VENV/bin/python" ]; then
-    echo "setup: creating $VENV"
-    "$PY" -m venv "$VENV"
-fi
-PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
-# pip warns once per package about this machine's extra local indexes; keep real errors.
-quiet() { "$@" 2> >(grep -v "^WARNING: Location" >&2); }
 
 # Reinstall only when what we install changed.
 stamp="$VENV/.hpcft-installed"
-want="$(cat pyproject.toml constraints/train.txt | sha256sum | cut -d' ' -f1)"
+want="$(cat pyproject.toml constraints/train.txt scripts/install.sh | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     started=$SECONDS
     echo "setup: installing the training stack (torch, LLaMA-Factory, FlagEmbedding, DeepSpeed; ~4 min the first time)"
-    # torch first and pinned: an unpinned torch pulls a multi-GB build (see constraints/train.txt).
-    quiet "${PIP[@]}" install "$(grep '^torch==' constraints/train.txt)" "$(grep '^torchvision==' constraints/train.txt)"
-    # deepspeed is an sdist: build no ops now, they are JIT-compiled when first used.
-    DS_BUILD_OPS=0 quiet "${PIP[@]}" install -c constraints/train.txt -e ".[train,dev]"
+    # pip warns once per package about this machine's extra local indexes; keep real errors.
+    bash scripts/install.sh dev "$VENV" 2> >(grep -v "^WARNING: Location" >&2)
     echo "$want" > "$stamp"
     echo "setup: installed in $((SECONDS - started)) s"
 fi
