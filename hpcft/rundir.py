@@ -45,6 +45,11 @@ class RunLayout:
         return self.root / "train"
 
     @property
+    def loss_plot(self) -> Path:
+        """The training loss curve (LLaMA-Factory's own, or drawn by hpcft from the Trainer's log)."""
+        return self.train_output / "training_loss.png"
+
+    @property
     def merged(self) -> Path:
         return self.root / "merged"
 

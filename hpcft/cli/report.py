@@ -1,10 +1,14 @@
-"""`python -m hpcft report SWEEP_DIR`: a sweep's results side by side.
+"""`python -m hpcft report RUN_OR_SWEEP_DIR`: a run's or a sweep's results.
 
-Writes `report.csv` and `report.md` (one row per point: the hyper-parameters that vary
-across the sweep, then the eval metrics) and one PNG per metric and varying
-hyper-parameter into the sweep folder, and prints the Markdown table.
+A run: `report.md` with the metrics of the fine-tuned model beside its base (and the gain),
+and its loss curve (`train/training_loss.png`, drawn from the Trainer's log if the framework
+drew none). A sweep: `report.csv` and `report.md` (one row per point: the hyper-parameters
+that vary across the sweep, then the eval metrics), one PNG per metric and varying
+hyper-parameter, and `report_loss.png` with every point's loss curve overlaid. The
+Markdown table is printed.
 
 Examples:
+  python -m hpcft report runs/tiny_llama-llamafactory-20261128-101500-abc123
   python -m hpcft report runs/tiny_llama-llamafactory-sweep-20261128-101500-abc123
   python -m hpcft report runs/my-sweep --out /tmp/report
 """
@@ -13,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,9 +24,12 @@ from typing import Any
 
 from hpcft.cli.common import subcommand_parser, sweep_runs
 from hpcft.errors import UserError
-from hpcft.rundir import read_manifest, write_atomic
+from hpcft.plots import draw_loss, ensure_loss_plot, loss_curve
+from hpcft.results import comparison_table, headline, read_metrics
+from hpcft.rundir import RunLayout, read_manifest, write_atomic
 
-METRICS = ("bleu-4", "rouge-l", "exact_match")
+GENERATION_METRICS = ("bleu-4", "rouge-l", "exact_match")
+"""The columns of a sweep whose points have no metrics yet (an LLM sweep still running)."""
 
 
 def point_rows(sweep_dir: Path) -> list[dict[str, Any]]:
@@ -35,17 +41,15 @@ def point_rows(sweep_dir: Path) -> list[dict[str, Any]]:
             print(f"report: skipping a point: {e}", file=sys.stderr)
             continue
         params = dict(o.split("=", 1) for o in manifest.get("overrides", []) if "=" in o)
-        metrics_path = run / "eval" / "metrics.json"
-        try:
-            metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-        except ValueError:
-            metrics = {}
-        rows.append({"run": run.name, **params, **{m: metrics.get(m) for m in METRICS}})
+        metrics = headline(read_metrics(run) or {})
+        rows.append({"run": run.name, **params, "metrics": metrics})
     return rows
 
 
 def varying(rows: list[dict[str, Any]]) -> list[str]:
-    keys = [k for k in rows[0] if k not in ("run", *METRICS)]
+    if not rows:
+        return []
+    keys = [k for k in rows[0] if k not in ("run", "metrics")]
     return [k for k in keys if len({str(r.get(k)) for r in rows}) > 1]
 
 
@@ -88,18 +92,53 @@ def markdown(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run_report(run: Path, out: Path) -> int:
+    """One run: base vs fine-tuned, and where its pictures and files are."""
+    read_manifest(run)  # a one-line error for what is not a run
+    metrics = read_metrics(run)
+    layout = RunLayout(run)
+    plot = ensure_loss_plot(layout.train_output, f"training loss: {run.name}")
+    lines = [f"# {run.name}", ""]
+    if metrics:
+        lines += ["```", comparison_table(metrics), "```", ""]
+    else:
+        lines += ["No eval metrics yet.", ""]
+    if plot:
+        lines.append(f"![training loss]({plot})")
+    text = "\n".join(lines) + "\n"
+    write_atomic(out / "report.md", text)
+    print(text, end="")
+    print(f"\nwrote {out}/report.md" + (f" and {plot}" if plot else " (no training log to plot yet)"))
+    return 0
+
+
 def main(argv: Sequence[str]) -> int:
     parser = subcommand_parser("report", __doc__)
-    parser.add_argument("sweep", help="a sweep directory (it holds sweep.json)")
-    parser.add_argument("--out", help="where to write the report (default: the sweep directory)")
+    parser.add_argument("target", help="a run directory, or a sweep directory (it holds sweep.json)")
+    parser.add_argument("--out", help="where to write the report (default: the run or sweep directory)")
     args = parser.parse_args(list(argv))
-    sweep_dir = Path(args.sweep)
-    if not (sweep_dir / "sweep.json").is_file():
-        raise UserError(f"{args.sweep}: not a sweep directory (no sweep.json)")
-    out = Path(args.out) if args.out else sweep_dir
+    target = Path(args.target)
+    out = Path(args.out) if args.out else target
+    if (target / "manifest.json").is_file():
+        return run_report(target, out)
+    if not (target / "sweep.json").is_file():
+        raise UserError(f"{args.target}: neither a run directory (manifest.json) nor a sweep directory (sweep.json)")
+    return sweep_report(target, out)
+
+
+def sweep_table(sweep_dir: Path) -> tuple[list[dict[str, Any]], list[str], list[str]]:
+    """The points' rows (varying hyper-parameters, then each metric), those hyper-parameters,
+    and the metric names."""
     rows = point_rows(sweep_dir)
-    params = varying(rows)
-    columns = ["run", *params, *METRICS]
+    metric_names = list(dict.fromkeys(m for r in rows for m in r["metrics"])) or list(GENERATION_METRICS)
+    for r in rows:
+        r.update({m: r["metrics"].get(m) for m in metric_names})
+    return rows, varying(rows), metric_names
+
+
+def sweep_report(sweep_dir: Path, out: Path) -> int:
+    rows, params, metric_names = sweep_table(sweep_dir)
+    columns = ["run", *params, *metric_names]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
@@ -108,9 +147,11 @@ def main(argv: Sequence[str]) -> int:
     table = markdown(rows, columns)
     write_atomic(out / "report.md", table)
     for param in params:
-        for metric in METRICS:
+        for metric in metric_names:
             plot(rows, param, metric, out / f"report_{metric}_vs_{param.replace('/', '_')}.png")
+    curves = [(run.name, loss_curve(run / "train")) for run in sweep_runs(sweep_dir)]
+    draw_loss(curves, out / "report_loss.png", f"training loss, {len(curves)} points")
     print(table, end="")
-    done = sum(r[METRICS[0]] is not None for r in rows)
+    done = sum(bool(r["metrics"]) for r in rows)
     print(f"\n{done} of {len(rows)} points have metrics; wrote {out}/report.csv, report.md and plots")
     return 0

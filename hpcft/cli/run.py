@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import json
 import sys
 from collections.abc import Sequence
 
@@ -26,6 +25,8 @@ from hpcft.config.compose import conf_dir, load_config
 from hpcft.config.schema import Executor
 from hpcft.errors import UserError
 from hpcft.launch import config_yaml, launch
+from hpcft.results import comparison_table, read_metrics
+from hpcft.rundir import RunLayout
 
 
 def version() -> str:
@@ -83,9 +84,25 @@ def main(argv: Sequence[str]) -> int:
     layout = launch(cfg, say=lambda line: print(line, flush=True)).layout
     if cfg.dry_run or cfg.cluster.executor is Executor.slurm:
         return 0
-    if layout.metrics.exists():
-        print(f"metrics ({layout.metrics}):\n{json.dumps(json.loads(layout.metrics.read_text()), indent=2)}")
+    print(closing_summary(layout))
     return 0
+
+
+def closing_summary(layout: RunLayout) -> str:
+    """What a local run produced: base vs fine-tuned, and where the files are."""
+    lines = []
+    if metrics := read_metrics(layout.root):
+        lines += ["", comparison_table(metrics)]
+    lines += ["", f"run directory: {layout.root}"]
+    for label, path in (
+        ("loss curve", layout.loss_plot),
+        ("metrics", layout.metrics),
+        ("predictions", layout.predictions),
+    ):
+        if path.exists():
+            lines.append(f"{label + ':':<13} {path}")
+    lines.append(f"report:       python -m hpcft report {layout.root}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

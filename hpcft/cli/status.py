@@ -18,19 +18,21 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hpcft.cli.common import resolve_targets, subcommand_parser
+from hpcft.results import gains, headline, read_metrics, table
 from hpcft.rundir import failure_excerpt
 from hpcft.runstate import ENDED_BADLY, read_states
 
 
 def metric_summary(run: Path) -> str:
-    path = run / "eval" / "metrics.json"
-    if not path.is_file():
+    """`rouge-l=61.20 (+58.00)`: the fine-tuned model's metrics, each with its gain over the
+    base model when that was scored."""
+    if not (run / "eval" / "metrics.json").is_file():
         return ""
-    try:
-        metrics = json.loads(path.read_text())
-    except (OSError, ValueError):
+    metrics = read_metrics(run)
+    if metrics is None:
         return "(metrics.json unreadable)"
-    return "  ".join(f"{k}={v:.2f}" for k, v in metrics.items() if isinstance(v, float) and k != "rows")
+    gain = gains(metrics)
+    return "  ".join(f"{k}={v:.2f}" + (f" ({gain[k]:+.2f})" if k in gain else "") for k, v in headline(metrics).items())
 
 
 def eval_progress(run: Path) -> str:
@@ -41,11 +43,6 @@ def eval_progress(run: Path) -> str:
         return f" ({p['done']}/{p['total']} rows, {p['rows_per_s']} rows/s{eta})"
     except (OSError, ValueError, KeyError, TypeError):
         return ""
-
-
-def table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows])
 
 
 def render(runs: list[Path], sweeps: Sequence[Path] = ()) -> tuple[str, bool]:

@@ -126,7 +126,7 @@ def launch_points(points: Sequence[Point], sweep_dir: Path) -> list[Path]:
 def run_local_sweep(points: Sequence[SweepPoint], sweep_dir: Path) -> None:
     """Run every point here, one after another, with the same records as a Slurm sweep:
     `sweep.json` (so `status` and `report` read the folder) and each point's overrides."""
-    from hpcft.cli.report import METRICS, markdown, point_rows, varying
+    from hpcft.cli.report import markdown, sweep_table
     from hpcft.submit import run_local
 
     write_json_atomic(sweep_dir / "sweep.json", sweep_record(points, sweep_dir, [], "running"))
@@ -136,8 +136,8 @@ def run_local_sweep(points: Sequence[SweepPoint], sweep_dir: Path) -> None:
         manifest.update(sweep=str(sweep_dir), overrides=list(point.overrides))
         write_json_atomic(point.pipeline.layout.manifest, manifest)
     write_json_atomic(sweep_dir / "sweep.json", sweep_record(points, sweep_dir, [], "completed"))
-    rows = point_rows(sweep_dir)
-    print(markdown(rows, ["run", *varying(rows), *METRICS]), end="")
+    rows, params, metric_names = sweep_table(sweep_dir)
+    print(markdown(rows, ["run", *params, *metric_names]), end="")
     print(f"Sweep directory: {sweep_dir}\nReport: python -m hpcft report {sweep_dir}")
 
 

@@ -252,6 +252,12 @@ class EvalConfig:
     1, 2, 4, ... s apart; >= 0. Answers already received are kept whatever happens."""
     endpoint_timeout_s: int = 3600
     """How long eval waits for the deploy job to publish its endpoint; >= 1."""
+    baseline: bool | None = None
+    """Also score the base model on the eval set, so `metrics.json` shows what fine-tuning
+    gained. Embedders and rerankers: the server holds both. LLMs: the deploy job starts a
+    second server with the base weights (on GPUs, the two share them: each gets half of
+    vLLM's memory). null: on for models of at most 1B parameters, where a second copy
+    costs little."""
 
 
 @dataclass(kw_only=True)

@@ -70,6 +70,10 @@ class Overridden:
     why: str
 
 
+BASELINE_MAX_PARAMS_B = 1.0
+"""Up to this size a second copy of the model for scoring the base costs little."""
+
+
 class FrameworkAdapter(ABC):
     name: ClassVar[str]
     kinds: ClassVar[tuple[ModelKind, ...]]
@@ -89,6 +93,12 @@ class FrameworkAdapter(ABC):
     def eval_task(self) -> str:
         """What the eval job measures through the served model (see EvalJob.task)."""
         return "generation"
+
+    @property
+    def scores_baseline(self) -> bool:
+        """Whether eval scores the base model beside the fine-tuned one (`eval.baseline`)."""
+        wanted = self.cfg.eval.baseline
+        return self.cfg.model.params_b <= BASELINE_MAX_PARAMS_B if wanted is None else wanted
 
     def __init__(self, cfg: HpcftConfig) -> None:
         self.cfg = cfg

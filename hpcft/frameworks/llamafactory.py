@@ -277,12 +277,13 @@ class Adapter(FrameworkAdapter):
 
     def deploy_files(self, layout: RunLayout) -> Files:
         model = self.cfg.model
-        common = {"trust_remote_code": model.trust_remote_code or None, "template": model.template}
-        files = {
-            "native/api.yaml": native_yaml(
-                {"model_name_or_path": self._serve_weights(layout), **common, "infer_backend": self.backend()}
-            )
-        }
+        common: dict[str, Any] = {"trust_remote_code": model.trust_remote_code or None, "template": model.template}
+        if self.backend() == "vllm" and self.scores_baseline:
+            common["vllm_gpu_util"] = 0.45  # two servers share the GPUs
+        serving = {**common, "infer_backend": self.backend()}
+        files = {"native/api.yaml": native_yaml({"model_name_or_path": self._serve_weights(layout), **serving})}
+        if self.scores_baseline:
+            files["native/api_base.yaml"] = native_yaml({"model_name_or_path": model.path, **serving})
         if self.fw.finetuning_type == "lora":
             on_cpu = self.cfg.cluster.gpus_per_node == 0 or self.cfg.cluster.executor is Executor.local
             files["native/export.yaml"] = native_yaml(
@@ -306,6 +307,10 @@ class Adapter(FrameworkAdapter):
             export_argv=export if self.fw.finetuning_type == "lora" else None,
             serve_argv=["llamafactory-cli", "api", str(layout.native / "api.yaml")],
             model_name=f"{self.cfg.model.name}-ft",
+            baseline_argv=["llamafactory-cli", "api", str(layout.native / "api_base.yaml")]
+            if self.scores_baseline
+            else None,
+            baseline_model_name=f"{self.cfg.model.name}-base",
             port=d.port,
             ready_timeout_s=d.ready_timeout_s,
             keep_serving=d.keep_serving,

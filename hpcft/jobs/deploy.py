@@ -61,25 +61,38 @@ def wait_ready(process: subprocess.Popen[bytes], url: str, timeout_s: int) -> No
         time.sleep(1)
 
 
+def start_server(job: DeployJob, argv: list[str], model_name: str, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **job.env, "API_HOST": "0.0.0.0", "API_PORT": str(port), "API_MODEL_NAME": model_name}
+    return subprocess.Popen(resolve(argv), env=env)
+
+
 def serve(job: DeployJob, layout: RunLayout) -> None:
-    port = job.port or free_port()
-    env = {**os.environ, **job.env, "API_HOST": "0.0.0.0", "API_PORT": str(port), "API_MODEL_NAME": job.model_name}
-    base = f"http://{node_address()}:{port}"
-    process = subprocess.Popen(resolve(job.serve_argv), env=env)
+    """Start the server (and the base model's, when eval scores it too), publish the
+    endpoint once every one answers, and serve until eval says stop."""
+    servers = [(job.model_name, job.serve_argv, job.port or free_port())]
+    if job.baseline_argv:
+        servers.append((job.baseline_model_name, job.baseline_argv, free_port()))
+    processes = [start_server(job, argv, name, port) for name, argv, port in servers]
+    urls = [f"http://{node_address()}:{port}" for _, _, port in servers]
     try:
-        wait_ready(process, base + job.ready_path, job.ready_timeout_s)
-        endpoint = {"base_url": base + "/v1", "model": job.model_name, "node": node_address(), "port": port}
-        endpoint.update(job.endpoint_extra)
+        for process, url in zip(processes, urls, strict=True):
+            wait_ready(process, url + job.ready_path, job.ready_timeout_s)
+        endpoint: dict[str, object] = {"base_url": urls[0] + "/v1", "model": job.model_name}
+        endpoint.update(node=node_address(), port=servers[0][2], **job.endpoint_extra)
+        if len(servers) > 1:
+            endpoint["baseline"] = {"base_url": urls[1] + "/v1", "model": job.baseline_model_name}
         write_json_atomic(layout.endpoint, endpoint)
-        print(f"hpcft deploy: serving {job.model_name} at {base}/v1", flush=True)
-        while process.poll() is None:
+        print(f"hpcft deploy: serving {', '.join(s[0] for s in servers)} at {', '.join(urls)}", flush=True)
+        while all(p.poll() is None for p in processes):
             if layout.stop_serving.exists() and not job.keep_serving:
                 print("hpcft deploy: eval is done, stopping the server", flush=True)
                 return
             time.sleep(2)
-        raise RuntimeError(f"the server exited with status {process.returncode} while serving")
+        codes = [p.returncode for p in processes if p.poll() is not None]
+        raise RuntimeError(f"the server exited with status {codes[0]} while serving")
     finally:
-        stop(process)
+        for process in processes:
+            stop(process)
 
 
 def run_deploy(job: DeployJob) -> str:

@@ -43,23 +43,39 @@ def prompt_of(row: dict[str, Any]) -> str:
     return f"{instruction}\n{extra}" if extra else instruction
 
 
-def evaluate_generation(job: EvalJob, layout: RunLayout, endpoint: dict[str, Any]) -> dict[str, float]:
-    """Every eval row through the endpoint (resuming past answers), then the metrics."""
-    rows = [r.row for r in read_rows(job.evalset)]
-    client = EndpointClient.from_endpoint(endpoint, job.request_timeout_s, job.retries, job.retry_backoff_s)
-    answers = Answers(layout.predictions, len(rows), layout.eval / "progress.json")
+def answer_all(
+    job: EvalJob, rows: list[dict[str, Any]], client: EndpointClient, answers: Answers
+) -> list[dict[str, Any]]:
+    """Every eval row not answered yet through the client's model, `job.concurrency` at a time."""
     todo = [(i, prompt_of(row), row["output"]) for i, row in enumerate(rows) if i not in answers.done]
-    print(f"eval: {len(rows)} rows, {len(rows) - len(todo)} already answered, {job.concurrency} in flight", flush=True)
+    done, flight = len(rows) - len(todo), job.concurrency
+    print(f"eval: {client.model}: {len(rows)} rows, {done} already answered, {flight} in flight", flush=True)
     ask = lambda item: (item, client.chat(item[1], max_tokens=job.max_new_tokens))  # noqa: E731
     with ThreadPoolExecutor(max_workers=job.concurrency) as pool:
         for (index, prompt, label), prediction in pool.map(ask, todo):
             answers.add({"index": index, "prompt": prompt, "label": label, "predict": prediction})
-    records = answers.finish()
-    metrics = score([r["predict"] for r in records], [r["label"] for r in records])
+    return answers.finish()
+
+
+def scored(records: list[dict[str, Any]]) -> dict[str, float]:
+    return score([r["predict"] for r in records], [r["label"] for r in records])
+
+
+def evaluate_generation(job: EvalJob, layout: RunLayout, endpoint: dict[str, Any]) -> dict[str, float]:
+    """Every eval row through the fine-tuned model (resuming past answers), then through the
+    base model when the deploy job serves it too; the metrics, and the gain over the base."""
+    rows = [r.row for r in read_rows(job.evalset)]
+    client = EndpointClient.from_endpoint(endpoint, job.request_timeout_s, job.retries, job.retry_backoff_s)
+    answers = Answers(layout.predictions, len(rows), layout.eval / "progress.json")
+    metrics = scored(answer_all(job, rows, client, answers))
     settings = {"temperature": 0.0, "max_tokens": job.max_new_tokens, "chat_template": job.chat_template}
-    write_json_atomic(
-        layout.metrics, {**metrics, "model": endpoint["model"], "evalset": job.evalset, "generation": settings}
-    )
+    record: dict[str, Any] = {**metrics, "model": endpoint["model"], "evalset": job.evalset, "generation": settings}
+    if baseline := endpoint.get("baseline"):
+        base_client = EndpointClient.from_endpoint(baseline, job.request_timeout_s, job.retries, job.retry_backoff_s)
+        base_answers = Answers(layout.eval / "predictions_base.jsonl", len(rows), layout.eval / "progress.json")
+        base = scored(answer_all(job, rows, base_client, base_answers))
+        record.update(base=base, gain={k: metrics[k] - base[k] for k in metrics if k in base})
+    write_json_atomic(layout.metrics, record)
     return metrics
 
 

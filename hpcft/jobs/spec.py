@@ -38,6 +38,9 @@ class DeployJob:
     keep_serving: bool = False
     endpoint_extra: dict[str, str] = field(default_factory=dict)
     """More to publish in endpoint.json (e.g. the name the base model is served under)."""
+    baseline_argv: list[str] | None = None
+    """A second server for the base model, so eval scores it beside the fine-tuned one; or None."""
+    baseline_model_name: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from hpcft.jobs.process import resolve
 from hpcft.jobs.spec import TrainJob
+from hpcft.plots import ensure_loss_plot
 
 PORT_BASE, PORT_SPAN = 20000, 10000
 """Rendezvous ports lie in [20000, 30000): below Linux's ephemeral range (32768+)."""
@@ -83,4 +84,6 @@ def run_train(job: TrainJob) -> str:
     result = subprocess.run(argv, env={**os.environ, **job.env}, check=False, preexec_fn=ignore_warning_signal)
     if result.returncode != 0:
         raise RuntimeError(f"training command failed with exit status {result.returncode}")
+    if os.environ.get("SLURM_PROCID", "0") == "0":  # one picture per run, from the first node
+        ensure_loss_plot(Path(job.run_dir) / "train", f"training loss: {Path(job.run_dir).name}")
     return f"train finished: {job.run_dir}/train"

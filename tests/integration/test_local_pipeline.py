@@ -21,7 +21,7 @@ def test_local_pipeline_trains_serves_and_evaluates(run_root):
     assert (run / "train" / "adapter_model.safetensors").is_file()
     assert (run / "merged" / "model.safetensors").is_file()
     metrics = assert_eval_outputs(run, eval_rows=6)
-    assert '"rows": 6.0' in result.stdout
+    assert "metric       base" in result.stdout and f"run directory: {run}" in result.stdout
     m = manifest(run)
     assert m["status"] == "completed"
     assert {s["state"] for s in m["stages"].values()} == {"COMPLETED"}
@@ -32,6 +32,30 @@ def test_local_pipeline_trains_serves_and_evaluates(run_root):
     assert metrics["model"] == "tiny_llama-ft"
     # The server was stopped once eval ended.
     assert (run / "deploy" / "stop").is_file()
+
+
+def gain_table(stdout: str) -> dict[str, float]:
+    """The closing table's gain column, by metric."""
+    lines = stdout[stdout.index("metric ") :].splitlines()[1:]
+    return {line.split()[0]: float(line.split()[-1]) for line in lines if line.strip() and line.split()[-1][0] in "+-"}
+
+
+@pytest.mark.parametrize(
+    "experiment,metric", [("quickstart", "exact_match"), ("quickstart_embedding", "recall@1")], ids=["llm", "embedding"]
+)
+def test_quick_start_shows_that_fine_tuning_worked(experiment, metric, run_root):
+    """The README's quick start: base vs fine-tuned with a positive gain, and a loss curve."""
+    result = hpcft(f"+experiment={experiment}", f"run_root={run_root}")
+    assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
+    run = only_run(run_root)
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    tuned = metrics.get("fine_tuned", metrics)
+    assert tuned[metric] - metrics["base"][metric] >= 25, metrics  # learnt, not noise
+    assert gain_table(result.stdout)[metric] == pytest.approx(tuned[metric] - metrics["base"][metric], abs=0.01)
+    assert (run / "train" / "training_loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"loss curve:   {run / 'train' / 'training_loss.png'}" in result.stdout
+    report = hpcft("report", str(run))
+    assert report.returncode == 0 and "fine-tuned" in (run / "report.md").read_text(), report.stderr
 
 
 def test_local_failure_names_the_stage_and_its_log(run_root):

@@ -1,0 +1,72 @@
+"""A run's results as people read them: the headline metrics, and base vs fine-tuned.
+
+`eval/metrics.json` has two shapes: generation metrics at the top level (with `base` and
+`gain` beside them when the base model was scored too), and retrieval metrics under
+`fine_tuned`, `base` and `gain`. Everything that shows metrics (`status`, `report`, the
+quick start's closing table) reads them through here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from hpcft.rundir import RunLayout
+
+NOT_METRICS = frozenset({"rows", "queries"})
+
+
+def read_metrics(run: Path) -> dict[str, Any] | None:
+    """The run's metrics.json, or None when there is none (or it cannot be read)."""
+    try:
+        metrics: dict[str, Any] = json.loads(RunLayout(run).metrics.read_text())
+    except (OSError, ValueError):
+        return None
+    return metrics if isinstance(metrics, dict) else None
+
+
+def _numbers(values: Any) -> dict[str, float]:
+    if not isinstance(values, dict):
+        return {}
+    return {k: float(v) for k, v in values.items() if isinstance(v, int | float) and k not in NOT_METRICS}
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, float]:
+    """The fine-tuned model's metrics, whichever shape the file has."""
+    if "fine_tuned" in metrics:
+        return _numbers(metrics["fine_tuned"])
+    return {k: v for k, v in _numbers(metrics).items() if not isinstance(metrics[k], bool)}
+
+
+def base_of(metrics: dict[str, Any]) -> dict[str, float]:
+    """The base model's metrics on the same eval set; empty when it was not scored."""
+    return _numbers(metrics.get("base"))
+
+
+def comparison_rows(metrics: dict[str, Any]) -> list[list[str]]:
+    """`[metric, base, fine-tuned, gain]` per metric (base and gain blank when not scored)."""
+    tuned, base = headline(metrics), base_of(metrics)
+    rows = []
+    for name, value in tuned.items():
+        if name in base:
+            rows.append([name, f"{base[name]:.2f}", f"{value:.2f}", f"{value - base[name]:+.2f}"])
+        else:
+            rows.append([name, "", f"{value:.2f}", ""])
+    return rows
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    """Left-aligned columns two spaces apart, header first."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows])
+
+
+def comparison_table(metrics: dict[str, Any]) -> str:
+    return table(comparison_rows(metrics), ["metric", "base", "fine-tuned", "gain"])
+
+
+def gains(metrics: dict[str, Any]) -> dict[str, float]:
+    """Fine-tuned minus base, per metric scored for both."""
+    tuned, base = headline(metrics), base_of(metrics)
+    return {k: tuned[k] - base[k] for k in tuned if k in base}

@@ -1,0 +1,101 @@
+"""Results as people read them: base vs fine-tuned for both metrics shapes, status lines,
+single-run reports, loss curves from the Trainer's own log, and the base model's server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from hpcft.cli import main
+from hpcft.cli.status import metric_summary
+from hpcft.config.compose import load_config
+from hpcft.frameworks import adapter_for
+from hpcft.plots import loss_curve
+from hpcft.results import comparison_rows, gains, headline
+from hpcft.rundir import RunLayout, write_json_atomic
+
+GENERATION = {
+    "rouge-l": 61.25,
+    "bleu-4": 40.0,
+    "rows": 6.0,
+    "model": "m-ft",
+    "generation": {"max_tokens": 8},
+    "base": {"rouge-l": 1.25, "bleu-4": 0.5, "rows": 6.0},
+    "gain": {"rouge-l": 60.0, "bleu-4": 39.5},
+}
+RETRIEVAL = {
+    "fine_tuned": {"recall@1": 100.0, "mrr@10": 100.0},
+    "base": {"recall@1": 12.5, "mrr@10": 43.65},
+    "gain": {"recall@1": 87.5, "mrr@10": 56.35},
+    "queries": 8,
+}
+
+
+def test_both_shapes_give_the_fine_tuned_metrics_and_the_gain():
+    assert headline(GENERATION) == {"rouge-l": 61.25, "bleu-4": 40.0}
+    assert headline(RETRIEVAL) == {"recall@1": 100.0, "mrr@10": 100.0}
+    assert gains(GENERATION) == {"rouge-l": 60.0, "bleu-4": 39.5}
+    assert comparison_rows(RETRIEVAL)[0] == ["recall@1", "12.50", "100.00", "+87.50"]
+    assert comparison_rows({"rouge-l": 5.0})[0] == ["rouge-l", "", "5.00", ""]
+
+
+def run_with(tmp_path: Path, metrics: dict) -> Path:
+    run = tmp_path / "run"
+    write_json_atomic(RunLayout(run).metrics, metrics)
+    write_json_atomic(RunLayout(run).manifest, {"run_name": "run", "executor": "local", "stages": {}})
+    return run
+
+
+def test_status_shows_embedding_metrics_with_their_gain(tmp_path):
+    assert metric_summary(run_with(tmp_path, RETRIEVAL)) == "recall@1=100.00 (+87.50)  mrr@10=100.00 (+56.35)"
+
+
+def test_report_of_a_single_run_compares_and_draws_the_loss(tmp_path, capsys):
+    run = run_with(tmp_path, GENERATION)
+    state = {"log_history": [{"step": 5, "loss": 2.5}, {"step": 10, "loss": 1.0}, {"train_runtime": 3.0}]}
+    write_json_atomic(run / "train" / "trainer_state.json", state)
+    assert main(["report", str(run)]) == 0
+    report = (run / "report.md").read_text()
+    assert "rouge-l  1.25  61.25       +60.00" in report
+    assert (run / "train" / "training_loss.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_refuses_what_is_neither_a_run_nor_a_sweep(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "neither a run directory" in capsys.readouterr().err
+
+
+def test_loss_curve_reads_the_final_log_else_the_latest_checkpoint(tmp_path):
+    for step in (2, 10):
+        state = {"log_history": [{"step": s, "loss": 1.0 / s} for s in range(1, step + 1)]}
+        write_json_atomic(tmp_path / f"checkpoint-{step}" / "trainer_state.json", state)
+    assert [s for s, _ in loss_curve(tmp_path)] == list(range(1, 11))
+    write_json_atomic(tmp_path / "trainer_state.json", {"log_history": [{"step": 12, "loss": 0.1}]})
+    assert loss_curve(tmp_path) == [(12, 0.1)]
+    assert loss_curve(tmp_path / "missing") == []
+
+
+def test_a_small_llm_is_served_twice_so_eval_scores_the_base(tmp_path):
+    layout = RunLayout(tmp_path)
+    adapter = adapter_for(load_config(["model=tiny_llama"]))
+    files, job = adapter.deploy_files(layout), adapter.deploy_job(layout)
+    assert (
+        "model_name_or_path:" in files["native/api_base.yaml"]
+        and str(layout.merged) not in files["native/api_base.yaml"]
+    )
+    assert job.baseline_argv == ["llamafactory-cli", "api", str(layout.native / "api_base.yaml")]
+    assert job.baseline_model_name == "tiny_llama-base"
+    off = adapter_for(load_config(["model=tiny_llama", "eval.baseline=false"]))
+    assert off.deploy_job(layout).baseline_argv is None and "native/api_base.yaml" not in off.deploy_files(layout)
+    big = adapter_for(load_config(["model=internlm2", "cluster=8gpu"]))  # 7B: one copy by default
+    assert big.deploy_job(layout).baseline_argv is None
+    shared = adapter_for(load_config(["model=internlm2", "cluster=8gpu", "eval.baseline=true"])).deploy_files(layout)
+    assert all("vllm_gpu_util: 0.45" in shared[f] for f in ("native/api.yaml", "native/api_base.yaml"))
+
+
+def test_the_quick_start_experiments_compose():
+    llm = load_config(["+experiment=quickstart"])
+    assert (llm.model.name, llm.framework.finetuning_type, llm.eval.baseline) == ("tiny_llama", "full", True)
+    embedding = load_config(["+experiment=quickstart_embedding"])
+    assert (embedding.model.name, embedding.framework.name) == ("minilm", "flagembedding")
+    assert json.loads(Path(embedding.evalset).read_text().splitlines()[0])["pos"]
