@@ -10,6 +10,7 @@ still shown and cancelled.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,13 +58,24 @@ def _job_ids(manifest: dict[str, Any]) -> list[str]:
     return [str(s["job_id"]) for s in manifest["stages"].values() if s.get("job_id")]
 
 
+def _local_times(manifest: dict[str, Any], stage: dict[str, Any]) -> dict[str, str]:
+    """Elapsed time and node of a stage run on this machine, from the times it recorded."""
+    started = stage.get("started")
+    if manifest.get("executor") != "local" or not isinstance(started, int | float):
+        return {}
+    ended = stage.get("ended")
+    seconds = int((ended if isinstance(ended, int | float) else time.time()) - started)
+    hours, rest = divmod(max(seconds, 0), 3600)
+    return {"elapsed": f"{hours}:{rest // 60:02d}:{rest % 60:02d}", "nodes": "local"}
+
+
 def _stage_infos(run: Path, manifest: dict[str, Any], jobs: dict[str, JobInfo]) -> dict[str, JobInfo]:
     infos, changed = {}, False
     for name, stage in manifest.get("stages", {}).items():
         job_id = str(stage.get("job_id") or "")
         info = jobs.get(job_id, JobInfo(job_id, "UNKNOWN")) if manifest["executor"] == "slurm" and job_id else None
         if info is None or info.state == "UNKNOWN":  # local runs, stages never submitted, forgotten jobs
-            info = JobInfo(job_id or "-", stage.get("state") or NOT_SUBMITTED)
+            info = JobInfo(job_id or "-", stage.get("state") or NOT_SUBMITTED, **_local_times(manifest, stage))
         elif info.state != stage.get("state"):
             stage["state"], changed = info.state, True
         infos[name] = info

@@ -158,7 +158,9 @@ def run_local(pipeline: Pipeline, cluster: ClusterConfig, say: Printer = print) 
     def start(stage: Stage) -> submitit.Job[Any]:
         job = _local_executor(layout.slurm, stage, cluster).submit(stage_callable(stage.job), stage.job)
         jobs[stage.name] = job
-        manifest["stages"][stage.name].update(job_id=job.job_id, state="RUNNING", logs=log_paths(job))
+        manifest["stages"][stage.name].update(
+            job_id=job.job_id, state="RUNNING", logs=log_paths(job), started=round(time.time(), 1)
+        )
         write_json_atomic(layout.manifest, manifest)
         say(f"{stage.name}: started (pid {job.job_id}); log {log_paths(job)['stderr']}")
         return job
@@ -168,14 +170,15 @@ def run_local(pipeline: Pipeline, cluster: ClusterConfig, say: Printer = print) 
             job = start(stage)
             if stage.name != "deploy":  # deploy serves in the background while eval runs
                 _wait(job, stage.name, say)
-                manifest["stages"][stage.name]["state"] = "COMPLETED"
+                manifest["stages"][stage.name].update(state="COMPLETED", ended=round(time.time(), 1))
                 say(f"{stage.name}: completed")
         if "deploy" in jobs:
             _wait(jobs["deploy"], "deploy", say)
-            manifest["stages"]["deploy"]["state"] = "COMPLETED"
+            manifest["stages"]["deploy"].update(state="COMPLETED", ended=round(time.time(), 1))
         manifest["status"] = "completed"
     except Exception as e:
         for name, job in jobs.items():
+            manifest["stages"][name].setdefault("ended", round(time.time(), 1))
             if not job.done():
                 job.cancel(check=False)
                 manifest["stages"][name]["state"] = "CANCELLED"

@@ -99,3 +99,17 @@ def test_the_quick_start_experiments_compose():
     embedding = load_config(["+experiment=quickstart_embedding"])
     assert (embedding.model.name, embedding.framework.name) == ("minilm", "flagembedding")
     assert json.loads(Path(embedding.evalset).read_text().splitlines()[0])["pos"]
+
+
+def test_status_of_a_local_run_shows_elapsed_time_and_the_node(tmp_path):
+    from hpcft.cli.status import render
+
+    run = tmp_path / "run"
+    stages = {
+        "train": {"job_id": "101", "state": "COMPLETED", "started": 1000.0, "ended": 1065.0},
+        "eval": {"job_id": "102", "state": "COMPLETED", "started": 1065.0, "ended": 1070.5},
+    }
+    write_json_atomic(RunLayout(run).manifest, {"run_name": "run", "executor": "local", "stages": stages})
+    text, done = render([run])
+    assert done
+    assert [line.split()[-2:] for line in text.splitlines()[1:3]] == [["0:01:05", "local"], ["0:00:05", "local"]]

@@ -5,10 +5,23 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 
 import pytest
 
 from tests.conftest import slurm_up
+
+
+@pytest.fixture(autouse=True)
+def say_what_runs(request):
+    """Integration tests take up to minutes each: name each one, and what it does, as it
+    starts (pytest alone shows one dot when it ends)."""
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    doc = (request.function.__doc__ or "").strip().splitlines()
+    if reporter is not None:
+        what = f": {doc[0]}" if doc else ""
+        reporter.write_line(f"[{time.strftime('%H:%M:%S')}] {request.node.nodeid}{what}")
+    yield
 
 
 @pytest.fixture(autouse=True)
