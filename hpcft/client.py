@@ -12,7 +12,8 @@ import json
 import threading
 import time
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 TRANSIENT = (http.client.HTTPException, ConnectionError, TimeoutError, OSError)
@@ -45,11 +46,14 @@ def _connection(netloc: str, timeout_s: float) -> http.client.HTTPConnection:
     return pool[netloc]
 
 
-def _post_once(url: str, payload: bytes, timeout_s: float) -> Any:
+def _post_once(url: str, payload: bytes, timeout_s: float, api_key: str | None) -> Any:
     parts = urllib.parse.urlsplit(url)
     conn = _connection(parts.netloc, timeout_s)
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
     try:
-        conn.request("POST", parts.path, payload, {"Content-Type": "application/json"})
+        conn.request("POST", parts.path, payload, headers)
         response = conn.getresponse()
         body = response.read()
     except BaseException:
@@ -61,13 +65,21 @@ def _post_once(url: str, payload: bytes, timeout_s: float) -> Any:
     return json.loads(body)
 
 
-def post_json(url: str, body: dict[str, Any], timeout_s: float, retries: int = 0, backoff_s: float = 1.0) -> Any:
-    """POST JSON, retrying transient failures (connection refused or dropped, timeout, 5xx,
-    429) `retries` times, 1, 2, 4, ... s apart (at most 30 s). Other 4xx are not retried."""
+def post_json(
+    url: str,
+    body: dict[str, Any],
+    timeout_s: float,
+    retries: int = 0,
+    backoff_s: float = 1.0,
+    api_key: str | None = None,
+) -> Any:
+    """POST JSON (with `api_key` as the bearer token), retrying transient failures (connection
+    refused or dropped, timeout, 5xx, 429) `retries` times, 1, 2, 4, ... s apart (at most
+    30 s). Other 4xx are not retried."""
     payload = json.dumps(body).encode()
     for attempt in range(retries + 1):
         try:
-            return _post_once(url, payload, timeout_s)
+            return _post_once(url, payload, timeout_s, api_key)
         except Exception as e:
             if attempt == retries or not _transient(e):
                 raise
@@ -87,15 +99,21 @@ class EndpointClient:
     """Times a request is retried after a transient failure (5xx, timeout, dropped connection)."""
     backoff_s: float = 1.0
     """First pause between retries; it doubles each time."""
+    api_key: str | None = field(default=None, repr=False)
+    """The run's key, sent as `Authorization: Bearer`; never printed."""
 
     @classmethod
     def from_endpoint(
         cls, endpoint: dict[str, Any], timeout_s: float = 300.0, retries: int = 0, backoff_s: float = 1.0
     ) -> EndpointClient:
-        return cls(endpoint["base_url"], endpoint["model"], timeout_s, retries, backoff_s)
+        """A client for an `endpoint.json` record: its URL, model and the run's key, read from
+        the file the record names (readable only by the run's owner)."""
+        key_file = endpoint.get("api_key_file")
+        key = Path(key_file).read_text().strip() if key_file else None
+        return cls(endpoint["base_url"], endpoint["model"], timeout_s, retries, backoff_s, key)
 
     def _post(self, path: str, body: dict[str, Any]) -> Any:
-        return post_json(self.base_url + path, body, self.timeout_s, self.retries, self.backoff_s)
+        return post_json(self.base_url + path, body, self.timeout_s, self.retries, self.backoff_s, self.api_key)
 
     def chat(self, prompt: str, max_tokens: int = 128, temperature: float = 0.0) -> str:
         """The assistant's answer to one user message (`/chat/completions`)."""
@@ -127,4 +145,4 @@ class EndpointClient:
             from openai import OpenAI
         except ImportError:
             raise ImportError("EndpointClient.openai() needs the openai package: pip install openai") from None
-        return OpenAI(base_url=self.base_url, api_key="not-needed")
+        return OpenAI(base_url=self.base_url, api_key=self.api_key or "none")

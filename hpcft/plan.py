@@ -14,7 +14,7 @@ from hpcft.frameworks import adapter_for
 from hpcft.frameworks.base import Files
 from hpcft.jobs.spec import EvalJob, StageJob, TrainJob
 from hpcft.jobs.train import PORT_BASE, PORT_SPAN, launch_env
-from hpcft.resources import serving_gpus
+from hpcft.resources import deploy_gpus
 from hpcft.rundir import RunLayout
 from hpcft.stage_site import Resources, node_share, stage_resources
 from hpcft.tracking import wandb_env
@@ -76,9 +76,7 @@ def build_pipeline(cfg: HpcftConfig, layout: RunLayout) -> Pipeline:
     ]
     if "deploy" in cfg.stages:
         files.update(adapter.deploy_files(layout))
-        gpus = cfg.deploy.gpus
-        if gpus is None:
-            gpus = serving_gpus(cfg.model.params_b, c.gpu_mem_gb, c.gpus_per_node)
+        gpus = deploy_gpus(cfg)
         cpus, mem = node_share(c, gpus)
         stages.append(
             Stage(

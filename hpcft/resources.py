@@ -71,6 +71,13 @@ def serving_gpus(params_b: float, gpu_mem_gb: float, gpus_per_node: int) -> int:
     return min(gpus, gpus_per_node)
 
 
+def deploy_gpus(cfg: HpcftConfig) -> int:
+    """The deploy job's GPUs: `deploy.gpus`, else what the model's size needs."""
+    if cfg.deploy.gpus is not None:
+        return cfg.deploy.gpus
+    return serving_gpus(cfg.model.params_b, cfg.cluster.gpu_mem_gb, cfg.cluster.gpus_per_node)
+
+
 @dataclass(frozen=True)
 class MemoryEstimate:
     """A rough per-GPU estimate for mixed-precision AdamW training; not a promise."""

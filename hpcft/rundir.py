@@ -62,6 +62,11 @@ class RunLayout:
         return self.deploy / "endpoint.json"
 
     @property
+    def api_key(self) -> Path:
+        """The deployed server's key (mode 0600): clients read it; it is in no other file."""
+        return self.deploy / "api_key"
+
+    @property
     def deploy_failed(self) -> Path:
         return self.deploy / "failed"
 

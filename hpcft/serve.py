@@ -5,13 +5,15 @@
 Endpoints: `GET /v1/models`; `POST /v1/embeddings` (`{"model", "input": str | [str]}`, the
 OpenAI shape); `POST /v1/rerank` (`{"model", "query", "documents", "top_n"?}`, the shape
 common rerank APIs use). Several models can be served at once (the eval job compares the
-fine-tuned model with its base). Reads `API_HOST` / `API_PORT` like LLaMA-Factory's server.
+fine-tuned model with its base). Reads `API_HOST`, `API_PORT` and `API_KEY` (every request
+must then carry it as a bearer token) like LLaMA-Factory's server.
 Heavy imports happen here, inside the job only.
 """
 
 from __future__ import annotations
 
 import argparse
+import hmac
 import json
 import os
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -49,8 +51,15 @@ class Models:
         return [float(s) for s in (scores if isinstance(scores, list) else [scores])]
 
 
-def make_handler(models: Models) -> type[BaseHTTPRequestHandler]:
+def make_handler(models: Models, api_key: str | None) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        def _authorized(self) -> bool:
+            """With a key, every request must present it (`Authorization: Bearer <key>`)."""
+            if not api_key or hmac.compare_digest(self.headers.get("Authorization", ""), f"Bearer {api_key}"):
+                return True
+            self._send(401, {"error": {"message": "a valid API key is required", "type": "invalid_api_key"}})
+            return False
+
         def _send(self, status: int, body: dict[str, Any]) -> None:
             data = json.dumps(body).encode()
             self.send_response(status)
@@ -60,12 +69,16 @@ def make_handler(models: Models) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(data)
 
         def do_GET(self) -> None:
+            if not self._authorized():
+                return
             if self.path.rstrip("/") == "/v1/models":
                 self._send(200, {"object": "list", "data": [{"id": n, "object": "model"} for n in models.models]})
             else:
                 self._send(404, {"error": {"message": f"no route {self.path}"}})
 
         def do_POST(self) -> None:
+            if not self._authorized():
+                return
             try:
                 request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
                 if self.path == "/v1/embeddings" and models.kind == "embedding":
@@ -99,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     paths = dict(m.split("=", 1) for m in args.model)
     models = Models(args.kind, paths, args.pooling, not args.no_normalize)
     host, port = os.environ.get("API_HOST", "127.0.0.1"), int(os.environ.get("API_PORT", "8000"))
-    server = ThreadingHTTPServer((host, port), make_handler(models))
+    server = ThreadingHTTPServer((host, port), make_handler(models, os.environ.get("API_KEY")))
     print(f"hpcft serve: {args.kind} models {', '.join(paths)} on {host}:{port}", flush=True)
     server.serve_forever()
 

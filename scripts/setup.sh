@@ -20,6 +20,16 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "setup: installed in $((SECONDS - started)) s"
 fi
 
+# The deploy stage's vLLM in its own venv (HPCFT_SETUP_SERVE=1; scripts/test.sh asks for it).
+SERVE_VENV="${HPCFT_SERVE_VENV:-$REPO/.venv-serve}"
+serve_stamp="$SERVE_VENV/.hpcft-installed"
+serve_want="$(cat pyproject.toml constraints/train.txt constraints/serve.txt scripts/install.sh | sha256sum | cut -d' ' -f1)"
+if [ "${HPCFT_SETUP_SERVE:-0}" = 1 ] && [ "$(cat "$serve_stamp" 2>/dev/null)" != "$serve_want" ]; then
+    echo "setup: installing vLLM for the deploy stage into $SERVE_VENV"
+    bash scripts/install.sh serve "$SERVE_VENV" 2> >(grep -v "^WARNING: Location" >&2)
+    echo "$serve_want" > "$serve_stamp"
+fi
+
 HOME_DIR="${HPCFT_HOME:-$HOME/.cache/hpcft}"
 HF_HUB_OFFLINE=1 "$VENV/bin/python" scripts/make_tiny_llama.py "$HOME_DIR/models/tiny_llama"
 echo "setup: ready. Try: $VENV/bin/python -m hpcft model=tiny_llama"

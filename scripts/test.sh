@@ -8,8 +8,8 @@ cd "$REPO"
 VENV="${HPCFT_VENV:-$REPO/.venv}"
 
 step() { echo "== $* (at $((SECONDS / 60))m$((SECONDS % 60))s)"; }
-step "environment (scripts/setup.sh)"
-bash scripts/setup.sh
+step "environment (scripts/setup.sh, with vLLM for the deploy stage)"
+HPCFT_SETUP_SERVE=1 bash scripts/setup.sh
 step "Slurm packages (scripts/slurmlab/install.sh)"
 bash scripts/slurmlab/install.sh
 LAB="${HPCFT_SLURMLAB_DIR:-/tmp/hpcft-slurmlab}"

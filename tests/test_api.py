@@ -171,7 +171,7 @@ def test_update_dry_run_writes_what_the_cli_writes(alpaca, run_root, capsys):
     api_dir, cli_dir = sorted(run_root.iterdir(), key=lambda p: p != run.path)
     assert _tree(api_dir) == _tree(cli_dir)
     assert (api_dir / "config.yaml").read_text() == (cli_dir / "config.yaml").read_text()
-    for name in ("train.yaml", "dataset_info.json", "api.yaml"):
+    for name in ("train.yaml", "dataset_info.json", "vllm_serve.json"):
         assert _text(api_dir, "native/" + name) == _text(cli_dir, "native/" + name)
 
 

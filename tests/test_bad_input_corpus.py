@@ -219,7 +219,7 @@ CASES: list[Case] = [
     ("bad time format", lambda t: [*LLM, "cluster.time=1h"], "cluster.time: bad time limit '1h'"),
     ("bad time format 2", lambda t: [*LLM, "cluster.time=1:2:3:4"], "cluster.time: bad time limit"),
     ("unknown backend", lambda t: [*LLM, "deploy.backend=tgi"], "deploy.backend: unknown value 'tgi'"),
-    ("vllm without GPUs", lambda t: ["model=internlm2", "cluster=slurmlab", "deploy.backend=vllm"], "vllm needs GPUs"),
+    ("vLLM context of 0", lambda t: [*LLM, "deploy.max_model_len=0"], "max_model_len: must be > 0"),
     ("QLoRA without GPUs", lambda t: ["model=internlm2", "framework.quantization_bit=4"], "QLoRA needs GPUs"),
     ("does not fit the GPU", lambda t: [*LLM, "cluster.gpu_mem_gb=10"], "cluster.gpu_mem_gb: internlm2"),
     ("stages not a prefix", lambda t: [*LLM, "stages=[eval]"], "stages: must be a non-empty prefix"),

@@ -88,13 +88,6 @@ def test_bad_values_name_the_key(override, key, capsys, sbatch_log, run_root):
     assert key in err
 
 
-def test_vllm_without_gpus_is_refused(capsys, sbatch_log, run_root):
-    err = refuse(
-        ["model=internlm2", "cluster=slurmlab", "deploy.backend=vllm", f"run_root={run_root}"], capsys, sbatch_log
-    )
-    assert "deploy.backend: vllm needs GPUs" in err
-
-
 def test_missing_and_malformed_data_files_name_file_and_line(capsys, sbatch_log, run_root, tmp_path, alpaca):
     err = refuse(["model=internlm2", f"trainset={tmp_path}/none.json", f"run_root={run_root}"], capsys, sbatch_log)
     assert f"{tmp_path}/none.json: no such file" in err
@@ -145,7 +138,8 @@ def test_dry_run_writes_config_and_native_files(capsys, run_root):
     (run,) = run_root.iterdir()
     assert out.count("#!/bin/bash") == 3
     assert "eval    <- afterok:train, after:deploy" in out
-    assert "infer_backend: vllm" in (run / "native" / "api.yaml").read_text()
+    serve = json.loads((run / "native" / "vllm_serve.json").read_text())["argv"][0]  # what deploy runs
+    assert serve[:3] == ["python", "-m", "vllm.entrypoints.openai.api_server"] and "--enable-lora" in serve
     assert "template: intern2" in (run / "native" / "train.yaml").read_text()
     assert json.loads((run / "native" / "dataset_info.json").read_text())["hpcft_train"]["formatting"] == "alpaca"
 

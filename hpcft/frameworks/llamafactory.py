@@ -17,8 +17,9 @@ from hpcft.errors import ConfigError
 from hpcft.frameworks.base import Files, FrameworkAdapter, native_argument_names, read_native_yaml
 from hpcft.frameworks.llamafactory_data import FORMATTINGS, Formatting, Stage
 from hpcft.frameworks.llamafactory_datasets import STAGE_RANKING, TrainingData, eval_rows_check, training_data
+from hpcft.frameworks.vllm_serving import READY_PROBE, VllmServer
 from hpcft.jobs.spec import DeployJob, TrainJob
-from hpcft.resources import MemoryEstimate, estimate_memory
+from hpcft.resources import MemoryEstimate, deploy_gpus, estimate_memory
 from hpcft.rundir import RunLayout, yaml_text
 from hpcft.tracking import report_to, wandb_env
 
@@ -276,10 +277,12 @@ class Adapter(FrameworkAdapter):
         return self.cfg.deploy.backend or ("vllm" if self.cfg.cluster.gpus_per_node > 0 else "huggingface")
 
     def deploy_files(self, layout: RunLayout) -> Files:
+        if self.backend() == "vllm":  # vLLM takes its settings as arguments: record them
+            job = self._vllm_job(layout)
+            servers = [job.serve_argv, *([job.baseline_argv] if job.baseline_argv else [])]
+            return {"native/vllm_serve.json": json.dumps({"argv": servers, "env": job.env}, indent=2) + "\n"}
         model = self.cfg.model
         common: dict[str, Any] = {"trust_remote_code": model.trust_remote_code or None, "template": model.template}
-        if self.backend() == "vllm" and self.scores_baseline:
-            common["vllm_gpu_util"] = 0.45  # two servers share the GPUs
         serving = {**common, "infer_backend": self.backend()}
         files = {"native/api.yaml": native_yaml({"model_name_or_path": self._serve_weights(layout), **serving})}
         if self.scores_baseline:
@@ -300,6 +303,8 @@ class Adapter(FrameworkAdapter):
         return files
 
     def deploy_job(self, layout: RunLayout) -> DeployJob:
+        if self.backend() == "vllm":
+            return self._vllm_job(layout)
         d = self.cfg.deploy
         export = ["llamafactory-cli", "export", str(layout.native / "export.yaml")]
         return DeployJob(
@@ -310,8 +315,50 @@ class Adapter(FrameworkAdapter):
             baseline_argv=["llamafactory-cli", "api", str(layout.native / "api_base.yaml")]
             if self.scores_baseline
             else None,
-            baseline_model_name=f"{self.cfg.model.name}-base",
+            baseline_model_name=f"{self.cfg.model.name}-base" if self.scores_baseline else "",
             port=d.port,
+            ready_timeout_s=d.ready_timeout_s,
+            keep_serving=d.keep_serving,
+        )
+
+    def _vllm(
+        self, weights: str, served_name: str, util: float | None, lora: tuple[str, str, int] | None
+    ) -> VllmServer:
+        gpus = deploy_gpus(self.cfg)
+        return VllmServer(
+            weights=weights,
+            served_name=served_name,
+            gpus=gpus,
+            trust_remote_code=self.cfg.model.trust_remote_code,
+            max_model_len=self.cfg.deploy.max_model_len,
+            gpu_memory_utilization=util if gpus else None,
+            lora=lora,
+        )
+
+    def _vllm_job(self, layout: RunLayout) -> DeployJob:
+        """vLLM serving the adapter beside its base (one server), or the trained weights (and,
+        for the baseline, the base on a second server)."""
+        model, d = self.cfg.model, self.cfg.deploy
+        name, base_name = f"{model.name}-ft", f"{model.name}-base"
+        lora = self.fw.finetuning_type == "lora"
+        second = self.scores_baseline and not lora
+        util = 0.45 if second else None  # two servers share the GPUs
+        if lora:
+            main = self._vllm(model.path, base_name, None, (name, str(layout.train_output), self.fw.lora_rank))
+        else:
+            main = self._vllm(str(layout.train_output), name, util, None)
+        base = self._vllm(model.path, base_name, util, None)
+        return DeployJob(
+            run_dir=str(layout.root),
+            export_argv=None,
+            serve_argv=main.argv(),
+            model_name=name,
+            env=main.env(),
+            baseline_argv=base.argv() if second else None,
+            baseline_model_name=base_name if self.scores_baseline else "",
+            port=d.port,
+            ready_path="/v1/chat/completions",
+            ready_probe=READY_PROBE,
             ready_timeout_s=d.ready_timeout_s,
             keep_serving=d.keep_serving,
         )

