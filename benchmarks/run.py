@@ -1,6 +1,6 @@
 """Run hpcft's benchmarks against the local Slurm cluster; print a table and write JSON.
 
-    .venv/bin/python benchmarks/run.py [--repeat 5] [--only latency,sweep,status,training,data,eval]
+    .venv/bin/python benchmarks/run.py [--repeat 5] [--only latency,sweep,status,training,data,eval,retrieval]
                                        [--sweep-budget 150] [--out benchmarks/results.json]
 
 Needs the local cluster up (`bash scripts/slurmlab/up.sh`; SLURM_CONF is taken from
@@ -25,10 +25,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python benchmarks/run.py` from anywhere
 
-from benchmarks import data_check, eval_speed, latency, status, sweep, training
+from benchmarks import data_check, eval_speed, latency, retrieval_eval, status, sweep, training
 from benchmarks.common import REPO, Result, Row, Shim, table
 
-ALL = ("latency", "sweep", "status", "training", "data", "eval")
+ALL = ("latency", "sweep", "status", "training", "data", "eval", "retrieval")
 LAB_CONF = Path("/tmp/hpcft-slurmlab/etc/slurm.conf")
 README = REPO / "benchmarks" / "README.md"
 MARKERS = ("<!-- results:start -->", "<!-- results:end -->")
@@ -104,6 +104,8 @@ def run_all(args: argparse.Namespace, work: Path) -> dict[str, Result]:
         guarded("data", results, lambda: data_check.run(work / "data", args.repeat))
     if "eval" in only:
         guarded("eval", results, lambda: eval_speed.run(work / "eval", args.repeat))
+    if "retrieval" in only:
+        guarded("retrieval", results, lambda: retrieval_eval.run(work / "retrieval", args.repeat))
     return results
 
 

@@ -8,9 +8,11 @@ the eval tests (fault injection: a server that fails from some row on, then come
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,6 +36,8 @@ class Engine:
     faults: Faults = field(default_factory=Faults)
     answered: Counter[str] = field(default_factory=Counter)
     """Prompt -> times answered successfully (shared across restarts when passed in)."""
+    dims: int = 384
+    """Size of the stand-in embedding vectors (`/v1/embeddings`)."""
     arrivals: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
@@ -60,6 +64,30 @@ class Engine:
         return f.fail_from is not None and number >= f.fail_from and (f.fail_until is None or number < f.fail_until)
 
 
+def stand_in_vector(text: str, dims: int) -> Any:
+    """A deterministic unit vector per text: texts sharing a `topic:` prefix point the same way
+    (plus noise), so a retrieval eval over them has a known answer."""
+    import numpy as np
+
+    topic = text.split(":", 1)[0]
+    base = np.random.default_rng(zlib.crc32(topic.encode())).standard_normal(dims)
+    noise = np.random.default_rng(zlib.crc32(text.encode())).standard_normal(dims)
+    vector = (base + 0.5 * noise).astype(np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+def embeddings(body: dict[str, Any], dims: int) -> dict[str, Any]:
+    """`/v1/embeddings` as vLLM answers it, base64 (float32) when asked."""
+    texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+    vectors = [stand_in_vector(t, dims) for t in texts]
+    as_base64 = body.get("encoding_format") == "base64"
+    data = [
+        {"index": i, "embedding": base64.b64encode(v.tobytes()).decode() if as_base64 else v.tolist()}
+        for i, v in enumerate(vectors)
+    ]
+    return {"object": "list", "data": data, "model": body.get("model")}
+
+
 def _handler(engine: Engine) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -74,6 +102,9 @@ def _handler(engine: Engine) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if self.path.endswith("/embeddings"):
+                self._send(200, embeddings(body, engine.dims))
+                return
             number, prompt = engine.arrive(), body["messages"][-1]["content"]
             if engine.failing(number):
                 engine.leave(None)

@@ -112,8 +112,11 @@ class EndpointClient:
         key = Path(key_file).read_text().strip() if key_file else None
         return cls(endpoint["base_url"], endpoint["model"], timeout_s, retries, backoff_s, key)
 
-    def _post(self, path: str, body: dict[str, Any]) -> Any:
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        """POST `body` to `<base_url><path>` with this client's key, timeout and retries."""
         return post_json(self.base_url + path, body, self.timeout_s, self.retries, self.backoff_s, self.api_key)
+
+    _post = post
 
     def chat(self, prompt: str, max_tokens: int = 128, temperature: float = 0.0) -> str:
         """The assistant's answer to one user message (`/chat/completions`)."""

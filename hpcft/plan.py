@@ -104,7 +104,7 @@ def build_pipeline(cfg: HpcftConfig, layout: RunLayout) -> Pipeline:
                     task=adapter.eval_task,
                 ),
                 resources=stage_resources(
-                    c, c.eval, gpus=0, cpus=1, mem=None, time=cfg.eval.time, partition=c.cpu_partition
+                    c, c.eval, gpus=0, cpus=1, mem=adapter.eval_mem, time=cfg.eval.time, partition=c.cpu_partition
                 ),
                 # Eval talks to the running server, so it starts once deploy has started; the
                 # `afterok` on train makes Slurm cancel it too when training fails.

@@ -6,6 +6,7 @@ and a job that cannot fit is refused before it waits in a queue.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from hpcft.config.schema import ClusterConfig, DeepSpeedConfig, HpcftConfig
@@ -116,3 +117,12 @@ def estimate_memory(
     # Activations, buffers and the CUDA context: a flat 15 % plus 2 GB.
     subtotal = (weights + gradients + optimizer) / GB
     return MemoryEstimate(weights / GB, gradients / GB, optimizer / GB, 0.15 * subtotal + 2.0)
+
+
+def retrieval_eval_mem(passages: int, queries: int, text_bytes: int, dims: int) -> str:
+    """`--mem` of a retrieval eval job: its Python and numpy (1 GiB), the texts (~3x their
+    bytes as Python strings and rows), and the vectors of one model at a time, normalised
+    into a copy (2 x float32 per number), queries x 8192 scores per block; +50 %."""
+    vectors = 2 * (passages + queries) * dims * 4 + queries * 8192 * 4 * 3
+    need = 1024**3 + 3 * text_bytes + vectors
+    return f"{math.ceil(need * 1.5 / 1024**2)}M"

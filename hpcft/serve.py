@@ -13,9 +13,11 @@ Heavy imports happen here, inside the job only.
 from __future__ import annotations
 
 import argparse
+import base64
 import hmac
 import json
 import os
+import struct
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -83,7 +85,9 @@ def make_handler(models: Models, api_key: str | None) -> type[BaseHTTPRequestHan
                 request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
                 if self.path == "/v1/embeddings" and models.kind == "embedding":
                     texts = request["input"] if isinstance(request["input"], list) else [request["input"]]
-                    vectors = models.embed(request["model"], texts)
+                    vectors: list[Any] = models.embed(request["model"], texts)
+                    if request.get("encoding_format") == "base64":  # the OpenAI API's compact form
+                        vectors = [base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode() for v in vectors]
                     data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
                     self._send(200, {"object": "list", "data": data, "model": request["model"]})
                 elif self.path == "/v1/rerank" and models.kind == "rerank":

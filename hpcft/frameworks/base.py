@@ -95,6 +95,12 @@ class FrameworkAdapter(ABC):
         return "generation"
 
     @property
+    def eval_mem(self) -> str | None:
+        """The eval job's `--mem`; None: the partition's default (a generation eval holds
+        only the eval set and its answers)."""
+        return None
+
+    @property
     def scores_baseline(self) -> bool:
         """Whether eval scores the base model beside the fine-tuned one (`eval.baseline`)."""
         wanted = self.cfg.eval.baseline

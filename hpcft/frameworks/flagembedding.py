@@ -7,6 +7,7 @@ fine-tuned model beside its base (`hpcft.serve`, OpenAI-compatible `/v1/embeddin
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from hpcft.data import Row, check_rows, read_retrieval_eval, scan_rows
 from hpcft.errors import ConfigError, DataError
 from hpcft.frameworks.base import Files, FrameworkAdapter
 from hpcft.jobs.spec import DeployJob, TrainJob
+from hpcft.resources import retrieval_eval_mem
 from hpcft.rundir import RunLayout
 from hpcft.tracking import report_to, wandb_env
 
@@ -93,6 +95,14 @@ def retrieval_row(row: Row) -> str | None:
     return None
 
 
+def model_dims(path: str) -> int:
+    """The model's vector size from its config.json; 1024 (bge-large) when it is not local."""
+    try:
+        return int(json.loads((Path(path).expanduser() / "config.json").read_text())["hidden_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 1024
+
+
 class Adapter(FrameworkAdapter):
     name = "flagembedding"
     kinds = (ModelKind.embedding, ModelKind.rerank)
@@ -126,6 +136,16 @@ class Adapter(FrameworkAdapter):
         ):
             notes.append("data: FlagEmbedding reads a no_in_batch_neg suffix only with same_dataset_within_batch=true")
         return notes
+
+    @property
+    def eval_mem(self) -> str | None:
+        """Sized from the eval set: its passages' vectors and texts (a 100k-passage corpus at
+        1024 dims needs ~2 GB beside the texts)."""
+        if "eval" not in self.cfg.stages or not self.cfg.evalset:
+            return None
+        data = read_retrieval_eval(self.cfg.evalset)
+        text_bytes = sum(len(t) for t in data.passages) + sum(len(q) for q in data.queries)
+        return retrieval_eval_mem(len(data.passages), len(data.queries), text_bytes, model_dims(self.cfg.model.path))
 
     def validate_data(self) -> None:
         self.training_rows()
