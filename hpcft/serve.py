@@ -18,6 +18,7 @@ import hmac
 import json
 import os
 import struct
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -26,18 +27,25 @@ class Models:
     """The loaded models by name; FlagEmbedding does the encoding and scoring."""
 
     def __init__(self, kind: str, paths: dict[str, str], pooling: str, normalize: bool) -> None:
+        import torch
         from FlagEmbedding import FlagModel, FlagReranker
 
         self.kind = kind
+        # The GPUs the job was given (FlagEmbedding spreads over all it sees), else the CPU.
+        gpu = torch.cuda.is_available()
+        devices, fp16 = (None, True) if gpu else ("cpu", False)
         if kind == "embedding":
             self.models: dict[str, Any] = {
                 name: FlagModel(
-                    path, pooling_method=pooling, normalize_embeddings=normalize, use_fp16=False, devices="cpu"
+                    path, pooling_method=pooling, normalize_embeddings=normalize, use_fp16=fp16, devices=devices
                 )
                 for name, path in paths.items()
             }
         else:
-            self.models = {name: FlagReranker(path, use_fp16=False, devices="cpu") for name, path in paths.items()}
+            self.models = {name: FlagReranker(path, use_fp16=fp16, devices=devices) for name, path in paths.items()}
+        # One request at a time per process: a fast tokenizer shared by threads raises
+        # "Already borrowed" under concurrent use. vLLM is the engine that batches.
+        self.lock = threading.Lock()
 
     def get(self, name: str) -> Any:
         if name not in self.models:
@@ -45,11 +53,17 @@ class Models:
         return self.models[name]
 
     def embed(self, name: str, texts: list[str]) -> list[list[float]]:
-        vectors = self.get(name).encode(texts)
+        if not texts:
+            raise ValueError("'input' must not be empty")
+        with self.lock:
+            vectors = self.get(name).encode(texts)
         return [[float(x) for x in v] for v in vectors]
 
     def rerank(self, name: str, query: str, documents: list[str]) -> list[float]:
-        scores = self.get(name).compute_score([[query, d] for d in documents])
+        if not documents:
+            raise ValueError("'documents' must not be empty")
+        with self.lock:
+            scores = self.get(name).compute_score([[query, d] for d in documents])
         return [float(s) for s in (scores if isinstance(scores, list) else [scores])]
 
 
@@ -116,6 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     paths = dict(m.split("=", 1) for m in args.model)
     models = Models(args.kind, paths, args.pooling, not args.no_normalize)
     host, port = os.environ.get("API_HOST", "127.0.0.1"), int(os.environ.get("API_PORT", "8000"))
+    ThreadingHTTPServer.request_queue_size = 256  # the default 5 refuses a burst of eval clients
     server = ThreadingHTTPServer((host, port), make_handler(models, os.environ.get("API_KEY")))
     print(f"hpcft serve: {args.kind} models {', '.join(paths)} on {host}:{port}", flush=True)
     server.serve_forever()

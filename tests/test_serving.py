@@ -132,3 +132,20 @@ def test_the_embedding_server_refuses_requests_without_the_key(embedding_server)
     assert post(embedding_server, None) == 401
     assert post(embedding_server, "wrong") == 401
     assert post(embedding_server, "s3cret") == 200
+
+
+def test_an_embedder_and_its_base_get_a_vllm_pooling_server_each():
+    cfg = load_config(["model=minilm", "deploy.backend=vllm"])
+    job = adapter_for(cfg).deploy_job(LAYOUT)
+    tuned, base = job.serve_argv, job.baseline_argv or []
+    assert tuned[tuned.index("--model") + 1] == "/runs/r/train" and base[base.index("--model") + 1] == cfg.model.path
+    assert tuned[tuned.index("--runner") + 1] == "pooling"
+    assert json.loads(tuned[tuned.index("--pooler-config") + 1]) == {"pooling_type": "MEAN"}  # MiniLM's pooling
+    assert (job.ready_path, job.baseline_model_name) == ("/v1/embeddings", "base")
+    rerank = adapter_for(load_config(["model=minilm", "model.kind=rerank", "deploy.backend=vllm"])).deploy_job(LAYOUT)
+    assert "--pooler-config" not in rerank.serve_argv and rerank.ready_path == "/v1/rerank"
+    assert adapter_for(load_config(["model=minilm"])).deploy_job(LAYOUT).serve_argv[:3] == [
+        "python",
+        "-m",
+        "hpcft.serve",
+    ]

