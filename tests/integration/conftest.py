@@ -16,11 +16,13 @@ from tests.conftest import slurm_up
 def say_what_runs(request):
     """Integration tests take up to minutes each: name each one, and what it does, as it
     starts (pytest alone shows one dot when it ends)."""
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    plugins = request.config.pluginmanager
+    reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
     doc = (request.function.__doc__ or "").strip().splitlines()
-    if reporter is not None:
+    if reporter is not None and capture is not None:
         what = f": {doc[0]}" if doc else ""
-        reporter.write_line(f"[{time.strftime('%H:%M:%S')}] {request.node.nodeid}{what}")
+        with capture.global_and_fixture_disabled():  # else pytest captures it with the test's output
+            reporter.write_line(f"[{time.strftime('%H:%M:%S')}] {request.node.nodeid}{what}")
     yield
 
 
