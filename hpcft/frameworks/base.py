@@ -7,6 +7,7 @@ YAML under `conf/framework/`. Adapters run on the login node: no heavy imports h
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import cache
@@ -18,11 +19,12 @@ import yaml
 
 from hpcft.config.checks import check_positive
 from hpcft.config.schema import FrameworkConfig, HpcftConfig, ModelKind
+from hpcft.deepspeed import deepspeed_json
 from hpcft.errors import ConfigError, DataError, unknown_name
 from hpcft.jobs.spec import DeployJob, TrainJob
 from hpcft.resources import BatchLayout, batch_layout
 from hpcft.rundir import RunLayout
-from hpcft.tracking import report_to
+from hpcft.tracking import report_to, wandb_env
 
 Files = dict[str, str]
 """Files to write into the run directory: path relative to it -> content."""
@@ -93,6 +95,23 @@ class FrameworkAdapter(ABC):
     def eval_task(self) -> str:
         """What the eval job measures through the served model (see EvalJob.task)."""
         return "generation"
+
+    def deepspeed_path(self, layout: RunLayout) -> str | None:
+        """The DeepSpeed config the trainer gets (`--deepspeed`), when a ZeRO preset is chosen."""
+        return str(layout.native / "deepspeed.json") if self.cfg.deepspeed.zero_stage is not None else None
+
+    def train_env(self, layout: RunLayout) -> dict[str, str]:
+        """The train job's environment: W&B's settings, and DeepSpeed's CPU accelerator where
+        there are no GPUs (it then uses gloo and JIT-builds its CPU ops)."""
+        env = wandb_env(self.cfg, layout, "train")
+        if self.cfg.deepspeed.zero_stage is not None and self.cfg.cluster.gpus_per_node == 0:
+            env["DS_ACCELERATOR"] = "cpu"
+        return env
+
+    def deepspeed_files(self, layout: RunLayout) -> Files:
+        if self.cfg.deepspeed.zero_stage is None:
+            return {}
+        return {"native/deepspeed.json": json.dumps(deepspeed_json(self.cfg.deepspeed), indent=2) + "\n"}
 
     @property
     def eval_mem(self) -> str | None:

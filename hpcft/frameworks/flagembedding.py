@@ -21,7 +21,7 @@ from hpcft.frameworks.vllm_serving import READY, VllmServer
 from hpcft.jobs.spec import DeployJob, TrainJob
 from hpcft.resources import deploy_gpus, retrieval_eval_mem
 from hpcft.rundir import RunLayout
-from hpcft.tracking import report_to, wandb_env
+from hpcft.tracking import report_to
 
 
 @dataclass(kw_only=True)
@@ -180,15 +180,16 @@ class Adapter(FrameworkAdapter):
                 temperature=fw.temperature,
                 negatives_cross_device=(c.nodes * max(c.gpus_per_node, 1)) > 1 or None,
             )
-        else:
-            values["max_len"] = fw.query_max_len + fw.passage_max_len
+        else:  # FlagEmbedding 1.4.2's reranker reads these two; its `max_len` is never read
+            values.update(query_max_len=fw.query_max_len, passage_max_len=fw.passage_max_len)
+        values["deepspeed"] = self.deepspeed_path(layout)
         if c.gpus_per_node == 0:
             values.update(use_cpu=True, ddp_backend="gloo")
         values.update(self.native_values())
         return self.guarded(values)
 
     def train_files(self, layout: RunLayout) -> Files:
-        return {}
+        return self.deepspeed_files(layout)
 
     def train_job(self, layout: RunLayout) -> TrainJob:
         c = self.cfg.cluster
@@ -199,7 +200,7 @@ class Adapter(FrameworkAdapter):
                 argv += [f"--{key}", *map(str, value)]
             elif value is not None:
                 argv += [f"--{key}", str(value)]
-        return TrainJob(run_dir=str(layout.root), argv=argv, env=wandb_env(self.cfg, layout, "train"))
+        return TrainJob(run_dir=str(layout.root), argv=argv, env=self.train_env(layout))
 
     def deploy_files(self, layout: RunLayout) -> Files:
         return {}

@@ -12,7 +12,6 @@ from typing import Any, cast
 
 from hpcft.config.checks import check_choice, check_positive, check_range
 from hpcft.config.schema import DeepSpeedConfig, Executor, FrameworkConfig, HpcftConfig, ModelKind
-from hpcft.deepspeed import deepspeed_json
 from hpcft.errors import ConfigError
 from hpcft.frameworks.base import Files, FrameworkAdapter, native_argument_names, read_native_yaml
 from hpcft.frameworks.llamafactory_data import FORMATTINGS, Formatting, Stage
@@ -21,7 +20,7 @@ from hpcft.frameworks.vllm_serving import READY_PROBE, VllmServer
 from hpcft.jobs.spec import DeployJob, TrainJob
 from hpcft.resources import MemoryEstimate, deploy_gpus, estimate_memory
 from hpcft.rundir import RunLayout, yaml_text
-from hpcft.tracking import report_to, wandb_env
+from hpcft.tracking import report_to
 
 
 @dataclass(kw_only=True)
@@ -230,7 +229,7 @@ class Adapter(FrameworkAdapter):
             "plot_loss": True,  # LLaMA-Factory draws train/training_loss.png
             "report_to": report_to(self.cfg),
             "seed": self.cfg.seed,
-            "deepspeed": str(layout.native / "deepspeed.json") if self.cfg.deepspeed.zero_stage is not None else None,
+            "deepspeed": self.deepspeed_path(layout),
             **self._ddp(),
         }
         values.update(self.native_values())
@@ -242,17 +241,13 @@ class Adapter(FrameworkAdapter):
             "native/train.yaml": native_yaml(self.train_values(layout)),
             "native/dataset_info.json": json.dumps(info, indent=2, ensure_ascii=False) + "\n",
         }
-        if self.cfg.deepspeed.zero_stage is not None:
-            files["native/deepspeed.json"] = json.dumps(deepspeed_json(self.cfg.deepspeed), indent=2) + "\n"
-        return files
+        return {**files, **self.deepspeed_files(layout)}
 
     def train_job(self, layout: RunLayout) -> TrainJob:
         c = self.cfg.cluster
         config = str(layout.native / "train.yaml")
         nproc = c.gpus_per_node or c.procs_per_node
-        env = wandb_env(self.cfg, layout, "train")
-        if self.cfg.deepspeed.zero_stage is not None and c.gpus_per_node == 0:
-            env["DS_ACCELERATOR"] = "cpu"  # DeepSpeed then uses gloo and JIT-builds its CPU ops
+        env = self.train_env(layout)
         if c.nodes == 1 and nproc == 1:
             return TrainJob(
                 run_dir=str(layout.root),

@@ -110,3 +110,20 @@ def test_local_reranker_pipeline_reports_base_and_fine_tuned(run_root):
     assert metrics["queries"] == 8 and set(metrics["base"]) == {"recall@1", "mrr@10", "ndcg@10"}
     assert all(0 <= v <= 100 for v in [*metrics["base"].values(), *metrics["fine_tuned"].values()])
     assert metrics["gain"]["mrr@10"] == metrics["fine_tuned"]["mrr@10"] - metrics["base"]["mrr@10"]
+
+
+def test_reranker_on_two_processes_with_zero2_trains_with_the_lengths_it_was_given(run_root):
+    """A FlagEmbedding reranker under DeepSpeed ZeRO-2 on 2 processes, its lengths as given."""
+    result = hpcft(
+        "model=minilm", "model.kind=rerank", "deepspeed=zero2", "cluster.procs_per_node=2", "stages=[train]",
+        f"run_root={run_root}", "framework.num_train_epochs=1", "framework.per_device_train_batch_size=2",
+        "framework.train_group_size=4", "framework.query_max_len=48", "framework.passage_max_len=200",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = only_run(run_root)
+    logged = "".join(p.read_text(errors="replace") for p in (run / "slurm").glob("*_log.*"))
+    # FlagEmbedding's own logged arguments, from both processes
+    assert logged.count("query_max_len=48") == 2 and logged.count("passage_max_len=200") == 2
+    assert logged.count(f"deepspeed={run / 'native' / 'deepspeed.json'}") == 2
+    assert json.loads((run / "native" / "deepspeed.json").read_text())["zero_optimization"]["stage"] == 2
+    assert (run / "train" / "model.safetensors").is_file()
