@@ -47,7 +47,7 @@ class Framework:
             else:
                 hint = unknown_name(f"{self.name} parameter", key, [*first_class, "launcher"])
                 if "did you mean" not in hint:
-                    listed = f"hpcft/frameworks/{self.name}_args.txt"
+                    listed = f"hpcft/frameworks/{self.name}_args*"
                     hint += f"; or any of {self.name}'s own {len(native)} arguments ({listed})"
                 raise UserError(hint)
         return out

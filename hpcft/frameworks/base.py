@@ -31,10 +31,19 @@ Files = dict[str, str]
 
 
 @cache
-def native_argument_names(framework: str) -> frozenset[str]:
-    """The framework's own argument names, from the list generated from its installed version
-    (`scripts/gen_native_args.py`); read as text so the login node imports nothing heavy."""
-    text = resources.files("hpcft.frameworks").joinpath(f"{framework}_args.txt").read_text()
+def native_argument_names(framework: str, module: str | None = None) -> frozenset[str]:
+    """The framework's own argument names (of one of its modules, where each has its own), from
+    the list generated from its installed version (`scripts/gen_native_args.py`); read as
+    text so the login node imports nothing heavy."""
+    lists = resources.files("hpcft.frameworks")
+    if module is None and lists.joinpath(f"{framework}_args").is_dir():  # any module's (the API's first check)
+        files = [f for f in lists.joinpath(f"{framework}_args").iterdir() if f.name.endswith(".txt")]
+        return frozenset().union(*(_names(f.read_text()) for f in files))
+    name = f"{framework}_args/{module}.txt" if module else f"{framework}_args.txt"
+    return _names(lists.joinpath(name).read_text())
+
+
+def _names(text: str) -> frozenset[str]:
     return frozenset(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
 
 
@@ -144,8 +153,17 @@ class FrameworkAdapter(ABC):
         self.validate_own()
         self.validate_data()
 
+    def argument_names(self) -> frozenset[str]:
+        """The names the framework's command line accepts (FlagEmbedding: per module)."""
+        return native_argument_names(self.name)
+
+    @property
+    def argument_owner(self) -> str:
+        """Whose argument list `framework.args` is checked against, for messages."""
+        return self.name
+
     def validate_native_args(self) -> None:
-        valid = native_argument_names(self.name)
+        valid = self.argument_names()
         for key in self.fw.args:
             where = f"framework.args.{key}"
             if key in self.managed:
@@ -153,7 +171,7 @@ class FrameworkAdapter(ABC):
             if key in self.first_class or key in type(self.fw).__dataclass_fields__:
                 raise ConfigError(where, f"is a first-class option: set framework.{key} instead")
             if key not in valid:
-                raise ConfigError(where, unknown_name(f"{self.name} argument", key, valid))
+                raise ConfigError(where, unknown_name(f"{self.argument_owner} argument", key, valid))
 
     def native_values(self) -> dict[str, Any]:
         """First-class options as native arguments (accumulation derived from the global batch

@@ -16,7 +16,7 @@ from hpcft.config.checks import check_choice, check_positive
 from hpcft.config.schema import FrameworkConfig, ModelKind
 from hpcft.data import Row, check_rows, read_retrieval_eval, scan_rows
 from hpcft.errors import ConfigError, DataError
-from hpcft.frameworks.base import Files, FrameworkAdapter
+from hpcft.frameworks.base import Files, FrameworkAdapter, native_argument_names
 from hpcft.frameworks.vllm_serving import READY, VllmServer
 from hpcft.jobs.spec import DeployJob, TrainJob
 from hpcft.resources import deploy_gpus, retrieval_eval_mem
@@ -36,6 +36,12 @@ class Config(FrameworkConfig):
     """Maximum passage tokens; >= 1."""
     temperature: float = 0.02
     """Contrastive loss temperature (embedder); > 0."""
+    module: str | None = None
+    """FlagEmbedding's fine-tuning module (`python -m FlagEmbedding.finetune.<module>`):
+    `embedder.encoder_only.base` (BGE, MiniLM), `embedder.encoder_only.m3` (BGE-M3),
+    `embedder.decoder_only.base`, `embedder.decoder_only.icl`, `reranker.encoder_only.base`,
+    `reranker.decoder_only.base` or `reranker.decoder_only.layerwise`; null: the
+    `encoder_only.base` of the model's kind. `framework.args` are checked against its own list."""
     train_data: list[str] = field(default_factory=list)
     """More training files or folders after `trainset`: FlagEmbedding's `train_data` list. A
     folder means every `.json`/`.jsonl` file in it; a folder (or file) name ending in
@@ -43,10 +49,17 @@ class Config(FrameworkConfig):
     `+framework.args.same_dataset_within_batch=true`."""
 
 
-MODULES = {
-    ModelKind.embedding: "FlagEmbedding.finetune.embedder.encoder_only.base",
-    ModelKind.rerank: "FlagEmbedding.finetune.reranker.encoder_only.base",
-}
+MODULES = (
+    "embedder.encoder_only.base",
+    "embedder.encoder_only.m3",
+    "embedder.decoder_only.base",
+    "embedder.decoder_only.icl",
+    "reranker.encoder_only.base",
+    "reranker.decoder_only.base",
+    "reranker.decoder_only.layerwise",
+)
+"""FlagEmbedding 1.4.2's fine-tuning modules, each with its argument list in `flagembedding_args/`."""
+KIND_PREFIX = {ModelKind.embedding: "embedder.", ModelKind.rerank: "reranker."}
 
 
 def retrieval_eval_row(row: Row) -> str | None:
@@ -110,7 +123,25 @@ class Adapter(FrameworkAdapter):
     fw: Config
     managed = ("model_name_or_path", "train_data", "output_dir", "deepspeed")
 
+    @property
+    def module(self) -> str:
+        return self.fw.module or f"{KIND_PREFIX[self.cfg.model.kind]}encoder_only.base"
+
+    def argument_names(self) -> frozenset[str]:
+        return native_argument_names(self.name, self.module)
+
+    @property
+    def argument_owner(self) -> str:
+        return f"flagembedding {self.module}"
+
     def validate_own(self) -> None:
+        check_choice("framework.module", self.module, MODULES)
+        if not self.module.startswith(KIND_PREFIX[self.cfg.model.kind]):
+            raise ConfigError(
+                "framework.module",
+                f"{self.module} trains a {self.module.split('.')[0]}, but model '{self.cfg.model.name}' is of kind"
+                f" {self.cfg.model.kind.value}; use a {KIND_PREFIX[self.cfg.model.kind]}* module",
+            )
         for name in ("train_group_size", "query_max_len", "passage_max_len"):
             check_positive(f"framework.{name}", getattr(self.fw, name))
         check_positive("framework.temperature", self.fw.temperature)
@@ -194,7 +225,8 @@ class Adapter(FrameworkAdapter):
     def train_job(self, layout: RunLayout) -> TrainJob:
         c = self.cfg.cluster
         nproc = c.gpus_per_node or c.procs_per_node
-        argv = ["torchrun", f"--nproc_per_node={nproc}", "-m", "hpcft.jobs.launch", MODULES[self.cfg.model.kind]]
+        module = f"FlagEmbedding.finetune.{self.module}"
+        argv = ["torchrun", f"--nproc_per_node={nproc}", "-m", "hpcft.jobs.launch", module]
         for key, value in self.native_args(layout).items():
             if isinstance(value, list):  # HfArgumentParser: one flag, several values
                 argv += [f"--{key}", *map(str, value)]
