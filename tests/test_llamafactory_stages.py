@@ -43,8 +43,8 @@ def test_unsupported_stage_and_layout(run_root, capsys):
     assert dry(run_root, "framework.stage=pt", "framework.dataset_format=sharegpt") == 2
     err = capsys.readouterr().err
     assert "framework.dataset_format: stage pt reads plain text rows" in err and "use alpaca" in err
-    assert dry(run_root, "framework.stage=rm") == 2
-    assert "framework.stage: unknown value 'rm'" in capsys.readouterr().err
+    assert dry(run_root, "framework.stage=simpo") == 2
+    assert "framework.stage: unknown value 'simpo'" in capsys.readouterr().err
 
 
 def test_kto_rows_need_their_tag(run_root, tmp_path, capsys):

@@ -30,7 +30,7 @@ from hpcft.config.schema import (
     register_schemas,
 )
 from hpcft.errors import ConfigError, UserError, unknown_name
-from hpcft.frameworks import default_framework, framework_modules
+from hpcft.frameworks import default_framework, framework_modules, resolved
 
 GROUPS = ("model", "framework", "cluster", "deepspeed")
 _SCHEMA_BY_GROUP: dict[str, type] = {**SCHEMAS, "deploy": DeployConfig, "eval": EvalConfig, "wandb": WandbConfig}
@@ -227,7 +227,7 @@ def to_typed(cfg: DictConfig) -> HpcftConfig:
         key = getattr(e, "full_key", None) or "config"
         raise ConfigError(str(key), str(e).splitlines()[0]) from None
     assert isinstance(typed, HpcftConfig)
-    return typed
+    return resolved(typed)
 
 
 def load_config(overrides: Sequence[str], config_dirs: Sequence[str] = ()) -> HpcftConfig:

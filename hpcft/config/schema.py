@@ -216,6 +216,10 @@ class DeepSpeedConfig:
     """Offload optimizer states to CPU memory (ZeRO-2/3)."""
     offload_param: bool = False
     """Offload parameters to CPU memory (ZeRO-3 only)."""
+    config: str | None = None
+    """A DeepSpeed JSON of your own (`deepspeed.config=ds_z3.json`, or a native YAML's
+    `deepspeed:`), used as given, `"auto"` values left for the trainer to fill; its ZeRO
+    stage and offloads are read for the memory estimate. null: the preset's JSON."""
 
 
 @dataclass(kw_only=True)

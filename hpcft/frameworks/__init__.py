@@ -33,3 +33,11 @@ def default_framework(kind: ModelKind) -> str:
 def adapter_for(cfg: HpcftConfig) -> FrameworkAdapter:
     adapter: FrameworkAdapter = framework_modules()[cfg.framework.name].Adapter(cfg)
     return adapter
+
+
+def resolved(cfg: HpcftConfig) -> HpcftConfig:
+    """The typed config after the framework read what it reads once (LLaMA-Factory: a native
+    YAML's settings into the typed fields)."""
+    module = framework_modules()[cfg.framework.name]
+    resolve = getattr(module, "resolve", None)
+    return resolve(cfg) if resolve else cfg

@@ -118,9 +118,13 @@ class FrameworkAdapter(ABC):
         return env
 
     def deepspeed_files(self, layout: RunLayout) -> Files:
-        if self.cfg.deepspeed.zero_stage is None:
+        """The run's DeepSpeed JSON: the user's own file verbatim, else the preset's."""
+        ds = self.cfg.deepspeed
+        if ds.zero_stage is None:
             return {}
-        return {"native/deepspeed.json": json.dumps(deepspeed_json(self.cfg.deepspeed), indent=2) + "\n"}
+        if ds.config:
+            return {"native/deepspeed.json": Path(ds.config).read_text()}
+        return {"native/deepspeed.json": json.dumps(deepspeed_json(ds), indent=2) + "\n"}
 
     @property
     def eval_mem(self) -> str | None:

@@ -13,14 +13,20 @@ from typing import Any, cast
 from hpcft.config.checks import check_choice, check_positive, check_range
 from hpcft.config.schema import DeepSpeedConfig, Executor, FrameworkConfig, HpcftConfig, ModelKind
 from hpcft.errors import ConfigError
-from hpcft.frameworks.base import Files, FrameworkAdapter, native_argument_names, read_native_yaml
+from hpcft.frameworks.base import Files, FrameworkAdapter
 from hpcft.frameworks.llamafactory_data import FORMATTINGS, Formatting, Stage
 from hpcft.frameworks.llamafactory_datasets import STAGE_RANKING, TrainingData, eval_rows_check, training_data
+from hpcft.frameworks.llamafactory_native import native_yaml_values, read_native_config
 from hpcft.frameworks.vllm_serving import READY_PROBE, VllmServer
 from hpcft.jobs.spec import DeployJob, TrainJob
 from hpcft.resources import MemoryEstimate, deploy_gpus, estimate_memory
 from hpcft.rundir import RunLayout, yaml_text
 from hpcft.tracking import report_to
+
+
+def resolve(cfg: HpcftConfig) -> HpcftConfig:
+    """Called once when the config becomes typed: a native YAML's settings into the typed fields."""
+    return read_native_config(cfg)
 
 
 @dataclass(kw_only=True)
@@ -131,7 +137,18 @@ class Adapter(FrameworkAdapter):
     def validate_own(self) -> None:
         fw = self.fw
         self.native_file_values()  # raises on a bad file or an unknown name
+        if fw.stage == "ppo":
+            raise ConfigError(
+                "framework.stage",
+                "ppo needs a trained reward model and a policy in one job, which hpcft does not plan: train the"
+                " reward model with stage=rm, then run ppo with llamafactory-cli (reward_model=<that run>/train)",
+            )
         check_choice("framework.stage", fw.stage, tuple(STAGE_RANKING))
+        if fw.stage == "rm" and "deploy" in self.cfg.stages:
+            raise ConfigError(
+                "stages",
+                "stage rm trains a reward model, which scores answers and is not served for chat: use stages=[train]",
+            )
         check_choice("framework.finetuning_type", fw.finetuning_type, ("lora", "full", "freeze"))
         check_choice("framework.dataset_format", fw.dataset_format, FORMATTINGS)
         if fw.stage == "pt" and fw.dataset_format != "alpaca":
@@ -153,7 +170,7 @@ class Adapter(FrameworkAdapter):
         data = self.training_data()
         notes = [*super().notes(), f"data: {data.rows} rows checked in {data.dataset}"]
         if self.fw.native_config:
-            own = read_native_yaml(self.fw.native_config, native_argument_names(self.name))
+            own = native_yaml_values(self.fw.native_config)
             if replaced := sorted(set(own) & set(self.managed)):
                 notes.append(f"train: {self.fw.native_config} sets {', '.join(replaced)}; hpcft uses its own")
         if self.cfg.cluster.gpus_per_node:
@@ -168,7 +185,7 @@ class Adapter(FrameworkAdapter):
         """The user's LLaMA-Factory YAML, checked like `args` (file and line named)."""
         if not self.fw.native_config:
             return {}
-        values = read_native_yaml(self.fw.native_config, native_argument_names(self.name))
+        values = native_yaml_values(self.fw.native_config)
         return {k: v for k, v in values.items() if k not in self.managed}
 
     def precision(self) -> dict[str, bool | None]:

@@ -24,7 +24,7 @@ from typing import Any, Literal
 from hpcft.data import Row, RowCheck
 from hpcft.errors import DataError, unknown_name
 
-Stage = Literal["pt", "sft", "dpo", "kto"]
+Stage = Literal["pt", "sft", "rm", "dpo", "kto"]
 Formatting = Literal["alpaca", "sharegpt", "openai"]
 FORMATTINGS: tuple[Formatting, ...] = ("alpaca", "sharegpt", "openai")
 COLUMN_DEFAULTS: dict[str, str | None] = {
@@ -402,7 +402,7 @@ def infer_entry(path: str, formatting: Formatting, stage: Stage, first: Row, key
         if isinstance(turns, list) and turns and isinstance(turns[0], dict) and "role" in turns[0]:
             # OpenAI messages carry tool results as role `tool`.
             entry["tags"] = {**OPENAI_TAGS, **({"observation_tag": "tool"} if formatting == "openai" else {})}
-    if stage == "dpo":
+    if stage in ("rm", "dpo"):  # both learn from preference pairs
         entry["ranking"] = True
         columns.update(chosen="chosen", rejected="rejected")
     if stage == "kto":

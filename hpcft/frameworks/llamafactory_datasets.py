@@ -46,7 +46,7 @@ class TrainingData:
         return ",".join(self.registry)
 
 
-STAGE_RANKING = {"pt": False, "sft": False, "dpo": True, "kto": False}
+STAGE_RANKING = {"pt": False, "sft": False, "rm": True, "dpo": True, "kto": False}
 
 
 def _check_stage(e: DatasetEntry, stage: Stage, where: str) -> None:

@@ -87,14 +87,21 @@ def test_wandb_offline_run_lands_in_the_run_dir_and_no_secret_is_written(run_roo
     assert synced.returncode == 0 and all(str(p) in synced.stdout for p in offline)
 
 
-def test_local_dpo_training_on_preference_pairs(run_root, tmp_path):
+@pytest.mark.parametrize("stage", ["dpo", "rm"])
+def test_local_training_on_preference_pairs(stage, run_root, tmp_path):
+    """DPO, and a reward model (stage rm), trained for real on the same preference pairs."""
     pairs = [
         {"instruction": f"Repeat the word: {w}", "chosen": w, "rejected": "no"} for w in ("cat", "dog", "sun", "moon")
     ]
-    data = tmp_path / "dpo.json"
+    data = tmp_path / "pairs.json"
     data.write_text(json.dumps(pairs * 4))
     result = hpcft(
-        "model=tiny_llama", f"run_root={run_root}", *FAST, "framework.stage=dpo", f"trainset={data}", "stages=[train]"
+        "model=tiny_llama",
+        f"run_root={run_root}",
+        *FAST,
+        f"framework.stage={stage}",
+        f"trainset={data}",
+        "stages=[train]",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((only_run(run_root) / "train" / "all_results.json").read_text())
