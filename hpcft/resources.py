@@ -6,8 +6,10 @@ and a job that cannot fit is refused before it waits in a queue.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from hpcft.config.schema import ClusterConfig, DeepSpeedConfig, HpcftConfig
 from hpcft.errors import ConfigError
@@ -81,42 +83,82 @@ def deploy_gpus(cfg: HpcftConfig) -> int:
 
 @dataclass(frozen=True)
 class MemoryEstimate:
-    """A rough per-GPU estimate for mixed-precision AdamW training; not a promise."""
+    """A per-GPU estimate for mixed-precision AdamW training (see docs/memory.md); not a promise."""
 
     weights_gb: float
     gradients_gb: float
     optimizer_gb: float
+    activations_gb: float
     overhead_gb: float
 
     @property
     def total_gb(self) -> float:
-        return self.weights_gb + self.gradients_gb + self.optimizer_gb + self.overhead_gb
+        return self.weights_gb + self.gradients_gb + self.optimizer_gb + self.activations_gb + self.overhead_gb
 
 
-TRAINABLE_FRACTION = {"full": 1.0, "freeze": 0.1, "lora": 0.01}
-"""Share of parameters that get gradients and optimizer states (LoRA on all linear layers
-at rank 8-16 trains roughly 0.5-1 %)."""
+TRAINABLE_FRACTION = {"full": 1.0, "freeze": 0.1, "lora": 0.004}
+"""Share of parameters that get gradients and optimizer states (LoRA at rank 8 on all
+linear layers trains 0.3-0.5 % of a 7B model)."""
+CUDA_CONTEXT_GB = 1.0
+"""The CUDA context, the allocator's reserve and NCCL buffers, per GPU."""
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    layers: int
+    hidden: int
+    vocab: int
+
+
+def model_shape(path: str, params_b: float) -> ModelShape:
+    """Layers, hidden size and vocabulary from the model's config.json when it is local; else
+    a Llama-like shape for its size (hidden = (128 P / 12)^(1/3), layers = hidden / 128, 32k
+    vocabulary)."""
+    try:
+        c = json.loads((Path(path).expanduser() / "config.json").read_text())
+        return ModelShape(int(c["num_hidden_layers"]), int(c["hidden_size"]), int(c["vocab_size"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        hidden = int((params_b * 1e9 * 128 / 12) ** (1 / 3))
+        return ModelShape(max(1, hidden // 128), hidden, 32000)
+
+
+def activations_gb(shape: ModelShape, seq: int, batch: int, checkpointing: bool) -> float:
+    """Activation memory per GPU (Korthikanti et al. 2022, bf16, attention kernels that keep no
+    s x s scores): with gradient checkpointing (LLaMA-Factory's default) each layer keeps its
+    input (2 s b h bytes) and one layer at a time recomputes all of its own (34 s b h); without,
+    every layer keeps all (34 s b h each). Plus the logits and their fp32 copy for the loss
+    (6 s b V)."""
+    sbh = seq * batch * shape.hidden
+    layers = shape.layers * 2 * sbh + 34 * sbh if checkpointing else shape.layers * 34 * sbh
+    return (layers + 6 * seq * batch * shape.vocab) / GB
 
 
 def estimate_memory(
-    params_b: float, method: str, quant_bits: int | None, ds: DeepSpeedConfig, gpus: int
+    params_b: float,
+    method: str,
+    quant_bits: int | None,
+    ds: DeepSpeedConfig,
+    gpus: int,
+    activations: float = 0.0,
 ) -> MemoryEstimate:
-    """Per-GPU memory: bf16 weights (4/8-bit with QLoRA), bf16 gradients and fp32 Adam states
-    (12 bytes per trainable parameter), each divided over `gpus` by the ZeRO stage that shards it."""
+    """Per-GPU memory of mixed-precision AdamW: full fine-tuning keeps fp32 master weights
+    and a bf16 copy (6 bytes a parameter), fp32 gradients (4) and Adam's two moments (8), 18 in
+    all; LoRA and freeze keep the frozen weights in bf16 (2; 4-bit 0.55, 8-bit 1.1) and the
+    trainable ones like full fine-tuning. Each is divided over `gpus` by the ZeRO stage that
+    shards it; `activations` (GB, `activations_gb`) and the CUDA context come on top."""
     params = params_b * 1e9
     stage = ds.zero_stage or 0
     trainable = params * TRAINABLE_FRACTION.get(method, 1.0)
-    weight_bytes = {4: 0.55, 8: 1.1}.get(quant_bits or 0, 2.0)
-    weights = params * weight_bytes / (gpus if stage >= 3 else 1)
-    gradients = trainable * 2 / (gpus if stage >= 2 else 1)
-    optimizer = trainable * 12 / (gpus if stage >= 1 else 1)
+    frozen_bytes = {4: 0.55, 8: 1.1}.get(quant_bits or 0, 2.0)
+    weight_bytes = params * 6 if method == "full" else params * frozen_bytes + trainable * 4
+    weights = weight_bytes / (gpus if stage >= 3 else 1)
+    gradients = trainable * 4 / (gpus if stage >= 2 else 1)
+    optimizer = trainable * 8 / (gpus if stage >= 1 else 1)
     if ds.offload_optimizer:
         optimizer = 0.0
     if ds.offload_param and stage >= 3:
         weights = 0.0
-    # Activations, buffers and the CUDA context: a flat 15 % plus 2 GB.
-    subtotal = (weights + gradients + optimizer) / GB
-    return MemoryEstimate(weights / GB, gradients / GB, optimizer / GB, 0.15 * subtotal + 2.0)
+    return MemoryEstimate(weights / GB, gradients / GB, optimizer / GB, activations, CUDA_CONTEXT_GB)
 
 
 def retrieval_eval_mem(passages: int, queries: int, text_bytes: int, dims: int) -> str:

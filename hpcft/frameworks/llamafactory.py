@@ -19,7 +19,7 @@ from hpcft.frameworks.llamafactory_datasets import STAGE_RANKING, TrainingData, 
 from hpcft.frameworks.llamafactory_native import native_yaml_values, read_native_config
 from hpcft.frameworks.vllm_serving import READY_PROBE, VllmServer
 from hpcft.jobs.spec import DeployJob, TrainJob
-from hpcft.resources import MemoryEstimate, deploy_gpus, estimate_memory
+from hpcft.resources import MemoryEstimate, activations_gb, deploy_gpus, estimate_memory, model_shape
 from hpcft.rundir import RunLayout, yaml_text
 from hpcft.tracking import report_to
 
@@ -92,11 +92,22 @@ FIT_ALTERNATIVES: tuple[tuple[str, str | None, int | None, DeepSpeedConfig | Non
 None keeps what is configured."""
 
 
+def training_activations_gb(cfg: HpcftConfig) -> float:
+    """Activations of one micro-batch of `cutoff_len` tokens, checkpointed unless the run turns
+    LLaMA-Factory's gradient checkpointing off."""
+    fw = cfg.framework
+    given = {**(native_yaml_values(fw.native_config) if fw.native_config else {}), **fw.args}
+    checkpointing = not given.get("disable_gradient_checkpointing", False)
+    shape = model_shape(cfg.model.path, cfg.model.params_b)
+    return activations_gb(shape, fw.cutoff_len, fw.per_device_train_batch_size, checkpointing)
+
+
 def check_memory_fit(cfg: HpcftConfig) -> MemoryEstimate:
     """Refuse a train job whose per-GPU estimate exceeds the GPU, naming what would fit."""
     fw, c = cfg.framework, cfg.cluster
     gpus = c.nodes * c.gpus_per_node
-    mine = estimate_memory(cfg.model.params_b, fw.finetuning_type, fw.quantization_bit, cfg.deepspeed, gpus)
+    act = training_activations_gb(cfg)
+    mine = estimate_memory(cfg.model.params_b, fw.finetuning_type, fw.quantization_bit, cfg.deepspeed, gpus, act)
     if mine.total_gb <= c.gpu_mem_gb:
         return mine
     fits = []
@@ -107,6 +118,7 @@ def check_memory_fit(cfg: HpcftConfig) -> MemoryEstimate:
             bits if method else fw.quantization_bit,
             preset or cfg.deepspeed,
             gpus,
+            act,
         )
         if other.total_gb <= c.gpu_mem_gb:
             fits.append(hint)
@@ -177,7 +189,9 @@ class Adapter(FrameworkAdapter):
             m = check_memory_fit(self.cfg)
             notes.append(
                 f"train: ~{m.total_gb:.0f} GB per GPU of {self.cfg.cluster.gpu_mem_gb:g} (weights {m.weights_gb:.0f},"
-                f" gradients {m.gradients_gb:.0f}, optimizer {m.optimizer_gb:.0f}, overhead {m.overhead_gb:.0f}; rough)"
+                f" gradients {m.gradients_gb:.0f}, optimizer {m.optimizer_gb:.0f}, activations {m.activations_gb:.1f}"
+                f" at cutoff_len {self.fw.cutoff_len} x batch {self.fw.per_device_train_batch_size},"
+                f" CUDA {m.overhead_gb:.0f}; docs/memory.md)"
             )
         return notes
 
