@@ -114,3 +114,18 @@ def test_status_of_a_local_run_shows_elapsed_time_and_the_node(tmp_path):
     text, done = render([run])
     assert done
     assert [line.split()[-2:] for line in text.splitlines()[1:3]] == [["0:01:05", "local"], ["0:00:05", "local"]]
+
+
+def test_a_sweep_report_has_each_metric_once_after_the_varying_parameters(tmp_path, capsys):
+    points = []
+    for num, (lr, rouge) in enumerate([("1e-3", 10.0), ("1e-4", 20.0)]):
+        run = tmp_path / "sweep" / str(num)
+        overrides = [f"framework.learning_rate={lr}", "model=tiny_llama"]
+        write_json_atomic(run / "manifest.json", {"executor": "slurm", "stages": {}, "overrides": overrides})
+        write_json_atomic(RunLayout(run).metrics, {**GENERATION, "rouge-l": rouge, "base": {"rouge-l": 1.0}})
+        points.append({"num": num, "overrides": overrides, "run_dir": str(run)})
+    write_json_atomic(tmp_path / "sweep" / "sweep.json", {"points": points, "arrays": []})
+    assert main(["report", str(tmp_path / "sweep")]) == 0
+    header, *rows = (tmp_path / "sweep" / "report.csv").read_text().splitlines()
+    assert header == "run,framework.learning_rate,rouge-l,bleu-4"
+    assert rows == ["0,1e-3,10.0,40.0", "1,1e-4,20.0,40.0"]

@@ -130,10 +130,11 @@ def sweep_table(sweep_dir: Path) -> tuple[list[dict[str, Any]], list[str], list[
     """The points' rows (varying hyper-parameters, then each metric), those hyper-parameters,
     and the metric names."""
     rows = point_rows(sweep_dir)
+    params = varying(rows)  # before the metric columns join the rows
     metric_names = list(dict.fromkeys(m for r in rows for m in r["metrics"])) or list(GENERATION_METRICS)
     for r in rows:
         r.update({m: r["metrics"].get(m) for m in metric_names})
-    return rows, varying(rows), metric_names
+    return rows, params, metric_names
 
 
 def sweep_report(sweep_dir: Path, out: Path) -> int:

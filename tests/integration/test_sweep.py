@@ -71,7 +71,9 @@ def test_six_point_sweep_runs_as_three_arrays(run_root, sbatch_calls):
     report = hpcft("report", str(sweep_dir))
     assert report.returncode == 0, report.stderr
     rows = (sweep_dir / "report.csv").read_text().splitlines()
-    assert rows[0] == "run,framework.learning_rate,framework.lora_rank,bleu-4,rouge-l,exact_match"
+    header = rows[0].split(",")
+    assert header[:3] == ["run", "framework.learning_rate", "framework.lora_rank"]
+    assert {"rouge-1", "rouge-2", "rouge-l", "bleu-4", "exact_match"} == set(header[3:]) and len(header) == 8
     assert len(rows) == 7
     plot = sweep_dir / "report_rouge-l_vs_framework.lora_rank.png"
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
