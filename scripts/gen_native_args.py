@@ -20,6 +20,9 @@ import re
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from hpcft.frameworks.flagembedding import MODULES
+
 OUT = Path(__file__).resolve().parent.parent / "hpcft" / "frameworks"
 
 # framework -> (distribution, [module:dataclass, ...]) whose fields its CLI accepts.
@@ -35,15 +38,7 @@ SOURCES = {
         ],
     ),
 }
-FLAGEMBEDDING_MODULES = (
-    "embedder.encoder_only.base",
-    "embedder.encoder_only.m3",
-    "embedder.decoder_only.base",
-    "embedder.decoder_only.icl",
-    "reranker.encoder_only.base",
-    "reranker.decoder_only.base",
-    "reranker.decoder_only.layerwise",
-)
+FLAGEMBEDDING_MODULES = MODULES
 """FlagEmbedding's runnable fine-tuning modules (`python -m FlagEmbedding.finetune.<module>`):
 each gets its own list, from the argument classes its `__main__` gives HfArgumentParser."""
 
