@@ -87,14 +87,20 @@ def test_wandb_offline_run_lands_in_the_run_dir_and_no_secret_is_written(run_roo
     assert synced.returncode == 0 and all(str(p) in synced.stdout for p in offline)
 
 
-@pytest.mark.parametrize("stage", ["dpo", "rm"])
-def test_local_training_on_preference_pairs(stage, run_root, tmp_path):
-    """DPO, and a reward model (stage rm), trained for real on the same preference pairs."""
-    pairs = [
-        {"instruction": f"Repeat the word: {w}", "chosen": w, "rejected": "no"} for w in ("cat", "dog", "sun", "moon")
-    ]
-    data = tmp_path / "pairs.json"
-    data.write_text(json.dumps(pairs * 4))
+WORDS = ("cat", "dog", "sun", "moon")
+STAGE_DATA = {
+    "dpo": [{"instruction": f"Repeat the word: {w}", "chosen": w, "rejected": "no"} for w in WORDS],
+    "rm": [{"instruction": f"Repeat the word: {w}", "chosen": w, "rejected": "no"} for w in WORDS],
+    "kto": [{"instruction": f"Repeat the word: {w}", "output": w, "kto_tag": i % 2 == 0} for i, w in enumerate(WORDS)],
+    "pt": [{"text": f"The {w} is a word, and {w} is what it says."} for w in WORDS],
+}
+
+
+@pytest.mark.parametrize("stage", sorted(STAGE_DATA))
+def test_local_training_of_each_stage_on_its_own_data_layout(stage, run_root, tmp_path):
+    """pt, rm, dpo and kto (sft: every other test) trained for real, each on the layout it reads."""
+    data = tmp_path / f"{stage}.json"
+    data.write_text(json.dumps(STAGE_DATA[stage] * 4))
     result = hpcft(
         "model=tiny_llama",
         f"run_root={run_root}",
