@@ -91,8 +91,9 @@ def test_each_stage_is_planned_with_the_data_layout_it_reads(example, stage, kin
     [
         ("qwen3_lora_reward.yaml", ["trainset=PAIRS"], "stage rm trains a reward model"),
         ("qwen3_lora_sft_otfq.yaml", [], "QLoRA needs GPUs; this cluster has none"),
-        ("qwen3vl_lora_sft.yaml", ["trainset=IMAGES"], "is a text-only model"),
+        ("qwen3vl_lora_sft.yaml", ["trainset=IMAGES"], "is a vision-language recipe (image_max_pixels"),
         ("qwen3_lora_dpo.yaml", ["framework.stage=kto"], "framework.stage: is 'kto' here, but"),
+        ("qwen3_preprocess.yaml", [], "would only tokenize the data into it and exit without training"),
         ("qwen3_lora_sft_ds3.yaml", ["deepspeed=zero2"], "keep one"),
     ],
 )

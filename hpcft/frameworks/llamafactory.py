@@ -16,7 +16,7 @@ from hpcft.errors import ConfigError
 from hpcft.frameworks.base import Files, FrameworkAdapter
 from hpcft.frameworks.llamafactory_data import FORMATTINGS, Formatting, Stage
 from hpcft.frameworks.llamafactory_datasets import STAGE_RANKING, TrainingData, eval_rows_check, training_data
-from hpcft.frameworks.llamafactory_native import native_yaml_values, read_native_config
+from hpcft.frameworks.llamafactory_native import check_recipe, native_yaml_values, read_native_config
 from hpcft.frameworks.vllm_serving import READY_PROBE, VllmServer
 from hpcft.jobs.spec import DeployJob, TrainJob
 from hpcft.resources import MemoryEstimate, activations_gb, deploy_gpus, estimate_memory, model_shape
@@ -149,6 +149,7 @@ class Adapter(FrameworkAdapter):
     def validate_own(self) -> None:
         fw = self.fw
         self.native_file_values()  # raises on a bad file or an unknown name
+        check_recipe({**self.native_file_values(), **self.fw.args}, self.fw.native_config, self.cfg.model.name)
         if fw.stage == "ppo":
             raise ConfigError(
                 "framework.stage",

@@ -113,3 +113,30 @@ def read_native_config(cfg: HpcftConfig) -> HpcftConfig:
             )
         ds = deepspeed_from(str(values["deepspeed"]), fw.native_config)
     return dataclasses.replace(cfg, framework=typed_settings(fw, values), deepspeed=ds)
+
+
+VLM_KEYS = frozenset(
+    {"image_max_pixels", "image_min_pixels", "video_max_pixels", "video_min_pixels", "video_fps", "video_maxlen",
+     "freeze_vision_tower", "freeze_multi_modal_projector", "freeze_language_model"}
+)  # fmt: skip
+"""LLaMA-Factory arguments that only mean something for vision-language models."""
+
+
+def check_recipe(given: dict[str, Any], native_config: str | None, model: str) -> None:
+    """What a native YAML or `args` ask for that this run cannot be: a vision-language recipe
+    on hpcft's text-only path, or a tokenize-only run."""
+    key = "framework.native_config" if native_config else "framework.args"
+    where = native_config or "framework.args"
+    if vlm := sorted(VLM_KEYS & given.keys()):
+        raise ConfigError(
+            key,
+            f"{where} is a vision-language recipe ({', '.join(vlm)}), and hpcft fine-tunes text models ({model}):"
+            " drop those keys, or run it with llamafactory-cli",
+        )
+    tokenized = given.get("tokenized_path")
+    if tokenized and not Path(str(tokenized)).expanduser().exists():
+        raise ConfigError(
+            key,
+            f"{where} sets tokenized_path: {tokenized}, which does not exist: LLaMA-Factory would only tokenize the"
+            " data into it and exit without training; tokenize first with llamafactory-cli, or drop tokenized_path",
+        )
