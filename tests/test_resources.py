@@ -136,3 +136,4 @@ def test_the_headline_dry_run_shows_bf16_and_activations(tmp_path, capsys):
     assert main(["model=internlm2", "cluster=8gpu", "dry_run=true", f"run_root={tmp_path}"]) == 0
     out = capsys.readouterr().out
     assert "activations 0.6 at cutoff_len 1024 x batch 1" in out and "bf16: true" in out
+    assert "train: bf16, gradient checkpointing on, attention flash_attn=auto" in out

@@ -187,6 +187,7 @@ class Adapter(FrameworkAdapter):
             if replaced := sorted(set(own) & set(self.managed)):
                 notes.append(f"train: {self.fw.native_config} sets {', '.join(replaced)}; hpcft uses its own")
         if self.cfg.cluster.gpus_per_node:
+            notes.append(self.compute_note())
             m = check_memory_fit(self.cfg)
             notes.append(
                 f"train: ~{m.total_gb:.0f} GB per GPU of {self.cfg.cluster.gpu_mem_gb:g} (weights {m.weights_gb:.0f},"
@@ -195,6 +196,18 @@ class Adapter(FrameworkAdapter):
                 f" CUDA {m.overhead_gb:.0f}; docs/memory.md)"
             )
         return notes
+
+    def compute_note(self) -> str:
+        """Precision, gradient checkpointing and attention as LLaMA-Factory will run them."""
+        given = {**self.native_file_values(), **self.fw.args}
+        values = {**self.precision(), **{k: given[k] for k in PRECISION_KEYS if k in given}}
+        precision = "bf16" if values.get("bf16") else "fp16" if values.get("fp16") else "fp32"
+        checkpointing = "off" if given.get("disable_gradient_checkpointing") else "on"
+        attention = given.get("flash_attn", "auto")
+        return (
+            f"train: {precision}, gradient checkpointing {checkpointing}, attention flash_attn={attention}"
+            " (auto: transformers' default, PyTorch's SDPA; FlashAttention-2 with +framework.args.flash_attn=fa2)"
+        )
 
     def native_file_values(self) -> dict[str, Any]:
         """The user's LLaMA-Factory YAML, checked like `args` (file and line named)."""
