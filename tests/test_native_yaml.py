@@ -113,3 +113,9 @@ def test_qlora_on_a_gpu_cluster_is_planned_with_its_quantization(tmp_path, capsy
     assert main([*args, f"run_root={root}"]) == 0, capsys.readouterr().err
     native = train_yaml(next(root.iterdir()))
     assert (native["quantization_bit"], native["quantization_method"], native["bf16"]) == (4, "bnb", True)
+
+
+def test_a_ray_recipe_is_planned_for_slurm_and_says_what_is_not_used(tmp_path, capsys):
+    code, run, out = plan(tmp_path, "qwen3_lora_sft_ray.yaml", capsys=capsys)
+    assert code == 0 and train_yaml(run)["stage"] == "sft", out
+    assert "ray_num_workers not used: the Slurm allocation decides the processes" in out

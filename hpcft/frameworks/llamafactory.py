@@ -11,15 +11,16 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from hpcft.config.checks import check_choice, check_positive, check_range
-from hpcft.config.schema import DeepSpeedConfig, Executor, FrameworkConfig, HpcftConfig, ModelKind
+from hpcft.config.schema import Executor, FrameworkConfig, HpcftConfig, ModelKind
 from hpcft.errors import ConfigError
 from hpcft.frameworks.base import Files, FrameworkAdapter
 from hpcft.frameworks.llamafactory_data import FORMATTINGS, Formatting, Stage
 from hpcft.frameworks.llamafactory_datasets import STAGE_RANKING, TrainingData, eval_rows_check, training_data
+from hpcft.frameworks.llamafactory_memory import check_memory_fit
 from hpcft.frameworks.llamafactory_native import check_recipe, native_yaml_values, read_native_config
 from hpcft.frameworks.vllm_serving import READY_PROBE, VllmServer
 from hpcft.jobs.spec import DeployJob, TrainJob
-from hpcft.resources import MemoryEstimate, activations_gb, deploy_gpus, estimate_memory, model_shape
+from hpcft.resources import deploy_gpus
 from hpcft.rundir import RunLayout, yaml_text
 from hpcft.tracking import report_to
 
@@ -78,57 +79,6 @@ PRECISION_KEYS = frozenset({"bf16", "fp16", "pure_bf16"})
 NO_BF16 = frozenset({"v100", "t4", "p100", "p40", "k80", "rtx2080", "rtx2080ti", "titanv"})
 """GPU types without bfloat16 (compute capability below 8.0): fp16 there instead."""
 
-_ZERO2 = DeepSpeedConfig(name="zero2", zero_stage=2)
-_ZERO3 = DeepSpeedConfig(name="zero3", zero_stage=3)
-_ZERO3_OFFLOAD = DeepSpeedConfig(name="zero3_offload", zero_stage=3, offload_optimizer=True, offload_param=True)
-FIT_ALTERNATIVES: tuple[tuple[str, str | None, int | None, DeepSpeedConfig | None], ...] = (
-    ("deepspeed=zero2", None, None, _ZERO2),
-    ("deepspeed=zero3", None, None, _ZERO3),
-    ("deepspeed=zero3_offload", None, None, _ZERO3_OFFLOAD),
-    ("framework.finetuning_type=lora", "lora", None, None),
-    ("framework.finetuning_type=lora framework.quantization_bit=4", "lora", 4, None),
-)
-"""What to suggest when a job does not fit, cheapest change first: (hint, method, bits, preset);
-None keeps what is configured."""
-
-
-def training_activations_gb(cfg: HpcftConfig) -> float:
-    """Activations of one micro-batch of `cutoff_len` tokens, checkpointed unless the run turns
-    LLaMA-Factory's gradient checkpointing off."""
-    fw = cfg.framework
-    given = {**(native_yaml_values(fw.native_config) if fw.native_config else {}), **fw.args}
-    checkpointing = not given.get("disable_gradient_checkpointing", False)
-    shape = model_shape(cfg.model.path, cfg.model.params_b)
-    return activations_gb(shape, fw.cutoff_len, fw.per_device_train_batch_size, checkpointing)
-
-
-def check_memory_fit(cfg: HpcftConfig) -> MemoryEstimate:
-    """Refuse a train job whose per-GPU estimate exceeds the GPU, naming what would fit."""
-    fw, c = cfg.framework, cfg.cluster
-    gpus = c.nodes * c.gpus_per_node
-    act = training_activations_gb(cfg)
-    mine = estimate_memory(cfg.model.params_b, fw.finetuning_type, fw.quantization_bit, cfg.deepspeed, gpus, act)
-    if mine.total_gb <= c.gpu_mem_gb:
-        return mine
-    fits = []
-    for hint, method, bits, preset in FIT_ALTERNATIVES:
-        other = estimate_memory(
-            cfg.model.params_b,
-            method or fw.finetuning_type,
-            bits if method else fw.quantization_bit,
-            preset or cfg.deepspeed,
-            gpus,
-            act,
-        )
-        if other.total_gb <= c.gpu_mem_gb:
-            fits.append(hint)
-    suggestion = f"; try {fits[0]}" if fits else "; use more GPUs"
-    raise ConfigError(
-        "cluster.gpu_mem_gb",
-        f"{cfg.model.name} ({cfg.model.params_b}B, {fw.finetuning_type}, deepspeed={cfg.deepspeed.name}) needs"
-        f" ~{mine.total_gb:.0f} GB per GPU over {gpus} GPUs, more than the {c.gpu_mem_gb:g} GB a GPU has{suggestion}",
-    )
-
 
 class Adapter(FrameworkAdapter):
     name = "llamafactory"
@@ -186,6 +136,11 @@ class Adapter(FrameworkAdapter):
             own = native_yaml_values(self.fw.native_config)
             if replaced := sorted(set(own) & set(self.managed)):
                 notes.append(f"train: {self.fw.native_config} sets {', '.join(replaced)}; hpcft uses its own")
+            if ray := sorted(k for k in own if k.startswith("ray_")):
+                notes.append(
+                    f"train: {', '.join(ray)} not used: the Slurm allocation decides the processes (LLaMA-Factory"
+                    " uses Ray only with USE_RAY=1)"
+                )
         if self.cfg.cluster.gpus_per_node:
             notes.append(self.compute_note())
             m = check_memory_fit(self.cfg)
