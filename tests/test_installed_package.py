@@ -21,6 +21,8 @@ def test_wheel_carries_conf_and_runs_from_elsewhere(tmp_path):
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     assert (site / "hpcft" / "conf" / "hpcft.yaml").is_file()
+    lists = site / "hpcft" / "frameworks" / "flagembedding_args"
+    assert len(list(lists.glob("*.txt"))) == 7  # one argument list per FlagEmbedding module
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     result = subprocess.run(
