@@ -116,8 +116,6 @@ class EndpointClient:
         """POST `body` to `<base_url><path>` with this client's key, timeout and retries."""
         return post_json(self.base_url + path, body, self.timeout_s, self.retries, self.backoff_s, self.api_key)
 
-    _post = post
-
     def chat(self, prompt: str, max_tokens: int = 128, temperature: float = 0.0) -> str:
         """The assistant's answer to one user message (`/chat/completions`)."""
         body = {
@@ -126,20 +124,20 @@ class EndpointClient:
             "max_tokens": max_tokens,
             "temperature": temperature,
         }
-        answer = self._post("/chat/completions", body)
+        answer = self.post("/chat/completions", body)
         content: str = answer["choices"][0]["message"]["content"] or ""
         return content
 
     def embed(self, texts: list[str], model: str | None = None) -> list[list[float]]:
         """One vector per text, in input order (`/embeddings`)."""
         body = {"model": model or self.model, "input": texts}
-        answer = self._post("/embeddings", body)
+        answer = self.post("/embeddings", body)
         return [d["embedding"] for d in sorted(answer["data"], key=lambda d: d["index"])]
 
     def rerank(self, query: str, documents: list[str], model: str | None = None) -> list[dict[str, Any]]:
         """`[{index, relevance_score}]`, most relevant first (`/rerank`)."""
         body = {"model": model or self.model, "query": query, "documents": documents}
-        results: list[dict[str, Any]] = self._post("/rerank", body)["results"]
+        results: list[dict[str, Any]] = self.post("/rerank", body)["results"]
         return results
 
     def openai(self) -> Any:

@@ -57,15 +57,9 @@ def dependency_string(stage: Stage, job_ids: dict[str, str]) -> str | None:
     return ",".join(f"{d.kind}:{job_ids[d.stage]}" for d in stage.after)
 
 
-SITE_PARAMETERS = {
-    "teardown": "teardown",
-    "srun_args": "srun_args",
-    "exclude": "exclude",
-    "nodelist": "nodelist",
-    "mail_type": "mail_type",
-    "mail_user": "mail_user",
-}
-"""Cluster settings passed to submitit unchanged, under submitit's own parameter names."""
+SITE_PARAMETERS = ("teardown", "exclude", "nodelist", "mail_type", "mail_user")
+"""Cluster settings passed to submitit unchanged: they have submitit's own parameter names
+(the per-stage ones come resolved in `Resources`)."""
 
 
 def gpu_parameters(cluster: ClusterConfig, gpus: int) -> dict[str, Any]:
@@ -80,7 +74,7 @@ def gpu_parameters(cluster: ClusterConfig, gpus: int) -> dict[str, Any]:
 
 def site_parameters(cluster: ClusterConfig, r: Resources) -> dict[str, Any]:
     """The site's scheduling settings for one stage, as submitit parameters."""
-    params: dict[str, Any] = {k: getattr(cluster, f) for f, k in SITE_PARAMETERS.items() if getattr(cluster, f)}
+    params: dict[str, Any] = {k: getattr(cluster, k) for k in SITE_PARAMETERS if getattr(cluster, k)}
     params["srun_args"] = list(r.srun_args)
     for key, value in (
         ("partition", r.partition),

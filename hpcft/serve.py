@@ -120,6 +120,10 @@ def make_handler(models: Models, api_key: str | None) -> type[BaseHTTPRequestHan
     return Handler
 
 
+class Server(ThreadingHTTPServer):
+    request_queue_size = 256  # the default, 5, refuses a burst of eval clients
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Serve embedding / reranker models (OpenAI-compatible).")
     parser.add_argument("--kind", choices=("embedding", "rerank"), required=True)
@@ -130,8 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     paths = dict(m.split("=", 1) for m in args.model)
     models = Models(args.kind, paths, args.pooling, not args.no_normalize)
     host, port = os.environ.get("API_HOST", "127.0.0.1"), int(os.environ.get("API_PORT", "8000"))
-    ThreadingHTTPServer.request_queue_size = 256  # the default 5 refuses a burst of eval clients
-    server = ThreadingHTTPServer((host, port), make_handler(models, os.environ.get("API_KEY")))
+    server = Server((host, port), make_handler(models, os.environ.get("API_KEY")))
     print(f"hpcft serve: {args.kind} models {', '.join(paths)} on {host}:{port}", flush=True)
     server.serve_forever()
 

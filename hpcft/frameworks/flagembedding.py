@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from hpcft.config.checks import check_choice, check_positive
 from hpcft.config.schema import FrameworkConfig, ModelKind
-from hpcft.data import Row, check_rows, read_retrieval_eval, scan_rows
+from hpcft.data import RetrievalEvalSet, Row, check_rows, read_retrieval_eval, scan_rows
 from hpcft.errors import ConfigError, DataError
 from hpcft.frameworks.base import Files, FrameworkAdapter, native_argument_names
 from hpcft.frameworks.vllm_serving import READY, VllmServer
@@ -109,6 +110,22 @@ def retrieval_row(row: Row) -> str | None:
     return None
 
 
+@lru_cache(maxsize=8)
+def _eval_set(path: str, mtime_ns: int) -> RetrievalEvalSet:
+    return read_retrieval_eval(path)
+
+
+def eval_set(path: str) -> RetrievalEvalSet:
+    """The retrieval eval set, read once per file state (validation and `--mem` both need it)."""
+    target = Path(path)
+    files = [*target.glob("*.jsonl")] if target.is_dir() else [target]
+    try:
+        stamp = max(f.stat().st_mtime_ns for f in files)
+    except (OSError, ValueError):
+        stamp = 0  # read_retrieval_eval names the missing file
+    return _eval_set(path, stamp)
+
+
 def model_dims(path: str) -> int:
     """The model's vector size from its config.json; 1024 (bge-large) when it is not local."""
     try:
@@ -175,7 +192,7 @@ class Adapter(FrameworkAdapter):
         1024 dims needs ~2 GB beside the texts)."""
         if "eval" not in self.cfg.stages or not self.cfg.evalset:
             return None
-        data = read_retrieval_eval(self.cfg.evalset)
+        data = eval_set(self.cfg.evalset)
         text_bytes = sum(len(t) for t in data.passages) + sum(len(q) for q in data.queries)
         return retrieval_eval_mem(len(data.passages), len(data.queries), text_bytes, model_dims(self.cfg.model.path))
 
@@ -183,7 +200,7 @@ class Adapter(FrameworkAdapter):
         self.training_rows()
         if "eval" in self.cfg.stages and self.cfg.evalset:
             if Path(self.cfg.evalset).is_dir():
-                read_retrieval_eval(self.cfg.evalset)  # FlagEmbedding's layout: parses and cross-checks ids
+                eval_set(self.cfg.evalset)  # FlagEmbedding's layout: parses and cross-checks ids
             else:
                 check_rows(self.cfg.evalset, retrieval_eval_row)
 
