@@ -21,7 +21,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from hpcft.config.compose import compose_config
+from hpcft.configure import compose_config
 
 
 class Submitter:

@@ -14,10 +14,10 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from hpcft.config.compose import conf_dir
-from hpcft.config.schema import register_schemas
+import hpcft.frameworks  # noqa: F401  (registers the frameworks' schemas)
+from hpcft.config.compose import conf_dir, register_all_schemas
 
-register_schemas()  # the `base_<group>` schemas hpcft's YAML files extend
+register_all_schemas()  # the `base_<group>` schemas hpcft's YAML files extend
 
 
 @hydra.main(config_path=str(conf_dir()), config_name="hpcft", version_base="1.3")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
+from hydra.errors import CompactHydraException
+
 
 class HpcftError(Exception):
     """Base class of hpcft's own errors."""
@@ -27,6 +29,11 @@ class ConfigError(UserError):
     def __init__(self, key: str, message: str) -> None:
         super().__init__(f"{key}: {message}")
         self.key = key
+
+
+class ForeignAppError(UserError, CompactHydraException):
+    """`hydra/launcher=hpcft` under another app's `@hydra.main`: Hydra prints a compact
+    exception's message alone, without a traceback."""
 
 
 class DataError(UserError):

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass, field
+from typing import Literal
 
-from hpcft.config.schema import HpcftConfig
+from hpcft.config.schema import HpcftConfig, StageName
 from hpcft.frameworks import adapter_for
 from hpcft.frameworks.base import Files
 from hpcft.jobs.spec import EvalJob, StageJob, TrainJob
@@ -22,14 +23,14 @@ from hpcft.tracking import wandb_env
 
 @dataclass(frozen=True, kw_only=True)
 class Dependency:
-    kind: str
+    kind: Literal["afterok", "after"]
     """Slurm dependency type: `afterok` (after it succeeded) or `after` (after it started)."""
-    stage: str
+    stage: StageName
 
 
 @dataclass(frozen=True, kw_only=True)
 class Stage:
-    name: str
+    name: StageName
     job: StageJob
     resources: Resources
     after: tuple[Dependency, ...] = ()
@@ -45,7 +46,7 @@ class Pipeline:
     notes: tuple[str, ...] = ()
     """Derived numbers shown to the user (batch layout, memory estimate)."""
 
-    def stage(self, name: str) -> Stage:
+    def stage(self, name: StageName | str) -> Stage:
         return next(s for s in self.stages if s.name == name)
 
 
@@ -60,7 +61,7 @@ def build_pipeline(cfg: HpcftConfig, layout: RunLayout) -> Pipeline:
     files = dict(adapter.train_files(layout))
     stages = [
         Stage(
-            name="train",
+            name=StageName.train,
             job=adapter.train_job(layout),
             resources=stage_resources(
                 c,
@@ -74,23 +75,23 @@ def build_pipeline(cfg: HpcftConfig, layout: RunLayout) -> Pipeline:
             ),
         )
     ]
-    if "deploy" in cfg.stages:
+    if StageName.deploy in cfg.stages:
         files.update(adapter.deploy_files(layout))
         gpus = deploy_gpus(cfg)
         cpus, mem = node_share(c, gpus)
         stages.append(
             Stage(
-                name="deploy",
+                name=StageName.deploy,
                 job=adapter.deploy_job(layout),
                 resources=stage_resources(c, c.deploy, gpus=gpus, cpus=cpus, mem=mem, time=cfg.deploy.time),
-                after=(Dependency(kind="afterok", stage="train"),),
+                after=(Dependency(kind="afterok", stage=StageName.train),),
             )
         )
-    if "eval" in cfg.stages:
+    if StageName.eval in cfg.stages:
         assert cfg.evalset is not None  # checked by validate_stages
         stages.append(
             Stage(
-                name="eval",
+                name=StageName.eval,
                 job=EvalJob(
                     run_dir=str(layout.root),
                     evalset=cfg.evalset,
@@ -108,7 +109,10 @@ def build_pipeline(cfg: HpcftConfig, layout: RunLayout) -> Pipeline:
                 ),
                 # Eval talks to the running server, so it starts once deploy has started; the
                 # `afterok` on train makes Slurm cancel it too when training fails.
-                after=(Dependency(kind="afterok", stage="train"), Dependency(kind="after", stage="deploy")),
+                after=(
+                    Dependency(kind="afterok", stage=StageName.train),
+                    Dependency(kind="after", stage=StageName.deploy),
+                ),
             )
         )
     notes = [*adapter.notes(), launch_note(stages[0].job, c.nodes), *interpreter_notes(stages)]

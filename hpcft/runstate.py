@@ -10,21 +10,17 @@ still shown and cancelled.
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hpcft.config.schema import StageName
 from hpcft.errors import UserError
 from hpcft.rundir import read_manifest, write_json_atomic
-from hpcft.scheduler import JobInfo, cancel_jobs, named_after, query_jobs
-
-ENDED_BADLY = frozenset({"FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"})
-STILL_GOING = frozenset(
-    {"PENDING", "RUNNING", "REQUEUED", "COMPLETING", "CONFIGURING", "SUSPENDED", "SUBMITTED", "RESIZING"}
-)
-NOT_SUBMITTED = "NOT_SUBMITTED"
+from hpcft.scheduler import JobInfo, StageState, cancel_jobs, named_after, query_jobs
 
 
 @dataclass(frozen=True)
@@ -42,7 +38,7 @@ class RunState:
     @property
     def done(self) -> bool:
         going = [info.state for info in [*self.stages.values(), *self.strays]]
-        return not any(state in STILL_GOING for state in going)
+        return not any(state.active for state in going)
 
 
 def _record(run: Path) -> tuple[dict[str, Any], str | None]:
@@ -73,9 +69,10 @@ def _stage_infos(run: Path, manifest: dict[str, Any], jobs: dict[str, JobInfo]) 
     infos, changed = {}, False
     for name, stage in manifest.get("stages", {}).items():
         job_id = str(stage.get("job_id") or "")
-        info = jobs.get(job_id, JobInfo(job_id, "UNKNOWN")) if manifest["executor"] == "slurm" and job_id else None
-        if info is None or info.state == "UNKNOWN":  # local runs, stages never submitted, forgotten jobs
-            info = JobInfo(job_id or "-", stage.get("state") or NOT_SUBMITTED, **_local_times(manifest, stage))
+        info = jobs.get(job_id) if manifest["executor"] == "slurm" and job_id else None
+        if info is None or info.state is StageState.UNKNOWN:  # local runs, stages never submitted, forgotten jobs
+            recorded = StageState.of(stage.get("state") or StageState.NOT_SUBMITTED)
+            info = JobInfo(job_id or "-", recorded, **_local_times(manifest, stage))
         elif info.state != stage.get("state"):
             stage["state"], changed = info.state, True
         infos[name] = info
@@ -92,22 +89,44 @@ def read_states(runs: Sequence[Path], sweeps: Sequence[Path] = ()) -> list[RunSt
     record is unreadable gets `error` set; the other runs are unaffected."""
     records = {run: _record(run) for run in runs}
     ids = [job_id for manifest, _ in records.values() for job_id in _job_ids(manifest)]
+    firsts = {sweep.name: _first_point(list(records), sweep) for sweep in sweeps}
     slurm = any(m.get("executor") == "slurm" or error for m, error in records.values())
     tags = [run.name for run in runs] + [sweep.name for sweep in sweeps]
-    jobs = query_jobs(ids, name_prefixes=tags) if slurm else {}
+    if slurm:
+        jobs = query_jobs(ids, name_prefixes=tags)
+    elif None in firsts.values():  # a sweep with no point recorded: look for its jobs by name
+        jobs = _queued_if_slurm(tags)
+    else:
+        jobs = {}
     known = set(ids)
     unrecorded = [job for job in jobs.values() if job.job_id not in known]
-    firsts = {sweep.name: _first_point(list(records), sweep) for sweep in sweeps}
     states = []
     for i, (run, (manifest, error)) in enumerate(records.items()):
         owns = [run.name] + [name for name, first in firsts.items() if i == first]
         strays = [job for job in unrecorded if named_after(job, owns)]
         states.append(RunState(run, manifest, _stage_infos(run, manifest, jobs) if manifest else {}, strays, error))
+    for sweep in (s for s in sweeps if firsts[s.name] is None):  # cut off before any point was recorded
+        strays = [job for job in unrecorded if named_after(job, [sweep.name])]
+        why = DRY_RUN_SWEEP if (sweep / "dry_run").is_dir() else CUT_OFF_SWEEP
+        states.append(RunState(sweep, {}, {}, strays, why))
     return states
 
 
-def _first_point(runs: list[Path], sweep: Path) -> int:
-    return next((i for i, run in enumerate(runs) if run.parent == sweep), 0)
+CUT_OFF_SWEEP = "no point recorded: the sweep's submission was cut off before sweep.json was written"
+DRY_RUN_SWEEP = "a dry run: nothing was submitted (scripts in dry_run/)"
+
+
+def _queued_if_slurm(name_prefixes: Sequence[str]) -> dict[str, JobInfo]:
+    """Queued jobs named after these folders, or none where there is no Slurm to ask."""
+    try:
+        return query_jobs([], name_prefixes=name_prefixes)
+    except (OSError, subprocess.SubprocessError):
+        return {}
+
+
+def _first_point(runs: list[Path], sweep: Path) -> int | None:
+    """The index of the sweep's first point among the runs (its strays are shown there)."""
+    return next((i for i, run in enumerate(runs) if sweep in run.parents), None)
 
 
 def cancel_runs(
@@ -121,14 +140,14 @@ def cancel_runs(
         if state.manifest.get("executor") == "local":
             raise UserError(f"{state.run.name} ran on this machine (cluster=local); stop it with Ctrl-C")
         chosen = stages_from(state, stage)
-        live = [(name, info) for name, info in state.stages.items() if info.state in STILL_GOING]
-        live += [(_stage_of(job), job) for job in state.strays if job.state in STILL_GOING]
+        live = [(name, info) for name, info in state.stages.items() if info.state.active]
+        live += [(_stage_of(job), job) for job in state.strays if job.state.active]
         cancelled += [(state, name, info) for name, info in live if name in chosen and info.job_id != "-"]
     cancel_jobs(sorted({info.job_id for _, _, info in cancelled}))
     for state in {c[0].run: c[0] for c in cancelled}.values():
         if state.manifest:
             for name in {name for s, name, _ in cancelled if s is state} & set(state.manifest["stages"]):
-                state.manifest["stages"][name]["state"] = "CANCELLED"
+                state.manifest["stages"][name]["state"] = StageState.CANCELLED
             write_json_atomic(state.run / "manifest.json", state.manifest)
     return cancelled
 
@@ -139,7 +158,7 @@ def _stage_of(job: JobInfo) -> str:
 
 def stages_from(state: RunState, stage: str | None) -> list[str]:
     """The stage and every stage after it (they depend on it), or all stages."""
-    names = list(state.stages) or ["train", "deploy", "eval"]
+    names = list(state.stages) or list(StageName)
     if stage is None:
         return names
     if stage not in names:

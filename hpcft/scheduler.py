@@ -12,22 +12,91 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 Runner = Callable[[list[str]], str]
 
-FINAL_STATES = frozenset(
+
+class StageState(StrEnum):
+    """Where a stage's job stands: Slurm's job states (`squeue`/`sacct` spell them so) and
+    hpcft's own before a job exists. A `str` too, so manifests hold the plain name."""
+
+    NOT_SUBMITTED = "NOT_SUBMITTED"
+    SUBMITTED = "SUBMITTED"
+    UNKNOWN = "UNKNOWN"
+    """Slurm has forgotten the job, or said a state this list does not know."""
+    PENDING = "PENDING"
+    CONFIGURING = "CONFIGURING"
+    RUNNING = "RUNNING"
+    COMPLETING = "COMPLETING"
+    SUSPENDED = "SUSPENDED"
+    STOPPED = "STOPPED"
+    SIGNALING = "SIGNALING"
+    STAGE_OUT = "STAGE_OUT"
+    RESIZING = "RESIZING"
+    REQUEUED = "REQUEUED"
+    REQUEUE_HOLD = "REQUEUE_HOLD"
+    REQUEUE_FED = "REQUEUE_FED"
+    RESV_DEL_HOLD = "RESV_DEL_HOLD"
+    COMPLETED = "COMPLETED"
+    CANCELLED = "CANCELLED"
+    FAILED = "FAILED"
+    TIMEOUT = "TIMEOUT"
+    PREEMPTED = "PREEMPTED"
+    OUT_OF_MEMORY = "OUT_OF_MEMORY"
+    NODE_FAIL = "NODE_FAIL"
+    BOOT_FAIL = "BOOT_FAIL"
+    DEADLINE = "DEADLINE"
+    REVOKED = "REVOKED"
+    SPECIAL_EXIT = "SPECIAL_EXIT"
+
+    @classmethod
+    def of(cls, text: str) -> StageState:
+        """The state Slurm printed (`CANCELLED by 0` is CANCELLED), UNKNOWN for any other."""
+        word = text.split()[0] if text.strip() else ""
+        return cls.__members__.get(word, cls.UNKNOWN)
+
+    @property
+    def final(self) -> bool:
+        """The job has ended and will not run again by itself."""
+        return self in _FINAL
+
+    @property
+    def failed(self) -> bool:
+        """The job ended without finishing its work (a cancel is the user's, not a failure)."""
+        return self in _FAILED
+
+    @property
+    def active(self) -> bool:
+        """The job is queued, running or held: it may still run, and can be cancelled."""
+        return not self.final and self not in (StageState.NOT_SUBMITTED, StageState.UNKNOWN)
+
+
+_FINAL = frozenset(
     {
-        "COMPLETED",
-        "FAILED",
-        "CANCELLED",
-        "TIMEOUT",
-        "PREEMPTED",
-        "OUT_OF_MEMORY",
-        "NODE_FAIL",
-        "BOOT_FAIL",
-        "DEADLINE",
-        "REVOKED",
-        "SPECIAL_EXIT",
+        StageState.COMPLETED,
+        StageState.CANCELLED,
+        StageState.FAILED,
+        StageState.TIMEOUT,
+        StageState.PREEMPTED,
+        StageState.OUT_OF_MEMORY,
+        StageState.NODE_FAIL,
+        StageState.BOOT_FAIL,
+        StageState.DEADLINE,
+        StageState.REVOKED,
+        StageState.SPECIAL_EXIT,
+    }
+)
+_FAILED = frozenset(
+    {
+        StageState.FAILED,
+        StageState.TIMEOUT,
+        StageState.OUT_OF_MEMORY,
+        StageState.NODE_FAIL,
+        StageState.BOOT_FAIL,
+        StageState.DEADLINE,
+        StageState.PREEMPTED,
+        StageState.SPECIAL_EXIT,
     }
 )
 STATE_NOTES = {
@@ -44,18 +113,13 @@ STATE_NOTES = {
 @dataclass(frozen=True)
 class JobInfo:
     job_id: str
-    state: str
-    """Slurm's state, e.g. PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT, UNKNOWN."""
+    state: StageState
     elapsed: str = ""
     nodes: str = ""
     reason: str = ""
     """Why a pending job waits (Dependency, Priority, DependencyNeverSatisfied, ...)."""
     name: str = ""
     """The job's name (`<run dir>.<stage>`, `<sweep dir>.<stage>` for arrays), when queued."""
-
-    @property
-    def final(self) -> bool:
-        return self.state in FINAL_STATES
 
     def describe(self) -> str:
         if self.state == "PENDING" and self.reason == "DependencyNeverSatisfied":
@@ -80,7 +144,7 @@ def parse_squeue(text: str) -> dict[str, JobInfo]:
         parts = line.strip().split("|", 5)
         if len(parts) == 6:
             job_id, state, elapsed, nodes, reason, name = parts
-            jobs[job_id] = JobInfo(job_id, state, elapsed, nodes, reason, name)
+            jobs[job_id] = JobInfo(job_id, StageState.of(state), elapsed, nodes, reason, name)
     return jobs
 
 
@@ -98,8 +162,7 @@ def parse_sacct(text: str) -> dict[str, JobInfo]:
         parts = line.strip().split("|")
         if len(parts) == 4:
             job_id, state, elapsed, nodes = parts
-            # "CANCELLED by 0" -> CANCELLED
-            jobs[job_id] = JobInfo(job_id, state.split()[0] if state else "UNKNOWN", elapsed, nodes)
+            jobs[job_id] = JobInfo(job_id, StageState.of(state), elapsed, nodes)
     return jobs
 
 
@@ -121,7 +184,7 @@ def query_jobs(
         finished = parse_sacct(
             run(["sacct", "-X", "-n", "-P", "-j", ",".join(missing), "-o", "JobID,State,Elapsed,NodeList"])
         )
-    return {**{j: queued.get(j) or finished.get(j) or JobInfo(j, "UNKNOWN") for j in ids}, **strays}
+    return {**{j: queued.get(j) or finished.get(j) or JobInfo(j, StageState.UNKNOWN) for j in ids}, **strays}
 
 
 def cancel_jobs(job_ids: Sequence[str], run: Runner = run_command) -> None:

@@ -21,7 +21,7 @@ from hpcft.jobs.entry import stage_callable
 from hpcft.plan import Pipeline, Stage
 from hpcft.render import setup_lines, slurm_parameters, time_to_minutes
 from hpcft.rundir import tail, write_atomic, write_json_atomic
-from hpcft.scheduler import cancel_run_jobs
+from hpcft.scheduler import StageState, cancel_run_jobs
 
 Printer = Callable[[str], None]
 
@@ -43,7 +43,11 @@ def new_manifest(pipeline: Pipeline, executor: str) -> dict[str, Any]:
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "status": "submitting",
         "stages": {
-            s.name: {"job_id": None, "state": "NOT_SUBMITTED", "after": [f"{d.kind}:{d.stage}" for d in s.after]}
+            s.name: {
+                "job_id": None,
+                "state": StageState.NOT_SUBMITTED,
+                "after": [f"{d.kind}:{d.stage}" for d in s.after],
+            }
             for s in pipeline.stages
         },
     }
@@ -67,7 +71,9 @@ def submit_slurm(pipeline: Pipeline, cluster: ClusterConfig) -> dict[str, Any]:
         with interruptions_raised():
             for stage in pipeline.stages:
                 jobs[stage.name] = job = _submit_stage(pipeline, stage, cluster, jobs)
-                manifest["stages"][stage.name].update(job_id=job.job_id, state="SUBMITTED", logs=log_paths(job))
+                manifest["stages"][stage.name].update(
+                    job_id=job.job_id, state=StageState.SUBMITTED, logs=log_paths(job)
+                )
                 write_json_atomic(pipeline.layout.manifest, manifest)
             manifest["status"] = "submitted"
             write_json_atomic(pipeline.layout.manifest, manifest)
@@ -159,7 +165,7 @@ def run_local(pipeline: Pipeline, cluster: ClusterConfig, say: Printer = print) 
         job = _local_executor(layout.slurm, stage, cluster).submit(stage_callable(stage.job), stage.job)
         jobs[stage.name] = job
         manifest["stages"][stage.name].update(
-            job_id=job.job_id, state="RUNNING", logs=log_paths(job), started=round(time.time(), 1)
+            job_id=job.job_id, state=StageState.RUNNING, logs=log_paths(job), started=round(time.time(), 1)
         )
         write_json_atomic(layout.manifest, manifest)
         say(f"{stage.name}: started (pid {job.job_id}); log {log_paths(job)['stderr']}")
@@ -170,11 +176,11 @@ def run_local(pipeline: Pipeline, cluster: ClusterConfig, say: Printer = print) 
             job = start(stage)
             if stage.name != "deploy":  # deploy serves in the background while eval runs
                 _wait(job, stage.name, say)
-                manifest["stages"][stage.name].update(state="COMPLETED", ended=round(time.time(), 1))
+                manifest["stages"][stage.name].update(state=StageState.COMPLETED, ended=round(time.time(), 1))
                 say(f"{stage.name}: completed")
         if "deploy" in jobs:
             _wait(jobs["deploy"], "deploy", say)
-            manifest["stages"]["deploy"].update(state="COMPLETED", ended=round(time.time(), 1))
+            manifest["stages"]["deploy"].update(state=StageState.COMPLETED, ended=round(time.time(), 1))
         manifest["status"] = "completed"
     except Exception as e:
         for name, job in jobs.items():

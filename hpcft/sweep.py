@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,10 +24,10 @@ from hpcft.config.schema import ClusterConfig, HpcftConfig
 from hpcft.errors import SubmissionError, SubmissionInterrupted
 from hpcft.interrupts import interruptions_raised
 from hpcft.jobs.entry import stage_callable
-from hpcft.plan import Pipeline
-from hpcft.render import placeholder_ids, slurm_parameters, submitit_command, with_dependency
+from hpcft.plan import Pipeline, Stage
+from hpcft.render import dependency_string, placeholder_ids, slurm_parameters, submitit_command, with_dependency
 from hpcft.rundir import write_json_atomic
-from hpcft.scheduler import cancel_run_jobs
+from hpcft.scheduler import StageState, cancel_run_jobs
 from hpcft.submit import log_paths, new_manifest
 
 # Per-point values that do not make a different resource shape.
@@ -82,19 +82,21 @@ def group_points(points: Sequence[SweepPoint]) -> list[ArrayGroup]:
     return groups
 
 
-def array_dependency(stage: str, array_ids: dict[str, str], tasks: int) -> str | None:
-    """Deploy and eval task i both start after train task i succeeded (`aftercorr`); eval task i
-    then waits for deploy task i's endpoint (or its failure marker). Slurm has no "after task
-    i started": `aftercorr` on deploy would never hold (a server ends only after its eval),
-    and `after:<deploy array>` waits for every deploy task, which a throttled array never
-    starts while the first ones serve. A group of one point is a plain job: plain `afterok`,
-    and eval after deploy has started, as in a single run."""
+PER_TASK = {"afterok": "aftercorr"}
+"""A stage's dependency kinds as array dependencies: task i after task i succeeded."""
+
+
+def array_dependency(stage: Stage, array_ids: dict[str, str], tasks: int) -> str | None:
+    """An array's dependencies, derived from the stage's own (`Stage.after`). A group of one
+    point is a plain job with a single run's dependencies. In an array, task i waits for task
+    i of the stage it needs (`afterok` -> `aftercorr`). Slurm has no "after task i started":
+    `after:<deploy array>` would wait for every deploy task, which a throttled array never
+    starts while the first ones serve, so an array's eval task waits for its own deploy task's
+    endpoint (or failure marker) instead, as the eval job does anyway."""
     if tasks == 1:
-        return {
-            "deploy": f"afterok:{array_ids.get('train')}",
-            "eval": f"afterok:{array_ids.get('train')},after:{array_ids.get('deploy')}",
-        }.get(stage)
-    return f"aftercorr:{array_ids['train']}" if stage in ("deploy", "eval") else None
+        return dependency_string(stage, array_ids)
+    parts = [f"{PER_TASK[d.kind]}:{array_ids[d.stage]}" for d in stage.after if d.kind in PER_TASK]
+    return ",".join(parts) or None
 
 
 def array_parameters(group: ArrayGroup, stage: str, sweep_name: str, array_ids: dict[str, str]) -> dict[str, Any]:
@@ -104,7 +106,7 @@ def array_parameters(group: ArrayGroup, stage: str, sweep_name: str, array_ids: 
     )
     params["job_name"] = f"{sweep_name}.{stage}"
     params["array_parallelism"] = group.cluster.array_parallelism
-    with_dependency(params, array_dependency(stage, array_ids, len(group.points)))
+    with_dependency(params, array_dependency(point.pipeline.stage(stage), array_ids, len(group.points)))
     return params
 
 
@@ -137,39 +139,61 @@ def scheduler_reason(error: BaseException) -> str:
 
 
 def sweep_record(
-    points: Sequence[SweepPoint], sweep_dir: Path, arrays: list[dict[str, Any]], status: str
+    points: Sequence[SweepPoint],
+    sweep_dir: Path,
+    arrays: list[dict[str, Any]],
+    status: str,
+    earlier: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """`sweep.json`: every point and array of the sweep, this batch's after the earlier ones'."""
+    before = earlier or {"points": [], "arrays": [], "batches": 0}
+    every_array = [*before["arrays"], *arrays]
     return {
         "sweep_dir": str(sweep_dir),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "created": before.get("created") or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "status": status,
+        "batches": before.get("batches", 1) + 1,
         "points": [
-            {"num": p.num, "overrides": list(p.overrides), "run_dir": str(p.pipeline.layout.root)} for p in points
+            *before["points"],
+            *({"num": p.num, "overrides": list(p.overrides), "run_dir": str(p.pipeline.layout.root)} for p in points),
         ],
-        "arrays": arrays,
-        "sbatch_calls": len(arrays),
+        "arrays": every_array,
+        "sbatch_calls": len(every_array),
     }
 
 
-def submit_sweep(points: Sequence[SweepPoint], sweep_dir: Path) -> dict[str, Any]:
+def submit_sweep(
+    points: Sequence[SweepPoint], sweep_dir: Path, earlier: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Submit every point as arrays, all or nothing: `sweep.json` and every point's record
     exist before the first `sbatch`; on a refusal or an interruption every array submitted
-    (and any a cut-off `sbatch` queued, found by the sweep's name) is cancelled."""
+    (and any a cut-off `sbatch` queued, found by the sweep's name) is cancelled. `earlier`:
+    the record of the sweep's batches submitted before this one."""
     sweep_name = sweep_dir.name
     arrays: list[dict[str, Any]] = []
     manifests = {p.num: new_manifest(p.pipeline, "slurm") for p in points}
     for point in points:
         manifests[point.num].update(sweep=str(sweep_dir), overrides=list(point.overrides))
         write_json_atomic(point.pipeline.layout.manifest, manifests[point.num])
-    write_json_atomic(sweep_dir / "sweep.json", sweep_record(points, sweep_dir, arrays, "submitting"))
+
+    def record(status: str) -> dict[str, Any]:
+        return sweep_record(points, sweep_dir, arrays, status, earlier)
+
+    write_json_atomic(sweep_dir / "sweep.json", record("submitting"))
     try:
         with interruptions_raised():
             for group in group_points(points):
-                _submit_group(group, sweep_dir, manifests, arrays, points)
+                _submit_group(
+                    group,
+                    sweep_dir,
+                    manifests,
+                    lambda: write_json_atomic(sweep_dir / "sweep.json", record("submitting")),
+                    arrays,
+                )
             for point in points:
                 manifests[point.num]["status"] = "submitted"
                 write_json_atomic(point.pipeline.layout.manifest, manifests[point.num])
-            sweep = sweep_record(points, sweep_dir, arrays, "submitted")
+            sweep = record("submitted")
             write_json_atomic(sweep_dir / "sweep.json", sweep)
     except BaseException as e:
         interrupted = isinstance(e, KeyboardInterrupt)
@@ -177,23 +201,35 @@ def submit_sweep(points: Sequence[SweepPoint], sweep_dir: Path) -> dict[str, Any
         cls = SubmissionInterrupted if interrupted else SubmissionError
         verb = "was interrupted" if interrupted else "failed"
         if not arrays and not interrupted:  # nothing reached the queue: leave nothing behind
-            shutil.rmtree(sweep_dir, ignore_errors=True)
+            _remove_batch(points, sweep_dir, earlier)
             raise cls(f"submitting the sweep failed, nothing was submitted: {scheduler_reason(e)}") from None
         with contextlib.suppress(OSError):
-            write_json_atomic(sweep_dir / "sweep.json", sweep_record(points, sweep_dir, arrays, "cancelled"))
+            write_json_atomic(sweep_dir / "sweep.json", record("cancelled"))
         raise cls(f"submitting the sweep {verb}; cancelled {len(arrays)} arrays: {scheduler_reason(e)}") from None
     return sweep
+
+
+def _remove_batch(points: Sequence[SweepPoint], sweep_dir: Path, earlier: dict[str, Any] | None) -> None:
+    """Undo a batch none of whose jobs was queued: its points' folders, or the whole sweep
+    folder when there was no earlier batch."""
+    if earlier is None:
+        shutil.rmtree(sweep_dir, ignore_errors=True)
+        return
+    for point in points:
+        shutil.rmtree(point.pipeline.layout.root, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        write_json_atomic(sweep_dir / "sweep.json", earlier)
 
 
 def _submit_group(
     group: ArrayGroup,
     sweep_dir: Path,
     manifests: dict[int, dict[str, Any]],
+    save_record: Callable[[], None],
     arrays: list[dict[str, Any]],
-    points: Sequence[SweepPoint],
 ) -> None:
     """One array per stage of a group of points. Each array id goes into `sweep.json` as
-    soon as `sbatch` returns; the points' records once the group is in."""
+    soon as `sbatch` returns (`save_record`); the points' records once the group is in."""
     array_ids: dict[str, str] = {}
     for stage in group.stage_names:
         params = array_parameters(group, stage, sweep_dir.name, array_ids)
@@ -201,8 +237,10 @@ def _submit_group(
         array_ids[stage] = jobs[0].job_id.split("_")[0]
         members = [p.num for p in group.points]
         arrays.append({"stage": stage, "job_id": array_ids[stage], "tasks": len(jobs), "points": members})
-        write_json_atomic(sweep_dir / "sweep.json", sweep_record(points, sweep_dir, arrays, "submitting"))
+        save_record()
         for point, job in zip(group.points, jobs, strict=True):
-            manifests[point.num]["stages"][stage].update(job_id=job.job_id, state="SUBMITTED", logs=log_paths(job))
+            manifests[point.num]["stages"][stage].update(
+                job_id=job.job_id, state=StageState.SUBMITTED, logs=log_paths(job)
+            )
     for point in group.points:
         write_json_atomic(point.pipeline.layout.manifest, manifests[point.num])

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from hpcft import Run, TrainableModel, finetune, launchers
-from hpcft.config.compose import load_config
 from hpcft.config.overrides import hydra_value
+from hpcft.configure import load_config
 from hpcft.errors import UserError
 from hpcft.launch import config_yaml
 from hpcft.rundir import fine_tuned_weights
@@ -208,5 +208,5 @@ def test_a_written_experiment_can_be_swept_from_the_command_line(tmp_path, run_r
     argv = ["-m", "--config-dir", str(tmp_path), "+experiment=experiment", "dry_run=true", f"run_root={run_root}"]
     assert main([*argv, "framework.learning_rate=1e-3,1e-4"]) == 0
     (sweep,) = run_root.iterdir()
-    assert "#SBATCH --array=0-1" in (sweep / "dry_run" / "group0.train.sbatch").read_text()
-    assert "#SBATCH --nodes=2" in (sweep / "dry_run" / "group0.train.sbatch").read_text()
+    assert "#SBATCH --array=0-1" in (sweep / "dry_run" / "batch0.group0.train.sbatch").read_text()
+    assert "#SBATCH --nodes=2" in (sweep / "dry_run" / "batch0.group0.train.sbatch").read_text()

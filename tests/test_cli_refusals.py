@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -151,8 +152,8 @@ def test_a_hub_model_in_the_cache_is_found_when_nodes_are_offline(capsys, sbatch
     snapshot = tmp_path / "hub" / "models--internlm--internlm2-chat-7b" / "snapshots" / "abc123"
     snapshot.mkdir(parents=True)
     (snapshot / "config.json").write_text("{}")
-    from hpcft.config.compose import load_config
     from hpcft.config.validate import validate_model_reachable
+    from hpcft.configure import load_config
 
     validate_model_reachable(load_config(args))  # found in the cache: no error
 
@@ -162,7 +163,9 @@ def test_help_lists_commands_groups_and_a_native_argument_that_works(capsys):
         main(["--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    assert "status, logs, cancel, report, sync" in out and "+framework.args.lr_scheduler_type=linear" in out
+    assert "+framework.args.lr_scheduler_type=linear" in out
+    for command in ("status", "logs", "cancel", "report", "sync"):
+        assert re.search(rf"^  {command} +\w", out, re.M), command
     assert "cluster    2x8gpu, 8gpu, local, slurmlab" in out and "tiny_llama" in out
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from hpcft.config.compose import conf_dir, load_config
+from hpcft.config.compose import conf_dir
 from hpcft.config.schema import Executor, HpcftConfig, ModelKind
-from hpcft.config.validate import validate_config
+from hpcft.configure import load_config, validate_config
 from hpcft.errors import ConfigError, UserError
 
 CONF = conf_dir()

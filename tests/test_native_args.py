@@ -74,7 +74,7 @@ def test_flagembedding_parses_every_command_hpcft_renders(kind, module, tmp_path
     the parse itself starts DeepSpeed; test_local_pipeline runs ZeRO-2 for real.)"""
     from pathlib import Path as P
 
-    from hpcft.config.compose import load_config
+    from hpcft.configure import load_config
     from hpcft.frameworks import adapter_for
     from hpcft.rundir import RunLayout
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from hpcft.config.compose import load_config
+from hpcft.configure import load_config
 from hpcft.plan import build_pipeline
 from hpcft.render import placeholder_ids, render_sbatch, time_to_minutes
 from hpcft.rundir import RunLayout

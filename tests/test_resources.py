@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from hpcft.cli import main
-from hpcft.config.compose import load_config
 from hpcft.config.schema import DeepSpeedConfig
+from hpcft.configure import load_config
 from hpcft.resources import batch_layout, estimate_memory
 
 NONE = DeepSpeedConfig(name="none")
@@ -84,7 +84,7 @@ def test_global_batch_size_that_does_not_divide(run_root, capsys):
 def test_a_one_gpu_server_asks_for_its_share_of_the_node_and_eval_for_the_cpu_partition():
     from pathlib import Path
 
-    from hpcft.config.compose import load_config
+    from hpcft.configure import load_config
     from hpcft.plan import build_pipeline
     from hpcft.rundir import RunLayout
 
@@ -96,7 +96,7 @@ def test_a_one_gpu_server_asks_for_its_share_of_the_node_and_eval_for_the_cpu_pa
 
 
 def test_node_share_of_memory_units():
-    from hpcft.config.compose import load_config
+    from hpcft.configure import load_config
     from hpcft.stage_site import node_share
 
     c = load_config(["model=internlm2", "cluster=8gpu", "cluster.mem=1T", "cluster.cpus_per_node=4"]).cluster

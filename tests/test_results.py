@@ -8,7 +8,7 @@ from pathlib import Path
 
 from hpcft.cli import main
 from hpcft.cli.status import metric_summary
-from hpcft.config.compose import load_config
+from hpcft.configure import load_config
 from hpcft.frameworks import adapter_for
 from hpcft.plots import loss_curve
 from hpcft.results import comparison_rows, gains, headline

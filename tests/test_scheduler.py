@@ -3,7 +3,7 @@ boundary is faked here; tests/integration/test_day2.py reads the real cluster)."
 
 from __future__ import annotations
 
-from hpcft.scheduler import JobInfo, cancel_jobs, parse_sacct, parse_squeue, query_jobs
+from hpcft.scheduler import JobInfo, StageState, cancel_jobs, parse_sacct, parse_squeue, query_jobs
 
 
 class FakeScheduler:
@@ -44,7 +44,18 @@ def test_states_are_described_completely():
     }
     for info, text in cases.items():
         assert info.describe() == text
-    assert JobInfo("1", "FAILED").final and not JobInfo("1", "RUNNING").final
+    assert StageState.FAILED.final and not StageState.RUNNING.final
+
+
+def test_states_are_mapped_once_from_what_slurm_prints():
+    assert StageState.of("CANCELLED by 0") is StageState.CANCELLED
+    assert StageState.of("REQUEUE_HOLD").active and not StageState.of("REQUEUE_HOLD").final
+    assert StageState.of("SOMETHING_NEW") is StageState.UNKNOWN and not StageState.UNKNOWN.active
+    assert {s for s in StageState if s.failed} >= {StageState.FAILED, StageState.TIMEOUT, StageState.OUT_OF_MEMORY}
+    assert not StageState.CANCELLED.failed and StageState.CANCELLED.final  # the user's, not a failure
+    assert StageState.SUBMITTED.active and not StageState.NOT_SUBMITTED.active
+    assert parse_sacct("5|CANCELLED by 0|00:00:01|n1\n")["5"].state is StageState.CANCELLED
+    assert parse_squeue("6|SUSPENDED|0:01|n1|None|r.train\n")["6"].state.active
 
 
 def test_sacct_keeps_the_last_attempt_and_strips_by_uid():

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hpcft.config.compose import load_config
+from hpcft.configure import load_config
 from hpcft.frameworks import adapter_for
 from hpcft.jobs import deploy
 from hpcft.jobs.spec import DeployJob

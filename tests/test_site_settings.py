@@ -13,8 +13,8 @@ import pytest
 from submitit.slurm.slurm import SlurmExecutor, _make_sbatch_string
 
 from hpcft.cli import main
-from hpcft.config.compose import load_config
 from hpcft.config.schema import ClusterConfig, StageSite
+from hpcft.configure import load_config
 from hpcft.plan import build_pipeline
 from hpcft.render import placeholder_ids, render_sbatch
 from hpcft.rundir import RunLayout

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import yaml
+
 from hpcft.cli import main
 
 
@@ -38,7 +40,7 @@ def test_six_points_make_one_array_per_stage(run_root, capsys):
     # each point has its own run directory with its own native config
     configs = {(sweep / str(i) / "native" / "train.yaml").read_text() for i in range(6)}
     assert len(configs) == 6
-    assert "framework.lora_rank=16" in (sweep / "5" / "overrides.txt").read_text()
+    assert "framework.lora_rank=16" in yaml.safe_load((sweep / "5" / ".hydra" / "overrides.yaml").read_text())
 
 
 def test_models_of_different_sizes_get_separate_arrays_with_their_own_gpus(run_root, capsys):
@@ -90,8 +92,8 @@ def test_hydra_records_the_sweep_and_each_point_its_config(run_root, capsys):
 def test_points_sharing_a_composition_get_the_config_a_single_run_would(run_root, capsys):
     # Points differing only in values share one composition of their groups; each must still
     # equal what `python -m hpcft <that point's overrides>` composes on its own.
-    from hpcft.config.compose import load_config
     from hpcft.config.overrides import hydra_value
+    from hpcft.configure import load_config
     from hpcft.launch import config_yaml
 
     swept = [
@@ -102,7 +104,7 @@ def test_points_sharing_a_composition_get_the_config_a_single_run_would(run_root
     ]
     _, sweep = dry_sweep(run_root, capsys, *swept, "name=" + hydra_value("it's ${oc.env:HOME}"), "stages=[train]")
     for point in sorted(p for p in sweep.iterdir() if p.name.isdigit()):
-        overrides = (point / "overrides.txt").read_text().split("\n")[:-1]
+        overrides = yaml.safe_load((point / ".hydra" / "overrides.yaml").read_text())
         alone = load_config([*overrides, f"run_root={run_root}", "dry_run=true"])
         assert (point / "config.yaml").read_text() == config_yaml(alone), overrides
     assert len({(p / "config.yaml").read_text() for p in sweep.iterdir() if p.name.isdigit()}) == 4

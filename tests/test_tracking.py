@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from hpcft.config.compose import load_config
+from hpcft.configure import load_config
 from hpcft.plan import build_pipeline
 from hpcft.rundir import RunLayout
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hpcft.config.compose import load_config
+from hpcft.configure import load_config
 from hpcft.frameworks import adapter_for
 from hpcft.jobs.spec import TrainJob
 from hpcft.jobs.train import PORT_BASE, PORT_SPAN, launch_env, master_port

@@ -22,8 +22,8 @@ import yaml
 
 from hpcft.api.params import DEPLOY_KEYS, Framework, Launcher, local_launcher, override
 from hpcft.api.run import Run
-from hpcft.config.compose import available_options, compose_config, to_typed
 from hpcft.config.schema import Executor, HpcftConfig
+from hpcft.configure import available_options, compose_config, typed_config
 from hpcft.errors import UserError, unknown_name
 
 
@@ -119,7 +119,7 @@ class TrainableModel:
 
     def config(self) -> HpcftConfig:
         """The composed, typed config (composition errors are raised here, as on the CLI)."""
-        return to_typed(compose_config(self.overrides(), self._config_dirs))
+        return typed_config(compose_config(self.overrides(), self._config_dirs))
 
     def update(self, dry_run: bool = False) -> Run:
         """Validate, then submit train -> deploy -> eval and return the run's handle at once

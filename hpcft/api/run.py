@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from hpcft.client import EndpointClient
+from hpcft.config.schema import StageName
 from hpcft.errors import StageFailedError, UserError
 from hpcft.rundir import RunLayout, failure_excerpt, fine_tuned_weights, read_json, read_manifest, tail
-from hpcft.runstate import ENDED_BADLY, RunState, cancel_runs, read_states
-from hpcft.scheduler import FINAL_STATES
+from hpcft.runstate import RunState, cancel_runs, read_states
+from hpcft.scheduler import StageState
 
 
 class Run:
@@ -47,13 +48,14 @@ class Run:
         (state,) = read_states([self.path])
         return state
 
-    def status(self) -> dict[str, str]:
-        """Each stage's state: PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, ..."""
+    def status(self) -> dict[str, StageState]:
+        """Each stage's state: PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, ... (a `StageState`,
+        which is also the state's name as a `str`)."""
         return {name: info.state for name, info in self._state().stages.items()}
 
     def wait(
         self, timeout_s: float | None = None, poll_s: float = 10.0, say: Callable[[str], None] | None = print
-    ) -> dict[str, str]:
+    ) -> dict[str, StageState]:
         """Block until every stage but a still-serving deploy has ended; print each change.
         Raises `StageFailedError` naming the failed stage with its log's tail, `TimeoutError`
         after `timeout_s`."""
@@ -66,7 +68,7 @@ class Run:
                     say(f"{self.path.name} {name}: {info.describe()}")
                     shown[name] = info.describe()
             self._raise_if_failed(state)
-            pending = [n for n, i in state.stages.items() if n != "deploy" and i.state not in FINAL_STATES]
+            pending = [n for n, i in state.stages.items() if n != StageName.deploy and not i.state.final]
             if not pending:
                 return self.status()
             if deadline is not None and time.monotonic() > deadline:
@@ -75,7 +77,7 @@ class Run:
 
     def _raise_if_failed(self, state: RunState) -> None:
         for name, info in state.stages.items():
-            if info.state in ENDED_BADLY or (info.state == "CANCELLED" and name != "deploy"):
+            if info.state.failed or (info.state is StageState.CANCELLED and name != StageName.deploy):
                 logs = state.manifest["stages"][name].get("logs") or {}
                 where = f"\n  log: {logs['stderr']}\n{failure_excerpt(logs['stderr'])}" if logs else ""
                 raise StageFailedError(f"{self.path.name}: stage {name!r} ended {info.describe()}{where}")

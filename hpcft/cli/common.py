@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from hpcft.errors import UserError
+from hpcft.sweep_results import sweep_runs
 
 
 def subcommand_parser(name: str, doc: str | None) -> argparse.ArgumentParser:
@@ -32,19 +32,6 @@ def latest_run(run_root: Path) -> Path:
     if not runs:
         raise UserError(f"no runs under {run_root}; give a run directory")
     return max(runs, key=lambda p: p.stat().st_mtime).parent
-
-
-def sweep_runs(sweep_dir: Path) -> list[Path]:
-    """The run directories of a sweep's points, in sweep order; none for a sweep whose
-    submission was cut off before `sweep.json` was written (its jobs are found by name)."""
-    path = sweep_dir / "sweep.json"
-    if not path.is_file():
-        return []
-    try:
-        sweep = json.loads(path.read_text())
-        return [Path(p["run_dir"]) for p in sweep["points"]]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UserError(f"{path}: unreadable sweep record ({type(e).__name__}: {e})") from None
 
 
 def _is_run(path: Path) -> bool:

@@ -17,40 +17,16 @@ from __future__ import annotations
 
 import csv
 import io
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hpcft.cli.common import subcommand_parser, sweep_runs
+from hpcft.cli.common import subcommand_parser
 from hpcft.errors import UserError
 from hpcft.plots import draw_loss, ensure_loss_plot, loss_curve
-from hpcft.results import comparison_table, headline, read_metrics
+from hpcft.results import comparison_table, read_metrics
 from hpcft.rundir import RunLayout, read_manifest, write_atomic
-
-GENERATION_METRICS = ("bleu-4", "rouge-l", "exact_match")
-"""The columns of a sweep whose points have no metrics yet (an LLM sweep still running)."""
-
-
-def point_rows(sweep_dir: Path) -> list[dict[str, Any]]:
-    rows = []
-    for run in sweep_runs(sweep_dir):
-        try:
-            manifest = read_manifest(run)
-        except UserError as e:  # one bad point does not hide the others
-            print(f"report: skipping a point: {e}", file=sys.stderr)
-            continue
-        params = dict(o.split("=", 1) for o in manifest.get("overrides", []) if "=" in o)
-        metrics = headline(read_metrics(run) or {})
-        rows.append({"run": run.name, **params, "metrics": metrics})
-    return rows
-
-
-def varying(rows: list[dict[str, Any]]) -> list[str]:
-    if not rows:
-        return []
-    keys = [k for k in rows[0] if k not in ("run", "metrics")]
-    return [k for k in keys if len({str(r.get(k)) for r in rows}) > 1]
+from hpcft.sweep_results import markdown, sweep_runs, sweep_table
 
 
 def as_number(value: Any) -> float | str:
@@ -81,15 +57,6 @@ def plot(rows: list[dict[str, Any]], param: str, metric: str, path: Path) -> Non
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-def markdown(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    def cell(v: Any) -> str:
-        return "" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
 
 
 def run_report(run: Path, out: Path) -> int:
@@ -124,17 +91,6 @@ def main(argv: Sequence[str]) -> int:
     if not (target / "sweep.json").is_file():
         raise UserError(f"{args.target}: neither a run directory (manifest.json) nor a sweep directory (sweep.json)")
     return sweep_report(target, out)
-
-
-def sweep_table(sweep_dir: Path) -> tuple[list[dict[str, Any]], list[str], list[str]]:
-    """The points' rows (varying hyper-parameters, then each metric), those hyper-parameters,
-    and the metric names."""
-    rows = point_rows(sweep_dir)
-    params = varying(rows)  # before the metric columns join the rows
-    metric_names = list(dict.fromkeys(m for r in rows for m in r["metrics"])) or list(GENERATION_METRICS)
-    for r in rows:
-        r.update({m: r["metrics"].get(m) for m in metric_names})
-    return rows, params, metric_names
 
 
 def sweep_report(sweep_dir: Path, out: Path) -> int:

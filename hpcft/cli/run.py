@@ -10,19 +10,20 @@ Examples:
   python -m hpcft -m model=tiny_llama cluster=slurmlab framework.learning_rate=1e-4,1e-3
 
 Any native framework argument: +framework.args.<name>=<value> (checked against the
-framework's own argument list). Day-2 commands: status, logs, cancel, report, sync
-(python -m hpcft status --help).
+framework's own argument list), e.g. +framework.args.lr_scheduler_type=linear.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.metadata
 import sys
 from collections.abc import Sequence
 
-from hpcft.config.compose import conf_dir, load_config
+from hpcft.config.compose import conf_dir
 from hpcft.config.schema import Executor
+from hpcft.configure import load_config
 from hpcft.errors import UserError
 from hpcft.launch import config_yaml, launch
 from hpcft.results import comparison_table, read_metrics
@@ -34,6 +35,18 @@ def version() -> str:
         return importlib.metadata.version("hpcft")
     except importlib.metadata.PackageNotFoundError:
         return "unknown (not installed)"
+
+
+def subcommands_text() -> str:
+    """The day-2 subcommands, each with the first line of its own help."""
+    from hpcft.cli import SUBCOMMANDS
+
+    lines = ["", "Subcommands (python -m hpcft <subcommand> --help):"]
+    for name in SUBCOMMANDS:
+        doc = importlib.import_module(f"hpcft.cli.{name}").__doc__ or ""
+        summary = " ".join(doc.split("\n\n")[0].split()).split(": ", 1)[-1].split("; ")[0].split(". ")[0]
+        lines.append(f"  {name:<10} {summary}")
+    return "\n".join(lines) + "\n"
 
 
 def groups_text() -> str:
@@ -49,7 +62,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m hpcft",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
-        epilog=(__doc__.split("\n\n", 1)[1] if __doc__ else "") + groups_text(),
+        epilog=(__doc__.split("\n\n", 1)[1] if __doc__ else "") + subcommands_text() + groups_text(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(

@@ -20,7 +20,8 @@ from pathlib import Path
 from hpcft.cli.common import resolve_targets, subcommand_parser
 from hpcft.results import gains, headline, read_metrics, table
 from hpcft.rundir import failure_excerpt
-from hpcft.runstate import ENDED_BADLY, read_states
+from hpcft.runstate import read_states
+from hpcft.scheduler import StageState
 
 
 def metric_summary(run: Path) -> str:
@@ -57,10 +58,12 @@ def render(runs: list[Path], sweeps: Sequence[Path] = ()) -> tuple[str, bool]:
             rows.append([run.name, f"{job.name.rsplit('.', 1)[-1]}?", job.job_id, f"{job.describe()} (unrecorded)"])
             rows[-1] += [job.elapsed, job.nodes]
         for name, info in state.stages.items():
-            described = info.describe() + (eval_progress(run) if name == "eval" and info.state == "RUNNING" else "")
+            described = info.describe() + (
+                eval_progress(run) if name == "eval" and info.state is StageState.RUNNING else ""
+            )
             rows.append([run.name, name, info.job_id, described, info.elapsed, info.nodes])
             logs = state.manifest["stages"][name].get("logs")
-            if info.state in ENDED_BADLY and logs:
+            if info.state.failed and logs:
                 header = f"--- {run.name} {name} ({info.describe()}): {logs['stderr']}"
                 failed_logs.append(f"{header}\n{failure_excerpt(logs['stderr'])}")
         if metrics := metric_summary(run):

@@ -1,8 +1,10 @@
 """`python -m hpcft -m key=a,b other=range(1,4) ...`: a Hydra multirun, submitted as job arrays.
 
 Hydra expands the sweep (its basic sweeper: lists, `range()`, `choice()`, `glob()`), and
-hpcft's launcher plugin (`hydra/launcher=hpcft`) validates every point, gives each its own
-run directory under the sweep folder, and submits one array per stage and resource shape.
+hpcft's launcher plugin (`hydra/launcher=hpcft`) has `hpcft.launch` validate every point,
+give each its own run directory (`${hydra.sweep.dir}/${hydra.sweep.subdir}`, Hydra's
+settings, with hpcft's sweep folder under `run_root` where none is given) and submit one
+array per stage and resource shape.
 
 Examples:
   python -m hpcft -m model=tiny_llama cluster=slurmlab framework.learning_rate=1e-3,1e-4 \\
@@ -12,25 +14,44 @@ Examples:
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+# Private, because Hydra has no public API to run a multirun without `@hydra.main` reading
+# `sys.argv`: `Hydra.create_main_hydra2(...).multirun(...)` is what `@hydra.main` itself
+# calls. hydra-core is pinned to 1.3.x, and tests/test_hydra_api.py fails if it changes.
+from hydra._internal.hydra import Hydra
+from hydra._internal.utils import create_config_search_path
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
 
-from hpcft.config.compose import compose_config, conf_dir, to_typed
+from hpcft.config.compose import conf_dir
 from hpcft.config.overrides import hydra_value
-from hpcft.config.schema import Executor, HpcftConfig, ModelKind
-from hpcft.config.validate import validate_config
+from hpcft.config.schema import HpcftConfig, ModelKind
+from hpcft.configure import compose_config, hydra_error, typed_config
 from hpcft.errors import UserError
 from hpcft.frameworks import default_framework
-from hpcft.plan import build_pipeline, run_base_name
-from hpcft.rundir import RunLayout, new_run_name, write_atomic, write_json_atomic
-from hpcft.sweep import SweepPoint, group_points, render_array, submit_sweep, sweep_record
-from hpcft.tracking import secrets_withheld
+from hpcft.plan import run_base_name
+from hpcft.rundir import new_run_name
 
-Point = tuple[int, tuple[str, ...], HpcftConfig, Path]
+ADAPTIVE_SWEEPERS = ("optuna", "ax", "nevergrad")
+
+
+class PipelineTask:
+    """The task function Hydra is given: never called, since the launcher submits each point's
+    pipeline instead. `hpcft_pipeline` is how the launcher tells it from a foreign app's."""
+
+    hpcft_pipeline = True
+
+    def __init__(self, implied_keys: Sequence[str] = ()) -> None:
+        self.implied_keys = tuple(implied_keys)
+        """Keys hpcft added to the user's overrides (the launcher keeps them out of
+        `${hydra.job.override_dirname}`)."""
+
+    def __call__(self, cfg: object) -> None:
+        raise AssertionError("hpcft's launcher submits pipelines; it does not call the task function")
 
 
 def first_values(overrides: Sequence[str]) -> tuple[list[str], dict[str, list[str]]]:
@@ -38,6 +59,8 @@ def first_values(overrides: Sequence[str]) -> tuple[list[str], dict[str, list[st
     parsed = OverridesParser.create().parse_overrides(list(overrides))
     single, swept = [], {}
     for o in parsed:
+        if o.is_hydra_override() and o.is_sweep_override():
+            continue
         if o.is_sweep_override():
             values = list(o.sweep_string_iterator())
             swept[o.get_key_element()] = values
@@ -50,103 +73,66 @@ def first_values(overrides: Sequence[str]) -> tuple[list[str], dict[str, list[st
 def chosen_framework(overrides: Sequence[str], config_dirs: Sequence[str]) -> tuple[HpcftConfig, str | None]:
     """A representative config, and the framework to add when the user named none (it follows
     the model kind, which must then be the same for every swept model)."""
-    single, swept = first_values(overrides)
-    cfg = to_typed(compose_config(single, config_dirs))
-    if any(o.lstrip("+~").split("=")[0] == "framework" for o in overrides):
+    single, swept = first_values([o for o in overrides if not o.startswith(("hydra.", "hydra/"))])
+    cfg = typed_config(compose_config(single, config_dirs))
+    if given(overrides, "framework"):
         return cfg, None
-    kinds = {to_typed(compose_config([*single, f"model={m}"], config_dirs)).model.kind for m in swept.get("model", [])}
+    kinds = {
+        typed_config(compose_config([*single, f"model={m}"], config_dirs)).model.kind for m in swept.get("model", [])
+    }
     if len(kinds | {cfg.model.kind}) > 1:
         raise UserError("framework: the swept models are of different kinds; sweep them separately")
     return cfg, default_framework(ModelKind(cfg.model.kind))
 
 
-def main(overrides: Sequence[str], config_dirs: Sequence[str]) -> int:
-    import hydra
+def given(overrides: Sequence[str], key: str) -> str | None:
+    """The value the user gave `key` (a config group or a dotted key), if any."""
+    for o in overrides:
+        name, _, value = o.lstrip("+~").partition("=")
+        if name == key:
+            return value
+    return None
 
-    cfg, framework = chosen_framework(overrides, config_dirs)
-    sweep_dir = Path(cfg.run_root).expanduser().resolve() / new_run_name(f"{run_base_name(cfg)}-sweep")
-    extra = [f"framework={framework}"] if framework else []
+
+def hydra_overrides(overrides: Sequence[str], cfg: HpcftConfig, config_dirs: Sequence[str]) -> list[str]:
+    """hpcft's launcher, and hpcft's defaults for what the user left to Hydra: the sweep folder
+    under `run_root`, named after `hydra.job.name` or the run, and quiet logging."""
+    extra = ["hydra/launcher=hpcft"]
+    if given(overrides, "hydra/sweeper") is None:
+        extra.append("hydra/sweeper=hpcft")
+    if given(overrides, "hydra.sweep.dir") is None:
+        name = given(overrides, "hydra.job.name") or run_base_name(cfg)
+        sweep_dir = Path(cfg.run_root).expanduser().resolve() / new_run_name(f"{name}-sweep")
+        extra.append(f"hydra.sweep.dir={hydra_value(str(sweep_dir))}")
+    for group in ("hydra/job_logging", "hydra/hydra_logging"):
+        if given(overrides, group) is None:
+            extra.append(f"{group}=none")
     if config_dirs:
         extra.append("hydra.searchpath=" + hydra_value([f"file://{Path(d).resolve()}" for d in config_dirs]))
-    argv = [
-        "hpcft",
-        "--multirun",
-        *overrides,
-        *extra,
-        "hydra/launcher=hpcft",
-        "hydra/sweeper=hpcft",
-        f"hydra.sweep.dir={hydra_value(str(sweep_dir))}",
-        "hydra.sweep.subdir=${hydra.job.num}",
-        "hydra/job_logging=none",
-        "hydra/hydra_logging=none",
-    ]
+    return [*overrides, *extra]
 
-    @hydra.main(config_path=str(conf_dir()), config_name="hpcft", version_base="1.3")
-    def app(_: object) -> None:  # never called: the launcher submits jobs instead
-        raise AssertionError("hpcft's launcher does not run the task function")
 
-    os.environ["HYDRA_FULL_ERROR"] = "1"  # let UserError through to the CLI's one-line report
-    saved, sys.argv = sys.argv, argv
+def check_sweeper(overrides: Sequence[str]) -> None:
+    sweeper = given(overrides, "hydra/sweeper")
+    if sweeper in ADAPTIVE_SWEEPERS:
+        raise UserError(
+            f"hydra/sweeper={sweeper}: adaptive sweepers need each trial's result, and hpcft submits"
+            " and returns without waiting; use the basic sweeper (key=a,b, range(), choice())"
+        )
+
+
+def main(overrides: Sequence[str], config_dirs: Sequence[str]) -> int:
+    check_sweeper(overrides)
+    cfg, framework = chosen_framework(overrides, config_dirs)
+    chosen = [*overrides, f"framework={framework}"] if framework else list(overrides)
+    argv = hydra_overrides(chosen, cfg, config_dirs)
+    GlobalHydra.instance().clear()
     try:
-        app()
+        app = Hydra.create_main_hydra2(task_name="hpcft", config_search_path=create_config_search_path(str(conf_dir())))
+        task = PipelineTask(["framework"] if framework else [])
+        app.multirun(config_name="hpcft", task_function=task, overrides=argv)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise hydra_error(e) from None
     finally:
-        sys.argv = saved
+        GlobalHydra.instance().clear()
     return 0
-
-
-def launch_points(points: Sequence[Point], sweep_dir: Path) -> list[Path]:
-    """Validate every point, then write run directories and submit (or dry-run, or run locally)."""
-    for _, _, cfg, _ in points:
-        validate_config(cfg)
-    sweep_points = []
-    for num, overrides, cfg, out_dir in points:
-        out_dir.mkdir(parents=True, exist_ok=False)  # a new sweep folder: never overwritten
-        pipeline = build_pipeline(cfg, RunLayout(out_dir))
-        from hpcft.launch import config_yaml
-        from hpcft.submit import write_run_files
-
-        write_run_files(pipeline, config_yaml(cfg))
-        write_atomic(out_dir / "overrides.txt", "\n".join(overrides) + "\n")
-        sweep_points.append(SweepPoint(num, overrides, cfg, pipeline))
-    first = sweep_points[0].cfg
-    if first.dry_run:
-        print_array_plan(sweep_points, sweep_dir)
-    elif first.cluster.executor is Executor.local:
-        run_local_sweep(sweep_points, sweep_dir)
-    else:
-        with secrets_withheld(first):
-            sweep = submit_sweep(sweep_points, sweep_dir)
-        print(f"Submitted {len(sweep_points)} points as {sweep['sbatch_calls']} job arrays:")
-        for array in sweep["arrays"]:
-            print(f"  {array['stage']:<7} array {array['job_id']} ({array['tasks']} tasks)")
-        print(f"Sweep directory: {sweep_dir}\nFollow: python -m hpcft status {sweep_dir}")
-    return [p.pipeline.layout.root for p in sweep_points]
-
-
-def run_local_sweep(points: Sequence[SweepPoint], sweep_dir: Path) -> None:
-    """Run every point here, one after another, with the same records as a Slurm sweep:
-    `sweep.json` (so `status` and `report` read the folder) and each point's overrides."""
-    from hpcft.cli.report import markdown, sweep_table
-    from hpcft.submit import run_local
-
-    write_json_atomic(sweep_dir / "sweep.json", sweep_record(points, sweep_dir, [], "running"))
-    for point in points:
-        print(f"== point {point.num}: {' '.join(point.overrides)}", flush=True)
-        manifest = run_local(point.pipeline, point.cfg.cluster)
-        manifest.update(sweep=str(sweep_dir), overrides=list(point.overrides))
-        write_json_atomic(point.pipeline.layout.manifest, manifest)
-    write_json_atomic(sweep_dir / "sweep.json", sweep_record(points, sweep_dir, [], "completed"))
-    rows, params, metric_names = sweep_table(sweep_dir)
-    print(markdown(rows, ["run", *params, *metric_names]), end="")
-    print(f"Sweep directory: {sweep_dir}\nReport: python -m hpcft report {sweep_dir}")
-
-
-def print_array_plan(points: Sequence[SweepPoint], sweep_dir: Path) -> None:
-    for i, group in enumerate(group_points(points)):
-        nums = ",".join(str(p.num) for p in group.points)
-        for stage in group.stage_names:
-            script = render_array(group, stage, sweep_dir.name, sweep_dir / "slurm")
-            path = sweep_dir / "dry_run" / f"group{i}.{stage}.sbatch"
-            write_atomic(path, script)
-            print(f"# ---- array group {i} ({len(group.points)} points: {nums}) {stage}: {path}\n{script}")
-    print(f"Dry run: nothing submitted. Sweep directory: {sweep_dir}")

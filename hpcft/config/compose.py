@@ -1,7 +1,7 @@
-"""Compose the Hydra config from `conf/` (plus the user's folders) into typed objects.
+"""Compose the Hydra config from `conf/` (plus the user's folders) and type it.
 
-This is the only place that sees a DictConfig: `load_config` returns an `HpcftConfig`
-dataclass tree, and everything downstream works on that.
+With `hpcft.configure` (which adds the frameworks' part), the only place that sees a
+DictConfig: everything downstream works on the `HpcftConfig` dataclass tree.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from hpcft.config.overrides import hydra_value
+from hpcft.config.registry import default_framework, registered_frameworks
 from hpcft.config.schema import (
     SCHEMAS,
     DeployConfig,
@@ -30,7 +31,6 @@ from hpcft.config.schema import (
     register_schemas,
 )
 from hpcft.errors import ConfigError, UserError, unknown_name
-from hpcft.frameworks import default_framework, framework_modules, resolved
 
 GROUPS = ("model", "framework", "cluster", "deepspeed")
 _SCHEMA_BY_GROUP: dict[str, type] = {**SCHEMAS, "deploy": DeployConfig, "eval": EvalConfig, "wandb": WandbConfig}
@@ -94,9 +94,13 @@ def group_options(group: str) -> list[str]:
     return [o for o in loader.get_group_options(group) if not o.startswith("base_")]
 
 
+def register_all_schemas() -> None:
+    register_schemas({name: f.schema for name, f in registered_frameworks().items()})
+
+
 def available_options(group: str, config_dirs: Sequence[str] = ()) -> list[str]:
     """Options of a config group, shipped and in the given folders (outside a composition)."""
-    register_schemas()
+    register_all_schemas()
     overrides = _search_path_override(config_dirs)
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
@@ -167,7 +171,7 @@ def _schema_fields(path: str) -> list[str]:
     if not path:
         schemas: list[type] = [HpcftConfig]
     elif path == "framework":
-        schemas = [m.Config for m in framework_modules().values()]
+        schemas = [f.schema for f in registered_frameworks().values()]
     else:
         schemas = [_SCHEMA_BY_GROUP.get(path, object)]
     return sorted({f.name for s in schemas if is_dataclass(s) for f in fields(s)})
@@ -175,7 +179,7 @@ def _schema_fields(path: str) -> list[str]:
 
 def compose_config(overrides: Sequence[str], config_dirs: Sequence[str] = ()) -> DictConfig:
     """Compose `conf/hpcft.yaml` with the overrides; fill `framework` from the model kind."""
-    register_schemas()
+    register_all_schemas()
     _register_resolvers()
     overrides = [*overrides, *_search_path_override(config_dirs)]
     GlobalHydra.instance().clear()
@@ -227,9 +231,4 @@ def to_typed(cfg: DictConfig) -> HpcftConfig:
         key = getattr(e, "full_key", None) or "config"
         raise ConfigError(str(key), str(e).splitlines()[0]) from None
     assert isinstance(typed, HpcftConfig)
-    return resolved(typed)
-
-
-def load_config(overrides: Sequence[str], config_dirs: Sequence[str] = ()) -> HpcftConfig:
-    """Compose and type the config; the single entry from CLI and API alike."""
-    return to_typed(compose_config(overrides, config_dirs))
+    return typed

@@ -8,8 +8,9 @@ documentation. Range checks live in `hpcft.config.validate`, which names the key
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -27,6 +28,14 @@ class Executor(str, Enum):
     """No Slurm: the stages run one after another on this machine (submitit's local executor)."""
     slurm = "slurm"
     """Each stage is a Slurm job, chained by dependencies; the command exits after submitting."""
+
+
+class StageName(StrEnum):
+    """A pipeline stage, in pipeline order. A `str` too, so it reads and prints as its name."""
+
+    train = "train"
+    deploy = "deploy"
+    eval = "eval"
 
 
 @dataclass(kw_only=True)
@@ -290,8 +299,9 @@ class WandbConfig:
 class HpcftConfig:
     model: ModelConfig = MISSING
     """The base model (config group `model/`)."""
-    framework: Any = MISSING
-    """The training framework (group `framework/`); follows the model kind when not given."""
+    framework: FrameworkConfig = MISSING
+    """The training framework (group `framework/`, one schema per framework, each a subclass);
+    follows the model kind when not given."""
     cluster: ClusterConfig = MISSING
     """Where jobs run (group `cluster/`); `local` needs no Slurm."""
     deepspeed: DeepSpeedConfig = MISSING
@@ -306,7 +316,7 @@ class HpcftConfig:
     """Training data file (alpaca or sharegpt JSON / JSONL for LLMs)."""
     evalset: str | None = None
     """Eval data file (alpaca JSON with reference outputs); required for the eval stage."""
-    stages: list[str] = field(default_factory=lambda: ["train", "deploy", "eval"])
+    stages: list[StageName] = field(default_factory=lambda: list(StageName))
     """Stages to run, in order: a prefix of `train, deploy, eval`."""
     name: str | None = None
     """Run name; null for `<model>-<framework>`. Used in job names and the run directory."""
@@ -325,13 +335,11 @@ SCHEMAS: dict[str, type] = {
 }
 
 
-def register_schemas() -> None:
-    """Store every schema in Hydra's ConfigStore (idempotent); each framework module brings its own."""
-    from hpcft.frameworks import framework_modules
-
+def register_schemas(frameworks: Mapping[str, type[FrameworkConfig]]) -> None:
+    """Store every schema in Hydra's ConfigStore (idempotent); each framework brings its own."""
     cs = ConfigStore.instance()
     cs.store(name="base_hpcft", node=HpcftConfig)
     for group, schema in SCHEMAS.items():
         cs.store(group=group, name=f"base_{group}", node=schema)
-    for name, module in framework_modules().items():
-        cs.store(group="framework", name=f"base_{name}", node=module.Config)
+    for name, framework_schema in frameworks.items():
+        cs.store(group="framework", name=f"base_{name}", node=framework_schema)

@@ -18,12 +18,12 @@ from hpcft.config.checks import (
     check_safe_text,
     check_time,
 )
-from hpcft.config.schema import ClusterConfig, Executor, HpcftConfig, ModelKind
+from hpcft.config.registry import default_framework, registered_frameworks
+from hpcft.config.schema import ClusterConfig, Executor, HpcftConfig, StageName
 from hpcft.config.validate_site import validate_site
 from hpcft.errors import ConfigError
 
-STAGE_ORDER = ("train", "deploy", "eval")
-BACKENDS = ("huggingface", "vllm", "sglang")
+STAGE_ORDER = tuple(StageName)
 MAX_SEED = 2**32 - 1
 """NumPy's and torch's seeds are 32-bit unsigned."""
 
@@ -52,7 +52,9 @@ def validate_cluster(c: ClusterConfig) -> None:
 
 def validate_stages(cfg: HpcftConfig) -> None:
     if list(cfg.stages) != list(STAGE_ORDER[: len(cfg.stages)]) or not cfg.stages:
-        raise ConfigError("stages", f"must be a non-empty prefix of {list(STAGE_ORDER)} (got {list(cfg.stages)})")
+        raise ConfigError(
+            "stages", f"must be a non-empty prefix of [{', '.join(STAGE_ORDER)}] (got [{', '.join(cfg.stages)}])"
+        )
     if "eval" in cfg.stages and not cfg.evalset:
         raise ConfigError(
             "evalset", "the eval stage needs an eval set (evalset=<file>), or drop it: stages=[train,deploy]"
@@ -63,11 +65,7 @@ def validate_model(cfg: HpcftConfig) -> None:
     m = cfg.model
     check_positive("model.params_b", m.params_b)
     check_name("model.name", m.name)
-    if m.kind is ModelKind.llm and not m.template:
-        raise ConfigError("model.template", "an llm needs a chat template (e.g. template=llama3)")
-    from hpcft.frameworks import default_framework, framework_modules
-
-    if m.kind not in framework_modules()[cfg.framework.name].Adapter.kinds:
+    if m.kind not in registered_frameworks()[cfg.framework.name].kinds:
         raise ConfigError(
             "framework",
             f"{cfg.framework.name} does not fit model '{m.name}' of kind {m.kind.value}; "
@@ -80,8 +78,6 @@ def validate_model(cfg: HpcftConfig) -> None:
 
 def validate_deploy_eval(cfg: HpcftConfig) -> None:
     d, e = cfg.deploy, cfg.eval
-    if d.backend is not None:
-        check_choice("deploy.backend", d.backend, BACKENDS)
     check_positive("deploy.max_model_len", d.max_model_len)
     check_positive("deploy.gpus", d.gpus, allow_zero=True)
     if d.gpus is not None and d.gpus > cfg.cluster.node_gpus:
@@ -147,17 +143,12 @@ def validate_model_reachable(cfg: HpcftConfig) -> None:
     )
 
 
-def validate_config(cfg: HpcftConfig) -> None:
-    """Raise a ConfigError for the first problem found in the config (data files excluded)."""
-    from hpcft.frameworks import adapter_for
-    from hpcft.tracking import check_credentials
-
+def validate_common(cfg: HpcftConfig) -> None:
+    """Raise a ConfigError for the first problem found in the framework-independent part of
+    the config (`hpcft.configure.validate_config` adds the framework's checks)."""
     validate_cluster(cfg.cluster)
     validate_site(cfg.cluster)
     validate_stages(cfg)
     validate_model(cfg)
     validate_deploy_eval(cfg)
     validate_run(cfg)
-    check_credentials(cfg)
-    adapter_for(cfg).validate()
-    validate_model_reachable(cfg)  # last: every other mistake is named first

@@ -13,10 +13,10 @@ import re
 from pathlib import Path
 
 from hpcft.config.checks import check_mem, check_positive, check_safe_text
-from hpcft.config.schema import ClusterConfig, StageSite
+from hpcft.config.schema import ClusterConfig, StageName, StageSite
 from hpcft.errors import ConfigError
 
-STAGES = ("train", "deploy", "eval")
+STAGES = tuple(StageName)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SECRET_NAME = re.compile(r"TOKEN|API_KEY|SECRET|PASSWORD|PASSWD", re.IGNORECASE)
 _OPTION = re.compile(r"^[a-z][a-z0-9-]*$")

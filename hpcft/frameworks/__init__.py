@@ -1,7 +1,8 @@
 """Framework adapters, one module each: `Config` (its schema) and `Adapter` (files, commands).
 
-Modules are found by name, so adding a framework touches one module here and one YAML in
-`conf/framework/`.
+Modules are found by name and registered with composition (`hpcft.config.registry`) when
+this package is imported, so adding a framework touches one module here, its argument list
+and one YAML in `conf/framework/` (docs/frameworks.md).
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ import pkgutil
 from functools import cache
 from types import ModuleType
 
-from hpcft.config.schema import HpcftConfig, ModelKind
+from hpcft.config.registry import RegisteredFramework, default_framework, register_framework
+from hpcft.config.schema import HpcftConfig
 from hpcft.frameworks.base import FrameworkAdapter
+
+__all__ = ["adapter_for", "default_framework", "framework_modules", "resolved"]
 
 
 @cache
@@ -22,12 +26,12 @@ def framework_modules() -> dict[str, ModuleType]:
         module = importlib.import_module(f"{__name__}.{info.name}")
         if hasattr(module, "Adapter") and hasattr(module, "Config"):
             found[module.Adapter.name] = module
+            register_framework(
+                RegisteredFramework(
+                    name=module.Adapter.name, schema=module.Config, kinds=frozenset(module.Adapter.kinds)
+                )
+            )
     return found
-
-
-def default_framework(kind: ModelKind) -> str:
-    """The framework a model of this kind uses when none is chosen."""
-    return next(name for name, m in sorted(framework_modules().items()) if kind in m.Adapter.kinds)
 
 
 def adapter_for(cfg: HpcftConfig) -> FrameworkAdapter:
@@ -41,3 +45,6 @@ def resolved(cfg: HpcftConfig) -> HpcftConfig:
     module = framework_modules()[cfg.framework.name]
     resolve = getattr(module, "resolve", None)
     return resolve(cfg) if resolve else cfg
+
+
+framework_modules()  # registered on import: composition needs every schema

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import yaml
 
-from hpcft.config.checks import check_positive
+from hpcft.config.checks import check_choice, check_positive
 from hpcft.config.schema import FrameworkConfig, HpcftConfig, ModelKind
 from hpcft.deepspeed import deepspeed_json
 from hpcft.errors import ConfigError, DataError, unknown_name
@@ -88,6 +88,8 @@ BASELINE_MAX_PARAMS_B = 1.0
 class FrameworkAdapter(ABC):
     name: ClassVar[str]
     kinds: ClassVar[tuple[ModelKind, ...]]
+    backends: ClassVar[tuple[str, ...]] = ("huggingface", "vllm")
+    """The `deploy.backend` choices this framework serves with."""
     first_class: ClassVar[tuple[str, ...]] = (
         "learning_rate",
         "per_device_train_batch_size",
@@ -140,11 +142,13 @@ class FrameworkAdapter(ABC):
 
     def __init__(self, cfg: HpcftConfig) -> None:
         self.cfg = cfg
-        self.fw: Any = cfg.framework
+        self.fw: FrameworkConfig = cfg.framework
 
     def validate(self) -> None:
         """Check own ranges, native argument names, and the data files."""
         fw: FrameworkConfig = self.fw
+        if self.cfg.deploy.backend is not None:
+            check_choice("deploy.backend", self.cfg.deploy.backend, self.backends)
         check_positive("framework.learning_rate", fw.learning_rate)
         check_positive("framework.global_batch_size", fw.global_batch_size)
         batch_layout(self.cfg)  # raises when the global batch size does not divide

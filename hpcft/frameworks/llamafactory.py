@@ -7,13 +7,13 @@ stage by hand: `llamafactory-cli train <run>/native/train.yaml`.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Any, cast
 
 from hpcft.config.checks import check_choice, check_positive, check_range
-from hpcft.config.schema import Executor, FrameworkConfig, HpcftConfig, ModelKind
+from hpcft.config.schema import Executor, HpcftConfig, ModelKind
 from hpcft.errors import ConfigError
 from hpcft.frameworks.base import Files, FrameworkAdapter
+from hpcft.frameworks.llamafactory_config import Config
 from hpcft.frameworks.llamafactory_data import FORMATTINGS, Formatting, Stage
 from hpcft.frameworks.llamafactory_datasets import STAGE_RANKING, TrainingData, eval_rows_check, training_data
 from hpcft.frameworks.llamafactory_memory import check_memory_fit
@@ -30,46 +30,6 @@ def resolve(cfg: HpcftConfig) -> HpcftConfig:
     return read_native_config(cfg)
 
 
-@dataclass(kw_only=True)
-class Config(FrameworkConfig):
-    """LLaMA-Factory's options; the YAML is `conf/framework/llamafactory.yaml`."""
-
-    stage: str = "sft"
-    """LLaMA-Factory training stage: `sft` (supervised), `pt` (pre-training), `dpo`
-    (preference pairs) or `kto` (answers tagged good or bad)."""
-    finetuning_type: str = "lora"
-    """`lora` (adapter; QLoRA with `quantization_bit`), `full` or `freeze`."""
-    lora_rank: int = 8
-    """LoRA rank; >= 1. Used with `finetuning_type=lora`."""
-    lora_target: str = "all"
-    """Modules LoRA attaches to: `all` or a comma-separated list of module names."""
-    quantization_bit: int | None = None
-    """4 or 8 for QLoRA (GPU only); null for none."""
-    cutoff_len: int = 1024
-    """Maximum tokens per sample after tokenisation; >= 1."""
-    max_samples: int | None = None
-    """Use at most this many training samples; null for all."""
-    val_size: float = 0.0
-    """Fraction of the training set held out for validation, in [0, 1)."""
-    dataset_format: str = "alpaca"
-    """Layout of a plain `trainset` file: `alpaca` (instruction/input/output, optional
-    system/history), `sharegpt` (`conversations` of from/value turns as LLaMA-Factory's
-    default, or `messages` of role/content turns; tool turns and a `tools` column) or `openai`.
-    A `dataset_info.json` registry declares its own layouts."""
-    dataset: list[str] = field(default_factory=list)
-    """When `trainset` is a dataset_dir with a `dataset_info.json` (or that file): the
-    registered datasets to train on, e.g. `framework.dataset=[alpaca_en,my_chat]`;
-    LLaMA-Factory mixes them (`+framework.args.mix_strategy=...`, `interleave_probs`).
-    Empty: the registry's only dataset."""
-    bf16: bool | None = None
-    """Train in bfloat16. Null: what a practitioner would choose, bf16 on GPU clusters (fp16
-    on GPU types without bf16, e.g. `cluster.gpu_type=v100`), fp32 on CPU."""
-    native_config: str | None = None
-    """An existing LLaMA-Factory training YAML, used as it is: its settings win over the
-    defaults above, and `args` win over it. hpcft still sets the model, data, output and
-    DeepSpeed paths from its own config, and says so when the file sets them."""
-
-
 def native_yaml(values: dict[str, Any]) -> str:
     """The YAML LLaMA-Factory reads; unset (None) values are left out, key order kept."""
     return yaml_text({k: v for k, v in values.items() if v is not None})
@@ -83,6 +43,7 @@ NO_BF16 = frozenset({"v100", "t4", "p100", "p40", "k80", "rtx2080", "rtx2080ti",
 class Adapter(FrameworkAdapter):
     name = "llamafactory"
     kinds = (ModelKind.llm,)
+    backends = ("huggingface", "vllm", "sglang")
     first_class = (
         *FrameworkAdapter.first_class,
         "stage",
@@ -98,6 +59,8 @@ class Adapter(FrameworkAdapter):
 
     def validate_own(self) -> None:
         fw = self.fw
+        if not self.cfg.model.template:
+            raise ConfigError("model.template", "LLaMA-Factory needs a chat template (e.g. model.template=llama3)")
         self.native_file_values()  # raises on a bad file or an unknown name
         check_recipe({**self.native_file_values(), **self.fw.args}, self.fw.native_config, self.cfg.model.name)
         if fw.stage == "ppo":

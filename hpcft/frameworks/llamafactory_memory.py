@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from hpcft.config.schema import DeepSpeedConfig, HpcftConfig
 from hpcft.errors import ConfigError
+from hpcft.frameworks.llamafactory_config import lf_settings
 from hpcft.frameworks.llamafactory_native import native_yaml_values
 from hpcft.resources import MemoryEstimate, activations_gb, estimate_memory, model_shape
 
@@ -26,7 +27,7 @@ None keeps what is configured."""
 def training_activations_gb(cfg: HpcftConfig) -> float:
     """Activations of one micro-batch of `cutoff_len` tokens, checkpointed unless the run turns
     LLaMA-Factory's gradient checkpointing off."""
-    fw = cfg.framework
+    fw = lf_settings(cfg)
     given = {**(native_yaml_values(fw.native_config) if fw.native_config else {}), **fw.args}
     checkpointing = not given.get("disable_gradient_checkpointing", False)
     shape = model_shape(cfg.model.path, cfg.model.params_b)
@@ -35,7 +36,7 @@ def training_activations_gb(cfg: HpcftConfig) -> float:
 
 def check_memory_fit(cfg: HpcftConfig) -> MemoryEstimate:
     """Refuse a train job whose per-GPU estimate exceeds the GPU, naming what would fit."""
-    fw, c = cfg.framework, cfg.cluster
+    fw, c = lf_settings(cfg), cfg.cluster
     gpus = c.nodes * c.gpus_per_node
     act = training_activations_gb(cfg)
     mine = estimate_memory(cfg.model.params_b, fw.finetuning_type, fw.quantization_bit, cfg.deepspeed, gpus, act)

@@ -20,6 +20,7 @@ from typing import Any
 from hpcft.config.schema import DeepSpeedConfig, HpcftConfig
 from hpcft.errors import ConfigError
 from hpcft.frameworks.base import native_argument_names, read_native_yaml
+from hpcft.frameworks.llamafactory_config import lf_settings
 
 OFFLOADS = ("offload_optimizer", "offload_param")
 NOT_FROM_YAML = frozenset({"name", "args", "native_config", "dataset", "dataset_format", "global_batch_size"})
@@ -98,7 +99,7 @@ def deepspeed_config_file(path: str, key: str) -> DeepSpeedConfig:
 
 def read_native_config(cfg: HpcftConfig) -> HpcftConfig:
     """The config with its native YAML (and a `deepspeed.config` file) read into typed settings."""
-    fw, ds = cfg.framework, cfg.deepspeed
+    fw, ds = lf_settings(cfg), cfg.deepspeed
     if ds.config and ds.zero_stage is None:
         ds = deepspeed_config_file(ds.config, "deepspeed.config")
     if not fw.native_config:

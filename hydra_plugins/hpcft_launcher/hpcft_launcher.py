@@ -1,10 +1,13 @@
 """`hydra/launcher=hpcft`: a multirun becomes Slurm job arrays, and the command returns.
 
-Hydra's launcher contract: each job gets its overrides, `hydra.job.num` and its own output
-folder (`${hydra.sweep.dir}/${hydra.sweep.subdir}`), which here is the point's run directory.
-Every point is composed, typed and validated before anything is submitted; then
-`hpcft.sweep` submits one array per stage and resource shape. With `cluster=local` the
-points run one after another on this machine instead.
+Hydra's launcher contract, kept: each job gets its overrides, `hydra.job.num`/`id`/`name`
+and its own output folder, `${hydra.sweep.dir}/${hydra.sweep.subdir}` resolved for the point
+(`${hydra.job.override_dirname}` and the like included), which here is the point's run
+directory, with Hydra's `.hydra/` record in it. Callbacks' `on_job_start`/`on_job_end` run
+here as each batch is submitted. Every point is composed and typed, then `hpcft.launch`
+validates, plans and submits them (one array per stage and resource shape). The task
+function is never called: each point's work is its pipeline of jobs, so the launcher only
+takes `python -m hpcft -m ...`, hpcft's own app.
 
 Composition is what a sweep's submit time goes into (about 0.1 s per Hydra composition), so
 points that differ only in values (`framework.learning_rate=...`) share one composition of
@@ -21,16 +24,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from hydra.errors import ConfigCompositionException
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from hpcft.errors import ForeignAppError
 
 
 @dataclass
@@ -70,21 +76,36 @@ def split_overrides(overrides: Sequence[str]) -> tuple[tuple[str, ...], list[Ove
     return tuple(groups), values
 
 
+def is_hpcft_task(task_function: object) -> bool:
+    """Whether the task function is hpcft's own (`hpcft.cli.sweep` marks it)."""
+    return bool(getattr(task_function, "hpcft_pipeline", False))
+
+
+def implied_keys(task_function: object) -> frozenset[str]:
+    """Keys hpcft added to the user's overrides (the framework that follows the model kind),
+    kept out of `${hydra.job.override_dirname}` since the user did not write them."""
+    return frozenset(getattr(task_function, "implied_keys", ()))
+
+
 class HpcftLauncher(Launcher):
     def __init__(self) -> None:
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
+        self.task_function: TaskFunction | None = None
         self._composed: dict[tuple[str, ...], DictConfig] = {}
+        self._batches = 0
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        # The task function is not called: each point's work is its pipeline of jobs.
-        self.config = config
-        self.hydra_context = hydra_context
+        if not is_hpcft_task(task_function):
+            raise ForeignAppError(
+                "hydra/launcher=hpcft submits hpcft's own fine-tuning pipelines (python -m hpcft -m ...);"
+                " it cannot run another app's task function: use another launcher for this app"
+            )
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
-    def _point_config(self, overrides: Sequence[str], num: int) -> tuple[Any, Path]:
-        """The point's typed config and its run directory, `<sweep dir>/<num>` (the
-        `hydra.sweep.subdir=${hydra.job.num}` that `hpcft.cli.sweep` sets)."""
-        from hpcft.config.compose import hydra_error, to_typed
+    def _typed(self, overrides: Sequence[str]) -> tuple[Any, DictConfig]:
+        """The point's typed config, and its composition (what `.hydra/config.yaml` holds)."""
+        from hpcft.configure import hydra_error, typed_config
 
         groups, values = split_overrides(overrides)
         point_config = copy.deepcopy(self._composition(groups))
@@ -92,8 +113,7 @@ class HpcftLauncher(Launcher):
             ConfigLoaderImpl._apply_overrides_to_config(values, point_config)
         except ConfigCompositionException as e:
             raise hydra_error(e) from None
-        assert self.config is not None
-        return to_typed(point_config), Path(str(self.config.hydra.sweep.dir)) / str(num)
+        return typed_config(point_config), point_config
 
     def _composition(self, groups: tuple[str, ...]) -> DictConfig:
         """The composition of these group overrides, without Hydra's own node (copying that
@@ -106,21 +126,79 @@ class HpcftLauncher(Launcher):
             self._composed[groups] = composed
         return self._composed[groups]
 
-    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from hpcft.cli.sweep import launch_points
-
-        points = []
-        for i, overrides in enumerate(job_overrides):
-            num = initial_job_idx + i
-            cfg, out_dir = self._point_config(overrides, num)
-            points.append((num, tuple(filter_overrides(overrides)), cfg, out_dir))
+    def _job_node(self, overrides: Sequence[str], num: int) -> DictConfig:
+        """The sweep's config with its `hydra.job` and `hydra.overrides` set for this point, as
+        Hydra's own launchers set them, and made current for `${hydra:...}`. One node is
+        updated point after point: a copy per point would cost more than the point."""
         assert self.config is not None
-        run_dirs = launch_points(points, Path(str(self.config.hydra.sweep.dir)))
+        hydra = self.config.hydra
+        app = [o for o in OverridesParser.create().parse_overrides(list(overrides)) if not o.is_hydra_override()]
+        written = [o for o in app if o.key_or_group not in implied_keys(self.task_function)]
+        dirname = hydra.job.config.override_dirname
+        with read_write(hydra), open_dict(hydra):
+            hydra.job.num = num
+            hydra.job.id = num  # as Hydra's own launchers before submission; Slurm's ids are in manifest.json
+            hydra.overrides.task = [o.input_line for o in app]
+            hydra.job.override_dirname = get_overrides_dirname(
+                overrides=written,
+                exclude_keys=list(dirname.exclude_keys),
+                item_sep=dirname.item_sep,
+                kv_sep=dirname.kv_sep,
+            )
+        HydraConfig.instance().set_config(self.config)
+        return self.config
+
+    def _point(self, overrides: Sequence[str], num: int) -> Any:
+        from hpcft.launch import PointConfig
+
+        cfg, composed = self._typed(overrides)
+        config = self._job_node(overrides, num)
+        sweep_dir = Path(str(config.hydra.sweep.dir)).expanduser().absolute()
+        run_dir = sweep_dir / str(OmegaConf.select(config, "hydra.sweep.subdir"))
+        files = {}
+        if config.hydra.output_subdir is not None:
+            sub = str(config.hydra.output_subdir)
+            files = {
+                f"{sub}/config.yaml": OmegaConf.to_yaml(composed),
+                f"{sub}/hydra.yaml": OmegaConf.to_yaml(HydraConfig.instance().cfg),
+                f"{sub}/overrides.yaml": OmegaConf.to_yaml(config.hydra.overrides.task),
+            }
+        self._job_started(composed)
+        return PointConfig(
+            num=num, overrides=tuple(filter_overrides(overrides)), cfg=cfg, run_dir=run_dir, hydra_files=files
+        )
+
+    def _job_started(self, composed: DictConfig) -> None:
+        """Callbacks' `on_job_start`, with the point's config and Hydra node, where there are
+        callbacks (building that config costs a copy of the Hydra node)."""
+        assert self.config is not None and self.hydra_context is not None and self.task_function is not None
+        if self.config.hydra.callbacks:
+            self.hydra_context.callbacks.on_job_start(
+                config=self._with_hydra(composed), task_function=self.task_function
+            )
+
+    def _with_hydra(self, composed: DictConfig) -> DictConfig:
+        assert self.config is not None
+        full = copy.deepcopy(composed)
+        with open_dict(full):
+            full.hydra = copy.deepcopy(self.config.hydra)
+        return full
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from hpcft.launch import launch_sweep
+
+        assert self.config is not None and self.hydra_context is not None
+        points = [self._point(overrides, initial_job_idx + i) for i, overrides in enumerate(job_overrides)]
+        sweep_dir = Path(str(self.config.hydra.sweep.dir)).expanduser().absolute()
+        run_dirs = launch_sweep(points, sweep_dir, batch=self._batches)
+        self._batches += 1
         returns = []
-        for (_, overrides, _, _), run_dir in zip(points, run_dirs, strict=True):
+        for point, run_dir in zip(points, run_dirs, strict=True):
             ret = JobReturn(
-                overrides=list(overrides), working_dir=str(run_dir), task_name="hpcft", status=JobStatus.COMPLETED
+                overrides=list(point.overrides), working_dir=str(run_dir), task_name="hpcft", status=JobStatus.COMPLETED
             )
             ret.return_value = str(run_dir)
+            if self.config.hydra.callbacks:
+                self.hydra_context.callbacks.on_job_end(config=self.config, job_return=ret)
             returns.append(ret)
         return returns

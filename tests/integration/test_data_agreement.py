@@ -89,7 +89,7 @@ def flagembedding_folders(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def test_flagembedding_reads_folders_as_hpcft_checked_them(tmp_path):
-    from hpcft.config.compose import load_config
+    from hpcft.configure import load_config
     from hpcft.frameworks import adapter_for
     from hpcft.rundir import RunLayout
 
