@@ -20,6 +20,7 @@ from typing import Any
 from hpcft.config.schema import Executor, HpcftConfig
 from hpcft.configure import validate_config
 from hpcft.errors import UserError
+from hpcft.manifest import Manifest
 from hpcft.plan import Pipeline, build_pipeline, run_base_name
 from hpcft.render import dependency_graph, placeholder_ids, render_sbatch
 from hpcft.rundir import RunLayout, create_run_dir, write_atomic, write_json_atomic, yaml_text
@@ -35,7 +36,7 @@ class Launched:
     """What `launch` did: the run directory and its manifest (`status: dry_run` for a dry run)."""
 
     layout: RunLayout
-    manifest: dict[str, Any]
+    manifest: Manifest
 
 
 def config_yaml(cfg: HpcftConfig) -> str:
@@ -69,8 +70,8 @@ def dry_run(pipeline: Pipeline, cfg: HpcftConfig, say: Printer) -> None:
     say(f"\nDry run: nothing submitted. Scripts and native configs in {pipeline.layout.root}")
 
 
-def summary(manifest: dict[str, Any], pipeline: Pipeline) -> str:
-    ids = " ".join(f"{name}={info['job_id']}" for name, info in manifest["stages"].items())
+def summary(manifest: Manifest, pipeline: Pipeline) -> str:
+    ids = " ".join(f"{name}={record.job_id}" for name, record in manifest.stages.items())
     root = pipeline.layout.root
     return "\n".join(
         [
@@ -94,8 +95,9 @@ def launch(cfg: HpcftConfig, say: Printer = print) -> Launched:
         say(note)
     if cfg.dry_run:
         dry_run(pipeline, cfg, say)
-        manifest = {**new_manifest(pipeline, cfg.cluster.executor.value), "status": "dry_run"}
-        write_json_atomic(layout.manifest, manifest)
+        manifest = new_manifest(pipeline, cfg.cluster.executor.value)
+        manifest.status = "dry_run"
+        manifest.write(layout.manifest)
         return Launched(layout, manifest)
     if cfg.cluster.executor is Executor.slurm:
         with secrets_withheld(cfg):
@@ -199,8 +201,8 @@ def run_local_sweep(
     for point in points:
         say(f"== point {point.num}: {' '.join(point.overrides)}")
         manifest = run_local(point.pipeline, point.cfg.cluster, say)
-        manifest.update(sweep=str(sweep_dir), overrides=list(point.overrides))
-        write_json_atomic(point.pipeline.layout.manifest, manifest)
+        manifest.sweep, manifest.overrides = str(sweep_dir), list(point.overrides)
+        manifest.write(point.pipeline.layout.manifest)
     write_json_atomic(sweep_dir / "sweep.json", sweep_record(points, sweep_dir, [], "completed", earlier))
     rows, params, metric_names = sweep_table(sweep_dir)
     say(markdown(rows, ["run", *params, *metric_names]).rstrip("\n"))

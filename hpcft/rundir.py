@@ -152,21 +152,6 @@ def write_json_atomic(path: Path, data: Any) -> None:
     write_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
-def read_manifest(run: Path) -> dict[str, Any]:
-    """A run's `manifest.json`; a one-line error naming the file when it is missing or corrupt
-    (its jobs can still be found by name: `status` and `cancel` do)."""
-    path = run / "manifest.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: no run record (the submission was interrupted before writing it)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: unreadable run record ({type(e).__name__}: {e})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("stages"), dict) or "executor" not in data:
-        raise UserError(f"{path}: not a run record (no stages/executor)")
-    return data
-
-
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 

@@ -15,19 +15,18 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from hpcft.config.schema import StageName
 from hpcft.errors import UserError
-from hpcft.rundir import read_manifest, write_json_atomic
+from hpcft.manifest import Manifest, StageRecord, read_manifest
 from hpcft.scheduler import JobInfo, StageState, cancel_jobs, named_after, query_jobs
 
 
 @dataclass(frozen=True)
 class RunState:
     run: Path
-    manifest: dict[str, Any]
-    """The run record; empty when `error` says why it could not be read."""
+    manifest: Manifest | None
+    """The run record; None when `error` says why it could not be read."""
     stages: dict[str, JobInfo]
     """Stage name -> its job's state, in pipeline order."""
     strays: list[JobInfo] = field(default_factory=list)
@@ -41,43 +40,34 @@ class RunState:
         return not any(state.active for state in going)
 
 
-def _record(run: Path) -> tuple[dict[str, Any], str | None]:
+def _record(run: Path) -> tuple[Manifest | None, str | None]:
     try:
         return read_manifest(run), None
     except UserError as e:
-        return {}, str(e)
+        return None, str(e)
 
 
-def _job_ids(manifest: dict[str, Any]) -> list[str]:
-    if manifest.get("executor") != "slurm":
-        return []
-    return [str(s["job_id"]) for s in manifest["stages"].values() if s.get("job_id")]
-
-
-def _local_times(manifest: dict[str, Any], stage: dict[str, Any]) -> dict[str, str]:
+def _local_times(manifest: Manifest, stage: StageRecord) -> dict[str, str]:
     """Elapsed time and node of a stage run on this machine, from the times it recorded."""
-    started = stage.get("started")
-    if manifest.get("executor") != "local" or not isinstance(started, int | float):
+    if manifest.executor != "local" or stage.started is None:
         return {}
-    ended = stage.get("ended")
-    seconds = int((ended if isinstance(ended, int | float) else time.time()) - started)
+    seconds = int((stage.ended or time.time()) - stage.started)
     hours, rest = divmod(max(seconds, 0), 3600)
     return {"elapsed": f"{hours}:{rest // 60:02d}:{rest % 60:02d}", "nodes": "local"}
 
 
-def _stage_infos(run: Path, manifest: dict[str, Any], jobs: dict[str, JobInfo]) -> dict[str, JobInfo]:
+def _stage_infos(run: Path, manifest: Manifest, jobs: dict[str, JobInfo]) -> dict[str, JobInfo]:
+    """Each stage's job as the scheduler sees it, or as last recorded; what changed is recorded."""
     infos, changed = {}, False
-    for name, stage in manifest.get("stages", {}).items():
-        job_id = str(stage.get("job_id") or "")
-        info = jobs.get(job_id) if manifest["executor"] == "slurm" and job_id else None
+    for name, stage in manifest.stages.items():
+        info = jobs.get(stage.job_id) if manifest.executor == "slurm" and stage.job_id else None
         if info is None or info.state is StageState.UNKNOWN:  # local runs, stages never submitted, forgotten jobs
-            recorded = StageState.of(stage.get("state") or StageState.NOT_SUBMITTED)
-            info = JobInfo(job_id or "-", recorded, **_local_times(manifest, stage))
-        elif info.state != stage.get("state"):
-            stage["state"], changed = info.state, True
+            info = JobInfo(stage.job_id or "-", stage.state, **_local_times(manifest, stage))
+        elif info.state is not stage.state:
+            stage.state, changed = info.state, True
         infos[name] = info
     if changed:
-        write_json_atomic(run / "manifest.json", manifest)
+        manifest.write(run / "manifest.json")
     return infos
 
 
@@ -88,9 +78,9 @@ def read_states(runs: Sequence[Path], sweeps: Sequence[Path] = ()) -> list[RunSt
     lists are reported as strays: of that run, or of the sweep's first point. A run whose
     record is unreadable gets `error` set; the other runs are unaffected."""
     records = {run: _record(run) for run in runs}
-    ids = [job_id for manifest, _ in records.values() for job_id in _job_ids(manifest)]
+    ids = [job_id for manifest, _ in records.values() if manifest for job_id in manifest.job_ids()]
     firsts = {sweep.name: _first_point(list(records), sweep) for sweep in sweeps}
-    slurm = any(m.get("executor") == "slurm" or error for m, error in records.values())
+    slurm = any((m and m.executor == "slurm") or error for m, error in records.values())
     tags = [run.name for run in runs] + [sweep.name for sweep in sweeps]
     if slurm:
         jobs = query_jobs(ids, name_prefixes=tags)
@@ -108,7 +98,7 @@ def read_states(runs: Sequence[Path], sweeps: Sequence[Path] = ()) -> list[RunSt
     for sweep in (s for s in sweeps if firsts[s.name] is None):  # cut off before any point was recorded
         strays = [job for job in unrecorded if named_after(job, [sweep.name])]
         why = DRY_RUN_SWEEP if (sweep / "dry_run").is_dir() else CUT_OFF_SWEEP
-        states.append(RunState(sweep, {}, {}, strays, why))
+        states.append(RunState(sweep, None, {}, strays, why))
     return states
 
 
@@ -137,7 +127,7 @@ def cancel_runs(
     (run, stage, job) of every job cancelled."""
     cancelled = []
     for state in read_states(runs, sweeps):
-        if state.manifest.get("executor") == "local":
+        if state.manifest and state.manifest.executor == "local":
             raise UserError(f"{state.run.name} ran on this machine (cluster=local); stop it with Ctrl-C")
         chosen = stages_from(state, stage)
         live = [(name, info) for name, info in state.stages.items() if info.state.active]
@@ -146,9 +136,9 @@ def cancel_runs(
     cancel_jobs(sorted({info.job_id for _, _, info in cancelled}))
     for state in {c[0].run: c[0] for c in cancelled}.values():
         if state.manifest:
-            for name in {name for s, name, _ in cancelled if s is state} & set(state.manifest["stages"]):
-                state.manifest["stages"][name]["state"] = StageState.CANCELLED
-            write_json_atomic(state.run / "manifest.json", state.manifest)
+            for name in {name for s, name, _ in cancelled if s is state} & set(state.manifest.stages):
+                state.manifest.stage(name).state = StageState.CANCELLED
+            state.manifest.write(state.run / "manifest.json")
     return cancelled
 
 

@@ -18,9 +18,10 @@ from hpcft.config.schema import ClusterConfig
 from hpcft.errors import StageFailedError, SubmissionError, SubmissionInterrupted
 from hpcft.interrupts import interruptions_raised
 from hpcft.jobs.entry import stage_callable
+from hpcft.manifest import Executor, Manifest, StageRecord
 from hpcft.plan import Pipeline, Stage
 from hpcft.render import setup_lines, slurm_parameters, time_to_minutes
-from hpcft.rundir import tail, write_atomic, write_json_atomic
+from hpcft.rundir import tail, write_atomic
 from hpcft.scheduler import StageState, cancel_run_jobs
 
 Printer = Callable[[str], None]
@@ -35,29 +36,20 @@ def write_run_files(pipeline: Pipeline, config_yaml: str) -> None:
         stage_dir.mkdir(parents=True, exist_ok=True)
 
 
-def new_manifest(pipeline: Pipeline, executor: str) -> dict[str, Any]:
-    return {
-        "run_name": pipeline.run_name,
-        "run_dir": str(pipeline.layout.root),
-        "executor": executor,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "status": "submitting",
-        "stages": {
-            s.name: {
-                "job_id": None,
-                "state": StageState.NOT_SUBMITTED,
-                "after": [f"{d.kind}:{d.stage}" for d in s.after],
-            }
-            for s in pipeline.stages
-        },
-    }
+def new_manifest(pipeline: Pipeline, executor: Executor) -> Manifest:
+    return Manifest(
+        run_name=pipeline.run_name,
+        run_dir=str(pipeline.layout.root),
+        executor=executor,
+        stages={s.name: StageRecord(after=[f"{d.kind}:{d.stage}" for d in s.after]) for s in pipeline.stages},
+    )
 
 
 def log_paths(job: submitit.Job[Any]) -> dict[str, str]:
     return {"stdout": str(job.paths.stdout).replace("%t", "0"), "stderr": str(job.paths.stderr).replace("%t", "0")}
 
 
-def submit_slurm(pipeline: Pipeline, cluster: ClusterConfig) -> dict[str, Any]:
+def submit_slurm(pipeline: Pipeline, cluster: ClusterConfig) -> Manifest:
     """Submit every stage with its dependencies, all or nothing.
 
     The run record exists (status `submitting`) before the first `sbatch`, and each job id
@@ -65,18 +57,16 @@ def submit_slurm(pipeline: Pipeline, cluster: ClusterConfig) -> dict[str, Any]:
     Ctrl-C, SIGTERM, SIGHUP) what was submitted is cancelled, jobs named after the run that
     an interrupted `sbatch` may still have queued included, and the record says so."""
     manifest = new_manifest(pipeline, "slurm")
-    write_json_atomic(pipeline.layout.manifest, manifest)
+    manifest.write(pipeline.layout.manifest)
     jobs: dict[str, submitit.Job[Any]] = {}
     try:
         with interruptions_raised():
             for stage in pipeline.stages:
                 jobs[stage.name] = job = _submit_stage(pipeline, stage, cluster, jobs)
-                manifest["stages"][stage.name].update(
-                    job_id=job.job_id, state=StageState.SUBMITTED, logs=log_paths(job)
-                )
-                write_json_atomic(pipeline.layout.manifest, manifest)
-            manifest["status"] = "submitted"
-            write_json_atomic(pipeline.layout.manifest, manifest)
+                manifest.stage(stage.name).submitted(job.job_id, log_paths(job))
+                manifest.write(pipeline.layout.manifest)
+            manifest.status = "submitted"
+            manifest.write(pipeline.layout.manifest)
     except BaseException as e:
         failed = next((s.name for s in pipeline.stages if s.name not in jobs), "the run record")
         raise rolled_back(pipeline, manifest, sorted(jobs), failed, e) from None
@@ -95,20 +85,20 @@ def _submit_stage(
 
 
 def rolled_back(
-    pipeline: Pipeline, manifest: dict[str, Any], submitted: list[str], stage: str, error: BaseException
+    pipeline: Pipeline, manifest: Manifest, submitted: list[str], stage: str, error: BaseException
 ) -> SubmissionError:
     """Cancel the run's jobs and mark its record; the error to raise."""
     interrupted = isinstance(error, KeyboardInterrupt)
-    ids = [str(manifest["stages"][n]["job_id"]) for n in submitted]
+    ids = [str(manifest.stage(n).job_id) for n in submitted]
     # Only an interruption can leave an sbatch in flight; a refusal or an error left none.
     cancel_run_jobs([pipeline.layout.root.name], ids, rounds=3 if interrupted else 1)
-    manifest["status"] = "interrupted" if interrupted else "submit_failed"
-    manifest["error"] = f"submitting {stage} {'was interrupted' if interrupted else 'failed'}: {error}".strip()
+    manifest.status = "interrupted" if interrupted else "submit_failed"
+    manifest.error = f"submitting {stage} {'was interrupted' if interrupted else 'failed'}: {error}".strip()
     for name in submitted:
-        manifest["stages"][name]["state"] = "CANCELLED"
+        manifest.stage(name).state = StageState.CANCELLED
     unrecorded = ""
     try:
-        write_json_atomic(pipeline.layout.manifest, manifest)
+        manifest.write(pipeline.layout.manifest)
     except OSError as e:
         unrecorded = f" (the run record could not be updated: {e.strerror})"
     what = f"cancelled {', '.join(submitted) or 'nothing'}{unrecorded}"
@@ -154,20 +144,20 @@ def _wait(job: submitit.Job[Any], name: str, say: Printer, show_every_s: float =
         raise StageFailedError(f"stage {name!r} failed: {_reason(e)}\n  log: {log_paths(job)['stderr']}") from None
 
 
-def run_local(pipeline: Pipeline, cluster: ClusterConfig, say: Printer = print) -> dict[str, Any]:
+def run_local(pipeline: Pipeline, cluster: ClusterConfig, say: Printer = print) -> Manifest:
     """Run the stages on this machine: train, then deploy (serving) while eval runs."""
     layout = pipeline.layout
     manifest = new_manifest(pipeline, "local")
-    manifest["status"] = "running"
+    manifest.status = "running"
     jobs: dict[str, submitit.Job[Any]] = {}
 
     def start(stage: Stage) -> submitit.Job[Any]:
         job = _local_executor(layout.slurm, stage, cluster).submit(stage_callable(stage.job), stage.job)
         jobs[stage.name] = job
-        manifest["stages"][stage.name].update(
-            job_id=job.job_id, state=StageState.RUNNING, logs=log_paths(job), started=round(time.time(), 1)
-        )
-        write_json_atomic(layout.manifest, manifest)
+        record = manifest.stage(stage.name)
+        record.job_id, record.state, record.logs = job.job_id, StageState.RUNNING, log_paths(job)
+        record.started = round(time.time(), 1)
+        manifest.write(layout.manifest)
         say(f"{stage.name}: started (pid {job.job_id}); log {log_paths(job)['stderr']}")
         return job
 
@@ -176,23 +166,28 @@ def run_local(pipeline: Pipeline, cluster: ClusterConfig, say: Printer = print) 
             job = start(stage)
             if stage.name != "deploy":  # deploy serves in the background while eval runs
                 _wait(job, stage.name, say)
-                manifest["stages"][stage.name].update(state=StageState.COMPLETED, ended=round(time.time(), 1))
+                _ended(manifest.stage(stage.name), StageState.COMPLETED)
                 say(f"{stage.name}: completed")
         if "deploy" in jobs:
             _wait(jobs["deploy"], "deploy", say)
-            manifest["stages"]["deploy"].update(state=StageState.COMPLETED, ended=round(time.time(), 1))
-        manifest["status"] = "completed"
+            _ended(manifest.stage("deploy"), StageState.COMPLETED)
+        manifest.status = "completed"
     except Exception as e:
         for name, job in jobs.items():
-            manifest["stages"][name].setdefault("ended", round(time.time(), 1))
+            record = manifest.stage(name)
             if not job.done():
                 job.cancel(check=False)
-                manifest["stages"][name]["state"] = "CANCELLED"
-            elif manifest["stages"][name]["state"] == "RUNNING":
-                manifest["stages"][name]["state"] = "FAILED"
-        manifest["status"] = "failed"
-        manifest["error"] = str(e).strip().splitlines()[-1] if str(e).strip() else repr(e)
+                _ended(record, StageState.CANCELLED)
+            elif record.state is StageState.RUNNING:
+                _ended(record, StageState.FAILED)
+        manifest.status = "failed"
+        manifest.error = str(e).strip().splitlines()[-1] if str(e).strip() else repr(e)
         raise
     finally:
-        write_json_atomic(layout.manifest, manifest)
+        manifest.write(layout.manifest)
     return manifest
+
+
+def _ended(record: StageRecord, state: StageState) -> None:
+    record.state = state
+    record.ended = record.ended or round(time.time(), 1)

@@ -24,10 +24,11 @@ from hpcft.config.schema import ClusterConfig, HpcftConfig
 from hpcft.errors import SubmissionError, SubmissionInterrupted
 from hpcft.interrupts import interruptions_raised
 from hpcft.jobs.entry import stage_callable
+from hpcft.manifest import Manifest
 from hpcft.plan import Pipeline, Stage
 from hpcft.render import dependency_string, placeholder_ids, slurm_parameters, submitit_command, with_dependency
 from hpcft.rundir import write_json_atomic
-from hpcft.scheduler import StageState, cancel_run_jobs
+from hpcft.scheduler import cancel_run_jobs
 from hpcft.submit import log_paths, new_manifest
 
 # Per-point values that do not make a different resource shape.
@@ -173,8 +174,8 @@ def submit_sweep(
     arrays: list[dict[str, Any]] = []
     manifests = {p.num: new_manifest(p.pipeline, "slurm") for p in points}
     for point in points:
-        manifests[point.num].update(sweep=str(sweep_dir), overrides=list(point.overrides))
-        write_json_atomic(point.pipeline.layout.manifest, manifests[point.num])
+        manifests[point.num].sweep, manifests[point.num].overrides = str(sweep_dir), list(point.overrides)
+        manifests[point.num].write(point.pipeline.layout.manifest)
 
     def record(status: str) -> dict[str, Any]:
         return sweep_record(points, sweep_dir, arrays, status, earlier)
@@ -191,8 +192,8 @@ def submit_sweep(
                     arrays,
                 )
             for point in points:
-                manifests[point.num]["status"] = "submitted"
-                write_json_atomic(point.pipeline.layout.manifest, manifests[point.num])
+                manifests[point.num].status = "submitted"
+                manifests[point.num].write(point.pipeline.layout.manifest)
             sweep = record("submitted")
             write_json_atomic(sweep_dir / "sweep.json", sweep)
     except BaseException as e:
@@ -224,7 +225,7 @@ def _remove_batch(points: Sequence[SweepPoint], sweep_dir: Path, earlier: dict[s
 def _submit_group(
     group: ArrayGroup,
     sweep_dir: Path,
-    manifests: dict[int, dict[str, Any]],
+    manifests: dict[int, Manifest],
     save_record: Callable[[], None],
     arrays: list[dict[str, Any]],
 ) -> None:
@@ -239,8 +240,6 @@ def _submit_group(
         arrays.append({"stage": stage, "job_id": array_ids[stage], "tasks": len(jobs), "points": members})
         save_record()
         for point, job in zip(group.points, jobs, strict=True):
-            manifests[point.num]["stages"][stage].update(
-                job_id=job.job_id, state=StageState.SUBMITTED, logs=log_paths(job)
-            )
+            manifests[point.num].stage(stage).submitted(job.job_id, log_paths(job))
     for point in group.points:
-        write_json_atomic(point.pipeline.layout.manifest, manifests[point.num])
+        manifests[point.num].write(point.pipeline.layout.manifest)

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from hpcft.errors import UserError
+from hpcft.manifest import read_manifest
 from hpcft.results import headline, read_metrics
-from hpcft.rundir import read_manifest
 
 
 def sweep_runs(sweep_dir: Path) -> list[Path]:
@@ -37,7 +37,7 @@ def point_rows(sweep_dir: Path) -> list[dict[str, Any]]:
         except UserError as e:  # one bad point does not hide the others
             print(f"report: skipping a point: {e}", file=sys.stderr)
             continue
-        params = dict(o.split("=", 1) for o in manifest.get("overrides", []) if "=" in o)
+        params = dict(o.split("=", 1) for o in manifest.overrides if "=" in o)
         metrics = headline(read_metrics(run) or {})
         rows.append({"run": run.name, **params, "metrics": metrics})
     return rows

@@ -22,7 +22,8 @@ from typing import Any
 from hpcft.client import EndpointClient
 from hpcft.config.schema import StageName
 from hpcft.errors import StageFailedError, UserError
-from hpcft.rundir import RunLayout, failure_excerpt, fine_tuned_weights, read_json, read_manifest, tail
+from hpcft.manifest import Manifest, read_manifest
+from hpcft.rundir import RunLayout, failure_excerpt, fine_tuned_weights, read_json, tail
 from hpcft.runstate import RunState, cancel_runs, read_states
 from hpcft.scheduler import StageState
 
@@ -41,7 +42,7 @@ class Run:
         return self.layout.root
 
     @property
-    def manifest(self) -> dict[str, Any]:
+    def manifest(self) -> Manifest:
         return read_manifest(self.path)
 
     def _state(self) -> RunState:
@@ -78,16 +79,13 @@ class Run:
     def _raise_if_failed(self, state: RunState) -> None:
         for name, info in state.stages.items():
             if info.state.failed or (info.state is StageState.CANCELLED and name != StageName.deploy):
-                logs = state.manifest["stages"][name].get("logs") or {}
+                logs = (state.manifest.stage(name).logs if state.manifest else None) or {}
                 where = f"\n  log: {logs['stderr']}\n{failure_excerpt(logs['stderr'])}" if logs else ""
                 raise StageFailedError(f"{self.path.name}: stage {name!r} ended {info.describe()}{where}")
 
     def logs(self, stage: str = "train", lines: int = 50, stream: str = "stderr") -> str:
         """The last lines of a stage's log ("" before the job starts)."""
-        stages = self.manifest["stages"]
-        if stage not in stages:
-            raise UserError(f"stage {stage!r}: this run has stages {', '.join(stages)}")
-        logs = stages[stage].get("logs")
+        logs = self.manifest.logs_of(stage)
         return tail(logs[stream], lines) if logs else ""
 
     def metrics(self) -> dict[str, Any]:
@@ -125,6 +123,6 @@ class Run:
         """Cancel the run's live jobs, or `stage` and the stages after it, as `hpcft cancel`
         does (the same code: finished jobs are skipped, the manifest records it). Returns
         the stages cancelled."""
-        if self.manifest["executor"] != "slurm":
+        if self.manifest.executor != "slurm":
             return []
         return [name for _, name, _ in cancel_runs([self.path], stage)]

@@ -17,14 +17,12 @@ from pathlib import Path
 
 from hpcft.cli.common import resolve_run_dirs, subcommand_parser
 from hpcft.errors import UserError
-from hpcft.rundir import read_manifest, tail
+from hpcft.manifest import read_manifest
+from hpcft.rundir import tail
 
 
 def log_path(run: Path, stage: str, rank: int, stream: str) -> Path:
-    manifest = read_manifest(run)
-    if stage not in manifest["stages"]:
-        raise UserError(f"--stage {stage}: this run has stages {', '.join(manifest['stages'])}")
-    logs = manifest["stages"][stage].get("logs")
+    logs = read_manifest(run).logs_of(stage)
     if not logs:
         raise UserError(f"stage {stage!r} of {run.name} was never started, so it has no log")
     path = Path(logs[stream])

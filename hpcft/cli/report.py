@@ -23,9 +23,10 @@ from typing import Any
 
 from hpcft.cli.common import subcommand_parser
 from hpcft.errors import UserError
+from hpcft.manifest import read_manifest
 from hpcft.plots import draw_loss, ensure_loss_plot, loss_curve
 from hpcft.results import comparison_table, read_metrics
-from hpcft.rundir import RunLayout, read_manifest, write_atomic
+from hpcft.rundir import RunLayout, write_atomic
 from hpcft.sweep_results import markdown, sweep_runs, sweep_table
 
 

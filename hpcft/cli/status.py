@@ -62,7 +62,7 @@ def render(runs: list[Path], sweeps: Sequence[Path] = ()) -> tuple[str, bool]:
                 eval_progress(run) if name == "eval" and info.state is StageState.RUNNING else ""
             )
             rows.append([run.name, name, info.job_id, described, info.elapsed, info.nodes])
-            logs = state.manifest["stages"][name].get("logs")
+            logs = state.manifest.stage(name).logs if state.manifest else None
             if info.state.failed and logs:
                 header = f"--- {run.name} {name} ({info.describe()}): {logs['stderr']}"
                 failed_logs.append(f"{header}\n{failure_excerpt(logs['stderr'])}")

@@ -1,0 +1,226 @@
+"""A sweep keeps Hydra's conventions: `hydra.sweep.dir`/`subdir` (interpolations included),
+`.hydra/` in every point, `hydra.job.*`, callbacks and sweepers that launch in batches.
+
+The dir/subdir cases are those of Hydra's own launcher conformance suite
+(`hydra.test_utils.launcher_common_tests`) that apply to a launcher which submits and exits.
+Dry runs and stand-in Slurm commands; tests/integration/test_sweep.py submits for real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hydra.experimental.callback import Callback
+
+from hpcft.cli import main
+
+TINY = ("model=tiny_llama", "cluster=slurmlab", "stages=[train]")
+
+
+def sweep(tmp_path: Path, *overrides: str, dry_run: bool = True) -> int:
+    return main(["-m", *TINY, *overrides, f"run_root={tmp_path / 'runs'}", *(["dry_run=true"] if dry_run else [])])
+
+
+def point_dirs(sweep_dir: Path) -> list[str]:
+    return sorted(p.name for p in sweep_dir.iterdir() if (p / ".hydra").is_dir())
+
+
+def test_subdir_by_override_dirname_names_each_point_by_its_overrides(tmp_path, capsys):
+    sweep_dir = tmp_path / "sweep"
+    code = sweep(
+        tmp_path,
+        "framework.lora_rank=4,8",
+        f"hydra.sweep.dir={sweep_dir}",
+        "hydra.sweep.subdir=${hydra.job.override_dirname}",
+        "hydra.job.config.override_dirname.exclude_keys=[run_root,dry_run,cluster,model,stages]",
+    )
+    assert code == 0, capsys.readouterr().err
+    assert point_dirs(sweep_dir) == ["framework.lora_rank=4", "framework.lora_rank=8"]
+    point = sweep_dir / "framework.lora_rank=8"
+    assert "framework.lora_rank=8" in yaml.safe_load((point / ".hydra" / "overrides.yaml").read_text())
+    assert yaml.safe_load((point / ".hydra" / "config.yaml").read_text())["framework"]["lora_rank"] == 8
+    hydra = yaml.safe_load((point / ".hydra" / "hydra.yaml").read_text())["hydra"]
+    assert hydra["job"]["num"] == 1 and hydra["job"]["override_dirname"] == "framework.lora_rank=8"
+    assert (sweep_dir / "multirun.yaml").is_file()
+    assert (point / "config.yaml").is_file() and (point / "native" / "train.yaml").is_file()  # hpcft's own
+
+
+def test_override_dirname_with_custom_separators_and_excluded_keys(tmp_path, capsys):
+    code = sweep(
+        tmp_path,
+        "framework.lora_rank=4",
+        "framework.learning_rate=1e-3,1e-4",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        "hydra.sweep.subdir=${hydra.job.override_dirname}",
+        "hydra.job.config.override_dirname.kv_sep=_",
+        "hydra.job.config.override_dirname.item_sep=+",
+        "hydra.job.config.override_dirname.exclude_keys=[run_root,dry_run,cluster,model,stages,framework.lora_rank]",
+    )
+    assert code == 0, capsys.readouterr().err
+    assert point_dirs(tmp_path / "sweep") == ["framework.learning_rate_0.0001", "framework.learning_rate_0.001"]
+
+
+def test_sweep_dir_relative_to_the_working_directory_and_numbered_subdirs(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert sweep(tmp_path, "framework.lora_rank=4,8,16", "hydra.sweep.dir=mine/here") == 0
+    assert point_dirs(tmp_path / "mine" / "here") == ["0", "1", "2"]
+
+
+def test_job_name_names_the_sweep_folder_and_is_recorded(tmp_path, capsys):
+    assert sweep(tmp_path, "framework.lora_rank=4,8", "hydra.job.name=lr_study") == 0
+    (sweep_dir,) = (tmp_path / "runs").iterdir()
+    assert sweep_dir.name.startswith("lr_study-sweep-")
+    hydra = yaml.safe_load((sweep_dir / "0" / ".hydra" / "hydra.yaml").read_text())["hydra"]
+    assert hydra["job"]["name"] == "lr_study" and hydra["job"]["id"] == "0"
+
+
+def test_output_subdir_null_writes_no_hydra_folder(tmp_path, capsys):
+    assert sweep(tmp_path, "framework.lora_rank=4,8", "hydra.output_subdir=null") == 0
+    (sweep_dir,) = (tmp_path / "runs").iterdir()
+    assert (sweep_dir / "0" / "config.yaml").is_file() and not (sweep_dir / "0" / ".hydra").exists()
+
+
+def test_two_points_in_one_folder_are_refused_before_anything_is_written(tmp_path, capsys):
+    code = sweep(tmp_path, "framework.lora_rank=4,8", f"hydra.sweep.dir={tmp_path / 's'}", "hydra.sweep.subdir=same")
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "hydra.sweep.subdir: points 0 and 1 both get" in err
+    assert not (tmp_path / "s" / "same").exists()
+
+
+def test_an_existing_sweep_folder_is_never_reused(tmp_path, capsys):
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "sweep.json").write_text("{}")
+    code = sweep(tmp_path, "framework.lora_rank=4,8", f"hydra.sweep.dir={tmp_path / 's'}")
+    assert code == 2 and "already holds a sweep" in capsys.readouterr().err
+
+
+def test_batches_name_their_dry_run_scripts(tmp_path, capsys):
+    assert sweep(tmp_path, "framework.lora_rank=4,8,16,32", "hydra.sweeper.max_batch_size=2") == 0
+    (sweep_dir,) = (tmp_path / "runs").iterdir()
+    assert sorted(p.name for p in (sweep_dir / "dry_run").iterdir()) == [
+        "batch0.group0.train.sbatch",
+        "batch1.group0.train.sbatch",
+    ]
+    assert point_dirs(sweep_dir) == ["0", "1", "2", "3"]
+
+
+def test_adaptive_sweepers_are_refused_in_one_line(tmp_path, capsys):
+    assert sweep(tmp_path, "hydra/sweeper=optuna", "framework.lora_rank=4,8") == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "hydra/sweeper=optuna" in err
+
+
+class Recorder(Callback):
+    """Appends each callback Hydra fires, with the point's values, to a JSON-lines file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def _note(self, event: str, **values: Any) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps({"event": event, **values}) + "\n")
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        self._note("multirun_start")
+
+    def on_job_start(self, config: Any, **kwargs: Any) -> None:
+        self._note("job_start", num=config.hydra.job.num, lora_rank=config.framework.lora_rank)
+
+    def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
+        self._note("job_end", status=job_return.status.name, run=Path(job_return.return_value).name)
+
+
+def test_callbacks_fire_on_the_login_node_for_every_point(tmp_path, capsys):
+    log = tmp_path / "events.jsonl"
+    code = sweep(
+        tmp_path,
+        "framework.lora_rank=4,8",
+        f"+hydra.callbacks.rec._target_={Recorder.__module__}.Recorder",
+        f"+hydra.callbacks.rec.path={log}",
+    )
+    assert code == 0, capsys.readouterr().err
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    assert events[0] == {"event": "multirun_start"}
+    starts = [e for e in events if e["event"] == "job_start"]
+    assert [(e["num"], e["lora_rank"]) for e in starts] == [(0, 4), (1, 8)]
+    assert [e["run"] for e in events if e["event"] == "job_end"] == ["0", "1"]
+
+
+FOREIGN_APP = """
+import hydra
+
+@hydra.main(config_path=None, version_base="1.3")
+def main(cfg):
+    return 1.0
+
+main()
+"""
+
+
+def test_a_foreign_app_under_hpcft_s_launcher_gets_one_line(tmp_path):
+    app = tmp_path / "app.py"
+    app.write_text(FOREIGN_APP)
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    done = subprocess.run(
+        [sys.executable, str(app), "-m", "hydra/launcher=hpcft", "+x=1,2"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "hydra/launcher=hpcft submits hpcft's own fine-tuning pipelines" in done.stderr
+
+
+class Submitted:
+    """Stand-ins for sbatch/squeue/sacct/scancel: every sbatch queues a job with a new id,
+    and scancel records what it was asked to cancel."""
+
+    def __init__(self, bin_dir: Path) -> None:
+        bin_dir.mkdir()
+        self.cancelled = bin_dir / "cancelled.txt"
+        counter = bin_dir / "next_id"
+        counter.write_text("100")
+        scripts = {
+            "sbatch": f'n=$(cat {counter}); echo $((n + 1)) > {counter}; echo "Submitted batch job $n"',
+            "squeue": "exit 0",
+            "sacct": "exit 0",
+            "scancel": f'echo "$@" >> {self.cancelled}',
+        }
+        for name, body in scripts.items():
+            (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+            (bin_dir / name).chmod(0o755)
+
+
+@pytest.fixture
+def stand_in_slurm(tmp_path, monkeypatch) -> Submitted:
+    slurm = Submitted(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    return slurm
+
+
+def test_a_sweep_launched_in_batches_is_one_sweep_to_status_and_cancel(tmp_path, capsys, stand_in_slurm):
+    code = sweep(tmp_path, "framework.lora_rank=4,8,16,32", "hydra.sweeper.max_batch_size=2", dry_run=False)
+    assert code == 0, capsys.readouterr().err
+    (sweep_dir,) = (tmp_path / "runs").iterdir()
+    record = json.loads((sweep_dir / "sweep.json").read_text())
+    assert record["batches"] == 2 and record["status"] == "submitted"
+    assert [p["num"] for p in record["points"]] == [0, 1, 2, 3]
+    assert [a["job_id"] for a in record["arrays"]] == ["100", "101"]
+    capsys.readouterr()
+    assert main(["status", str(sweep_dir)]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if " train " in line]
+    assert len(rows) == 4 and all("SUBMITTED" in row for row in rows)
+    assert main(["cancel", str(sweep_dir)]) == 0
+    cancelled = stand_in_slurm.cancelled.read_text().split()
+    assert sorted(cancelled) == ["100_0", "100_1", "101_0", "101_1"]
