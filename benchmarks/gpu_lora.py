@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import JOB_ENV, PYTHON, REPO, Row, fmt, median, only_child, read_json, rows_of, run_timed, table
 from hpcft.config.schema import DeepSpeedConfig
+from hpcft.frameworks.llamafactory_memory import TRAINABLE_FRACTION
 from hpcft.resources import estimate_memory
 
 DEMO = REPO / "hpcft" / "assets" / "demo" / "llamafactory_train.json"
@@ -172,7 +173,9 @@ def main(argv: list[str]) -> int:
     trainset = args.work / "train.json"
     make_trainset(trainset, args.rows)
     hpcft_args = overrides(args, trainset, round(gpu_total_gb(args.gpu), 1))
-    estimate = estimate_memory(args.params_b, "lora", None, DeepSpeedConfig(name="none"), 1).total_gb
+    estimate = estimate_memory(
+        args.params_b, TRAINABLE_FRACTION["lora"], None, DeepSpeedConfig(name="none"), 1
+    ).total_gb
     runs = [run_pair(args, hpcft_args, i) for i in range(args.repeat)]
     result = rows(runs, estimate)
     print(table(result))

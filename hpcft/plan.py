@@ -13,12 +13,11 @@ from typing import Literal
 from hpcft.config.schema import HpcftConfig, StageName
 from hpcft.frameworks import adapter_for
 from hpcft.frameworks.base import Files
-from hpcft.jobs.spec import EvalJob, StageJob, TrainJob
-from hpcft.jobs.train import PORT_BASE, PORT_SPAN, launch_env
+from hpcft.jobs.rendezvous import PORT_BASE, PORT_SPAN, launch_env
+from hpcft.jobs.spec import StageJob, TrainJob
 from hpcft.resources import deploy_gpus
 from hpcft.rundir import RunLayout
 from hpcft.stage_site import Resources, node_share, stage_resources
-from hpcft.tracking import wandb_env
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,22 +87,10 @@ def build_pipeline(cfg: HpcftConfig, layout: RunLayout) -> Pipeline:
             )
         )
     if StageName.eval in cfg.stages:
-        assert cfg.evalset is not None  # checked by validate_stages
         stages.append(
             Stage(
                 name=StageName.eval,
-                job=EvalJob(
-                    run_dir=str(layout.root),
-                    evalset=cfg.evalset,
-                    max_new_tokens=cfg.eval.max_new_tokens,
-                    request_timeout_s=cfg.eval.request_timeout_s,
-                    endpoint_timeout_s=cfg.eval.endpoint_timeout_s,
-                    concurrency=cfg.eval.concurrency,
-                    retries=cfg.eval.retries,
-                    chat_template=cfg.model.template,
-                    env=wandb_env(cfg, layout, "eval"),
-                    task=adapter.eval_task,
-                ),
+                job=adapter.eval_job(layout),
                 resources=stage_resources(
                     c, c.eval, gpus=0, cpus=1, mem=adapter.eval_mem, time=cfg.eval.time, partition=c.cpu_partition
                 ),

@@ -96,9 +96,6 @@ class MemoryEstimate:
         return self.weights_gb + self.gradients_gb + self.optimizer_gb + self.activations_gb + self.overhead_gb
 
 
-TRAINABLE_FRACTION = {"full": 1.0, "freeze": 0.1, "lora": 0.004}
-"""Share of parameters that get gradients and optimizer states (LoRA at rank 8 on all
-linear layers trains 0.3-0.5 % of a 7B model)."""
 CUDA_CONTEXT_GB = 1.0
 """The CUDA context, the allocator's reserve and NCCL buffers, per GPU."""
 
@@ -135,22 +132,24 @@ def activations_gb(shape: ModelShape, seq: int, batch: int, checkpointing: bool)
 
 def estimate_memory(
     params_b: float,
-    method: str,
+    trainable_fraction: float,
     quant_bits: int | None,
     ds: DeepSpeedConfig,
     gpus: int,
     activations: float = 0.0,
 ) -> MemoryEstimate:
-    """Per-GPU memory of mixed-precision AdamW: full fine-tuning keeps fp32 master weights
-    and a bf16 copy (6 bytes a parameter), fp32 gradients (4) and Adam's two moments (8), 18 in
-    all; LoRA and freeze keep the frozen weights in bf16 (2; 4-bit 0.55, 8-bit 1.1) and the
-    trainable ones like full fine-tuning. Each is divided over `gpus` by the ZeRO stage that
-    shards it; `activations` (GB, `activations_gb`) and the CUDA context come on top."""
+    """Per-GPU memory of mixed-precision AdamW training `trainable_fraction` of the
+    parameters (1.0: all of them; the framework knows what its methods train). Full
+    fine-tuning keeps fp32 master weights and a bf16 copy (6 bytes a parameter), fp32
+    gradients (4) and Adam's two moments (8), 18 in all; partial training keeps the frozen
+    weights in bf16 (2; 4-bit 0.55, 8-bit 1.1) and the trainable ones like full fine-tuning.
+    Each is divided over `gpus` by the ZeRO stage that shards it; `activations` (GB,
+    `activations_gb`) and the CUDA context come on top."""
     params = params_b * 1e9
     stage = ds.zero_stage or 0
-    trainable = params * TRAINABLE_FRACTION.get(method, 1.0)
+    trainable = params * trainable_fraction
     frozen_bytes = {4: 0.55, 8: 1.1}.get(quant_bits or 0, 2.0)
-    weight_bytes = params * 6 if method == "full" else params * frozen_bytes + trainable * 4
+    weight_bytes = params * 6 if trainable_fraction >= 1 else params * frozen_bytes + trainable * 4
     weights = weight_bytes / (gpus if stage >= 3 else 1)
     gradients = trainable * 4 / (gpus if stage >= 2 else 1)
     optimizer = trainable * 8 / (gpus if stage >= 1 else 1)

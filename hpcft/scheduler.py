@@ -50,6 +50,9 @@ class StageState(StrEnum):
     REVOKED = "REVOKED"
     SPECIAL_EXIT = "SPECIAL_EXIT"
 
+    def __repr__(self) -> str:
+        return repr(self.value)
+
     @classmethod
     def of(cls, text: str) -> StageState:
         """The state Slurm printed (`CANCELLED by 0` is CANCELLED), UNKNOWN for any other."""

@@ -70,3 +70,32 @@ def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untype
         terminalreporter.write_line(
             f"fault scenarios on the real cluster: {tried} injected, {faults['passed']} survived"
         )
+
+
+class StandInSlurm:
+    """Stand-ins for sbatch/squeue/sacct/scancel, for tests of what hpcft does around Slurm
+    (the real cluster is in tests/integration): every sbatch returns a new job id from 100 on,
+    squeue and sacct print `queue`/`accounting` (their own formats), and scancel records
+    what it was asked to cancel in `cancelled`."""
+
+    def __init__(self, bin_dir: Path) -> None:
+        bin_dir.mkdir()
+        self.cancelled, self.queue, self.accounting = (bin_dir / n for n in ("cancelled", "queue", "accounting"))
+        counter = bin_dir / "next_id"
+        counter.write_text("100")
+        scripts = {
+            "sbatch": f'n=$(cat {counter}); echo $((n + 1)) > {counter}; echo "Submitted batch job $n"',
+            "squeue": f"cat {self.queue} 2>/dev/null; exit 0",
+            "sacct": f"cat {self.accounting} 2>/dev/null; exit 0",
+            "scancel": f'echo "$@" >> {self.cancelled}',
+        }
+        for name, body in scripts.items():
+            (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+            (bin_dir / name).chmod(0o755)
+
+
+@pytest.fixture
+def stand_in_slurm(tmp_path, monkeypatch) -> StandInSlurm:
+    slurm = StandInSlurm(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    return slurm

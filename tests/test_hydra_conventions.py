@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from hydra.experimental.callback import Callback
 
@@ -180,33 +179,6 @@ def test_a_foreign_app_under_hpcft_s_launcher_gets_one_line(tmp_path):
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     assert "hydra/launcher=hpcft submits hpcft's own fine-tuning pipelines" in done.stderr
-
-
-class Submitted:
-    """Stand-ins for sbatch/squeue/sacct/scancel: every sbatch queues a job with a new id,
-    and scancel records what it was asked to cancel."""
-
-    def __init__(self, bin_dir: Path) -> None:
-        bin_dir.mkdir()
-        self.cancelled = bin_dir / "cancelled.txt"
-        counter = bin_dir / "next_id"
-        counter.write_text("100")
-        scripts = {
-            "sbatch": f'n=$(cat {counter}); echo $((n + 1)) > {counter}; echo "Submitted batch job $n"',
-            "squeue": "exit 0",
-            "sacct": "exit 0",
-            "scancel": f'echo "$@" >> {self.cancelled}',
-        }
-        for name, body in scripts.items():
-            (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
-            (bin_dir / name).chmod(0o755)
-
-
-@pytest.fixture
-def stand_in_slurm(tmp_path, monkeypatch) -> Submitted:
-    slurm = Submitted(tmp_path / "bin")
-    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
-    return slurm
 
 
 def test_a_sweep_launched_in_batches_is_one_sweep_to_status_and_cancel(tmp_path, capsys, stand_in_slurm):

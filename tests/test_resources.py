@@ -7,6 +7,7 @@ import pytest
 from hpcft.cli import main
 from hpcft.config.schema import DeepSpeedConfig
 from hpcft.configure import load_config
+from hpcft.frameworks.llamafactory_memory import TRAINABLE_FRACTION
 from hpcft.resources import batch_layout, estimate_memory
 
 NONE = DeepSpeedConfig(name="none")
@@ -48,18 +49,19 @@ def test_derived_accumulation_reaches_the_native_config_and_is_printed(run_root,
 
 def test_full_finetune_shards_with_zero_stage():
     full = [
-        estimate_memory(7.0, "full", None, DeepSpeedConfig(name="z", zero_stage=s), 8).total_gb for s in (0, 1, 2, 3)
+        estimate_memory(7.0, TRAINABLE_FRACTION["full"], None, DeepSpeedConfig(name="z", zero_stage=s), 8).total_gb
+        for s in (0, 1, 2, 3)
     ]
     assert full == sorted(full, reverse=True)
     assert full[0] > 80 > full[3]
     offload = DeepSpeedConfig(name="o", zero_stage=3, offload_optimizer=True, offload_param=True)
-    assert estimate_memory(70.0, "full", None, offload, 16).total_gb < 20  # fp32 gradients, sharded
+    assert estimate_memory(70.0, TRAINABLE_FRACTION["full"], None, offload, 16).total_gb < 20  # fp32 gradients, sharded
 
 
 def test_lora_and_qlora_need_less_than_full():
-    lora = estimate_memory(8.0, "lora", None, NONE, 8).total_gb
-    qlora = estimate_memory(8.0, "lora", 4, NONE, 8).total_gb
-    assert qlora < lora < estimate_memory(8.0, "full", None, NONE, 8).total_gb
+    lora = estimate_memory(8.0, TRAINABLE_FRACTION["lora"], None, NONE, 8).total_gb
+    qlora = estimate_memory(8.0, TRAINABLE_FRACTION["lora"], 4, NONE, 8).total_gb
+    assert qlora < lora < estimate_memory(8.0, TRAINABLE_FRACTION["full"], None, NONE, 8).total_gb
 
 
 @pytest.mark.parametrize(
@@ -118,7 +120,9 @@ def test_the_estimate_is_within_15_percent_of_llamafactorys_table():
     for (method, bits), sizes in LLAMAFACTORY_TABLE.items():
         for params_b, published in sizes.items():
             act = activations_gb(model_shape("/no/such/model", params_b), 2048, 1, True)  # its examples' cutoff_len
-            total = estimate_memory(params_b, method, bits, DeepSpeedConfig(name="none"), 1, act).total_gb
+            total = estimate_memory(
+                params_b, TRAINABLE_FRACTION[method], bits, DeepSpeedConfig(name="none"), 1, act
+            ).total_gb
             assert abs(total / published - 1) <= 0.15, (method, bits, params_b, total, published)
 
 

@@ -39,7 +39,7 @@ def test_a_lora_adapter_is_served_unmerged_beside_its_base_on_one_server():
     assert argv[argv.index("--dtype") : argv.index("--dtype") + 2] == ["--dtype", "float32"]  # CPU build
     assert job.export_argv is None and job.baseline_argv is None  # no merge, one server
     assert (job.model_name, job.baseline_model_name) == ("tiny_llama-ft", "tiny_llama-base")
-    assert job.ready_probe and job.env == {"VLLM_CPU_KVCACHE_SPACE": "1"}
+    assert job.ready_probe and job.env == {"VLLM_API_KEY": "{api_key}", "VLLM_CPU_KVCACHE_SPACE": "1"}
     assert "--api-key" not in argv  # the key comes in the environment, not in `ps`
 
 
@@ -93,9 +93,20 @@ def test_the_server_command_gets_its_address_and_key(monkeypatch):
     started = {}
     monkeypatch.setattr(deploy.subprocess, "Popen", lambda argv, env: started.update(argv=argv, env=env))
     monkeypatch.delenv("SLURMD_NODENAME", raising=False)
+    monkeypatch.delenv("API_KEY", raising=False)
     deploy.start_server(vllm_job(), ["python", "--host", "{host}", "--port", "{port}"], "m", 8123, "k3y")
     assert started["argv"][-4:] == ["--host", "127.0.0.1", "--port", "8123"]
-    assert started["env"]["VLLM_API_KEY"] == started["env"]["API_KEY"] == "k3y"
+    assert started["env"]["VLLM_API_KEY"] == "k3y" and "API_KEY" not in started["env"]
+    # LLaMA-Factory's API server reads its address, name and key from the environment
+    hf = adapter_for(load_config(["model=tiny_llama", "deploy.backend=huggingface"])).deploy_job(LAYOUT)
+    deploy.start_server(hf, hf.serve_argv, "m", 8123, "k3y")
+    assert {k: started["env"][k] for k in ("API_HOST", "API_PORT", "API_MODEL_NAME", "API_KEY")} == {
+        "API_HOST": "127.0.0.1",
+        "API_PORT": "8123",
+        "API_MODEL_NAME": "m",
+        "API_KEY": "k3y",
+    }
+    assert all("k3y" not in a for a in started["argv"])  # the key is never on a command line
 
 
 class FakeModels:

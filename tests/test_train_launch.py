@@ -6,8 +6,8 @@ from pathlib import Path
 
 from hpcft.configure import load_config
 from hpcft.frameworks import adapter_for
+from hpcft.jobs.rendezvous import PORT_BASE, PORT_SPAN, launch_env, master_port
 from hpcft.jobs.spec import TrainJob
-from hpcft.jobs.train import PORT_BASE, PORT_SPAN, launch_env, master_port
 from hpcft.rundir import RunLayout
 
 

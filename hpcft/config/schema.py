@@ -37,6 +37,9 @@ class StageName(StrEnum):
     deploy = "deploy"
     eval = "eval"
 
+    def __repr__(self) -> str:  # messages say 'deploy', as they did when stages were strings
+        return repr(self.value)
+
 
 @dataclass(kw_only=True)
 class ModelConfig:

@@ -21,7 +21,7 @@ from hpcft.config.checks import check_choice, check_positive
 from hpcft.config.schema import FrameworkConfig, HpcftConfig, ModelKind
 from hpcft.deepspeed import deepspeed_json
 from hpcft.errors import ConfigError, DataError, unknown_name
-from hpcft.jobs.spec import DeployJob, TrainJob
+from hpcft.jobs.spec import DeployJob, EvalJob, TrainJob
 from hpcft.resources import BatchLayout, batch_layout
 from hpcft.rundir import RunLayout
 from hpcft.tracking import report_to, wandb_env
@@ -81,6 +81,10 @@ class Overridden:
     why: str
 
 
+API_ENV = {"API_HOST": "{host}", "API_PORT": "{port}", "API_MODEL_NAME": "{model}", "API_KEY": "{api_key}"}
+"""Where LLaMA-Factory's API server (`llamafactory-cli api`) reads its address, model name and
+key, the contract hpcft's own embedding server (`hpcft.serve`) follows too."""
+
 BASELINE_MAX_PARAMS_B = 1.0
 """Up to this size a second copy of the model for scoring the base costs little."""
 
@@ -106,6 +110,28 @@ class FrameworkAdapter(ABC):
     def eval_task(self) -> str:
         """What the eval job measures through the served model (see EvalJob.task)."""
         return "generation"
+
+    eval_columns: ClassVar[tuple[tuple[str, ...], str]] = ((), "")
+    """A generation eval set's prompt columns (joined by newlines) and its reference column."""
+
+    def eval_job(self, layout: RunLayout) -> EvalJob:
+        """What the eval job runs: the eval set through the served model."""
+        e, (prompt_columns, label_column) = self.cfg.eval, self.eval_columns
+        assert self.cfg.evalset is not None  # checked by validate_stages
+        return EvalJob(
+            run_dir=str(layout.root),
+            evalset=self.cfg.evalset,
+            task=self.eval_task,
+            prompt_columns=prompt_columns,
+            label_column=label_column,
+            max_new_tokens=e.max_new_tokens,
+            request_timeout_s=e.request_timeout_s,
+            endpoint_timeout_s=e.endpoint_timeout_s,
+            concurrency=e.concurrency,
+            retries=e.retries,
+            chat_template=self.cfg.model.template,
+            env=wandb_env(self.cfg, layout, "eval"),
+        )
 
     def deepspeed_path(self, layout: RunLayout) -> str | None:
         """The DeepSpeed config the trainer gets (`--deepspeed`), when a ZeRO preset is chosen."""

@@ -17,7 +17,7 @@ from hpcft.config.checks import check_choice, check_positive
 from hpcft.config.schema import FrameworkConfig, ModelKind
 from hpcft.data import RetrievalEvalSet, Row, check_rows, read_retrieval_eval, scan_rows
 from hpcft.errors import ConfigError, DataError
-from hpcft.frameworks.base import Files, FrameworkAdapter, native_argument_names
+from hpcft.frameworks.base import API_ENV, Files, FrameworkAdapter, native_argument_names
 from hpcft.frameworks.vllm_serving import READY, VllmServer
 from hpcft.jobs.spec import DeployJob, TrainJob
 from hpcft.resources import deploy_gpus, retrieval_eval_mem
@@ -298,6 +298,7 @@ class Adapter(FrameworkAdapter):
             export_argv=None,
             serve_argv=serve,
             model_name=name,
+            env=API_ENV,
             port=d.port,
             ready_timeout_s=d.ready_timeout_s,
             keep_serving=d.keep_serving,

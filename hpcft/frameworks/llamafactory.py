@@ -12,7 +12,7 @@ from typing import Any, cast
 from hpcft.config.checks import check_choice, check_positive, check_range
 from hpcft.config.schema import Executor, HpcftConfig, ModelKind
 from hpcft.errors import ConfigError
-from hpcft.frameworks.base import Files, FrameworkAdapter
+from hpcft.frameworks.base import API_ENV, Files, FrameworkAdapter
 from hpcft.frameworks.llamafactory_config import Config
 from hpcft.frameworks.llamafactory_data import FORMATTINGS, Formatting, Stage
 from hpcft.frameworks.llamafactory_datasets import STAGE_RANKING, TrainingData, eval_rows_check, training_data
@@ -44,6 +44,8 @@ class Adapter(FrameworkAdapter):
     name = "llamafactory"
     kinds = (ModelKind.llm,)
     backends = ("huggingface", "vllm", "sglang")
+    eval_columns = (("instruction", "input"), "output")
+    """The user message alpaca rows make: instruction, then input; `output` is the reference."""
     first_class = (
         *FrameworkAdapter.first_class,
         "stage",
@@ -274,6 +276,7 @@ class Adapter(FrameworkAdapter):
             if self.scores_baseline
             else None,
             baseline_model_name=f"{self.cfg.model.name}-base" if self.scores_baseline else "",
+            env=API_ENV,
             port=d.port,
             ready_timeout_s=d.ready_timeout_s,
             keep_serving=d.keep_serving,

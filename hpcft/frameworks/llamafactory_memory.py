@@ -34,23 +34,27 @@ def training_activations_gb(cfg: HpcftConfig) -> float:
     return activations_gb(shape, fw.cutoff_len, fw.per_device_train_batch_size, checkpointing)
 
 
+TRAINABLE_FRACTION = {"full": 1.0, "freeze": 0.1, "lora": 0.004}
+"""Share of parameters each `finetuning_type` trains, with gradients and optimizer states
+(LoRA at rank 8 on all linear layers trains 0.3-0.5 % of a 7B model)."""
+
+
+def estimate(cfg: HpcftConfig, method: str, bits: int | None, ds: DeepSpeedConfig, act: float) -> MemoryEstimate:
+    gpus = cfg.cluster.nodes * cfg.cluster.gpus_per_node
+    return estimate_memory(cfg.model.params_b, TRAINABLE_FRACTION.get(method, 1.0), bits, ds, gpus, act)
+
+
 def check_memory_fit(cfg: HpcftConfig) -> MemoryEstimate:
     """Refuse a train job whose per-GPU estimate exceeds the GPU, naming what would fit."""
     fw, c = lf_settings(cfg), cfg.cluster
-    gpus = c.nodes * c.gpus_per_node
     act = training_activations_gb(cfg)
-    mine = estimate_memory(cfg.model.params_b, fw.finetuning_type, fw.quantization_bit, cfg.deepspeed, gpus, act)
+    mine = estimate(cfg, fw.finetuning_type, fw.quantization_bit, cfg.deepspeed, act)
     if mine.total_gb <= c.gpu_mem_gb:
         return mine
     fits = []
     for hint, method, bits, preset in FIT_ALTERNATIVES:
-        other = estimate_memory(
-            cfg.model.params_b,
-            method or fw.finetuning_type,
-            bits if method else fw.quantization_bit,
-            preset or cfg.deepspeed,
-            gpus,
-            act,
+        other = estimate(
+            cfg, method or fw.finetuning_type, bits if method else fw.quantization_bit, preset or cfg.deepspeed, act
         )
         if other.total_gb <= c.gpu_mem_gb:
             fits.append(hint)
@@ -58,5 +62,6 @@ def check_memory_fit(cfg: HpcftConfig) -> MemoryEstimate:
     raise ConfigError(
         "cluster.gpu_mem_gb",
         f"{cfg.model.name} ({cfg.model.params_b}B, {fw.finetuning_type}, deepspeed={cfg.deepspeed.name}) needs"
-        f" ~{mine.total_gb:.0f} GB per GPU over {gpus} GPUs, more than the {c.gpu_mem_gb:g} GB a GPU has{suggestion}",
+        f" ~{mine.total_gb:.0f} GB per GPU over {c.nodes * c.gpus_per_node} GPUs,"
+        f" more than the {c.gpu_mem_gb:g} GB a GPU has{suggestion}",
     )

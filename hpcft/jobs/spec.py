@@ -28,12 +28,15 @@ class DeployJob:
     export_argv: list[str] | None
     """Command that prepares the served weights (e.g. merging a LoRA adapter), or None."""
     serve_argv: list[str]
-    """Command that starts the OpenAI-compatible server: it reads `API_HOST`/`API_PORT`, or
-    takes them where its arguments say `{host}` and `{port}`; the run's key comes in
-    `API_KEY` (LLaMA-Factory) and `VLLM_API_KEY` (vLLM)."""
+    """Command that starts the OpenAI-compatible server; `{host}` and `{port}` in an argument
+    are filled in by the deploy job."""
     model_name: str
     """The model name clients send in requests."""
     env: dict[str, str] = field(default_factory=dict)
+    """The servers' environment, in the server's own contract (the adapter's knowledge):
+    `{host}`, `{port}`, `{model}` (the name that server serves) and `{api_key}` (the run's
+    key, read from its 0600 file at run time, so it is never in a script or record) in a
+    value are filled in by the deploy job for each server it starts."""
     port: int = 0
     ready_path: str = "/v1/models"
     ready_probe: dict[str, object] | None = None
@@ -57,6 +60,11 @@ class EvalJob:
     `embedding` / `rerank`: rows `{query, pos, neg}` (see hpcft.jobs.retrieval)."""
     task: str = "generation"
     """What is evaluated: `generation` (chat), `embedding` (retrieval) or `rerank`."""
+    prompt_columns: tuple[str, ...] = ()
+    """`generation`: the row's columns that make the user message, the non-empty ones joined
+    by a newline; the framework's adapter says which (`FrameworkAdapter.eval_columns`)."""
+    label_column: str = ""
+    """`generation`: the column holding the reference answer."""
     max_new_tokens: int = 128
     request_timeout_s: int = 300
     endpoint_timeout_s: int = 3600

@@ -14,16 +14,9 @@ import time
 from pathlib import Path
 
 from hpcft.jobs.process import resolve
+from hpcft.jobs.rendezvous import launch_env, master_port
 from hpcft.jobs.spec import TrainJob
 from hpcft.plots import ensure_loss_plot
-
-PORT_BASE, PORT_SPAN = 20000, 10000
-"""Rendezvous ports lie in [20000, 30000): below Linux's ephemeral range (32768+)."""
-
-
-def master_port(job_id: str) -> int:
-    digits = "".join(ch for ch in job_id.split("_")[0] if ch.isdigit()) or "0"
-    return PORT_BASE + int(digits) % PORT_SPAN
 
 
 def rendezvous() -> dict[str, str]:
@@ -37,20 +30,6 @@ def rendezvous() -> dict[str, str]:
         "MASTER_ADDR": env.hostnames[0] if env.num_nodes > 1 else "127.0.0.1",
         "MASTER_PORT": str(master_port(str(env.job_id))),
     }
-
-
-def launch_env(job: TrainJob, rdv: dict[str, str]) -> list[str]:
-    """The command with this node's rendezvous flags when it is a torchrun launch."""
-    argv = list(job.argv)
-    if argv[0] != "torchrun":
-        return argv
-    flags = [
-        f"--nnodes={rdv['NNODES']}",
-        f"--node_rank={rdv['NODE_RANK']}",
-        f"--master_addr={rdv['MASTER_ADDR']}",
-        f"--master_port={rdv['MASTER_PORT']}",
-    ]
-    return [argv[0], *flags, *argv[1:]]
 
 
 def ignore_warning_signal() -> None:

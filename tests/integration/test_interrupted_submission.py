@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from hpcft import submit
+from hpcft import manifest as run_record
 from hpcft.cli import main
 from tests.conftest import REPO, needs_slurm
 from tests.integration.helpers import FAST, hpcft
@@ -114,7 +114,7 @@ def test_sigkill_during_the_second_sbatch_leaves_a_job_that_status_and_cancel_fi
 
 
 def test_a_disk_that_fills_after_the_first_sbatch_leaves_nothing_queued(run_root, monkeypatch, capsys):
-    real_write, writes = submit.write_json_atomic, []
+    real_write, writes = run_record.write_json_atomic, []
 
     def full_disk(path, data):  # type: ignore[no-untyped-def]
         writes.append(path)
@@ -122,7 +122,7 @@ def test_a_disk_that_fills_after_the_first_sbatch_leaves_nothing_queued(run_root
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(path, data)
 
-    monkeypatch.setattr(submit, "write_json_atomic", full_disk)
+    monkeypatch.setattr(run_record, "write_json_atomic", full_disk)
     code = main(["model=tiny_llama", "cluster=slurmlab", f"run_root={run_root}", *FAST])
     err = capsys.readouterr().err
     assert code == 1 and "No space left on device" in err and "cancelled train" in err
