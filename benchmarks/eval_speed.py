@@ -17,10 +17,9 @@ from typing import Any
 
 from benchmarks.common import Result, fmt, median, rows_of
 from benchmarks.standin_engine import Engine, Server
-from hpcft.frameworks.llamafactory import Adapter as LlamaFactoryAdapter
+from hpcft.frameworks.llamafactory import alpaca_eval_job
 from hpcft.jobs.evaluate import run_eval
 from hpcft.jobs.metrics import score
-from hpcft.jobs.spec import EvalJob
 from hpcft.rundir import RunLayout, write_json_atomic
 
 LATENCY_S, CAPACITY, ROWS = 0.1, 64, 10_000
@@ -35,15 +34,7 @@ def one_eval(work: Path, rows: int, concurrency: int) -> dict[str, float]:
         layout = RunLayout(folder / "run")
         write_json_atomic(layout.endpoint, server.endpoint)
         start = time.perf_counter()
-        prompt_columns, label_column = LlamaFactoryAdapter.eval_columns
-        job = EvalJob(
-            run_dir=str(layout.root),
-            evalset=str(evalset),
-            concurrency=concurrency,
-            prompt_columns=prompt_columns,
-            label_column=label_column,
-        )
-        run_eval(job)
+        run_eval(alpaca_eval_job(str(layout.root), str(evalset), concurrency=concurrency))
         wall = time.perf_counter() - start
     records = [json.loads(line) for line in layout.predictions.read_text().splitlines()]
     start = time.perf_counter()

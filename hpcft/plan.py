@@ -12,7 +12,7 @@ from typing import Literal
 
 from hpcft.config.schema import HpcftConfig, StageName
 from hpcft.frameworks import adapter_for
-from hpcft.frameworks.base import Files
+from hpcft.frameworks.base import Files, FrameworkAdapter
 from hpcft.jobs.rendezvous import PORT_BASE, PORT_SPAN, launch_env
 from hpcft.jobs.spec import StageJob, TrainJob
 from hpcft.resources import deploy_gpus
@@ -56,54 +56,58 @@ def run_base_name(cfg: HpcftConfig) -> str:
 def build_pipeline(cfg: HpcftConfig, layout: RunLayout) -> Pipeline:
     """Stages `train -> deploy -> eval` (the configured prefix) with resources and dependencies."""
     adapter = adapter_for(cfg)
-    c = cfg.cluster
     files = dict(adapter.train_files(layout))
-    stages = [
-        Stage(
-            name=StageName.train,
-            job=adapter.train_job(layout),
-            resources=stage_resources(
-                c,
-                c.train,
-                gpus=c.gpus_per_node,
-                cpus=c.cpus_per_node,
-                mem=c.mem,
-                time=c.time,
-                nodes=c.nodes,
-                exclusive=c.exclusive,
-            ),
-        )
-    ]
+    stages = [train_stage(cfg, adapter, layout)]
     if StageName.deploy in cfg.stages:
         files.update(adapter.deploy_files(layout))
-        gpus = deploy_gpus(cfg)
-        cpus, mem = node_share(c, gpus)
-        stages.append(
-            Stage(
-                name=StageName.deploy,
-                job=adapter.deploy_job(layout),
-                resources=stage_resources(c, c.deploy, gpus=gpus, cpus=cpus, mem=mem, time=cfg.deploy.time),
-                after=(Dependency(kind="afterok", stage=StageName.train),),
-            )
-        )
+        stages.append(deploy_stage(cfg, adapter, layout))
     if StageName.eval in cfg.stages:
-        stages.append(
-            Stage(
-                name=StageName.eval,
-                job=adapter.eval_job(layout),
-                resources=stage_resources(
-                    c, c.eval, gpus=0, cpus=1, mem=adapter.eval_mem, time=cfg.eval.time, partition=c.cpu_partition
-                ),
-                # Eval talks to the running server, so it starts once deploy has started; the
-                # `afterok` on train makes Slurm cancel it too when training fails.
-                after=(
-                    Dependency(kind="afterok", stage=StageName.train),
-                    Dependency(kind="after", stage=StageName.deploy),
-                ),
-            )
-        )
-    notes = [*adapter.notes(), launch_note(stages[0].job, c.nodes), *interpreter_notes(stages)]
+        stages.append(eval_stage(cfg, adapter, layout))
+    notes = [*adapter.notes(), launch_note(stages[0].job, cfg.cluster.nodes), *interpreter_notes(stages)]
     return Pipeline(run_name=layout.root.name, layout=layout, stages=tuple(stages), files=files, notes=tuple(notes))
+
+
+def train_stage(cfg: HpcftConfig, adapter: FrameworkAdapter, layout: RunLayout) -> Stage:
+    """The whole allocation: every node, with the cluster's (or `cluster.train`'s) resources."""
+    c = cfg.cluster
+    resources = stage_resources(
+        c,
+        c.train,
+        gpus=c.gpus_per_node,
+        cpus=c.cpus_per_node,
+        mem=c.mem,
+        time=c.time,
+        nodes=c.nodes,
+        exclusive=c.exclusive,
+    )
+    return Stage(name=StageName.train, job=adapter.train_job(layout), resources=resources)
+
+
+def deploy_stage(cfg: HpcftConfig, adapter: FrameworkAdapter, layout: RunLayout) -> Stage:
+    """The GPUs the served model needs, with their share of a node's CPUs and memory."""
+    c, gpus = cfg.cluster, deploy_gpus(cfg)
+    cpus, mem = node_share(c, gpus)
+    return Stage(
+        name=StageName.deploy,
+        job=adapter.deploy_job(layout),
+        resources=stage_resources(c, c.deploy, gpus=gpus, cpus=cpus, mem=mem, time=cfg.deploy.time),
+        after=(Dependency(kind="afterok", stage=StageName.train),),
+    )
+
+
+def eval_stage(cfg: HpcftConfig, adapter: FrameworkAdapter, layout: RunLayout) -> Stage:
+    """One CPU on the CPU partition: eval only sends requests (and ranks, for retrieval)."""
+    c = cfg.cluster
+    return Stage(
+        name=StageName.eval,
+        job=adapter.eval_job(layout),
+        resources=stage_resources(
+            c, c.eval, gpus=0, cpus=1, mem=adapter.eval_mem, time=cfg.eval.time, partition=c.cpu_partition
+        ),
+        # Eval talks to the running server, so it starts once deploy has started; the
+        # `afterok` on train makes Slurm cancel it too when training fails.
+        after=(Dependency(kind="afterok", stage=StageName.train), Dependency(kind="after", stage=StageName.deploy)),
+    )
 
 
 def launch_note(job: StageJob, nodes: int) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.standin_engine import Engine, Faults, Server
-from hpcft.frameworks.llamafactory import Adapter as LlamaFactoryAdapter
+from hpcft.frameworks.llamafactory import alpaca_eval_job
 from hpcft.jobs.evaluate import run_eval
 from hpcft.jobs.spec import EvalJob
 from hpcft.rundir import RunLayout, write_json_atomic
@@ -25,15 +25,7 @@ def eval_run(tmp_path: Path, rows: int, server: Server, **job: object) -> tuple[
     layout = RunLayout(tmp_path / "run")
     write_json_atomic(layout.endpoint, server.endpoint)
     settings = {"concurrency": 16, "retries": 3, "retry_backoff_s": 0.01, "endpoint_timeout_s": 5, **job}
-    prompt_columns, label_column = LlamaFactoryAdapter.eval_columns
-    job = EvalJob(
-        run_dir=str(layout.root),
-        evalset=str(evalset),
-        prompt_columns=prompt_columns,
-        label_column=label_column,
-        **settings,  # type: ignore[arg-type]
-    )
-    return job, layout
+    return alpaca_eval_job(str(layout.root), str(evalset), **settings), layout
 
 
 def predictions(layout: RunLayout) -> list[dict]:

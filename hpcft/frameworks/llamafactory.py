@@ -19,7 +19,7 @@ from hpcft.frameworks.llamafactory_datasets import STAGE_RANKING, TrainingData, 
 from hpcft.frameworks.llamafactory_memory import check_memory_fit
 from hpcft.frameworks.llamafactory_native import check_recipe, native_yaml_values, read_native_config
 from hpcft.frameworks.vllm_serving import READY_PROBE, VllmServer
-from hpcft.jobs.spec import DeployJob, TrainJob
+from hpcft.jobs.spec import DeployJob, EvalJob, TrainJob
 from hpcft.resources import deploy_gpus
 from hpcft.rundir import RunLayout, yaml_text
 from hpcft.tracking import report_to
@@ -38,6 +38,14 @@ def native_yaml(values: dict[str, Any]) -> str:
 PRECISION_KEYS = frozenset({"bf16", "fp16", "pure_bf16"})
 NO_BF16 = frozenset({"v100", "t4", "p100", "p40", "k80", "rtx2080", "rtx2080ti", "titanv"})
 """GPU types without bfloat16 (compute capability below 8.0): fp16 there instead."""
+
+
+def alpaca_eval_job(run_dir: str, evalset: str, **settings: Any) -> EvalJob:
+    """An eval job over alpaca rows outside a run's plan (benchmarks, tests of the eval engine)."""
+    prompt_columns, label_column = Adapter.eval_columns
+    return EvalJob(
+        run_dir=run_dir, evalset=evalset, prompt_columns=prompt_columns, label_column=label_column, **settings
+    )
 
 
 class Adapter(FrameworkAdapter):
