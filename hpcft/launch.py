@@ -134,6 +134,8 @@ def check_point_dirs(points: Sequence[PointConfig], sweep_dir: Path) -> None:
                 " use a subdir that differs per point, e.g. ${hydra.job.num}"
             )
         seen[p.run_dir] = p.num
+        if "%" in str(p.run_dir):  # Slurm would read it as a file-name pattern
+            raise UserError(f"hydra.sweep.subdir: point {p.num}'s folder {p.run_dir} has a '%'; exclude that key")
         if sweep_dir.resolve() not in p.run_dir.resolve().parents:
             raise UserError(f"hydra.sweep.subdir: point {p.num}'s folder {p.run_dir} is outside {sweep_dir}")
         if p.run_dir.exists():

@@ -67,6 +67,27 @@ class Models:
         return [float(s) for s in (scores if isinstance(scores, list) else [scores])]
 
 
+def embeddings_response(models: Models, request: dict[str, Any]) -> dict[str, Any]:
+    """`/v1/embeddings` as OpenAI answers it: a string or a list in, vectors (or base64) out."""
+    texts = request["input"] if isinstance(request["input"], list) else [request["input"]]
+    vectors: list[Any] = models.embed(request["model"], texts)
+    if request.get("encoding_format") == "base64":  # the OpenAI API's compact form
+        vectors = [base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode() for v in vectors]
+    data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
+    return {"object": "list", "data": data, "model": request["model"]}
+
+
+def rerank_response(models: Models, request: dict[str, Any]) -> dict[str, Any]:
+    """`/v1/rerank` as vLLM and Jina answer it: documents by score, best first (`top_n` of them)."""
+    scores = models.rerank(request["model"], request["query"], request["documents"])
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])[: request.get("top_n") or len(scores)]
+    return {"model": request["model"], "results": [{"index": i, "relevance_score": scores[i]} for i in order]}
+
+
+ROUTES = {("/v1/embeddings", "embedding"): embeddings_response, ("/v1/rerank", "rerank"): rerank_response}
+"""What each kind of model answers, by path."""
+
+
 def make_handler(models: Models, api_key: str | None) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def _authorized(self) -> bool:
@@ -95,22 +116,12 @@ def make_handler(models: Models, api_key: str | None) -> type[BaseHTTPRequestHan
         def do_POST(self) -> None:
             if not self._authorized():
                 return
+            route = ROUTES.get((self.path, models.kind))
+            if route is None:
+                self._send(404, {"error": {"message": f"no route {self.path} for a {models.kind} model"}})
+                return
             try:
-                request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                if self.path == "/v1/embeddings" and models.kind == "embedding":
-                    texts = request["input"] if isinstance(request["input"], list) else [request["input"]]
-                    vectors: list[Any] = models.embed(request["model"], texts)
-                    if request.get("encoding_format") == "base64":  # the OpenAI API's compact form
-                        vectors = [base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode() for v in vectors]
-                    data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
-                    self._send(200, {"object": "list", "data": data, "model": request["model"]})
-                elif self.path == "/v1/rerank" and models.kind == "rerank":
-                    scores = models.rerank(request["model"], request["query"], request["documents"])
-                    order = sorted(range(len(scores)), key=lambda i: -scores[i])[: request.get("top_n") or len(scores)]
-                    results = [{"index": i, "relevance_score": scores[i]} for i in order]
-                    self._send(200, {"model": request["model"], "results": results})
-                else:
-                    self._send(404, {"error": {"message": f"no route {self.path} for a {models.kind} model"}})
+                self._send(200, route(models, json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))))
             except (KeyError, ValueError, TypeError) as e:
                 self._send(400, {"error": {"message": str(e)}})
 

@@ -64,10 +64,10 @@ class HpcftSweeper(BasicSweeper):
 VALUE_FIELDS = frozenset({"trainset", "evalset", "stages", "name", "run_root", "dry_run", "seed"})
 
 
-def split_overrides(overrides: Sequence[str]) -> tuple[tuple[str, ...], list[Override]]:
+def split_overrides(parsed: Sequence[Override]) -> tuple[tuple[str, ...], list[Override]]:
     """Overrides that choose config groups (composed) and those that only set values (applied)."""
     groups, values = [], []
-    for override in OverridesParser.create().parse_overrides(list(overrides)):
+    for override in parsed:
         key = override.key_or_group
         if override.package is None and not key.startswith("hydra") and ("." in key or key in VALUE_FIELDS):
             values.append(override)
@@ -93,6 +93,8 @@ class HpcftLauncher(Launcher):
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
         self._composed: dict[tuple[str, ...], DictConfig] = {}
+        self._hydra_plain: dict[str, Any] | None = None
+        self._folders_use_hydra_resolver = False
         self._batches = 0
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
@@ -102,12 +104,14 @@ class HpcftLauncher(Launcher):
                 " it cannot run another app's task function: use another launcher for this app"
             )
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+        # `hydra.sweep.dir`/`subdir` as written: do they need the `${hydra:...}` resolver?
+        self._folders_use_hydra_resolver = "${hydra:" in str(OmegaConf.to_container(config.hydra.sweep))
 
-    def _typed(self, overrides: Sequence[str]) -> tuple[Any, DictConfig]:
+    def _typed(self, parsed: Sequence[Override]) -> tuple[Any, DictConfig]:
         """The point's typed config, and its composition (what `.hydra/config.yaml` holds)."""
         from hpcft.configure import hydra_error, typed_config
 
-        groups, values = split_overrides(overrides)
+        groups, values = split_overrides(parsed)
         point_config = copy.deepcopy(self._composition(groups))
         try:
             ConfigLoaderImpl._apply_overrides_to_config(values, point_config)
@@ -126,13 +130,14 @@ class HpcftLauncher(Launcher):
             self._composed[groups] = composed
         return self._composed[groups]
 
-    def _job_node(self, overrides: Sequence[str], num: int) -> DictConfig:
+    def _job_node(self, parsed: Sequence[Override], num: int) -> DictConfig:
         """The sweep's config with its `hydra.job` and `hydra.overrides` set for this point, as
-        Hydra's own launchers set them, and made current for `${hydra:...}`. One node is
-        updated point after point: a copy per point would cost more than the point."""
+        Hydra's own launchers set them. One node is updated point after point (a copy per
+        point would cost more than the point), and made current for `${hydra:...}` only where
+        the sweep folders use that resolver (that costs a copy too)."""
         assert self.config is not None
         hydra = self.config.hydra
-        app = [o for o in OverridesParser.create().parse_overrides(list(overrides)) if not o.is_hydra_override()]
+        app = [o for o in parsed if not o.is_hydra_override()]
         written = [o for o in app if o.key_or_group not in implied_keys(self.task_function)]
         dirname = hydra.job.config.override_dirname
         with read_write(hydra), open_dict(hydra):
@@ -145,23 +150,49 @@ class HpcftLauncher(Launcher):
                 item_sep=dirname.item_sep,
                 kv_sep=dirname.kv_sep,
             )
-        HydraConfig.instance().set_config(self.config)
+        if self._folders_use_hydra_resolver:
+            HydraConfig.instance().set_config(self.config)
         return self.config
+
+    def _hydra_record(self, config: DictConfig, run_dir: Path) -> dict[str, Any]:
+        """What `.hydra/hydra.yaml` holds: the sweep's Hydra node, converted once, with this
+        point's job fields (it is written before the next point changes them)."""
+        if self._hydra_plain is None:
+            converted = OmegaConf.to_container(config.hydra, resolve=False, enum_to_str=True)
+            assert isinstance(converted, dict)
+            self._hydra_plain = {str(k): v for k, v in converted.items()}
+        plain = self._hydra_plain
+        assert plain is not None
+        job = OmegaConf.to_container(config.hydra.job, resolve=False)  # as written: `${...}` stays
+        assert isinstance(job, dict)
+        plain["job"].update(num=job["num"], id=str(job["id"]), override_dirname=job["override_dirname"])
+        plain["overrides"]["task"] = self._task_overrides(config)
+        plain["runtime"]["output_dir"] = str(run_dir)
+        return {"hydra": plain}
+
+    @staticmethod
+    def _task_overrides(config: DictConfig) -> list[str]:
+        """The point's overrides as the user wrote them (iterating the node would resolve them)."""
+        task = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
+        assert isinstance(task, list)
+        return [str(o) for o in task]
 
     def _point(self, overrides: Sequence[str], num: int) -> Any:
         from hpcft.launch import PointConfig
+        from hpcft.rundir import yaml_text
 
-        cfg, composed = self._typed(overrides)
-        config = self._job_node(overrides, num)
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+        cfg, composed = self._typed(parsed)
+        config = self._job_node(parsed, num)
         sweep_dir = Path(str(config.hydra.sweep.dir)).expanduser().absolute()
         run_dir = sweep_dir / str(OmegaConf.select(config, "hydra.sweep.subdir"))
         files = {}
         if config.hydra.output_subdir is not None:
             sub = str(config.hydra.output_subdir)
             files = {
-                f"{sub}/config.yaml": OmegaConf.to_yaml(composed),
-                f"{sub}/hydra.yaml": OmegaConf.to_yaml(HydraConfig.instance().cfg),
-                f"{sub}/overrides.yaml": OmegaConf.to_yaml(config.hydra.overrides.task),
+                f"{sub}/config.yaml": yaml_text(OmegaConf.to_container(composed, resolve=False, enum_to_str=True)),
+                f"{sub}/hydra.yaml": yaml_text(self._hydra_record(config, run_dir)),
+                f"{sub}/overrides.yaml": yaml_text(self._task_overrides(config)),
             }
         self._job_started(composed)
         return PointConfig(
