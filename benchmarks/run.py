@@ -1,6 +1,6 @@
 """Run hpcft's benchmarks against the local Slurm cluster; print a table and write JSON.
 
-    .venv/bin/python benchmarks/run.py [--repeat 5] [--only latency,sweep,status,training,data,eval,retrieval]
+    .venv/bin/python benchmarks/run.py [--repeat 5] [--only latency,sweep,status,training,data,eval,retrieval,serving]
                                        [--sweep-budget 150] [--out benchmarks/results.json]
 
 Needs the local cluster up (`bash scripts/slurmlab/up.sh`; SLURM_CONF is taken from
@@ -25,10 +25,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python benchmarks/run.py` from anywhere
 
-from benchmarks import data_check, eval_speed, latency, retrieval_eval, status, sweep, training
+from benchmarks import data_check, eval_speed, latency, retrieval_eval, serving, status, sweep, training
 from benchmarks.common import REPO, Result, Row, Shim, table
 
-ALL = ("latency", "sweep", "status", "training", "data", "eval", "retrieval")
+ALL = ("latency", "sweep", "status", "training", "data", "eval", "retrieval", "serving")
 LAB_CONF = Path("/tmp/hpcft-slurmlab/etc/slurm.conf")
 README = REPO / "benchmarks" / "README.md"
 MARKERS = ("<!-- results:start -->", "<!-- results:end -->")
@@ -106,6 +106,8 @@ def run_all(args: argparse.Namespace, work: Path) -> dict[str, Result]:
         guarded("eval", results, lambda: eval_speed.run(work / "eval", args.repeat))
     if "retrieval" in only:
         guarded("retrieval", results, lambda: retrieval_eval.run(work / "retrieval", args.repeat))
+    if "serving" in only:
+        guarded("serving", results, lambda: serving.run(work / "serving", args.repeat))
     return results
 
 

@@ -12,7 +12,21 @@ import pytest
 from tests.conftest import REPO
 
 
-@pytest.mark.parametrize("module", ["run", "latency", "sweep", "status", "training", "floor_submit", "gpu_lora"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "run",
+        "latency",
+        "sweep",
+        "status",
+        "training",
+        "floor_submit",
+        "gpu_lora",
+        "eval_speed",
+        "retrieval_eval",
+        "serving",
+    ],
+)
 def test_benchmark_module_imports(module):
     importlib.import_module(f"benchmarks.{module}")
 
