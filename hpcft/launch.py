@@ -171,6 +171,8 @@ def launch_sweep(points: Sequence[PointConfig], sweep_dir: Path, batch: int = 0,
     """Validate every point, then write their run directories and submit them as job arrays
     (or dry-run them, or run them here one after another). `batch` counts the sweeper's
     batches: each one is added to the same `sweep.json`. Returns the points' run directories."""
+    if not points:
+        return []
     for point in points:
         validate_config(point.cfg)
     check_point_dirs(points, sweep_dir)

@@ -196,3 +196,9 @@ def test_a_sweep_launched_in_batches_is_one_sweep_to_status_and_cancel(tmp_path,
     assert main(["cancel", str(sweep_dir)]) == 0
     cancelled = stand_in_slurm.cancelled.read_text().split()
     assert sorted(cancelled) == ["100_0", "100_1", "101_0", "101_1"]
+
+
+def test_a_bad_point_in_a_later_batch_stops_the_sweep_before_the_first_batch(tmp_path, capsys, stand_in_slurm):
+    code = sweep(tmp_path, "framework.cutoff_len=64,128,256,0", "hydra.sweeper.max_batch_size=2", dry_run=False)
+    assert code == 2 and "framework.cutoff_len: must be > 0 (got 0)" in capsys.readouterr().err
+    assert (stand_in_slurm.queue.parent / "next_id").read_text().strip() == "100"  # no sbatch ran

@@ -57,7 +57,13 @@ ConfigStore.instance().store(group="hydra/sweeper", name="hpcft", node=HpcftSwee
 
 class HpcftSweeper(BasicSweeper):
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
-        """Skipped: hpcft's launcher composes and validates every point before submitting any."""
+        """hpcft's launcher composes and validates every point of a batch before submitting
+        any. A sweep in several batches (`max_batch_size`) is all or nothing too: before the
+        first batch, the points of the later ones are checked the same way."""
+        later = self.overrides[self.batch_index :] if self.overrides and self.batch_index == 1 else []
+        assert isinstance(self.launcher, HpcftLauncher)
+        for overrides in (o for b in later for o in b):
+            self.launcher.check(overrides)
 
 
 # Top-level config fields that hold values, not config groups (`trainset=...`).
@@ -129,6 +135,12 @@ class HpcftLauncher(Launcher):
                 composed.pop("hydra")
             self._composed[groups] = composed
         return self._composed[groups]
+
+    def check(self, overrides: Sequence[str]) -> None:
+        """Compose, type and validate a point without launching it (a later batch's)."""
+        from hpcft.configure import validate_config
+
+        validate_config(self._typed(OverridesParser.create().parse_overrides(list(overrides)))[0])
 
     def _job_node(self, parsed: Sequence[Override], num: int) -> DictConfig:
         """The sweep's config with its `hydra.job` and `hydra.overrides` set for this point, as
