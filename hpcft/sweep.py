@@ -20,10 +20,12 @@ from typing import Any
 import submitit
 from submitit.slurm.slurm import _make_sbatch_string
 
-from hpcft.config.schema import ClusterConfig, HpcftConfig
+from hpcft.config.schema import ClusterConfig, HpcftConfig, StageName
 from hpcft.errors import SubmissionError, SubmissionInterrupted
+from hpcft.frameworks import adapter_for
 from hpcft.interrupts import interruptions_raised
 from hpcft.jobs.entry import stage_callable
+from hpcft.jobs.spec import DeployJob
 from hpcft.manifest import Manifest
 from hpcft.plan import Pipeline, Stage
 from hpcft.render import dependency_string, placeholder_ids, slurm_parameters, submitit_command, with_dependency
@@ -46,14 +48,20 @@ class SweepPoint:
 
 @dataclass(frozen=True)
 class ArrayGroup:
-    """Points submitted together: one array per stage, task i of each for points[i]."""
+    """Points submitted together: one array per stage, task i of each for points[i]; or, for
+    deploy, one job serving every point (`shared_deploy`) where the framework's engine can."""
 
     points: tuple[SweepPoint, ...]
     cluster: ClusterConfig
+    shared_deploy: DeployJob | None = None
 
     @property
     def stage_names(self) -> list[str]:
         return [s.name for s in self.points[0].pipeline.stages]
+
+    def shared(self, stage: str) -> DeployJob | None:
+        """The one job that runs `stage` for every point, if there is one."""
+        return self.shared_deploy if stage == StageName.deploy else None
 
     def python_command(self, stage: str) -> str:
         return self.points[0].pipeline.stage(stage).resources.python_command
@@ -79,8 +87,17 @@ def group_points(points: Sequence[SweepPoint]) -> list[ArrayGroup]:
     for members in by_shape.values():
         cluster = members[0].cfg.cluster
         size = cluster.max_array_size
-        groups += [ArrayGroup(tuple(members[i : i + size]), cluster) for i in range(0, len(members), size)]
+        for i in range(0, len(members), size):
+            chunk = tuple(members[i : i + size])
+            groups.append(ArrayGroup(chunk, cluster, shared_deploy_job(chunk)))
     return groups
+
+
+def shared_deploy_job(points: Sequence[SweepPoint]) -> DeployJob | None:
+    """One server for the group's points, where they have a deploy stage and can share one."""
+    if len(points) < 2 or StageName.deploy not in points[0].cfg.stages:
+        return None
+    return adapter_for(points[0].cfg).shared_deploy_job([(p.cfg, p.pipeline.layout) for p in points])
 
 
 PER_TASK = {"afterok": "aftercorr"}
@@ -106,6 +123,9 @@ def array_parameters(group: ArrayGroup, stage: str, sweep_name: str, array_ids: 
         point.pipeline, point.pipeline.stage(stage), group.cluster, placeholder_ids(point.pipeline)
     )
     params["job_name"] = f"{sweep_name}.{stage}"
+    if group.shared(stage):  # it serves each point once its training has ended, whichever way
+        with_dependency(params, f"afterany:{array_ids['train']}")
+        return params
     params["array_parallelism"] = group.cluster.array_parallelism
     with_dependency(params, array_dependency(point.pipeline.stage(stage), array_ids, len(group.points)))
     return params
@@ -116,7 +136,8 @@ def render_array(group: ArrayGroup, stage: str, sweep_name: str, folder: Path) -
     placeholders = {name: f"<{name} array>" for name in group.stage_names}
     params = array_parameters(group, stage, sweep_name, placeholders)
     command = submitit_command(str(folder), group.python_command(stage))
-    return _make_sbatch_string(command=command, folder=str(folder), map_count=len(group.points), **params)
+    tasks = None if group.shared(stage) else len(group.points)
+    return _make_sbatch_string(command=command, folder=str(folder), map_count=tasks, **params)
 
 
 def _submit_array(group: ArrayGroup, stage: str, params: dict[str, Any], folder: Path) -> list[submitit.Job[Any]]:
@@ -124,6 +145,8 @@ def _submit_array(group: ArrayGroup, stage: str, params: dict[str, Any], folder:
         folder=folder, max_num_timeout=group.cluster.max_requeues, python=group.python_command(stage)
     )
     executor.update_parameters(**params)
+    if shared := group.shared(stage):
+        return [executor.submit(stage_callable(shared), shared)]
     with executor.batch():
         jobs = [
             executor.submit(stage_callable(p.pipeline.stage(stage).job), p.pipeline.stage(stage).job)
@@ -239,7 +262,8 @@ def _submit_group(
         members = [p.num for p in group.points]
         arrays.append({"stage": stage, "job_id": array_ids[stage], "tasks": len(jobs), "points": members})
         save_record()
-        for point, job in zip(group.points, jobs, strict=True):
+        for i, point in enumerate(group.points):
+            job = jobs[0] if group.shared(stage) else jobs[i]
             manifests[point.num].stage(stage).submitted(job.job_id, log_paths(job))
     for point in group.points:
         manifests[point.num].write(point.pipeline.layout.manifest)

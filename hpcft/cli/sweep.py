@@ -56,7 +56,11 @@ class PipelineTask:
 
 def first_values(overrides: Sequence[str]) -> tuple[list[str], dict[str, list[str]]]:
     """The overrides with each sweep reduced to its first value, and every swept key's values."""
-    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException as e:
+        where = getattr(e, "override", None)
+        raise UserError(f"{where}: {hydra_error(e)}" if where else str(hydra_error(e))) from None
     single, swept = [], {}
     for o in parsed:
         if o.is_hydra_override() and o.is_sweep_override():

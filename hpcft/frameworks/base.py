@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -153,6 +154,11 @@ class FrameworkAdapter(ABC):
         if ds.config:
             return {"native/deepspeed.json": Path(ds.config).read_text()}
         return {"native/deepspeed.json": json.dumps(deepspeed_json(ds), indent=2) + "\n"}
+
+    def shared_deploy_job(self, points: Sequence[tuple[HpcftConfig, RunLayout]]) -> DeployJob | None:
+        """One deploy job serving all of a sweep's `points` (this adapter's run first), where
+        the framework's engine can (LLaMA-Factory: vLLM multi-LoRA); None: one per point."""
+        return None
 
     @property
     def eval_mem(self) -> str | None:

@@ -6,20 +6,22 @@ stage by hand: `llamafactory-cli train <run>/native/train.yaml`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Sequence
 from typing import Any, cast
 
 from hpcft.config.checks import check_choice, check_positive, check_range
 from hpcft.config.schema import Executor, HpcftConfig, ModelKind
 from hpcft.errors import ConfigError
 from hpcft.frameworks.base import API_ENV, Files, FrameworkAdapter
-from hpcft.frameworks.llamafactory_config import Config
+from hpcft.frameworks.llamafactory_config import Config, lf_settings
 from hpcft.frameworks.llamafactory_data import FORMATTINGS, Formatting, Stage
 from hpcft.frameworks.llamafactory_datasets import STAGE_RANKING, TrainingData, eval_rows_check, training_data
 from hpcft.frameworks.llamafactory_memory import check_memory_fit
 from hpcft.frameworks.llamafactory_native import check_recipe, native_yaml_values, read_native_config
-from hpcft.frameworks.vllm_serving import READY_PROBE, VllmServer
-from hpcft.jobs.spec import DeployJob, EvalJob, TrainJob
+from hpcft.frameworks.vllm_serving import READY_PROBE, VllmServer, lora_module
+from hpcft.jobs.spec import DeployJob, EvalJob, PublishedModel, TrainJob
 from hpcft.resources import deploy_gpus
 from hpcft.rundir import RunLayout, yaml_text
 from hpcft.tracking import report_to
@@ -291,7 +293,12 @@ class Adapter(FrameworkAdapter):
         )
 
     def _vllm(
-        self, weights: str, served_name: str, util: float | None, lora: tuple[str, str, int] | None
+        self,
+        weights: str,
+        served_name: str,
+        util: float | None,
+        lora: tuple[str, str, int] | None,
+        shared_loras: tuple[int, int] | None = None,
     ) -> VllmServer:
         gpus = deploy_gpus(self.cfg)
         return VllmServer(
@@ -302,6 +309,39 @@ class Adapter(FrameworkAdapter):
             max_model_len=self.cfg.deploy.max_model_len,
             gpu_memory_utilization=util if gpus else None,
             lora=lora,
+            shared_loras=shared_loras,
+        )
+
+    def shares_server_with(self, others: Sequence[HpcftConfig]) -> bool:
+        """Whether one vLLM server can serve this point and the others: LoRA adapters over
+        the same base model, served by vLLM."""
+        points = [self.cfg, *others]
+        return len(points) > 1 and all(
+            Adapter(c).backend() == "vllm" and lf_settings(c).finetuning_type == "lora" and c.model == self.cfg.model
+            for c in points
+        )
+
+    def shared_deploy_job(self, points: Sequence[tuple[HpcftConfig, RunLayout]]) -> DeployJob | None:
+        """One vLLM server for a sweep's LoRA points over one base model (vLLM multi-LoRA): the
+        base loaded once, point i's adapter served as `<model>-ft-<i>`, instead of one server
+        per point each holding its GPUs. None where the points cannot share one."""
+        if not self.shares_server_with([c for c, _ in points[1:]]):
+            return None
+        model = self.cfg.model
+        rank = max(lf_settings(c).lora_rank for c, _ in points)
+        published = tuple(
+            PublishedModel(
+                run_dir=str(layout.root),
+                model_name=f"{model.name}-ft-{i}",
+                weights=str(layout.train_output),
+                args=(lora_module(f"{model.name}-ft-{i}", str(layout.train_output)),),
+            )
+            for i, (_, layout) in enumerate(points)
+        )
+        server = self._vllm(model.path, f"{model.name}-base", None, None, (len(points), rank))
+        alone = self._vllm_job(points[0][1])
+        return dataclasses.replace(
+            alone, serve_argv=server.argv(), model_name=published[0].model_name, published=published
         )
 
     def _vllm_job(self, layout: RunLayout) -> DeployJob:

@@ -27,6 +27,24 @@ READY: dict[str, tuple[str, dict[str, object]]] = {
 """Per kind of model: the path and body of the request that proves a server ready."""
 
 
+MAX_LORAS_IN_BATCH = 16
+"""Adapters one batch may mix (`--max-loras`, GPU memory per slot); all stay loaded on CPU."""
+
+
+def lora_flags(rank: int, count: int) -> list[str]:
+    """LoRA serving for `count` adapters of at most `rank`."""
+    flags = ["--enable-lora", "--max-lora-rank", str(next((r for r in LORA_RANKS if r >= rank), LORA_RANKS[-1]))]
+    if count > 1:
+        flags += ["--max-loras", str(min(count, MAX_LORAS_IN_BATCH)), "--max-cpu-loras", str(count)]
+    return flags
+
+
+def lora_module(name: str, path: str) -> str:
+    """One `--lora-modules` entry: `name=path`, or vLLM's JSON form where either has a `=`
+    (a sweep point's folder named by its overrides)."""
+    return json.dumps({"name": name, "path": path}) if "=" in name + path else f"{name}={path}"
+
+
 @dataclass(frozen=True, kw_only=True)
 class VllmServer:
     weights: str
@@ -38,6 +56,9 @@ class VllmServer:
     gpu_memory_utilization: float | None = None
     lora: tuple[str, str, int] | None = None
     """(name, adapter folder, rank) of an adapter served beside the weights."""
+    shared_loras: tuple[int, int] | None = None
+    """A sweep's shared server: (how many adapters, their largest rank); each adapter's
+    `--lora-modules` entry (`lora_module`) comes in where the command says `{models}`."""
     pooling: str | None = None
     """Embedders and rerankers: vLLM's pooling runner, with this pooling of token vectors
     (`MEAN`, `CLS`; vectors L2-normalised) for an embedder, or "classify" for a cross-encoder
@@ -64,8 +85,10 @@ class VllmServer:
                 argv += ["--pooler-config", json.dumps({"pooling_type": self.pooling})]
         if self.lora:
             name, path, rank = self.lora
-            max_rank = next((r for r in LORA_RANKS if r >= rank), LORA_RANKS[-1])
-            argv += ["--enable-lora", "--max-lora-rank", str(max_rank), "--lora-modules", f"{name}={path}"]
+            argv += [*lora_flags(rank, 1), "--lora-modules", lora_module(name, path)]
+        elif self.shared_loras:
+            count, rank = self.shared_loras
+            argv += [*lora_flags(rank, count), "--lora-modules", "{models}"]
         return argv
 
     def env(self) -> dict[str, str]:

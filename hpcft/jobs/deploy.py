@@ -2,7 +2,9 @@
 
 The server is the framework's own OpenAI-compatible API. Its address is written to
 `<run>/deploy/endpoint.json` once it answers; the eval job writes `<run>/deploy/stop` when
-it is done, and then the server is stopped (unless `keep_serving`).
+it is done, and then the server is stopped (unless `keep_serving`). A server shared by a
+sweep's points (`DeployJob.published`) does the same in every point's run directory, and
+stops when every point's eval is done.
 """
 
 from __future__ import annotations
@@ -42,10 +44,11 @@ def bind_host() -> str:
     return "0.0.0.0" if os.environ.get("SLURMD_NODENAME") else "127.0.0.1"
 
 
-def new_api_key(layout: RunLayout) -> str:
-    """A random key for this run's server, in a file only its owner can read (created so,
-    never widened); clients read it from there, so it is in no script, record or log."""
-    key = secrets.token_urlsafe(32)
+def new_api_key(layout: RunLayout, key: str | None = None) -> str:
+    """A random key for this run's server (or the shared server's `key`), in a file only its
+    owner can read (created so, never widened); clients read it from there, so it is in no
+    script, record or log."""
+    key = key or secrets.token_urlsafe(32)
     path = layout.api_key
     path.unlink(missing_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -103,11 +106,14 @@ def start_server(job: DeployJob, argv: list[str], model_name: str, port: int, ap
     return subprocess.Popen(resolve([filled(a, address) for a in argv]), env={**os.environ, **env})
 
 
-def endpoint_record(job: DeployJob, layout: RunLayout, urls: list[str], port: int) -> dict[str, Any]:
+def endpoint_record(
+    job: DeployJob, layout: RunLayout, urls: list[str], port: int, model_name: str | None = None
+) -> dict[str, Any]:
     """What `endpoint.json` says: where the fine-tuned model (and its base) answer, and the
     file with the key (not the key)."""
     key_file = str(layout.api_key)
-    endpoint: dict[str, Any] = {"base_url": urls[0] + "/v1", "model": job.model_name, "api_key_file": key_file}
+    model = model_name or job.model_name
+    endpoint: dict[str, Any] = {"base_url": urls[0] + "/v1", "model": model, "api_key_file": key_file}
     endpoint.update(node=node_address(), port=port, **job.endpoint_extra)
     if job.baseline_model_name:  # on its own server, or beside the fine-tuned model on one (vLLM + LoRA)
         url = urls[1] if len(urls) > 1 else urls[0]
@@ -141,12 +147,64 @@ def serve(job: DeployJob, layout: RunLayout) -> None:
             stop(process)
 
 
-def run_deploy(job: DeployJob) -> str:
-    layout = RunLayout(Path(job.run_dir))
-    # Markers of an earlier attempt (a requeue, a rerun) would stop this server at once or
-    # send eval to a dead address.
+def clear_markers(layout: RunLayout) -> None:
+    """Markers of an earlier attempt (a requeue, a rerun) would stop this server at once or
+    send eval to a dead address."""
     for stale in (layout.stop_serving, layout.deploy_failed, layout.endpoint):
         stale.unlink(missing_ok=True)
+
+
+def serve_shared(job: DeployJob) -> str:
+    """One server for a sweep's points: every point whose training left weights is served
+    (its part of the command spliced in for `{models}`) and gets its endpoint; a point
+    without them is told at once. Serves until every served point's eval is done."""
+    points = [(p, RunLayout(Path(p.run_dir))) for p in job.published]
+    for _, layout in points:
+        clear_markers(layout)
+    served = [(p, layout) for p, layout in points if Path(p.weights).exists()]
+    for p, layout in points:
+        if (p, layout) not in served:
+            write_atomic(layout.deploy_failed, f"its training left no weights at {p.weights}\n")
+    try:
+        if not served:
+            raise RuntimeError("no point of the sweep left weights to serve")
+        key = new_api_key(served[0][1])
+        for _, layout in served[1:]:
+            new_api_key(layout, key)
+        models = [arg for p, _ in served for arg in p.args]
+        argv = [m for a in job.serve_argv for m in (models if a == "{models}" else [a])]
+        port = job.port or free_port()
+        process = start_server(job, argv, served[0][0].model_name, port, key)
+        try:
+            url = f"http://{node_address()}:{port}"
+            wait_ready(process, url + job.ready_path, job, key, served[0][0].model_name)
+            for p, layout in served:
+                write_json_atomic(layout.endpoint, endpoint_record(job, layout, [url], port, p.model_name))
+            print(f"hpcft deploy: serving {', '.join(p.model_name for p, _ in served)} at {url}", flush=True)
+            wait_for_evals(process, [layout for _, layout in served], job.keep_serving)
+        finally:
+            stop(process)
+    except BaseException as e:
+        for _, layout in served:
+            write_atomic(layout.deploy_failed, f"{type(e).__name__}: {e}\n")
+        raise
+    return f"deploy finished: {len(served)} of {len(points)} points served"
+
+
+def wait_for_evals(process: subprocess.Popen[bytes], layouts: list[RunLayout], keep_serving: bool) -> None:
+    while process.poll() is None:
+        if not keep_serving and all(layout.stop_serving.exists() for layout in layouts):
+            print("hpcft deploy: every eval is done, stopping the server", flush=True)
+            return
+        time.sleep(2)
+    raise RuntimeError(f"the server exited with status {process.returncode} while serving")
+
+
+def run_deploy(job: DeployJob) -> str:
+    if job.published:
+        return serve_shared(job)
+    layout = RunLayout(Path(job.run_dir))
+    clear_markers(layout)
     try:
         if job.export_argv:
             print(f"hpcft deploy: {job.export_argv}", flush=True)

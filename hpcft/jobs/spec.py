@@ -23,6 +23,20 @@ class TrainJob:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PublishedModel:
+    """One of the models a shared server (a sweep's) serves, for one point of the sweep."""
+
+    run_dir: str
+    """The point's run directory: its endpoint.json, key file and eval's stop marker."""
+    model_name: str
+    """The name the point's eval asks for."""
+    weights: str
+    """What training left for it (an adapter folder); a point without it is not served."""
+    args: tuple[str, ...]
+    """Its part of the server's command, spliced in where `serve_argv` says `{models}`."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class DeployJob:
     run_dir: str
     export_argv: list[str] | None
@@ -50,6 +64,9 @@ class DeployJob:
     """A second server for the base model, so eval scores it beside the fine-tuned one; or None."""
     baseline_model_name: str = ""
     """The base model's name for eval: on the second server, or (without one) on the same server."""
+    published: tuple[PublishedModel, ...] = ()
+    """A server shared by a sweep's points (vLLM serving every point's LoRA adapter beside
+    one base model): each point's model; empty: this run's own `model_name`."""
 
 
 @dataclass(frozen=True, kw_only=True)

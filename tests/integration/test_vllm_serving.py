@@ -82,3 +82,27 @@ def test_vllm_pooling_serves_the_fine_tuned_embedder_and_its_base(run_root):
         endpoint = json.loads((run / "deploy" / "endpoint.json").read_text())
         assert endpoint["baseline"]["base_url"] != endpoint["base_url"]  # one model per vLLM server
         assert_openai_embeddings(endpoint)
+
+
+def test_a_lora_sweep_is_served_by_one_vllm_server_for_every_point(run_root):
+    """vLLM multi-LoRA: one deploy job loads the base once and serves both points' adapters;
+    each point's eval asks for its own adapter, and the server stops after the last eval."""
+    result = hpcft(
+        "-m", "model=tiny_llama", "cluster=slurmlab", f"run_root={run_root}", *FAST, "deploy.backend=vllm",
+        f"cluster.deploy.python=[{SERVE_PYTHON}]", "deploy.ready_timeout_s=600", "framework.lora_rank=4,8",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "one server for 2 points" in result.stdout
+    sweep_dir = only_run(run_root)
+    sweep = json.loads((sweep_dir / "sweep.json").read_text())
+    assert [(a["stage"], a["tasks"]) for a in sweep["arrays"]] == [("train", 2), ("deploy", 1), ("eval", 2)]
+    points = [Path(p["run_dir"]) for p in sweep["points"]]
+    records = [manifest(point)["stages"] for point in points]
+    assert records[0]["deploy"]["job_id"] == records[1]["deploy"]["job_id"]  # one server
+    ids = sorted({r[stage]["job_id"] for r in records for stage in ("train", "deploy", "eval")})
+    states = wait_final(ids, timeout_s=1500)
+    assert set(states.values()) == {"COMPLETED"}, states  # the server too: it stopped after both evals
+    for i, point in enumerate(points):
+        metrics = json.loads((point / "eval" / "metrics.json").read_text())
+        assert metrics["model"] == f"tiny_llama-ft-{i}" and metrics["rows"] == 6
+        assert set(metrics["base"]) >= {"rouge-l", "bleu-4"}  # the base, from the same server
