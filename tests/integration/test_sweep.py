@@ -92,6 +92,26 @@ def test_cancel_on_a_sweep_leaves_none_of_its_jobs_in_the_queue(run_root):
     wait_gone(arrays)
 
 
+def test_a_sweep_in_batches_is_seen_whole_by_status_and_cancel(run_root):
+    """`hydra.sweeper.max_batch_size=2` over 4 points: two batches, one sweep.json."""
+    result = hpcft(
+        "-m", "model=tiny_llama", "cluster=slurmlab", f"run_root={run_root}", *FAST, "hydra.sweeper.max_batch_size=2",
+        "framework.lora_rank=4,8,16,32",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep_dir,) = run_root.iterdir()
+    record = json.loads((sweep_dir / "sweep.json").read_text())
+    assert record["batches"] == 2 and [p["num"] for p in record["points"]] == [0, 1, 2, 3]
+    arrays = [a["job_id"] for a in record["arrays"]]
+    assert len(arrays) == 6  # 2 batches x 3 stages
+    status = hpcft("status", str(sweep_dir))
+    assert status.returncode == 0 and sum(" train " in line for line in status.stdout.splitlines()) == 4
+    cancelled = hpcft("cancel", str(sweep_dir))
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert cancelled.stdout.count("cancelled ") == 12  # 4 points x 3 stages
+    wait_gone(arrays)
+
+
 def test_a_local_sweep_is_a_sweep_that_status_and_report_read(run_root):
     args = ["-m", "model=tiny_llama", f"run_root={run_root}", *FAST, "stages=[train]", "framework.lora_rank=4,8"]
     result = hpcft(*args, env={"PATH": "/usr/bin:/bin"})  # no Slurm on PATH: cluster=local
