@@ -102,13 +102,14 @@ def test_time_limited_train_is_requeued_and_resumes_from_its_checkpoint(run_root
 
 @pytest.mark.fault
 def test_requeued_train_resumes_from_its_checkpoint(run_root):
-    run, job_id = submit_train(run_root, *LONG, "framework.num_train_epochs=200")
+    # 360 steps: checkpoints at 100, 200 and 300, and an end a loaded machine still reaches
+    run, job_id = submit_train(run_root, *LONG, "framework.num_train_epochs=60")
     deadline = time.monotonic() + 300
     while not list((run / "train").glob("checkpoint-*")):
         assert time.monotonic() < deadline, "no checkpoint appeared"
         time.sleep(1)
     subprocess.run(["scontrol", "requeue", job_id], check=True)
-    states = wait_final([job_id], timeout_s=600)
+    states = wait_final([job_id], timeout_s=900)
     assert states[job_id] == "COMPLETED", logs(run)[-3000:]
     assert requeues(job_id) == 1
     assert_resumed(run, save_steps=100, logging_steps=25)
