@@ -4,7 +4,6 @@ DeepSpeed ZeRO-2, and resuming from the last checkpoint after a time limit or a 
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ from tests.conftest import needs_slurm, needs_training
 from tests.integration.helpers import (
     FAST,
     LONG,
+    RESUMED,
     assert_eval_outputs,
     assert_resumed,
     hpcft,
@@ -76,9 +76,6 @@ def test_deepspeed_zero2_on_two_processes(run_root):
     assert_served_and_evaluated(run)
 
 
-RESUMED = re.compile(r"Resuming training from checkpoint with epoch \S+ and global step (\d+)")
-
-
 @pytest.mark.fault
 def test_time_limited_train_is_requeued_and_resumes_from_its_checkpoint(run_root):
     # Bounded by wall time, not by work: training far longer than its 2-minute limit runs
@@ -102,13 +99,17 @@ def test_time_limited_train_is_requeued_and_resumes_from_its_checkpoint(run_root
 
 @pytest.mark.fault
 def test_requeued_train_resumes_from_its_checkpoint(run_root):
-    # 360 steps: checkpoints at 100, 200 and 300, and an end a loaded machine still reaches
+    # 360 steps: checkpoints at 100, 200 and 300. The job is suspended at its first checkpoint
+    # and requeued while stopped, so however fast this machine trains, the requeue lands
+    # mid-training (an idle machine trains the 260 steps left in the second it takes to react).
     run, job_id = submit_train(run_root, *LONG, "framework.num_train_epochs=60")
     deadline = time.monotonic() + 300
     while not list((run / "train").glob("checkpoint-*")):
         assert time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(1)
+        time.sleep(0.2)
+    subprocess.run(["scontrol", "suspend", job_id], check=True)
     subprocess.run(["scontrol", "requeue", job_id], check=True)
+    subprocess.run(["scontrol", "release", job_id], check=True)  # a suspended job is requeued held
     states = wait_final([job_id], timeout_s=900)
     assert states[job_id] == "COMPLETED", logs(run)[-3000:]
     assert requeues(job_id) == 1
