@@ -1,6 +1,7 @@
 """Run hpcft's benchmarks against the local Slurm cluster; print a table and write JSON.
 
-    .venv/bin/python benchmarks/run.py [--repeat 5] [--only latency,sweep,status,training,data,eval,retrieval,serving]
+    .venv/bin/python benchmarks/run.py [--repeat 5]
+                                       [--only latency,sweep,status,training,data,eval,retrieval,serving,study]
                                        [--sweep-budget 150] [--out benchmarks/results.json]
 
 Needs the local cluster up (`bash scripts/slurmlab/up.sh`; SLURM_CONF is taken from
@@ -25,10 +26,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python benchmarks/run.py` from anywhere
 
-from benchmarks import data_check, eval_speed, latency, retrieval_eval, serving, status, sweep, training
+from benchmarks import data_check, eval_speed, latency, retrieval_eval, serving, status, study, sweep, training
 from benchmarks.common import REPO, Result, Row, Shim, table
 
-ALL = ("latency", "sweep", "status", "training", "data", "eval", "retrieval", "serving")
+ALL = ("latency", "sweep", "status", "training", "data", "eval", "retrieval", "serving", "study")
 LAB_CONF = Path("/tmp/hpcft-slurmlab/etc/slurm.conf")
 README = REPO / "benchmarks" / "README.md"
 MARKERS = ("<!-- results:start -->", "<!-- results:end -->")
@@ -57,7 +58,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def check_environment(selected: list[str]) -> None:
     if "SLURM_CONF" not in os.environ and LAB_CONF.is_file():
         os.environ["SLURM_CONF"] = str(LAB_CONF)
-    needs_slurm = bool(set(selected) & {"latency", "sweep", "status", "training"})  # data, eval: no cluster
+    needs_slurm = bool(set(selected) & {"latency", "sweep", "status", "training", "study"})  # data, eval: no cluster
     if needs_slurm and subprocess.run(["sinfo", "-h"], capture_output=True).returncode != 0:
         sys.exit("benchmarks: Slurm is not reachable; start the local cluster: bash scripts/slurmlab/up.sh")
     home = Path(os.environ.get("HPCFT_HOME") or Path.home() / ".cache" / "hpcft")
@@ -108,6 +109,8 @@ def run_all(args: argparse.Namespace, work: Path) -> dict[str, Result]:
         guarded("retrieval", results, lambda: retrieval_eval.run(work / "retrieval", args.repeat))
     if "serving" in only:
         guarded("serving", results, lambda: serving.run(work / "serving", args.repeat))
+    if "study" in only:
+        guarded("study", results, lambda: study.run(work / "study", shim, args.repeat))
     return results
 
 

@@ -20,6 +20,8 @@ from hpcft.config.schema import StageName
 from hpcft.errors import UserError
 from hpcft.manifest import Manifest, StageRecord, read_manifest
 from hpcft.scheduler import JobInfo, StageState, cancel_jobs, named_after, query_jobs
+from hpcft.study import ControllerRecord, controller_of
+from hpcft.sweep_results import sweep_runs
 
 
 @dataclass(frozen=True)
@@ -78,9 +80,11 @@ def read_states(runs: Sequence[Path], sweeps: Sequence[Path] = ()) -> list[RunSt
     lists are reported as strays: of that run, or of the sweep's first point. A run whose
     record is unreadable gets `error` set; the other runs are unaffected."""
     records = {run: _record(run) for run in runs}
+    controllers = {sweep: record for sweep in sweeps if (record := controller_of(sweep)) and record.job_id}
     ids = [job_id for manifest, _ in records.values() if manifest for job_id in manifest.job_ids()]
+    ids += [str(record.job_id) for record in controllers.values()]
     firsts = {sweep.name: _first_point(list(records), sweep) for sweep in sweeps}
-    slurm = any((m and m.executor == "slurm") or error for m, error in records.values())
+    slurm = bool(controllers) or any((m and m.executor == "slurm") or error for m, error in records.values())
     tags = [run.name for run in runs] + [sweep.name for sweep in sweeps]
     if slurm:
         jobs = query_jobs(ids, name_prefixes=tags)
@@ -90,16 +94,29 @@ def read_states(runs: Sequence[Path], sweeps: Sequence[Path] = ()) -> list[RunSt
         jobs = {}
     known = set(ids)
     unrecorded = [job for job in jobs.values() if job.job_id not in known]
-    states = []
+    states = [_controller_state(sweep, record, jobs) for sweep, record in controllers.items()]
     for i, (run, (manifest, error)) in enumerate(records.items()):
         owns = [run.name] + [name for name, first in firsts.items() if i == first]
         strays = [job for job in unrecorded if named_after(job, owns)]
         states.append(RunState(run, manifest, _stage_infos(run, manifest, jobs) if manifest else {}, strays, error))
-    for sweep in (s for s in sweeps if firsts[s.name] is None):  # cut off before any point was recorded
+    for sweep in (s for s in sweeps if firsts[s.name] is None and s not in controllers):  # cut off before any point
         strays = [job for job in unrecorded if named_after(job, [sweep.name])]
         why = DRY_RUN_SWEEP if (sweep / "dry_run").is_dir() else CUT_OFF_SWEEP
         states.append(RunState(sweep, None, {}, strays, why))
     return states
+
+
+CONTROLLER = "controller"
+"""The stage name an adaptive sweep's controller job is shown and cancelled under."""
+
+
+def _controller_state(sweep: Path, record: ControllerRecord, jobs: dict[str, JobInfo]) -> RunState:
+    """An adaptive sweep's controller, as a run of the sweep folder with one stage."""
+    job_id = str(record.job_id)
+    info = jobs.get(job_id)
+    if info is None or info.state is StageState.UNKNOWN:
+        info = JobInfo(job_id, StageState.UNKNOWN)
+    return RunState(sweep, None, {CONTROLLER: info})
 
 
 CUT_OFF_SWEEP = "no point recorded: the sweep's submission was cut off before sweep.json was written"
@@ -120,26 +137,45 @@ def _first_point(runs: list[Path], sweep: Path) -> int | None:
 
 
 def cancel_runs(
-    runs: Sequence[Path], stage: str | None = None, sweeps: Sequence[Path] = ()
+    runs: Sequence[Path], stage: str | None = None, sweeps: Sequence[Path] = (), *, second_pass: bool = False
 ) -> list[tuple[RunState, str, JobInfo]]:
     """Cancel the runs' live jobs (or `stage` and the stages after it) with one `scancel`,
     unrecorded jobs named after the runs included; record it in each manifest. Returns
-    (run, stage, job) of every job cancelled."""
+    (run, stage, job) of every job cancelled. An adaptive sweep's controller is cancelled
+    with its sweep; once it has left the queue, what it submitted meanwhile is cancelled too."""
     cancelled = []
     for state in read_states(runs, sweeps):
         if state.manifest and state.manifest.executor == "local":
             raise UserError(f"{state.run.name} ran on this machine (cluster=local); stop it with Ctrl-C")
-        chosen = stages_from(state, stage)
+        chosen = ([CONTROLLER] if stage is None else []) if CONTROLLER in state.stages else stages_from(state, stage)
         live = [(name, info) for name, info in state.stages.items() if info.state.active]
         live += [(_stage_of(job), job) for job in state.strays if job.state.active]
         cancelled += [(state, name, info) for name, info in live if name in chosen and info.job_id != "-"]
     cancel_jobs(sorted({info.job_id for _, _, info in cancelled}))
+    _record_cancelled(cancelled)
+    controllers = [info.job_id for _, name, info in cancelled if name == CONTROLLER]
+    if controllers and not second_pass:
+        wait_gone(controllers)
+        every_run = list(dict.fromkeys([*runs, *(run for sweep in sweeps for run in sweep_runs(sweep))]))
+        cancelled += cancel_runs(every_run, stage, sweeps, second_pass=True)
+    return cancelled
+
+
+def _record_cancelled(cancelled: list[tuple[RunState, str, JobInfo]]) -> None:
     for state in {c[0].run: c[0] for c in cancelled}.values():
         if state.manifest:
             for name in {name for s, name, _ in cancelled if s is state} & set(state.manifest.stages):
                 state.manifest.stage(name).state = StageState.CANCELLED
             state.manifest.write(state.run / "manifest.json")
-    return cancelled
+
+
+def wait_gone(job_ids: Sequence[str], timeout_s: float = 120.0, poll_s: float = 1.0) -> None:
+    """Until these jobs have left the queue (a cancelled job completes for a while)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not any(info.state.active for info in query_jobs(job_ids).values()):
+            return
+        time.sleep(poll_s)
 
 
 def _stage_of(job: JobInfo) -> str:

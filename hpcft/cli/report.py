@@ -4,7 +4,8 @@ A run: `report.md` with the metrics of the fine-tuned model beside its base (and
 and its loss curve (`train/training_loss.png`, drawn from the Trainer's log if the framework
 drew none). A sweep: `report.csv` and `report.md` (one row per point: the hyper-parameters
 that vary across the sweep, then the eval metrics), one PNG per metric and varying
-hyper-parameter, and `report_loss.png` with every point's loss curve overlaid. The
+hyper-parameter, and `report_loss.png` with every point's loss curve overlaid. An Optuna
+study adds its best trial, `optimization_history.png` and `param_importances.png`. The
 Markdown table is printed.
 
 Examples:
@@ -17,16 +18,19 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from hpcft.cli.common import subcommand_parser
+from hpcft.controller import draw_study, write_trials
 from hpcft.errors import UserError
 from hpcft.manifest import read_manifest
 from hpcft.plots import draw_loss, ensure_loss_plot, loss_curve
 from hpcft.results import comparison_table, read_metrics
 from hpcft.rundir import RunLayout, write_atomic
+from hpcft.study import controller_of
 from hpcft.sweep_results import markdown, sweep_runs, sweep_table
 
 
@@ -109,7 +113,36 @@ def sweep_report(sweep_dir: Path, out: Path) -> int:
             plot(rows, param, metric, out / f"report_{metric}_vs_{param.replace('/', '_')}.png")
     curves = [(run.name, loss_curve(run / "train")) for run in sweep_runs(sweep_dir)]
     draw_loss(curves, out / "report_loss.png", f"training loss, {len(curves)} points")
+    study = study_lines(sweep_dir, out)
+    if study:
+        table += "\n" + "\n".join(study) + "\n"
+        write_atomic(out / "report.md", table)
     print(table, end="")
     done = sum(bool(r["metrics"]) for r in rows)
     print(f"\n{done} of {len(rows)} points have metrics; wrote {out}/report.csv, report.md and plots")
     return 0
+
+
+def study_lines(sweep_dir: Path, out: Path) -> list[str]:
+    """An Optuna study's part of a sweep report: the best trial, and the optimisation history
+    and parameter importances (drawn from the stored study where Optuna is installed here)."""
+    record = controller_of(sweep_dir)
+    if record is None:
+        return []
+    try:
+        import optuna
+
+        optuna.logging.set_verbosity(logging.WARNING)
+        study = optuna.load_study(study_name=record.study_name, storage=record.storage)
+    except (ImportError, KeyError) as e:  # no Optuna here, or no study yet
+        return [f"Study {record.study_name}: not readable here ({type(e).__name__}: {e})"]
+    trials = write_trials(study, record, "completed" if len(study.trials) >= record.n_trials else "running")
+    goal = f"{record.objective.direction} {record.objective}"
+    lines = [f"## Study {record.study_name}: {len(trials['trials'])} of {record.n_trials} trials, {goal}", ""]
+    if best := trials["best"]:
+        params = ", ".join(f"{k}={v}" for k, v in best["params"].items())
+        lines.append(
+            f"Best: trial {best['number']}, {record.objective}={best['value']:.4g} ({params}), {best['run_dir']}"
+        )
+    lines += [f"![{p.stem}]({p})" for p in draw_study(study, out)]
+    return lines

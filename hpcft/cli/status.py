@@ -8,6 +8,8 @@ Examples:
   python -m hpcft status                 # the latest run
   python -m hpcft status runs/*          # every run
   python -m hpcft status --watch 10      # refresh every 10 s until all stages end
+  python -m hpcft status runs/my-sweep   # a sweep: every point; an Optuna study's controller,
+                                         # its trials scored and the best so far
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from pathlib import Path
 from hpcft.cli.common import resolve_targets, subcommand_parser
 from hpcft.results import gains, headline, read_metrics, table
 from hpcft.rundir import failure_excerpt
-from hpcft.runstate import read_states
+from hpcft.runstate import CONTROLLER, read_states
 from hpcft.scheduler import StageState
+from hpcft.study import controller_of, study_summary
 
 
 def metric_summary(run: Path) -> str:
@@ -68,6 +71,8 @@ def render(runs: list[Path], sweeps: Sequence[Path] = ()) -> tuple[str, bool]:
                 failed_logs.append(f"{header}\n{failure_excerpt(logs['stderr'])}")
         if metrics := metric_summary(run):
             rows.append([run.name, "metrics", "", metrics, "", ""])
+        if CONTROLLER in state.stages and (record := controller_of(run)):
+            rows.append([run.name, "study", "", study_summary(record), "", ""])
     text = table(rows, ["run", "stage", "job", "state", "elapsed", "nodes"])
     return "\n".join([text, *failed_logs]), all(state.done for state in states)
 

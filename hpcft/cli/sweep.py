@@ -17,41 +17,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-# Private, because Hydra has no public API to run a multirun without `@hydra.main` reading
-# `sys.argv`: `Hydra.create_main_hydra2(...).multirun(...)` is what `@hydra.main` itself
-# calls. hydra-core is pinned to 1.3.x, and tests/test_hydra_api.py fails if it changes.
-from hydra._internal.hydra import Hydra
-from hydra._internal.utils import create_config_search_path
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
-from omegaconf.errors import OmegaConfBaseException
 
-from hpcft.config.compose import conf_dir
+from hpcft.adaptive import is_adaptive, search_values, submit_study
 from hpcft.config.overrides import hydra_value
 from hpcft.config.schema import HpcftConfig, ModelKind
 from hpcft.configure import compose_config, hydra_error, typed_config
 from hpcft.errors import UserError
 from hpcft.frameworks import default_framework
+from hpcft.multirun import PipelineTask, run_multirun
 from hpcft.plan import run_base_name
 from hpcft.rundir import new_run_name
-
-ADAPTIVE_SWEEPERS = ("optuna", "ax", "nevergrad")
-
-
-class PipelineTask:
-    """The task function Hydra is given: never called, since the launcher submits each point's
-    pipeline instead. `hpcft_pipeline` is how the launcher tells it from a foreign app's."""
-
-    hpcft_pipeline = True
-
-    def __init__(self, implied_keys: Sequence[str] = ()) -> None:
-        self.implied_keys = tuple(implied_keys)
-        """Keys hpcft added to the user's overrides (the launcher keeps them out of
-        `${hydra.job.override_dirname}`)."""
-
-    def __call__(self, cfg: object) -> None:
-        raise AssertionError("hpcft's launcher submits pipelines; it does not call the task function")
 
 
 def first_values(overrides: Sequence[str]) -> tuple[list[str], dict[str, list[str]]]:
@@ -66,7 +43,7 @@ def first_values(overrides: Sequence[str]) -> tuple[list[str], dict[str, list[st
         if o.is_hydra_override() and o.is_sweep_override():
             continue
         if o.is_sweep_override():
-            values = list(o.sweep_string_iterator())
+            values = search_values(o)
             swept[o.get_key_element()] = values
             single.append(f"{o.get_key_element()}={values[0]}")
         else:
@@ -116,27 +93,12 @@ def hydra_overrides(overrides: Sequence[str], cfg: HpcftConfig, config_dirs: Seq
     return [*overrides, *extra]
 
 
-def check_sweeper(overrides: Sequence[str]) -> None:
-    sweeper = given(overrides, "hydra/sweeper")
-    if sweeper in ADAPTIVE_SWEEPERS:
-        raise UserError(
-            f"hydra/sweeper={sweeper}: adaptive sweepers need each trial's result, and hpcft submits"
-            " and returns without waiting; use the basic sweeper (key=a,b, range(), choice())"
-        )
-
-
 def main(overrides: Sequence[str], config_dirs: Sequence[str]) -> int:
-    check_sweeper(overrides)
     cfg, framework = chosen_framework(overrides, config_dirs)
     chosen = [*overrides, f"framework={framework}"] if framework else list(overrides)
     argv = hydra_overrides(chosen, cfg, config_dirs)
-    GlobalHydra.instance().clear()
-    try:
-        app = Hydra.create_main_hydra2(task_name="hpcft", config_search_path=create_config_search_path(str(conf_dir())))
-        task = PipelineTask(["framework"] if framework else [])
-        app.multirun(config_name="hpcft", task_function=task, overrides=argv)
-    except (HydraException, OmegaConfBaseException) as e:
-        raise hydra_error(e) from None
-    finally:
-        GlobalHydra.instance().clear()
+    implied = ["framework"] if framework else []
+    if is_adaptive(overrides):
+        return submit_study(argv, implied, config_dirs)
+    run_multirun(argv, PipelineTask(implied))
     return 0

@@ -27,13 +27,20 @@ from hpcft.config.schema import (
     EvalConfig,
     HpcftConfig,
     ModelKind,
+    SweepConfig,
     WandbConfig,
     register_schemas,
 )
 from hpcft.errors import ConfigError, UserError, unknown_name
 
 GROUPS = ("model", "framework", "cluster", "deepspeed")
-_SCHEMA_BY_GROUP: dict[str, type] = {**SCHEMAS, "deploy": DeployConfig, "eval": EvalConfig, "wandb": WandbConfig}
+_SCHEMA_BY_GROUP: dict[str, type] = {
+    **SCHEMAS,
+    "deploy": DeployConfig,
+    "eval": EvalConfig,
+    "wandb": WandbConfig,
+    "sweep": SweepConfig,
+}
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -95,7 +102,10 @@ def group_options(group: str) -> list[str]:
 
 
 def register_all_schemas() -> None:
+    """Every schema in Hydra's ConfigStore, and hpcft's resolvers: what any composition of
+    hpcft's config needs first (Hydra's own multirun included)."""
     register_schemas({name: f.schema for name, f in registered_frameworks().items()})
+    _register_resolvers()
 
 
 def available_options(group: str, config_dirs: Sequence[str] = ()) -> list[str]:
@@ -180,7 +190,6 @@ def _schema_fields(path: str) -> list[str]:
 def compose_config(overrides: Sequence[str], config_dirs: Sequence[str] = ()) -> DictConfig:
     """Compose `conf/hpcft.yaml` with the overrides; fill `framework` from the model kind."""
     register_all_schemas()
-    _register_resolvers()
     overrides = [*overrides, *_search_path_override(config_dirs)]
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):

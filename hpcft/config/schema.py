@@ -299,6 +299,19 @@ class WandbConfig:
 
 
 @dataclass(kw_only=True)
+class SweepConfig:
+    """Settings of an adaptive sweep (`-m hydra/sweeper=optuna ...`); a basic sweep ignores them."""
+
+    objective: str | None = None
+    """What the sweeper optimises: `<stage>.<metric>`, a key of `eval/metrics.json`
+    (`eval.rouge-l`, `eval.ndcg@10`) or of `train/all_results.json` (`train.train_loss`).
+    null: `eval.rouge-l` for LLMs, `eval.ndcg@10` for embedders and rerankers, and
+    `train.train_loss` without an eval stage."""
+    poll_s: float = 30.0
+    """How often the controller job looks at its trials' jobs, in seconds; > 0."""
+
+
+@dataclass(kw_only=True)
 class HpcftConfig:
     model: ModelConfig = MISSING
     """The base model (config group `model/`)."""
@@ -315,6 +328,8 @@ class HpcftConfig:
     """How the eval set is run through the served model."""
     wandb: WandbConfig = field(default_factory=WandbConfig)
     """Weights & Biases logging."""
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    """Adaptive sweeps: the objective and the controller's polling."""
     trainset: str = MISSING
     """Training data file (alpaca or sharegpt JSON / JSONL for LLMs)."""
     evalset: str | None = None

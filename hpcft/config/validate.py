@@ -109,6 +109,7 @@ def validate_run(cfg: HpcftConfig) -> None:
         check_choice("wandb.mode", cfg.wandb.mode, ("online", "offline"))
     for name in ("project", "entity", "group"):
         check_safe_text(f"wandb.{name}", getattr(cfg.wandb, name))
+    check_positive("sweep.poll_s", cfg.sweep.poll_s)
     if cfg.deepspeed.zero_stage is not None:
         check_range("deepspeed.zero_stage", cfg.deepspeed.zero_stage, 0, 3, high_open=False)
 

@@ -231,17 +231,34 @@ class HpcftLauncher(Launcher):
         from hpcft.launch import launch_sweep
 
         assert self.config is not None and self.hydra_context is not None
-        points = [self._point(overrides, initial_job_idx + i) for i, overrides in enumerate(job_overrides)]
+        task = self.task_function
+        first = getattr(task, "first_num", 0) + initial_job_idx
+        if before := getattr(task, "before_batch", None):
+            before()
+        points = [self._point(overrides, first + i) for i, overrides in enumerate(job_overrides)]
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).expanduser().absolute()
-        run_dirs = launch_sweep(points, sweep_dir, batch=self._batches)
+        run_dirs = launch_sweep(points, sweep_dir, batch=getattr(task, "first_batch", 0) + self._batches)
         self._batches += 1
+        results = self._objectives(points, run_dirs)
         returns = []
-        for point, run_dir in zip(points, run_dirs, strict=True):
+        for point, run_dir, result in zip(points, run_dirs, results, strict=True):
             ret = JobReturn(
                 overrides=list(point.overrides), working_dir=str(run_dir), task_name="hpcft", status=JobStatus.COMPLETED
             )
-            ret.return_value = str(run_dir)
+            ret.return_value = str(run_dir) if result is None else result
+            if isinstance(result, Exception):  # the sweeper tells the study this trial failed
+                ret.status = JobStatus.FAILED
             if self.config.hydra.callbacks:
                 self.hydra_context.callbacks.on_job_end(config=self.config, job_return=ret)
             returns.append(ret)
         return returns
+
+    def _objectives(self, points: Sequence[Any], run_dirs: Sequence[Path]) -> Sequence[Any]:
+        """In an adaptive sweep's controller, each point's objective (or why it has none), once
+        its pipeline has ended; else nothing to wait for: a basic sweep returns at once."""
+        objective = getattr(self.task_function, "objective", None)
+        if objective is None or not points:
+            return [None] * len(points)
+        from hpcft.controller import await_objectives
+
+        return await_objectives(run_dirs, objective, poll_s=points[0].cfg.sweep.poll_s)

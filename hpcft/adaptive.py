@@ -1,0 +1,227 @@
+"""Adaptive sweeps (`python -m hpcft -m hydra/sweeper=optuna ...`): the study runs in a small
+CPU job on the cluster, the controller (`hpcft.controller`), not on the login node.
+
+Here, on the login node: check the user's overrides and the sweeper's settings, give the
+study its storage (Optuna's RDB storage, SQLite in the sweep folder, so a restarted
+controller resumes the study), write `controller.json` and submit the controller; return.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import IntervalSweep, Override
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+
+from hpcft.config.overrides import hydra_value
+from hpcft.config.schema import Executor, HpcftConfig, ModelKind, StageName
+from hpcft.configure import compose_config, hydra_error, typed_config, validate_config
+from hpcft.errors import ConfigError, SubmissionError, UserError
+from hpcft.multirun import sweep_settings
+from hpcft.study import ControllerRecord, Objective
+
+SUPPORTED = {"optuna": "hydra_plugins.hydra_optuna_sweeper"}
+"""Sweepers the controller drives: name -> the package whose study it resumes."""
+NOT_YET = ("ax", "nevergrad")
+
+
+def default_objective(cfg: HpcftConfig) -> str:
+    if StageName.eval not in cfg.stages:
+        return "train.train_loss"
+    return "eval.rouge-l" if cfg.model.kind is ModelKind.llm else "eval.ndcg@10"
+
+
+def objective_of(cfg: HpcftConfig, direction: str | None) -> Objective:
+    """`sweep.objective` checked against the run's stages; the direction the sweeper was
+    given, else minimize for a loss and maximize for a score."""
+    text = cfg.sweep.objective or default_objective(cfg)
+    stage, _, metric = text.partition(".")
+    if stage not in ("train", "eval") or not metric:
+        raise ConfigError("sweep.objective", f"{text!r} is not <stage>.<metric> (eval.rouge-l, train.train_loss)")
+    if stage not in cfg.stages:
+        raise ConfigError("sweep.objective", f"{text}: this sweep has stages {', '.join(cfg.stages)}")
+    chosen = direction or ("minimize" if "loss" in metric else "maximize")
+    if chosen not in ("minimize", "maximize"):
+        raise ConfigError("hydra.sweeper.direction", f"{direction!r}: one of minimize, maximize")
+    return Objective(stage=stage, metric=metric, direction=chosen)  # type: ignore[arg-type]
+
+
+def sweeper_name(overrides: Sequence[str]) -> str | None:
+    return next((o.split("=", 1)[1] for o in overrides if o.startswith("hydra/sweeper=")), None)
+
+
+def is_adaptive(overrides: Sequence[str]) -> bool:
+    name = sweeper_name(overrides)
+    if name in NOT_YET:
+        raise UserError(
+            f"hydra/sweeper={name}: hpcft's controller job drives Optuna's sweeper so far"
+            " (hydra/sweeper=optuna); use it, or the basic sweeper (key=a,b)"
+        )
+    return name in SUPPORTED
+
+
+def search_values(override: Override) -> list[str]:
+    """The values to check a swept key with: each choice, a range's values, an interval's ends."""
+    value = override.value()
+    if isinstance(value, IntervalSweep):
+        return [str(value.start), str(value.end)]
+    return [str(v) for v in override.sweep_string_iterator()]
+
+
+def search_space(overrides: Sequence[str], params: dict[str, Any]) -> tuple[list[str], dict[str, list[str]]]:
+    """The app's fixed overrides, and each searched key's values to check, from the command
+    line and the sweeper's `params` (Optuna's search space may be given either way)."""
+    lines = [o for o in overrides if not o.startswith(("hydra.", "hydra/"))]
+    lines += [f"{key}={value}" for key, value in params.items()]
+    try:
+        parsed = OverridesParser.create().parse_overrides(lines)
+    except HydraException as e:
+        raise hydra_error(e) from None
+    fixed = [str(o.input_line) for o in parsed if not o.is_sweep_override()]
+    searched = {o.get_key_element(): search_values(o) for o in parsed if o.is_sweep_override()}
+    return fixed, searched
+
+
+def check_trials(overrides: Sequence[str], params: dict[str, Any], config_dirs: Sequence[str]) -> HpcftConfig:
+    """Every searched value composes and types, and the first trial's config validates in
+    full (data files included), before anything is submitted. Returns that config."""
+    fixed, searched = search_space(overrides, params)
+    first = {key: values[0] for key, values in searched.items()}
+    cfg = typed_config(compose_config([*fixed, *(f"{k}={v}" for k, v in first.items())], config_dirs))
+    validate_config(cfg)
+    for key, values in searched.items():
+        for value in values[1:]:
+            chosen = {**first, key: value}
+            typed_config(compose_config([*fixed, *(f"{k}={v}" for k, v in chosen.items())], config_dirs))
+    return cfg
+
+
+def controller_parameters(cfg: HpcftConfig, sweep_name: str) -> dict[str, Any]:
+    """The controller's job: one CPU, a little memory, the cluster's partition for CPU work.
+    Slurm requeues it after a time limit or a preemption, and it resumes the study."""
+    cluster = cfg.cluster
+    params: dict[str, Any] = {
+        "job_name": f"{sweep_name}.controller",
+        "time": cluster.time,
+        "nodes": 1,
+        "ntasks_per_node": 1,
+        "cpus_per_task": 1,
+        "mem": "2GB",
+        "signal_delay_s": cluster.signal_delay_s,
+        "setup": list(cluster.setup),
+    }
+    for key in ("account", "qos"):
+        if value := getattr(cluster, key):
+            params[key] = value
+    if partition := cluster.cpu_partition or cluster.partition:
+        params["partition"] = partition
+    return params
+
+
+def submit_controller(record: ControllerRecord, cfg: HpcftConfig) -> ControllerRecord:
+    """Submit the controller job (with the login node's interpreter: it needs what this
+    command needs, Hydra and the sweeper, and no training stack) and record it."""
+    import submitit
+
+    from hpcft.controller import ResumableController
+    from hpcft.render import time_to_minutes
+    from hpcft.submit import log_paths
+    from hpcft.sweep import scheduler_reason
+
+    sweep_dir = Path(record.sweep_dir)
+    params = controller_parameters(cfg, sweep_dir.name)
+    params["time"] = time_to_minutes(params["time"])
+    executor = submitit.SlurmExecutor(folder=sweep_dir / "slurm", max_num_timeout=1000, python=sys.executable)
+    executor.update_parameters(**params)
+    record.write()  # the job reads it
+    try:
+        job = executor.submit(ResumableController(), str(sweep_dir))  # type: ignore[no-untyped-call]
+    except Exception as e:  # sbatch refused it: leave no half-made sweep behind
+        shutil.rmtree(sweep_dir, ignore_errors=True)
+        raise SubmissionError(
+            f"submitting the controller job failed, nothing was submitted: {scheduler_reason(e)}"
+        ) from None
+    record.job_id, record.logs = job.job_id, log_paths(job)
+    record.write()
+    return record
+
+
+def given(overrides: Sequence[str], key: str) -> str | None:
+    return next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == key), None)
+
+
+def study_overrides(
+    overrides: Sequence[str], sweep_dir: Path, objective: Objective, storage: str, name: str
+) -> list[str]:
+    """The multirun's overrides with the sweep folder and the study pinned: the controller
+    (and each restart of it) must find the same folder and the same stored study."""
+    pinned = {
+        "hydra.sweep.dir": hydra_value(str(sweep_dir)),
+        "hydra.sweeper.direction": objective.direction,
+        "hydra.sweeper.storage": hydra_value(storage),
+        "hydra.sweeper.study_name": hydra_value(name),
+        # A failed trial is told to the study as failed, and the study goes on.
+        "hydra.sweeper.max_failure_rate": given(overrides, "hydra.sweeper.max_failure_rate") or "1.0",
+    }
+    kept = [o for o in overrides if o.split("=", 1)[0] not in pinned]
+    return [*kept, *(f"{key}={value}" for key, value in pinned.items())]
+
+
+def study_record(
+    overrides: Sequence[str], implied: Sequence[str], config_dirs: Sequence[str]
+) -> tuple[ControllerRecord, HpcftConfig, DictConfig]:
+    """Check the sweeper's settings and every searched value; the controller's record."""
+    hydra = sweep_settings(overrides)
+    sweeper = hydra.sweeper
+    params = OmegaConf.to_container(sweeper.get("params") or OmegaConf.create({}), resolve=False)
+    assert isinstance(params, dict)
+    cfg = check_trials(overrides, {str(k): v for k, v in params.items()}, config_dirs)
+    objective = objective_of(cfg, given(overrides, "hydra.sweeper.direction"))
+    sweep_dir = Path(str(hydra.sweep.dir)).expanduser().absolute()
+    storage = str(sweeper.storage or f"sqlite:///{sweep_dir / 'optuna.db'}")
+    name = str(sweeper.study_name or sweep_dir.name)
+    record = ControllerRecord(
+        sweep_dir=str(sweep_dir),
+        overrides=study_overrides(overrides, sweep_dir, objective, storage, name),
+        implied_keys=list(implied),
+        objective=objective,
+        n_trials=int(sweeper.n_trials),
+        n_jobs=int(sweeper.n_jobs),
+        storage=storage,
+        study_name=name,
+        poll_s=cfg.sweep.poll_s,
+    )
+    return record, cfg, hydra
+
+
+def submit_study(overrides: Sequence[str], implied: Sequence[str], config_dirs: Sequence[str], say: Any = print) -> int:
+    """Check, then submit the controller job (or run it here for `cluster=local`); returns at once."""
+    record, cfg, _ = study_record(overrides, implied, config_dirs)
+    sweep_dir = Path(record.sweep_dir)
+    what = f"{record.n_trials} trials, {record.n_jobs} at a time, {record.objective.direction} {record.objective}"
+    try:
+        sweep_dir.mkdir(parents=True, exist_ok=False)
+    except FileExistsError:
+        raise UserError(f"hydra.sweep.dir: {sweep_dir} exists; runs are never overwritten") from None
+    if cfg.dry_run:
+        record.write()
+        say(f"Dry run: nothing submitted. The controller job would run the study ({what});")
+        say(f"its record is {sweep_dir / 'controller.json'}")
+        return 0
+    if cfg.cluster.executor is Executor.local:
+        from hpcft.controller import run_controller
+
+        record.write()
+        say(f"Running the study here ({what}); sweep directory {sweep_dir}")
+        say(run_controller(str(sweep_dir)))
+        return 0
+    submit_controller(record, cfg)
+    say(f"Submitted the study {record.study_name} as controller job {record.job_id}: {what}")
+    say(f"Sweep directory: {sweep_dir}\nFollow: python -m hpcft status {sweep_dir}")
+    return 0

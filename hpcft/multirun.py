@@ -1,0 +1,92 @@
+"""Running a Hydra multirun of hpcft's app without `@hydra.main`: on the login node for a
+basic sweep (`python -m hpcft -m ...`), and inside the controller job of an adaptive one.
+
+Private, because Hydra has no public API to run a multirun without `@hydra.main` reading
+`sys.argv`: `Hydra.create_main_hydra2(...).multirun(...)` is what `@hydra.main` itself
+calls, and `compose_config(..., RunMode.MULTIRUN)` is what it composes the sweep's config
+with. hydra-core is pinned to 1.3.x, and tests/test_architecture.py fails if they change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from hydra._internal.hydra import Hydra
+from hydra._internal.utils import create_config_search_path
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException
+from hydra.types import RunMode
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from hpcft.config.compose import conf_dir, register_all_schemas
+from hpcft.configure import hydra_error
+from hpcft.errors import UserError
+
+if TYPE_CHECKING:
+    from hpcft.study import Objective
+
+
+class PipelineTask:
+    """The task function Hydra is given. Hydra's launchers call it per job; hpcft's launcher
+    submits each point's pipeline instead, and `hpcft_pipeline` is how it tells this task
+    from a foreign app's."""
+
+    hpcft_pipeline = True
+
+    def __init__(
+        self,
+        implied_keys: Sequence[str] = (),
+        *,
+        objective: Objective | None = None,
+        first_num: int = 0,
+        first_batch: int = 0,
+        before_batch: Callable[[], object] | None = None,
+    ) -> None:
+        self.implied_keys = tuple(implied_keys)
+        """Keys hpcft added to the user's overrides (the launcher keeps them out of
+        `${hydra.job.override_dirname}`)."""
+        self.objective = objective
+        """Set in an adaptive sweep's controller: the launcher waits for each point's
+        pipeline and returns this metric to the sweeper."""
+        self.first_num = first_num
+        """The `hydra.job.num` of this multirun's first point: a restarted controller
+        numbers its trials after those run before."""
+        self.first_batch = first_batch
+        """The sweep's batches launched before this multirun (a restarted controller's)."""
+        self.before_batch = before_batch
+        """Called before each batch is launched (the controller records the study so far)."""
+
+    def __call__(self, cfg: object) -> None:
+        raise AssertionError("hpcft's launcher submits pipelines; it does not call the task function")
+
+
+@contextmanager
+def hydra_app() -> Iterator[Hydra]:
+    """Hydra's app for hpcft's `conf/`; its errors as one line."""
+    register_all_schemas()
+    GlobalHydra.instance().clear()
+    try:
+        yield Hydra.create_main_hydra2(task_name="hpcft", config_search_path=create_config_search_path(str(conf_dir())))
+    except UserError:
+        raise
+    except (HydraException, OmegaConfBaseException) as e:
+        raise hydra_error(e) from None
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def run_multirun(overrides: Sequence[str], task: PipelineTask) -> None:
+    """The sweep, as `@hydra.main` with `-m` would run it: Hydra's sweeper, hpcft's launcher."""
+    with hydra_app() as app:
+        app.multirun(config_name="hpcft", task_function=task, overrides=list(overrides))
+
+
+def sweep_settings(overrides: Sequence[str]) -> DictConfig:
+    """The sweep's `hydra` node as the multirun will compose it (the sweeper's settings)."""
+    with hydra_app() as app:
+        cfg = app.compose_config("hpcft", list(overrides), run_mode=RunMode.MULTIRUN, with_log_configuration=False)
+        hydra: DictConfig = cfg.hydra
+        return hydra

@@ -1,0 +1,147 @@
+"""Adaptive sweeps (`hydra/sweeper=optuna`): what the login node checks and submits, and how
+the controller resumes a study, with a real Optuna study on SQLite. The controller runs on
+the real cluster in tests/integration/test_study.py."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import optuna
+import pytest
+
+from hpcft.cli import main
+from hpcft.controller import await_objectives, settle_unfinished, trials_record
+from hpcft.manifest import Manifest, StageRecord
+from hpcft.scheduler import StageState
+from hpcft.study import ControllerRecord, Objective, controller_of, study_summary
+
+optuna.logging.set_verbosity(logging.WARNING)
+SEARCH = ("framework.learning_rate=interval(1e-4,1e-2)", "framework.lora_rank=choice(4,8,16)")
+OPTUNA = ("hydra/sweeper=optuna", "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=2")
+
+
+def study(tmp_path: Path, *overrides: str, dry_run: bool = True) -> int:
+    args = ["-m", *OPTUNA, *SEARCH, "model=tiny_llama", "cluster=slurmlab", f"run_root={tmp_path / 'runs'}"]
+    return main([*args, *overrides, *(["dry_run=true"] if dry_run else [])])
+
+
+def the_sweep(tmp_path: Path) -> Path:
+    (sweep_dir,) = (tmp_path / "runs").iterdir()
+    return sweep_dir
+
+
+def test_the_study_is_checked_and_recorded_with_its_storage_in_the_sweep_folder(tmp_path, capsys):
+    assert study(tmp_path) == 0
+    sweep_dir = the_sweep(tmp_path)
+    record = controller_of(sweep_dir)
+    assert record is not None and record.job_id is None  # a dry run submits nothing
+    assert (record.n_trials, record.n_jobs) == (6, 2)
+    assert record.objective == Objective(stage="eval", metric="rouge-l", direction="maximize")
+    assert record.storage == f"sqlite:///{sweep_dir / 'optuna.db'}"
+    # the controller, and every restart of it, finds the same folder and the same study
+    assert f"hydra.sweep.dir={sweep_dir}" in record.overrides
+    assert "hydra.sweeper.direction=maximize" in record.overrides
+    assert "hydra.sweeper.max_failure_rate=1.0" in record.overrides
+    assert "eval.rouge-l" in capsys.readouterr().out
+
+
+def test_a_loss_objective_is_minimised_and_a_given_direction_kept(tmp_path):
+    assert study(tmp_path, "stages=[train]") == 0
+    record = controller_of(the_sweep(tmp_path))
+    assert record is not None
+    assert record.objective == Objective(stage="train", metric="train_loss", direction="minimize")
+
+
+@pytest.mark.parametrize(
+    "override,named",
+    [
+        ("sweep.objective=eval", "sweep.objective"),
+        ("sweep.objective=deploy.latency", "sweep.objective"),
+        ("stages=[train]", "sweep.objective"),  # with the eval objective below
+        ("framework.lora_rnk=choice(4,8)", "lora_rnk"),
+        ("framework.lora_rank=choice(4,eight)", "framework.lora_rank"),
+        ("hydra.sweeper.n_trials=many", "n_trials"),
+        ("sweep.poll_s=0", "sweep.poll_s"),
+        ("hydra.sweeper.direction=upward", "direction"),
+    ],
+)
+def test_bad_settings_fail_on_the_login_node_in_one_line(tmp_path, capsys, override, named):
+    extra = ("sweep.objective=eval.rouge-l",) if override == "stages=[train]" else ()
+    assert study(tmp_path, override, *extra) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and named in err, err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_the_controller_is_one_small_cpu_job_named_after_the_sweep(tmp_path, capsys, stand_in_slurm):
+    assert study(tmp_path, dry_run=False) == 0
+    sweep_dir = the_sweep(tmp_path)
+    record = controller_of(sweep_dir)
+    assert record is not None and record.job_id == "100" and record.logs
+    script = (sweep_dir / "slurm" / "100_submission.sh").read_text()
+    assert f"#SBATCH --job-name={sweep_dir.name}.controller" in script
+    assert "#SBATCH --cpus-per-task=1" in script and "--gpus" not in script
+    assert "controller job 100" in capsys.readouterr().out
+
+
+def point(sweep_dir: Path, num: int, state: StageState, rouge: float | None) -> Path:
+    """A finished point of a sweep, as the local executor records it."""
+    run = sweep_dir / str(num)
+    (run / "eval").mkdir(parents=True)
+    manifest = Manifest(run_name=run.name, run_dir=str(run), executor="local", status="completed")
+    manifest.stages = {"train": StageRecord(state=StageState.COMPLETED), "eval": StageRecord(state=state)}
+    manifest.write(run / "manifest.json")
+    if rouge is not None:
+        (run / "eval" / "metrics.json").write_text(json.dumps({"rouge-l": rouge, "bleu-4": 1.0, "rows": 6}))
+    return run
+
+
+def record_of(sweep_dir: Path) -> ControllerRecord:
+    return ControllerRecord(
+        sweep_dir=str(sweep_dir),
+        overrides=[],
+        implied_keys=[],
+        objective=Objective(stage="eval", metric="rouge-l", direction="maximize"),
+        n_trials=6,
+        n_jobs=2,
+        storage=f"sqlite:///{sweep_dir / 'optuna.db'}",
+        study_name="s",
+        poll_s=0.01,
+    )
+
+
+def test_a_restarted_controller_tells_the_trials_it_had_submitted_and_only_those(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    record = record_of(sweep_dir)
+    runs = [point(sweep_dir, 0, StageState.COMPLETED, 10.0), point(sweep_dir, 1, StageState.COMPLETED, 30.0)]
+    runs += [point(sweep_dir, 2, StageState.COMPLETED, 20.0), point(sweep_dir, 3, StageState.FAILED, None)]
+    points = [{"num": i, "overrides": [], "run_dir": str(run)} for i, run in enumerate(runs)]
+    (sweep_dir / "sweep.json").write_text(json.dumps({"points": points, "batches": 2}))
+    s = optuna.create_study(study_name="s", storage=record.storage, direction="maximize")
+    for value in (10.0, 30.0):
+        trial = s.ask({"x": optuna.distributions.UniformDistribution(0, 1)})
+        s.tell(trial, value)
+    for _ in range(3):  # 2 and 3 were submitted before the restart; 4 was asked for, never submitted
+        s.ask({"x": optuna.distributions.UniformDistribution(0, 1)})
+    settle_unfinished(s, record, poll_s=0.01)
+    states = [(t.number, t.state.name, t.value) for t in s.trials]
+    assert states == [
+        (0, "COMPLETE", 10.0),
+        (1, "COMPLETE", 30.0),
+        (2, "COMPLETE", 20.0),
+        (3, "FAIL", None),
+        (4, "FAIL", None),
+    ]
+    summary = trials_record(s, record, "running")
+    assert summary["best"]["number"] == 1 and summary["best"]["run_dir"] == str(runs[1])
+    assert study_summary(record) == "3 of 6 trials scored; best so far: trial 1, eval.rouge-l=30"
+
+
+def test_a_trial_without_its_metric_fails_with_the_reason(tmp_path):
+    run = point(tmp_path, 0, StageState.COMPLETED, None)
+    (result,) = await_objectives([run], Objective(stage="eval", metric="rouge-l", direction="maximize"), 0.01)
+    assert isinstance(result, Exception) and "eval.rouge-l not among" in str(result)
+    (result,) = await_objectives([run], Objective(stage="train", metric="train_loss", direction="minimize"), 0.01)
+    assert isinstance(result, Exception) and "train.train_loss" in str(result)
