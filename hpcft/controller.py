@@ -130,6 +130,7 @@ def trials_record(study: Any, record: ControllerRecord, status: str) -> dict[str
     best = pick(done, key=lambda t: t["value"]) if done else None
     return {
         "status": status,
+        "controller_cpu_s": round(time.process_time(), 2),
         "objective": str(record.objective),
         "direction": record.objective.direction,
         "n_trials": record.n_trials,
