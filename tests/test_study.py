@@ -145,3 +145,47 @@ def test_a_trial_without_its_metric_fails_with_the_reason(tmp_path):
     assert isinstance(result, Exception) and "eval.rouge-l not among" in str(result)
     (result,) = await_objectives([run], Objective(stage="train", metric="train_loss", direction="minimize"), 0.01)
     assert isinstance(result, Exception) and "train.train_loss" in str(result)
+
+
+def test_the_sweeper_is_told_each_result_a_failure_included_and_a_restart_numbers_trials_after(tmp_path, monkeypatch):
+    """The real Hydra multirun, Optuna sweeper and hpcft launcher inside the controller; only
+    the submission and the wait for results are stand-ins (the cluster runs them in
+    tests/integration/test_study.py)."""
+    import hpcft.controller
+    import hpcft.launch
+    from hpcft.controller import TrialFailed, run_controller
+
+    assert study(tmp_path, "hydra.sweeper.n_trials=4", "stages=[train]") == 0
+    sweep_dir = the_sweep(tmp_path)
+    launched: list[int] = []
+
+    def submitted(points, sweep_dir, batch=0, say=print):
+        launched.extend(p.num for p in points)
+        for p in points:
+            p.run_dir.mkdir(parents=True)
+        record = json.loads(path.read_text()) if (path := sweep_dir / "sweep.json").is_file() else {"points": []}
+        record["points"] += [{"num": p.num, "overrides": list(p.overrides), "run_dir": str(p.run_dir)} for p in points]
+        record["batches"] = batch + 1
+        path.write_text(json.dumps(record))
+        return [p.run_dir for p in points]
+
+    def results(runs, objective, poll_s):
+        return [TrialFailed("training failed") if int(r.name) % 2 else float(r.name) for r in runs]
+
+    monkeypatch.setattr(hpcft.launch, "launch_sweep", submitted)
+    monkeypatch.setattr(hpcft.controller, "await_objectives", results)
+    run_controller(str(sweep_dir))
+    trials = json.loads((sweep_dir / "trials.json").read_text())
+    assert [(t["number"], t["state"]) for t in trials["trials"]] == [
+        (0, "COMPLETE"),
+        (1, "FAIL"),
+        (2, "COMPLETE"),
+        (3, "FAIL"),
+    ]
+    assert trials["best"]["number"] == 0  # train_loss is minimised
+    record = json.loads((sweep_dir / "controller.json").read_text())
+    (sweep_dir / "controller.json").write_text(json.dumps({**record, "n_trials": 6}))
+    run_controller(str(sweep_dir))  # a restart: two trials to go, numbered after the first four
+    assert launched == [0, 1, 2, 3, 4, 5]
+    assert sorted(p.name for p in sweep_dir.iterdir() if p.name.isdigit()) == ["0", "1", "2", "3", "4", "5"]
+    assert len(json.loads((sweep_dir / "trials.json").read_text())["trials"]) == 6
