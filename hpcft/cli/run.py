@@ -8,6 +8,8 @@ Examples:
       framework.learning_rate=5e-5 +framework.args.lr_scheduler_type=linear
   python -m hpcft --config-dir ~/site-conf model=llama3_8b cluster=mysite
   python -m hpcft -m model=tiny_llama cluster=slurmlab framework.learning_rate=1e-4,1e-3
+  python -m hpcft -m hydra/sweeper=optuna hydra.sweeper.n_trials=6 model=tiny_llama cluster=slurmlab \
+      'framework.learning_rate=interval(1e-4,1e-2)'   # an Optuna study, in a controller job
 
 Any native framework argument: +framework.args.<name>=<value> (checked against the
 framework's own argument list), e.g. +framework.args.lr_scheduler_type=linear.

@@ -4,12 +4,15 @@ Hydra expands the sweep (its basic sweeper: lists, `range()`, `choice()`, `glob(
 hpcft's launcher plugin (`hydra/launcher=hpcft`) has `hpcft.launch` validate every point,
 give each its own run directory (`${hydra.sweep.dir}/${hydra.sweep.subdir}`, Hydra's
 settings, with hpcft's sweep folder under `run_root` where none is given) and submit one
-array per stage and resource shape.
+array per stage and resource shape. With `hydra/sweeper=optuna` the study runs in a
+controller job on the cluster (`hpcft.adaptive`), and the command returns with its job id.
 
 Examples:
   python -m hpcft -m model=tiny_llama cluster=slurmlab framework.learning_rate=1e-3,1e-4 \\
       framework.lora_rank=4,8,16
   python -m hpcft -m model=qwen2_5_7b,qwen2_5_72b cluster=2x8gpu deepspeed=zero3 dry_run=true
+  python -m hpcft -m hydra/sweeper=optuna hydra.sweeper.n_trials=6 model=tiny_llama cluster=slurmlab \
+      'framework.learning_rate=interval(1e-4,1e-2)' 'framework.lora_rank=choice(4,8,16)'
 """
 
 from __future__ import annotations
