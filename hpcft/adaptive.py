@@ -17,7 +17,7 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import IntervalSweep, Override
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from hpcft.config.overrides import hydra_value
 from hpcft.config.schema import Executor, HpcftConfig, ModelKind, StageName
@@ -175,7 +175,7 @@ def study_overrides(
 
 def study_record(
     overrides: Sequence[str], implied: Sequence[str], config_dirs: Sequence[str]
-) -> tuple[ControllerRecord, HpcftConfig, DictConfig]:
+) -> tuple[ControllerRecord, HpcftConfig]:
     """Check the sweeper's settings and every searched value; the controller's record."""
     hydra = sweep_settings(overrides)
     sweeper = hydra.sweeper
@@ -197,12 +197,12 @@ def study_record(
         study_name=name,
         poll_s=cfg.sweep.poll_s,
     )
-    return record, cfg, hydra
+    return record, cfg
 
 
 def submit_study(overrides: Sequence[str], implied: Sequence[str], config_dirs: Sequence[str], say: Any = print) -> int:
     """Check, then submit the controller job (or run it here for `cluster=local`); returns at once."""
-    record, cfg, _ = study_record(overrides, implied, config_dirs)
+    record, cfg = study_record(overrides, implied, config_dirs)
     sweep_dir = Path(record.sweep_dir)
     what = f"{record.n_trials} trials, {record.n_jobs} at a time, {record.objective.direction} {record.objective}"
     try:
