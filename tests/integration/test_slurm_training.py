@@ -99,12 +99,14 @@ def test_time_limited_train_is_requeued_and_resumes_from_its_checkpoint(run_root
 
 @pytest.mark.fault
 def test_requeued_train_resumes_from_its_checkpoint(run_root):
-    # 360 steps: checkpoints at 100, 200 and 300. The job is suspended at its first checkpoint
-    # and requeued while stopped, so however fast this machine trains, the requeue lands
-    # mid-training (an idle machine trains the 260 steps left in the second it takes to react).
-    run, job_id = submit_train(run_root, *LONG, "framework.num_train_epochs=60")
+    # 1200 steps, a checkpoint every 20. The job is suspended once its first checkpoint is
+    # whole (trainer_state.json is written last; a rerun skips a checkpoint without it) and
+    # requeued while stopped, so the requeue lands mid-training however fast this machine
+    # trains: ~12 s of training are left at 100 steps/s for a loaded test process to react.
+    every_20 = ["framework.num_train_epochs=200", "framework.save_steps=20", "framework.logging_steps=10"]
+    run, job_id = submit_train(run_root, *LONG, *every_20)
     deadline = time.monotonic() + 300
-    while not list((run / "train").glob("checkpoint-*")):
+    while not list((run / "train").glob("checkpoint-*/trainer_state.json")):
         assert time.monotonic() < deadline, "no checkpoint appeared"
         time.sleep(0.2)
     subprocess.run(["scontrol", "suspend", job_id], check=True)
@@ -113,4 +115,4 @@ def test_requeued_train_resumes_from_its_checkpoint(run_root):
     states = wait_final([job_id], timeout_s=900)
     assert states[job_id] == "COMPLETED", logs(run)[-3000:]
     assert requeues(job_id) == 1
-    assert_resumed(run, save_steps=100, logging_steps=25)
+    assert_resumed(run, save_steps=20, logging_steps=10)
