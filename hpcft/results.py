@@ -26,6 +26,16 @@ def read_metrics(run: Path) -> dict[str, Any] | None:
     return metrics if isinstance(metrics, dict) else None
 
 
+def train_results(run: Path) -> dict[str, Any]:
+    """The Trainer's `train/all_results.json` (train_loss, train_runtime, ...); empty before
+    training ends."""
+    try:
+        data = json.loads((run / "train" / "all_results.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def _numbers(values: Any) -> dict[str, float]:
     if not isinstance(values, dict):
         return {}

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from hpcft.errors import UserError
-from hpcft.results import headline, read_metrics
+from hpcft.results import headline, read_metrics, train_results
 from hpcft.rundir import write_json_atomic
 
 Direction = Literal["minimize", "maximize"]
@@ -81,13 +81,7 @@ def sweep_points(sweep_dir: Path) -> dict[int, Path]:
 
 def stage_metrics(run: Path, stage: str) -> dict[str, Any]:
     """What a stage measured: the fine-tuned model's eval metrics, or the Trainer's results."""
-    if stage == "eval":
-        return headline(read_metrics(run) or {})
-    try:
-        data = json.loads((run / "train" / "all_results.json").read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
+    return headline(read_metrics(run) or {}) if stage == "eval" else train_results(run)
 
 
 def metric_value(run: Path, objective: Objective) -> float | None:

@@ -129,3 +129,19 @@ def test_a_sweep_report_has_each_metric_once_after_the_varying_parameters(tmp_pa
     header, *rows = (tmp_path / "sweep" / "report.csv").read_text().splitlines()
     assert header == "run,framework.learning_rate,rouge-l,bleu-4"
     assert rows == ["0,1e-3,10.0,40.0", "1,1e-4,20.0,40.0"]
+
+
+def test_a_train_only_sweep_report_shows_the_trainers_loss_not_eval_columns(tmp_path):
+    points = []
+    for num, (lr, loss) in enumerate([("1e-3", 2.5), ("1e-4", 3.25)]):
+        run = tmp_path / "sweep" / str(num)
+        overrides = [f"framework.learning_rate={lr}"]
+        stages = {"train": {"job_id": f"7_{num}", "state": "COMPLETED"}}
+        write_json_atomic(run / "manifest.json", {"executor": "slurm", "stages": stages, "overrides": overrides})
+        write_json_atomic(run / "train" / "all_results.json", {"train_loss": loss, "epoch": 3.0})
+        points.append({"num": num, "overrides": overrides, "run_dir": str(run)})
+    write_json_atomic(tmp_path / "sweep" / "sweep.json", {"points": points, "arrays": []})
+    assert main(["report", str(tmp_path / "sweep")]) == 0
+    header, *rows = (tmp_path / "sweep" / "report.csv").read_text().splitlines()
+    assert header == "run,framework.learning_rate,train_loss"
+    assert rows == ["0,1e-3,2.5", "1,1e-4,3.25"]
