@@ -116,32 +116,46 @@ def test_status_of_a_local_run_shows_elapsed_time_and_the_node(tmp_path):
     assert [line.split()[-2:] for line in text.splitlines()[1:3]] == [["0:01:05", "local"], ["0:00:05", "local"]]
 
 
-def test_a_sweep_report_has_each_metric_once_after_the_varying_parameters(tmp_path, capsys):
-    points = []
-    for num, (lr, rouge) in enumerate([("1e-3", 10.0), ("1e-4", 20.0)]):
-        run = tmp_path / "sweep" / str(num)
-        overrides = [f"framework.learning_rate={lr}", "model=tiny_llama"]
-        write_json_atomic(run / "manifest.json", {"executor": "slurm", "stages": {}, "overrides": overrides})
-        write_json_atomic(RunLayout(run).metrics, {**GENERATION, "rouge-l": rouge, "base": {"rouge-l": 1.0}})
-        points.append({"num": num, "overrides": overrides, "run_dir": str(run)})
-    write_json_atomic(tmp_path / "sweep" / "sweep.json", {"points": points, "arrays": []})
-    assert main(["report", str(tmp_path / "sweep")]) == 0
-    header, *rows = (tmp_path / "sweep" / "report.csv").read_text().splitlines()
+def report_of_sweep(sweep: Path, points: list[tuple[list[str], dict, dict[str, dict]]]) -> list[str]:
+    """`report` on a sweep of points given as (overrides, stages, {file under the run: JSON});
+    the lines of its report.csv."""
+    records = []
+    for num, (overrides, stages, files) in enumerate(points):
+        run = sweep / str(num)
+        write_json_atomic(run / "manifest.json", {"executor": "slurm", "stages": stages, "overrides": overrides})
+        for name, data in files.items():
+            write_json_atomic(run / name, data)
+        records.append({"num": num, "overrides": overrides, "run_dir": str(run)})
+    write_json_atomic(sweep / "sweep.json", {"points": records, "arrays": []})
+    assert main(["report", str(sweep)]) == 0
+    return (sweep / "report.csv").read_text().splitlines()
+
+
+def test_a_sweep_report_has_each_metric_once_after_the_varying_parameters(tmp_path):
+    metrics = RunLayout(Path()).metrics.as_posix()
+    header, *rows = report_of_sweep(
+        tmp_path / "sweep",
+        [
+            (
+                [f"framework.learning_rate={lr}", "model=tiny_llama"],
+                {},
+                {metrics: {**GENERATION, "rouge-l": rouge, "base": {"rouge-l": 1.0}}},
+            )
+            for lr, rouge in [("1e-3", 10.0), ("1e-4", 20.0)]
+        ],
+    )
     assert header == "run,framework.learning_rate,rouge-l,bleu-4"
     assert rows == ["0,1e-3,10.0,40.0", "1,1e-4,20.0,40.0"]
 
 
 def test_a_train_only_sweep_report_shows_the_trainers_loss_not_eval_columns(tmp_path):
-    points = []
-    for num, (lr, loss) in enumerate([("1e-3", 2.5), ("1e-4", 3.25)]):
-        run = tmp_path / "sweep" / str(num)
-        overrides = [f"framework.learning_rate={lr}"]
-        stages = {"train": {"job_id": f"7_{num}", "state": "COMPLETED"}}
-        write_json_atomic(run / "manifest.json", {"executor": "slurm", "stages": stages, "overrides": overrides})
-        write_json_atomic(run / "train" / "all_results.json", {"train_loss": loss, "epoch": 3.0})
-        points.append({"num": num, "overrides": overrides, "run_dir": str(run)})
-    write_json_atomic(tmp_path / "sweep" / "sweep.json", {"points": points, "arrays": []})
-    assert main(["report", str(tmp_path / "sweep")]) == 0
-    header, *rows = (tmp_path / "sweep" / "report.csv").read_text().splitlines()
+    trained = {"train": {"job_id": "7_0", "state": "COMPLETED"}}
+    header, *rows = report_of_sweep(
+        tmp_path / "sweep",
+        [
+            ([f"framework.learning_rate={lr}"], trained, {"train/all_results.json": {"train_loss": loss, "epoch": 3.0}})
+            for lr, loss in [("1e-3", 2.5), ("1e-4", 3.25)]
+        ],
+    )
     assert header == "run,framework.learning_rate,train_loss"
     assert rows == ["0,1e-3,2.5", "1,1e-4,3.25"]
