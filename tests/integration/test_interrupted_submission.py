@@ -61,6 +61,12 @@ def assert_queue_empties(run_name: str) -> None:
     wait_for(lambda: not queued_jobs_of(run_name), 60, f"the jobs of {run_name} to leave the queue")
 
 
+def default_sigint() -> None:
+    # A shell without job control (CI, `cmd &`) starts its children with SIGINT ignored, and
+    # Python then installs no KeyboardInterrupt handler: restore the terminal's default.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_submission(run_root: Path, shims: Path) -> subprocess.Popen[str]:
     args = ["model=tiny_llama", "cluster=slurmlab", f"run_root={run_root}", *FAST, "cluster.time=5"]
     return subprocess.Popen(
@@ -71,6 +77,7 @@ def start_submission(run_root: Path, shims: Path) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=default_sigint,
     )
 
 
