@@ -9,7 +9,7 @@ import stat
 import threading
 import urllib.error
 import urllib.request
-from http.server import ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -36,6 +36,8 @@ def test_a_lora_adapter_is_served_unmerged_beside_its_base_on_one_server():
     assert argv[argv.index("--lora-modules") + 1] == "tiny_llama-ft=/runs/r/train"
     assert argv[argv.index("--max-lora-rank") + 1] == "8" and "--enable-lora" in argv
     assert argv[argv.index("--served-model-name") + 1] == "tiny_llama-base"
+    # prompts from the tokenizer LLaMA-Factory trained with (its template where the base has none)
+    assert argv[argv.index("--tokenizer") + 1] == "/runs/r/train"
     assert argv[argv.index("--dtype") : argv.index("--dtype") + 2] == ["--dtype", "float32"]  # CPU build
     assert job.export_argv is None and job.baseline_argv is None  # no merge, one server
     assert (job.model_name, job.baseline_model_name) == ("tiny_llama-ft", "tiny_llama-base")
@@ -47,6 +49,8 @@ def test_a_full_fine_tune_serves_its_weights_and_the_base_on_a_second_server():
     job = vllm_job("framework.finetuning_type=full", "framework.lora_rank=64")
     assert job.serve_argv[job.serve_argv.index("--model") + 1] == "/runs/r/train"
     assert job.baseline_argv is not None and "--enable-lora" not in job.serve_argv
+    assert "--tokenizer" not in job.serve_argv  # the trained weights' own
+    assert job.baseline_argv[job.baseline_argv.index("--tokenizer") + 1] == "/runs/r/train"  # the base, prompted alike
     gpu = adapter_for(
         load_config(["model=internlm2", "cluster=8gpu", "framework.finetuning_type=full", "eval.baseline=true"])
     ).deploy_job(LAYOUT)
@@ -160,3 +164,33 @@ def test_an_embedder_and_its_base_get_a_vllm_pooling_server_each():
         "-m",
         "hpcft.serve",
     ]
+
+
+class Refusing(BaseHTTPRequestHandler):
+    """A server that is starting (404) on its first request and refuses (400) every later one,
+    as vLLM does for chat with a tokenizer that has no chat template."""
+
+    seen = 0
+
+    def do_POST(self) -> None:
+        type(self).seen += 1
+        status, body = (404, b"{}") if self.seen == 1 else (400, b'{"error": {"message": "no chat template"}}')
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_server_that_refuses_the_readiness_request_fails_the_deploy_at_once():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1/chat/completions"
+    try:
+        assert not deploy.answers(url, "k", {"messages": []})  # still starting: ask again
+        with pytest.raises(RuntimeError, match=r"refused .* \(HTTP 400\): .*no chat template"):
+            deploy.answers(url, "k", {"messages": []})  # not ready in 600 s: wrong at once
+    finally:
+        server.shutdown()

