@@ -38,6 +38,8 @@ class Engine:
     """Prompt -> times answered successfully (shared across restarts when passed in)."""
     dims: int = 384
     """Size of the stand-in embedding vectors (`/v1/embeddings`)."""
+    context_chars: int | None = None
+    """Longer prompts are refused with a 400, as vLLM refuses a prompt past its context."""
     arrivals: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
@@ -106,6 +108,10 @@ def _handler(engine: Engine) -> type[BaseHTTPRequestHandler]:
                 self._send(200, embeddings(body, engine.dims))
                 return
             number, prompt = engine.arrive(), body["messages"][-1]["content"]
+            if engine.context_chars is not None and len(prompt) > engine.context_chars:
+                engine.leave(None)
+                self._send(400, {"error": {"message": "This model's maximum context length is exceeded"}})
+                return
             if engine.failing(number):
                 engine.leave(None)
                 if engine.faults.drop:

@@ -14,7 +14,8 @@ from typing import Any
 
 from hpcft.rundir import RunLayout
 
-NOT_METRICS = frozenset({"rows", "queries"})
+NOT_METRICS = frozenset({"rows", "queries", "refused"})
+"""Counts beside the metrics: rows scored, queries ranked, rows the server refused."""
 
 
 def read_metrics(run: Path) -> dict[str, Any] | None:

@@ -145,6 +145,11 @@ CASES: list[Case] = [
     # more ranges, and the eval job's settings
     ("eval concurrency 0", lambda t: [*LLM, "eval.concurrency=0"], "eval.concurrency: must be > 0"),
     ("eval retries negative", lambda t: [*LLM, "eval.retries=-1"], "eval.retries: must be >= 0"),
+    (
+        "eval refusals past 1",
+        lambda t: [*LLM, "eval.max_refused_fraction=1.5"],
+        "eval.max_refused_fraction: must be in [0, 1]",
+    ),
     ("request timeout 0", lambda t: [*LLM, "eval.request_timeout_s=0"], "eval.request_timeout_s: must be > 0"),
     ("requeues negative", lambda t: [*LLM, "cluster.max_requeues=-1"], "cluster.max_requeues: must be >= 0"),
     ("array parallelism 0", lambda t: [*LLM, "cluster.array_parallelism=0"], "cluster.array_parallelism: must be > 0"),

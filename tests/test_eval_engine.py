@@ -4,13 +4,17 @@ died sends no answered row again (the real engines are exercised in tests/integr
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import threading
 from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from benchmarks.standin_engine import Engine, Faults, Server
+from hpcft.client import HTTPStatusError
 from hpcft.frameworks.llamafactory import alpaca_eval_job
 from hpcft.jobs.evaluate import run_eval
 from hpcft.jobs.spec import EvalJob
@@ -79,3 +83,70 @@ def test_a_line_cut_off_by_a_kill_is_dropped_and_its_row_asked_again(tmp_path):
         run_eval(job)
         assert server.engine.arrivals == 9
     assert [p["index"] for p in predictions(layout)] == list(range(10))
+
+
+def long_prompts(tmp_path: Path, rows: int, long_rows: set[int]) -> Path:
+    """An eval set whose rows in `long_rows` have prompts past a 100-character context."""
+    evalset = tmp_path / "eval.jsonl"
+    evalset.write_text(
+        "".join(
+            json.dumps({"instruction": f"q{i}" + "x" * (200 if i in long_rows else 0), "output": f"answer to q{i}"})
+            + "\n"
+            for i in range(rows)
+        )
+    )
+    return evalset
+
+
+def test_rows_the_server_refuses_are_counted_left_out_and_asked_again_by_a_rerun(tmp_path):
+    long_rows = {7, 400, 401, 999}
+    with Server(Engine(latency_s=0.001, context_chars=100)) as server:
+        job, layout = eval_run(tmp_path, 1000, server)
+        job = dataclasses.replace(job, evalset=str(long_prompts(tmp_path, 1000, long_rows)))
+        run_eval(job)  # 4 of 1000 refused: within the default 1%
+    metrics = json.loads(layout.metrics.read_text())
+    assert (metrics["rows"], metrics["refused"], metrics["exact_match"]) == (996, 4, 100.0)
+    refused = {p["index"] for p in predictions(layout) if "refused" in p}
+    assert refused == long_rows and all("context length" in p["refused"] for p in predictions(layout) if "refused" in p)
+    # a server with a longer context (a larger deploy.max_model_len): the rerun sends only those rows
+    with Server(Engine(latency_s=0.001)) as longer:
+        write_json_atomic(layout.endpoint, longer.endpoint)
+        run_eval(job)
+    assert longer.engine.arrivals == 4
+    metrics = json.loads(layout.metrics.read_text())
+    assert metrics["rows"] == 1000 and "refused" not in metrics
+
+
+def test_more_refusals_than_the_limit_fail_the_eval_naming_the_reason_and_keep_the_answers(tmp_path):
+    with Server(Engine(latency_s=0.001, context_chars=100)) as server:
+        job, layout = eval_run(tmp_path, 100, server)
+        job = dataclasses.replace(job, evalset=str(long_prompts(tmp_path, 100, {3, 50})))
+        with pytest.raises(RuntimeError, match=r"refused 2 of 100 eval rows.*0\.01.*HTTP 400.*context length"):
+            run_eval(job)
+    assert len([p for p in predictions(layout) if "predict" in p]) == 98 and not layout.metrics.exists()
+
+
+def test_a_wrong_key_fails_the_eval_at_once_whatever_the_refusal_limit(tmp_path):
+    """401 concerns every row, not one: no row is recorded as refused."""
+
+    class Unauthorized(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.send_response(401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Unauthorized)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with Server(Engine()) as standin:
+            job, layout = eval_run(tmp_path, 50, standin, max_refused_fraction=1.0)
+        endpoint = {"base_url": f"http://127.0.0.1:{server.server_address[1]}/v1", "model": "m"}
+        write_json_atomic(layout.endpoint, endpoint)
+        with pytest.raises(HTTPStatusError, match="HTTP 401"):
+            run_eval(job)
+        assert predictions(layout) == []
+    finally:
+        server.shutdown()

@@ -274,6 +274,11 @@ class EvalConfig:
     1, 2, 4, ... s apart; >= 0. Answers already received are kept whatever happens."""
     endpoint_timeout_s: int = 3600
     """How long eval waits for the deploy job to publish its endpoint; >= 1."""
+    max_refused_fraction: float = 0.01
+    """The share of eval rows the server may refuse as bad requests (HTTP 400, 413 or 422:
+    most often a prompt longer than the served context, `deploy.max_model_len`) before the
+    eval fails, in [0, 1]. Refused rows are left out of the scores, counted in `metrics.json`
+    (`refused`) and sent again by a rerun; 0: any refusal fails the eval."""
     baseline: bool | None = None
     """Also score the base model on the eval set, so `metrics.json` shows what fine-tuning
     gained. Embedders and rerankers: the server holds both. LLMs: the deploy job starts a

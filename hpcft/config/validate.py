@@ -89,6 +89,7 @@ def validate_deploy_eval(cfg: HpcftConfig) -> None:
     for name in ("max_new_tokens", "request_timeout_s", "endpoint_timeout_s", "concurrency"):
         check_positive(f"eval.{name}", getattr(e, name))
     check_positive("eval.retries", e.retries, allow_zero=True)
+    check_range("eval.max_refused_fraction", e.max_refused_fraction, 0, 1, high_open=False)
 
 
 def validate_run(cfg: HpcftConfig) -> None:

@@ -130,6 +130,7 @@ class FrameworkAdapter(ABC):
             endpoint_timeout_s=e.endpoint_timeout_s,
             concurrency=e.concurrency,
             retries=e.retries,
+            max_refused_fraction=e.max_refused_fraction,
             chat_template=self.cfg.model.template,
             env=wandb_env(self.cfg, layout, "eval"),
         )

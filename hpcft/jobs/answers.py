@@ -4,6 +4,11 @@
 set), flushed at once: a job killed mid-eval loses at most the requests in flight. On a
 rerun the lines already there are kept (a line cut off by the kill is dropped) and only the
 other rows are sent. At the end the file is rewritten in row order.
+
+A row the server refuses (`REFUSED_ROW`: a prompt longer than its context) gets a line with
+`refused` (the server's reason) instead of `predict`: left out of the scores, counted, and
+sent again by a rerun (after, say, a longer `deploy.max_model_len`). Past
+`eval.max_refused_fraction` of the rows the eval fails, its answers kept.
 """
 
 from __future__ import annotations
@@ -17,6 +22,9 @@ from typing import Any
 from hpcft.rundir import write_atomic, write_json_atomic
 
 PROGRESS_EVERY_S = 10.0
+REFUSED_ROW = frozenset({400, 413, 422})
+"""What a server answers to one row it cannot take; other errors (a wrong key or model name)
+concern every row, and fail the eval at once."""
 
 
 def read_answers(path: Path) -> dict[int, dict[str, Any]]:
@@ -27,10 +35,29 @@ def read_answers(path: Path) -> dict[int, dict[str, Any]]:
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
             record = json.loads(line)
-            done[int(record["index"])] = record
+            if "refused" not in record:  # refused rows are asked again
+                done[int(record["index"])] = record
         except (ValueError, KeyError, TypeError):
             continue  # the line a killed job was writing
     return done
+
+
+def answered(records: list[dict[str, Any]], max_refused_fraction: float) -> list[dict[str, Any]]:
+    """The records the server answered; an error naming the first refusal where it refused
+    more than `max_refused_fraction` of them."""
+    kept = [r for r in records if "refused" not in r]
+    refused = len(records) - len(kept)
+    if not refused:
+        return kept
+    first = next(r["refused"] for r in records if "refused" in r)
+    what = f"the server refused {refused} of {len(records)} eval rows"
+    if refused > max_refused_fraction * len(records) or not kept:
+        raise RuntimeError(
+            f"{what}, more than eval.max_refused_fraction={max_refused_fraction} "
+            f"(answers kept; a rerun sends only these): {first}"
+        )
+    print(f"eval: {what}, left out of the scores (a rerun asks them again); the first: {first}", flush=True)
+    return kept
 
 
 class Answers:

@@ -17,9 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from hpcft.client import EndpointClient
+from hpcft.client import EndpointClient, HTTPStatusError
 from hpcft.data import read_rows
-from hpcft.jobs.answers import Answers
+from hpcft.jobs.answers import REFUSED_ROW, Answers, answered
 from hpcft.jobs.metrics import score
 from hpcft.jobs.spec import EvalJob
 from hpcft.rundir import RunLayout, read_json, write_atomic, write_json_atomic
@@ -54,15 +54,28 @@ def answer_all(
     ]
     done, flight = len(rows) - len(todo), job.concurrency
     print(f"eval: {client.model}: {len(rows)} rows, {done} already answered, {flight} in flight", flush=True)
-    ask = lambda item: (item, client.chat(item[1], max_tokens=job.max_new_tokens))  # noqa: E731
     with ThreadPoolExecutor(max_workers=job.concurrency) as pool:
-        for (index, prompt, label), prediction in pool.map(ask, todo):
-            answers.add({"index": index, "prompt": prompt, "label": label, "predict": prediction})
+        for record in pool.map(lambda item: ask(client, item, job.max_new_tokens), todo):
+            answers.add(record)
     return answers.finish()
 
 
-def scored(records: list[dict[str, Any]]) -> dict[str, float]:
-    return score([r["predict"] for r in records], [r["label"] for r in records])
+def ask(client: EndpointClient, item: tuple[int, str, str], max_tokens: int) -> dict[str, Any]:
+    """One row's record: the model's answer, or why the server refused the row."""
+    index, prompt, label = item
+    try:
+        return {"index": index, "prompt": prompt, "label": label, "predict": client.chat(prompt, max_tokens=max_tokens)}
+    except HTTPStatusError as e:
+        if e.status not in REFUSED_ROW:
+            raise
+        return {"index": index, "prompt": prompt, "label": label, "refused": str(e)}
+
+
+def scored(records: list[dict[str, Any]], max_refused_fraction: float) -> dict[str, float]:
+    """The metrics of the answered records, and how many the server refused (where any)."""
+    kept = answered(records, max_refused_fraction)
+    metrics = score([r["predict"] for r in kept], [r["label"] for r in kept])
+    return metrics if len(kept) == len(records) else {**metrics, "refused": float(len(records) - len(kept))}
 
 
 def evaluate_generation(job: EvalJob, layout: RunLayout, endpoint: dict[str, Any]) -> dict[str, float]:
@@ -71,13 +84,13 @@ def evaluate_generation(job: EvalJob, layout: RunLayout, endpoint: dict[str, Any
     rows = [r.row for r in read_rows(job.evalset)]
     client = EndpointClient.from_endpoint(endpoint, job.request_timeout_s, job.retries, job.retry_backoff_s)
     answers = Answers(layout.predictions, len(rows), layout.eval / "progress.json")
-    metrics = scored(answer_all(job, rows, client, answers))
+    metrics = scored(answer_all(job, rows, client, answers), job.max_refused_fraction)
     settings = {"temperature": 0.0, "max_tokens": job.max_new_tokens, "chat_template": job.chat_template}
     record: dict[str, Any] = {**metrics, "model": endpoint["model"], "evalset": job.evalset, "generation": settings}
     if baseline := endpoint.get("baseline"):
         base_client = EndpointClient.from_endpoint(baseline, job.request_timeout_s, job.retries, job.retry_backoff_s)
         base_answers = Answers(layout.eval / "predictions_base.jsonl", len(rows), layout.eval / "progress.json")
-        base = scored(answer_all(job, rows, base_client, base_answers))
+        base = scored(answer_all(job, rows, base_client, base_answers), job.max_refused_fraction)
         record.update(base=base, gain={k: metrics[k] - base[k] for k in metrics if k in base})
     write_json_atomic(layout.metrics, record)
     return metrics

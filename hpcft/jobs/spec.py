@@ -91,6 +91,8 @@ class EvalJob:
     """Retries of a request after a transient failure (5xx, timeout, dropped connection)."""
     retry_backoff_s: float = 1.0
     """First pause between retries; it doubles each time."""
+    max_refused_fraction: float = 0.01
+    """The share of rows the server may refuse (`answers.REFUSED_ROW`) before the eval fails."""
     chat_template: str | None = None
     """The chat template the server applies (recorded beside the metrics)."""
     env: dict[str, str] = field(default_factory=dict)
