@@ -40,6 +40,8 @@ class Engine:
     """Size of the stand-in embedding vectors (`/v1/embeddings`)."""
     context_chars: int | None = None
     """Longer prompts are refused with a 400, as vLLM refuses a prompt past its context."""
+    cuts: Counter[int | None] = field(default_factory=Counter)
+    """`truncate_prompt_tokens` -> embedding requests that asked for it (None: not asked)."""
     arrivals: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
@@ -102,9 +104,13 @@ def _handler(engine: Engine) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:  # quiet
             pass
 
+        def do_GET(self) -> None:  # `/v1/models`, as OpenAI lists them: no context length
+            self._send(200, {"object": "list", "data": [{"id": "standin", "object": "model"}]})
+
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             if self.path.endswith("/embeddings"):
+                engine.cuts[body.get("truncate_prompt_tokens")] += 1
                 self._send(200, embeddings(body, engine.dims))
                 return
             number, prompt = engine.arrive(), body["messages"][-1]["content"]

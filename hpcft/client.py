@@ -46,14 +46,15 @@ def _connection(netloc: str, timeout_s: float) -> http.client.HTTPConnection:
     return pool[netloc]
 
 
-def _post_once(url: str, payload: bytes, timeout_s: float, api_key: str | None) -> Any:
+def _request_once(url: str, payload: bytes | None, timeout_s: float, api_key: str | None) -> Any:
+    """POST `payload` (GET without one) and the JSON answer."""
     parts = urllib.parse.urlsplit(url)
     conn = _connection(parts.netloc, timeout_s)
     headers = {"Content-Type": "application/json"}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
     try:
-        conn.request("POST", parts.path, payload, headers)
+        conn.request("GET" if payload is None else "POST", parts.path, payload, headers)
         response = conn.getresponse()
         body = response.read()
     except BaseException:
@@ -65,21 +66,21 @@ def _post_once(url: str, payload: bytes, timeout_s: float, api_key: str | None) 
     return json.loads(body)
 
 
-def post_json(
+def request_json(
     url: str,
-    body: dict[str, Any],
+    body: dict[str, Any] | None,
     timeout_s: float,
     retries: int = 0,
     backoff_s: float = 1.0,
     api_key: str | None = None,
 ) -> Any:
-    """POST JSON (with `api_key` as the bearer token), retrying transient failures (connection
-    refused or dropped, timeout, 5xx, 429) `retries` times, 1, 2, 4, ... s apart (at most
-    30 s). Other 4xx are not retried."""
-    payload = json.dumps(body).encode()
+    """POST `body` as JSON (GET where it is None), with `api_key` as the bearer token, retrying
+    transient failures (connection refused or dropped, timeout, 5xx, 429) `retries` times,
+    1, 2, 4, ... s apart (at most 30 s). Other 4xx are not retried."""
+    payload = None if body is None else json.dumps(body).encode()
     for attempt in range(retries + 1):
         try:
-            return _post_once(url, payload, timeout_s, api_key)
+            return _request_once(url, payload, timeout_s, api_key)
         except Exception as e:
             if attempt == retries or not _transient(e):
                 raise
@@ -114,7 +115,11 @@ class EndpointClient:
 
     def post(self, path: str, body: dict[str, Any]) -> Any:
         """POST `body` to `<base_url><path>` with this client's key, timeout and retries."""
-        return post_json(self.base_url + path, body, self.timeout_s, self.retries, self.backoff_s, self.api_key)
+        return request_json(self.base_url + path, body, self.timeout_s, self.retries, self.backoff_s, self.api_key)
+
+    def get(self, path: str) -> Any:
+        """GET `<base_url><path>` (`/models`) with this client's key, timeout and retries."""
+        return request_json(self.base_url + path, None, self.timeout_s, self.retries, self.backoff_s, self.api_key)
 
     def chat(self, prompt: str, max_tokens: int = 128, temperature: float = 0.0) -> str:
         """The assistant's answer to one user message (`/chat/completions`)."""
@@ -134,9 +139,12 @@ class EndpointClient:
         answer = self.post("/embeddings", body)
         return [d["embedding"] for d in sorted(answer["data"], key=lambda d: d["index"])]
 
-    def rerank(self, query: str, documents: list[str], model: str | None = None) -> list[dict[str, Any]]:
-        """`[{index, relevance_score}]`, most relevant first (`/rerank`)."""
-        body = {"model": model or self.model, "query": query, "documents": documents}
+    def rerank(
+        self, query: str, documents: list[str], model: str | None = None, options: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """`[{index, relevance_score}]`, most relevant first (`/rerank`); `options`: the engine's
+        own request fields (vLLM's `truncate_prompt_tokens`)."""
+        body = {"model": model or self.model, "query": query, "documents": documents, **(options or {})}
         results: list[dict[str, Any]] = self.post("/rerank", body)["results"]
         return results
 

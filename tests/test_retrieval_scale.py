@@ -1,7 +1,11 @@
 """Retrieval eval at corpus scale: blocked top-k equals numpy's full sort on 100k passages,
-embeddings arrive batched (base64 or floats alike), and the eval job's memory follows the corpus."""
+embeddings arrive batched (base64 or floats alike), texts are cut at their training lengths,
+and the eval job's memory follows the corpus."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import numpy as np
 
@@ -9,7 +13,7 @@ from benchmarks.retrieval_eval import eval_set
 from benchmarks.standin_engine import Engine, Server
 from hpcft.client import EndpointClient
 from hpcft.jobs import retrieval
-from hpcft.jobs.retrieval import EMBEDDING_METRICS, embed_all, mean_metrics, top_k
+from hpcft.jobs.retrieval import EMBEDDING_METRICS, embed_all, mean_metrics, top_k, truncated
 from hpcft.resources import retrieval_eval_mem
 
 
@@ -28,7 +32,7 @@ def test_batched_embeddings_through_an_engine_find_the_known_passages(monkeypatc
         client = EndpointClient.from_endpoint(server.endpoint)
         vectors = embed_all(client, data.passages, "standin", 4)
         assert vectors.shape == (3_000, 64) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
-        as_floats = lambda c, texts, m: np.asarray(c.embed(texts, m), dtype=np.float32)  # noqa: E731
+        as_floats = lambda c, texts, m, cut: np.asarray(c.embed(texts, m), dtype=np.float32)  # noqa: E731
         monkeypatch.setattr(retrieval, "embedding_block", as_floats)  # a server without base64
         assert np.allclose(embed_all(client, data.passages, "standin", 4), vectors, atol=1e-6)
         queries = embed_all(client, data.queries, "standin", 4)
@@ -39,3 +43,35 @@ def test_batched_embeddings_through_an_engine_find_the_known_passages(monkeypatc
 def test_the_eval_jobs_memory_grows_with_the_corpus():
     small, large = retrieval_eval_mem(8, 8, 400, 384), retrieval_eval_mem(100_000, 1_000, 20_000_000, 1024)
     assert int(small[:-1]) < 2048 < int(large[:-1]) < 4096  # MB: 1.5 GiB floor; 100k x 1024 fits in 4 GB
+
+
+def test_texts_are_cut_as_in_training_within_the_served_context():
+    assert truncated(256, 512) == {"truncate_prompt_tokens": 256}
+    assert truncated(512, 256) == truncated(None, 512) == {"truncate_prompt_tokens": -1}  # the served context
+    assert truncated(64, None) == {"truncate_prompt_tokens": 64}  # a server that does not say
+    from hpcft.configure import load_config
+    from hpcft.frameworks import adapter_for
+    from hpcft.rundir import RunLayout
+
+    cfg = load_config(["model=minilm", "framework.passage_max_len=200"])
+    job = adapter_for(cfg).eval_job(RunLayout(Path("/runs/r")))
+    assert job.truncation == (64, 200) and job.task == "embedding"
+
+
+def test_the_eval_asks_the_engine_to_cut_queries_and_passages_at_their_training_lengths(tmp_path):
+    from hpcft.jobs.retrieval import evaluate_retrieval
+    from hpcft.jobs.spec import EvalJob
+
+    data = eval_set(300, 20)
+    evalset = tmp_path / "eval.jsonl"
+    rows = [
+        {"query": q, "pos": [data.passages[next(iter(r))]], "neg": []}
+        for q, r in zip(data.queries, data.relevant, strict=True)
+    ]
+    evalset.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with Server(Engine(dims=64)) as server:
+        endpoint = {**server.endpoint, "model": "standin", "base_model": "standin"}
+        job = EvalJob(run_dir=str(tmp_path), evalset=str(evalset), task="embedding", truncation=(64, 256))
+        results = evaluate_retrieval(endpoint, job)
+    assert results["fine_tuned"]["recall@1"] == 100.0
+    assert set(server.engine.cuts) == {64, 256}  # queries at 64 tokens, passages at 256; base alike

@@ -7,6 +7,7 @@ fine-tuned model beside its base (`hpcft.serve`, OpenAI-compatible `/v1/embeddin
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -19,7 +20,7 @@ from hpcft.data import RetrievalEvalSet, Row, check_rows, read_retrieval_eval, s
 from hpcft.errors import ConfigError, DataError
 from hpcft.frameworks.base import API_ENV, Files, FrameworkAdapter, native_argument_names
 from hpcft.frameworks.vllm_serving import READY, VllmServer
-from hpcft.jobs.spec import DeployJob, TrainJob
+from hpcft.jobs.spec import DeployJob, EvalJob, TrainJob
 from hpcft.resources import deploy_gpus, retrieval_eval_mem
 from hpcft.rundir import RunLayout
 from hpcft.tracking import report_to
@@ -207,6 +208,13 @@ class Adapter(FrameworkAdapter):
     @property
     def eval_task(self) -> str:
         return self.cfg.model.kind.value
+
+    def eval_job(self, layout: RunLayout) -> EvalJob:
+        """Texts cut as in training (FlagEmbedding's tokenizer truncates them there), for the
+        fine-tuned model and its base alike."""
+        return dataclasses.replace(
+            super().eval_job(layout), truncation=(self.fw.query_max_len, self.fw.passage_max_len)
+        )
 
     def native_args(self, layout: RunLayout) -> dict[str, Any]:
         fw, c = self.fw, self.cfg.cluster

@@ -115,9 +115,7 @@ def run_eval(job: EvalJob) -> str:
         if job.task != "generation":
             from hpcft.jobs.retrieval import evaluate_retrieval
 
-            results = evaluate_retrieval(
-                endpoint, job.task, job.evalset, job.request_timeout_s, min(job.concurrency, 16), job.retries
-            )
+            results = evaluate_retrieval(endpoint, job)
             write_json_atomic(layout.metrics, {**results, "model": endpoint["model"], "evalset": job.evalset})
             log_to_wandb({f"{k}": v for k, v in results["fine_tuned"].items()}, job.env)
             return f"eval: {json.dumps(results['fine_tuned'])}"

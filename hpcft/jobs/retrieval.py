@@ -17,6 +17,7 @@ from typing import Any
 
 from hpcft.client import EndpointClient
 from hpcft.data import RetrievalEvalSet, read_retrieval_eval
+from hpcft.jobs.spec import EvalJob
 
 Ranking = list[int]
 """Passage indices, best first."""
@@ -66,28 +67,43 @@ EMBED_BATCH = 128
 that one response stays a few MB of JSON."""
 SCORE_BLOCK = 8192
 """Passages scored against all queries at once: queries x 8192 float32 scores at a time."""
+Truncation = tuple[int, int] | None
+"""The (query, passage) tokens texts are cut to, from their end (`EvalJob.truncation`); None:
+the served context. Asked of the server (vLLM's `truncate_prompt_tokens`: it would refuse a
+longer text), as FlagEmbedding's tokenizer cuts them in training; a server that truncates on
+its own (hpcft.serve, which runs FlagEmbedding) ignores it."""
 
 
-def embed_all(client: EndpointClient, texts: Sequence[str], model: str, concurrency: int) -> Any:
-    """One L2-normalised float32 row per text, from batched requests `concurrency` at a time;
-    each response becomes a numpy block at once (a list of Python floats costs ~6x more)."""
+def truncated(tokens: int | None, context: int | None) -> dict[str, int]:
+    """The request field that cuts a text to `tokens`, at most the served `context` (-1: to it)."""
+    if tokens is None or (context is not None and tokens > context):
+        return {"truncate_prompt_tokens": -1}
+    return {"truncate_prompt_tokens": tokens}
+
+
+def embed_all(
+    client: EndpointClient, texts: Sequence[str], model: str, concurrency: int, cut: dict[str, int] | None = None
+) -> Any:
+    """One L2-normalised float32 row per text, from batched requests `concurrency` at a time,
+    each text cut as `cut` says (`truncated`); each response becomes a numpy block at once (a
+    list of Python floats costs ~6x more)."""
     import numpy as np
 
     batches = [list(texts[i : i + EMBED_BATCH]) for i in range(0, len(texts), EMBED_BATCH)]
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-        blocks = list(pool.map(lambda batch: embedding_block(client, batch, model), batches))
+        blocks = list(pool.map(lambda batch: embedding_block(client, batch, model, cut or {}), batches))
     vectors = np.concatenate(blocks) if blocks else np.zeros((0, 0), dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return vectors / np.where(norms == 0, 1.0, norms)
 
 
-def embedding_block(client: EndpointClient, texts: list[str], model: str) -> Any:
+def embedding_block(client: EndpointClient, texts: list[str], model: str, cut: dict[str, int]) -> Any:
     """The vectors of one request as a float32 matrix. Asks for base64 (the OpenAI API's
     compact form: 4 bytes a number instead of ~20 of JSON text) and reads lists of floats
     from servers that ignore it."""
     import numpy as np
 
-    answer = client.post("/embeddings", {"model": model, "input": texts, "encoding_format": "base64"})
+    answer = client.post("/embeddings", {"model": model, "input": texts, "encoding_format": "base64", **cut})
     data = sorted(answer["data"], key=lambda d: d["index"])
     if data and isinstance(data[0]["embedding"], str):
         return np.stack([np.frombuffer(base64.b64decode(d["embedding"]), dtype=np.float32) for d in data])
@@ -125,16 +141,24 @@ def cosine_ranking(query: list[float], passages: list[list[float]]) -> Ranking:
     return top_k(q, p, len(passages))[0]
 
 
-def evaluate_embedder(client: EndpointClient, model: str, data: RetrievalEvalSet, concurrency: int) -> dict[str, float]:
-    passages = embed_all(client, data.passages, model, concurrency)
-    queries = embed_all(client, data.queries, model, concurrency)
+def evaluate_embedder(
+    client: EndpointClient, model: str, data: RetrievalEvalSet, concurrency: int, cut: Truncation
+) -> dict[str, float]:
+    context = served_context(client, model)
+    query_cut, passage_cut = (truncated(n, context) for n in cut or (None, None))
+    passages = embed_all(client, data.passages, model, concurrency, passage_cut)
+    queries = embed_all(client, data.queries, model, concurrency, query_cut)
     return mean_metrics(top_k(queries, passages), data.relevant, EMBEDDING_METRICS)
 
 
-def evaluate_reranker(client: EndpointClient, model: str, data: RetrievalEvalSet, concurrency: int) -> dict[str, float]:
+def evaluate_reranker(
+    client: EndpointClient, model: str, data: RetrievalEvalSet, concurrency: int, cut: Truncation
+) -> dict[str, float]:
+    pair_cut = truncated(sum(cut) if cut else None, served_context(client, model))
+
     def ranked(item: tuple[str, list[int]]) -> Ranking:
         query, candidates = item
-        results = client.rerank(query, [data.passages[i] for i in candidates], model)
+        results = client.rerank(query, [data.passages[i] for i in candidates], model, pair_cut)
         return [candidates[r["index"]] for r in results]
 
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
@@ -142,18 +166,24 @@ def evaluate_reranker(client: EndpointClient, model: str, data: RetrievalEvalSet
     return mean_metrics(rankings, data.relevant, RERANK_METRICS)
 
 
-def evaluate_retrieval(
-    endpoint: dict[str, Any], kind: str, evalset: str, timeout_s: int, concurrency: int = 8, retries: int = 0
-) -> dict[str, Any]:
+def served_context(client: EndpointClient, model: str) -> int | None:
+    """The tokens the server takes per text (vLLM's `max_model_len` in `/models`); None where
+    it does not say."""
+    cards = client.get("/models").get("data", [])
+    return next((int(c["max_model_len"]) for c in cards if c.get("id") == model and "max_model_len" in c), None)
+
+
+def evaluate_retrieval(endpoint: dict[str, Any], job: EvalJob) -> dict[str, Any]:
     """Metrics of the fine-tuned model and of its base, side by side, plus the gain."""
-    data = read_retrieval_eval(evalset)
-    evaluate = evaluate_embedder if kind == "embedding" else evaluate_reranker
-    client = EndpointClient.from_endpoint(endpoint, timeout_s, retries)
-    tuned = evaluate(client, endpoint["model"], data, concurrency)
+    data = read_retrieval_eval(job.evalset)
+    evaluate = evaluate_embedder if job.task == "embedding" else evaluate_reranker
+    concurrency = min(job.concurrency, 16)
+    client = EndpointClient.from_endpoint(endpoint, job.request_timeout_s, job.retries)
+    tuned = evaluate(client, endpoint["model"], data, concurrency, job.truncation)
     # The base model on its own server (vLLM: one model each), or beside the fine-tuned one.
     base_endpoint = endpoint.get("baseline") or {**endpoint, "model": endpoint["base_model"]}
-    base_client = EndpointClient.from_endpoint(base_endpoint, timeout_s, retries)
-    base = evaluate(base_client, base_endpoint["model"], data, concurrency)
+    base_client = EndpointClient.from_endpoint(base_endpoint, job.request_timeout_s, job.retries)
+    base = evaluate(base_client, base_endpoint["model"], data, concurrency, job.truncation)
     return {
         "fine_tuned": tuned,
         "base": base,

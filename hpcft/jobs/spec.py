@@ -95,6 +95,9 @@ class EvalJob:
     """The share of rows the server may refuse (`answers.REFUSED_ROW`) before the eval fails."""
     chat_template: str | None = None
     """The chat template the server applies (recorded beside the metrics)."""
+    truncation: tuple[int, int] | None = None
+    """Retrieval: the (query, passage) tokens texts are cut to, as the model trained on them
+    (a reranker's pair: their sum), at most the served context; None: the server's context."""
     env: dict[str, str] = field(default_factory=dict)
     """W&B settings for logging the metrics (empty or WANDB_MODE=disabled: not logged)."""
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from hpcft.configure import load_config
 from tests.conftest import TINY_LLAMA, needs_slurm, needs_training
 from tests.integration.helpers import FAST, REPO, hpcft, manifest, only_run, sacct_states, wait_final, wait_gone
 
@@ -113,11 +114,19 @@ def test_vllm_serves_the_adapter_beside_its_base_behind_the_run_key(run_root, tm
             openai.OpenAI(base_url=endpoint["base_url"], api_key="wrong", max_retries=0).models.list()
 
 
-def test_vllm_pooling_serves_the_fine_tuned_embedder_and_its_base(run_root):
+LONG_PASSAGE = "The word is blue, and the cat sat on the mat. " * 120
+"""Past MiniLM's 512 positions: vLLM refuses it unless asked to truncate, as FlagEmbedding does."""
+
+
+def test_vllm_pooling_serves_the_fine_tuned_embedder_and_its_base(run_root, tmp_path):
     from tests.integration.test_slurm_embeddings import FAST as FE_FAST
     from tests.integration.test_slurm_embeddings import assert_openai_embeddings
 
-    with served(run_root, "model=minilm", *FE_FAST) as run:
+    rows = (REPO / "hpcft" / "assets" / "demo" / "flagembedding_eval.jsonl").read_text().splitlines()
+    long_row = {**json.loads(rows[0]), "neg": [LONG_PASSAGE]}
+    evalset = tmp_path / "eval.jsonl"
+    evalset.write_text("\n".join([*rows, json.dumps(long_row)]) + "\n")
+    with served(run_root, "model=minilm", f"evalset={evalset}", *FE_FAST) as run:
         metrics = json.loads((run / "eval" / "metrics.json").read_text())
         assert (
             set(metrics["base"])
@@ -127,6 +136,25 @@ def test_vllm_pooling_serves_the_fine_tuned_embedder_and_its_base(run_root):
         endpoint = json.loads((run / "deploy" / "endpoint.json").read_text())
         assert endpoint["baseline"]["base_url"] != endpoint["base_url"]  # one model per vLLM server
         assert_openai_embeddings(endpoint)
+        for side in (endpoint, endpoint["baseline"]):  # their contexts differ (512, 256); the cut does not
+            assert_cut_as_flagembedding_cuts(side, run / "train" if side is endpoint else None)
+
+
+def assert_cut_as_flagembedding_cuts(endpoint: dict, weights: Path | None) -> None:
+    """The served vectors of a long passage and a short one, cut at the passage length trained
+    with (`framework.passage_max_len`), are FlagEmbedding's own (`FlagModel.encode` at that
+    `max_length`) at cosine 0.999 or more."""
+    from FlagEmbedding import FlagModel
+
+    from hpcft.client import EndpointClient
+    from hpcft.jobs.retrieval import embed_all, truncated
+
+    cfg = load_config(["model=minilm"])
+    texts, length = [LONG_PASSAGE, "The word is blue."], cfg.framework.passage_max_len
+    served = embed_all(EndpointClient.from_endpoint(endpoint, 60), texts, endpoint["model"], 1, truncated(length, None))
+    model = FlagModel(str(weights or cfg.model.path), pooling_method="mean", use_fp16=False, devices="cpu")
+    offline = model.encode(texts, max_length=length)
+    assert (served * offline).sum(axis=1).min() >= 0.999
 
 
 def test_a_lora_sweep_is_served_by_one_vllm_server_for_every_point(run_root):
