@@ -4,10 +4,12 @@ and the eval job's memory follows the corpus."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from benchmarks.retrieval_eval import eval_set
 from benchmarks.standin_engine import Engine, Server
@@ -75,3 +77,44 @@ def test_the_eval_asks_the_engine_to_cut_queries_and_passages_at_their_training_
         results = evaluate_retrieval(endpoint, job)
     assert results["fine_tuned"]["recall@1"] == 100.0
     assert set(server.engine.cuts) == {64, 256}  # queries at 64 tokens, passages at 256; base alike
+
+
+@pytest.mark.skipif(importlib.util.find_spec("FlagEmbedding") is None, reason="training extra not installed")
+@pytest.mark.parametrize("kind,task", [("embedding", "retrieval"), ("rerank", "rerank")])
+def test_queries_and_passages_get_the_instructions_flagembedding_trained_with(kind, task, tmp_path):
+    """The eval writes each text as FlagEmbedding's own argument classes, parsing the command
+    hpcft renders, make its training data: `format.format(instruction, text)`, `\\n` a newline."""
+    from FlagEmbedding.abc.finetune.embedder import AbsEmbedderDataArguments
+    from FlagEmbedding.abc.finetune.reranker import AbsRerankerDataArguments
+    from transformers import HfArgumentParser
+
+    from hpcft.configure import load_config
+    from hpcft.frameworks import adapter_for
+    from hpcft.jobs.retrieval import written
+    from hpcft.rundir import RunLayout
+
+    overrides = [
+        f"+framework.args.query_instruction_for_{task}='Find: '",
+        "+framework.args.query_instruction_format='{}\\n{}'",
+    ]
+    overrides += [f"+framework.args.passage_instruction_for_{task}='Doc: '"]
+    adapter = adapter_for(load_config(["model=minilm", f"model.kind={kind}", *overrides]))
+    layout = RunLayout(tmp_path)
+    argv = adapter.train_job(layout).argv
+    native = argv[argv.index(next(a for a in argv if a.startswith("FlagEmbedding.finetune."))) + 1 :]
+    data_class = AbsEmbedderDataArguments if kind == "embedding" else AbsRerankerDataArguments
+    (theirs,) = HfArgumentParser([data_class]).parse_args_into_dataclasses(args=native, return_remaining_strings=True)[
+        :1
+    ]
+    query_instruction, passage_instruction = adapter.eval_job(layout).instructions
+    assert (
+        written(["a cat"], query_instruction)
+        == [theirs.query_instruction_format.format(getattr(theirs, f"query_instruction_for_{task}"), "a cat")]
+        == ["Find: \na cat"]
+    )
+    assert (
+        written(["the mat"], passage_instruction)
+        == [theirs.passage_instruction_format.format(getattr(theirs, f"passage_instruction_for_{task}"), "the mat")]
+        == ["Doc: the mat"]
+    )
+    assert adapter_for(load_config(["model=minilm"])).eval_job(layout).instructions == (None, None)

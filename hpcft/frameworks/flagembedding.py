@@ -20,7 +20,7 @@ from hpcft.data import RetrievalEvalSet, Row, check_rows, read_retrieval_eval, s
 from hpcft.errors import ConfigError, DataError
 from hpcft.frameworks.base import API_ENV, Files, FrameworkAdapter, native_argument_names
 from hpcft.frameworks.vllm_serving import READY, VllmServer
-from hpcft.jobs.spec import DeployJob, EvalJob, TrainJob
+from hpcft.jobs.spec import DeployJob, EvalJob, Instruction, TrainJob
 from hpcft.resources import deploy_gpus, retrieval_eval_mem
 from hpcft.rundir import RunLayout
 from hpcft.tracking import report_to
@@ -127,6 +127,16 @@ def eval_set(path: str) -> RetrievalEvalSet:
     return _eval_set(path, stamp)
 
 
+def instruction(args: dict[str, Any], side: str, task: str) -> Instruction | None:
+    """The instruction FlagEmbedding's training data puts before a query or passage
+    (`<side>_instruction_for_<task>` in `<side>_instruction_format`, a literal `\\n` a newline,
+    as its arguments read them); None without one."""
+    text = args.get(f"{side}_instruction_for_{task}")
+    if text is None:
+        return None
+    return str(args.get(f"{side}_instruction_format", "{}{}")).replace("\\n", "\n"), str(text)
+
+
 def model_dims(path: str) -> int:
     """The model's vector size from its config.json; 1024 (bge-large) when it is not local."""
     try:
@@ -210,11 +220,13 @@ class Adapter(FrameworkAdapter):
         return self.cfg.model.kind.value
 
     def eval_job(self, layout: RunLayout) -> EvalJob:
-        """Texts cut as in training (FlagEmbedding's tokenizer truncates them there), for the
-        fine-tuned model and its base alike."""
-        return dataclasses.replace(
-            super().eval_job(layout), truncation=(self.fw.query_max_len, self.fw.passage_max_len)
-        )
+        """Texts written and cut as in training (the instructions FlagEmbedding puts before
+        queries and passages; its tokenizer's lengths), for the fine-tuned model and its base."""
+        args = self.native_args(layout)
+        cut = (int(args["query_max_len"]), int(args["passage_max_len"]))
+        task = "retrieval" if self.cfg.model.kind is ModelKind.embedding else "rerank"
+        instructions = (instruction(args, "query", task), instruction(args, "passage", task))
+        return dataclasses.replace(super().eval_job(layout), truncation=cut, instructions=instructions)
 
     def native_args(self, layout: RunLayout) -> dict[str, Any]:
         fw, c = self.fw, self.cfg.cluster

@@ -4,7 +4,9 @@ The eval set holds rows `{"query", "pos": [...], "neg": [...]}` (the knowledge b
 distinct passage of the set) or is a folder in FlagEmbedding's layout (the knowledge base is
 its corpus). Embedders are scored by cosine similarity over the whole knowledge base
 (recall@1/5/10, MRR@10, nDCG@10); rerankers order each query's candidates (`pos` + `neg`, or
-the whole corpus) (recall@1, MRR@10, nDCG@10).
+the whole corpus) (recall@1, MRR@10, nDCG@10). Both models get the texts as the fine-tuned one
+was trained on them: behind the instructions FlagEmbedding put before queries and passages,
+and cut at its query and passage lengths.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 from hpcft.client import EndpointClient
 from hpcft.data import RetrievalEvalSet, read_retrieval_eval
-from hpcft.jobs.spec import EvalJob
+from hpcft.jobs.spec import EvalJob, Instruction
 
 Ranking = list[int]
 """Passage indices, best first."""
@@ -65,17 +67,17 @@ TOP_K = 10
 EMBED_BATCH = 128
 """Texts per `/embeddings` request: large enough to fill an engine's batches, small enough
 that one response stays a few MB of JSON."""
+MAX_IN_FLIGHT = 16
+"""Retrieval requests in flight at most (each carries 128 texts, or a query's candidates)."""
 SCORE_BLOCK = 8192
 """Passages scored against all queries at once: queries x 8192 float32 scores at a time."""
-Truncation = tuple[int, int] | None
-"""The (query, passage) tokens texts are cut to, from their end (`EvalJob.truncation`); None:
-the served context. Asked of the server (vLLM's `truncate_prompt_tokens`: it would refuse a
-longer text), as FlagEmbedding's tokenizer cuts them in training; a server that truncates on
-its own (hpcft.serve, which runs FlagEmbedding) ignores it."""
 
 
 def truncated(tokens: int | None, context: int | None) -> dict[str, int]:
-    """The request field that cuts a text to `tokens`, at most the served `context` (-1: to it)."""
+    """The request field that cuts a text to `tokens` from its end, at most the served
+    `context` (-1: to it). Asked of the server (vLLM's `truncate_prompt_tokens`; it refuses a
+    longer text otherwise), as FlagEmbedding's tokenizer cuts texts in training; a server that
+    truncates on its own (hpcft.serve, which runs FlagEmbedding) ignores it."""
     if tokens is None or (context is not None and tokens > context):
         return {"truncate_prompt_tokens": -1}
     return {"truncate_prompt_tokens": tokens}
@@ -141,28 +143,35 @@ def cosine_ranking(query: list[float], passages: list[list[float]]) -> Ranking:
     return top_k(q, p, len(passages))[0]
 
 
-def evaluate_embedder(
-    client: EndpointClient, model: str, data: RetrievalEvalSet, concurrency: int, cut: Truncation
-) -> dict[str, float]:
-    context = served_context(client, model)
-    query_cut, passage_cut = (truncated(n, context) for n in cut or (None, None))
-    passages = embed_all(client, data.passages, model, concurrency, passage_cut)
-    queries = embed_all(client, data.queries, model, concurrency, query_cut)
+def written(texts: Sequence[str], instruction: Instruction | None) -> list[str]:
+    """The texts as the model was trained on them: behind their instruction, where it had one."""
+    if instruction is None:
+        return list(texts)
+    form, text = instruction
+    return [form.format(text, t) for t in texts]
+
+
+def evaluate_embedder(client: EndpointClient, model: str, data: RetrievalEvalSet, job: EvalJob) -> dict[str, float]:
+    context, flight = served_context(client, model), min(job.concurrency, MAX_IN_FLIGHT)
+    query_cut, passage_cut = (truncated(n, context) for n in job.truncation or (None, None))
+    query_instruction, passage_instruction = job.instructions
+    passages = embed_all(client, written(data.passages, passage_instruction), model, flight, passage_cut)
+    queries = embed_all(client, written(data.queries, query_instruction), model, flight, query_cut)
     return mean_metrics(top_k(queries, passages), data.relevant, EMBEDDING_METRICS)
 
 
-def evaluate_reranker(
-    client: EndpointClient, model: str, data: RetrievalEvalSet, concurrency: int, cut: Truncation
-) -> dict[str, float]:
-    pair_cut = truncated(sum(cut) if cut else None, served_context(client, model))
+def evaluate_reranker(client: EndpointClient, model: str, data: RetrievalEvalSet, job: EvalJob) -> dict[str, float]:
+    pair_cut = truncated(sum(job.truncation) if job.truncation else None, served_context(client, model))
+    query_instruction, passage_instruction = job.instructions
+    queries, passages = written(data.queries, query_instruction), written(data.passages, passage_instruction)
 
     def ranked(item: tuple[str, list[int]]) -> Ranking:
         query, candidates = item
-        results = client.rerank(query, [data.passages[i] for i in candidates], model, pair_cut)
+        results = client.rerank(query, [passages[i] for i in candidates], model, pair_cut)
         return [candidates[r["index"]] for r in results]
 
-    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-        rankings = list(pool.map(ranked, zip(data.queries, data.candidates, strict=True)))
+    with ThreadPoolExecutor(max_workers=min(job.concurrency, MAX_IN_FLIGHT)) as pool:
+        rankings = list(pool.map(ranked, zip(queries, data.candidates, strict=True)))
     return mean_metrics(rankings, data.relevant, RERANK_METRICS)
 
 
@@ -177,13 +186,12 @@ def evaluate_retrieval(endpoint: dict[str, Any], job: EvalJob) -> dict[str, Any]
     """Metrics of the fine-tuned model and of its base, side by side, plus the gain."""
     data = read_retrieval_eval(job.evalset)
     evaluate = evaluate_embedder if job.task == "embedding" else evaluate_reranker
-    concurrency = min(job.concurrency, 16)
     client = EndpointClient.from_endpoint(endpoint, job.request_timeout_s, job.retries)
-    tuned = evaluate(client, endpoint["model"], data, concurrency, job.truncation)
+    tuned = evaluate(client, endpoint["model"], data, job)
     # The base model on its own server (vLLM: one model each), or beside the fine-tuned one.
     base_endpoint = endpoint.get("baseline") or {**endpoint, "model": endpoint["base_model"]}
     base_client = EndpointClient.from_endpoint(base_endpoint, job.request_timeout_s, job.retries)
-    base = evaluate(base_client, base_endpoint["model"], data, concurrency, job.truncation)
+    base = evaluate(base_client, base_endpoint["model"], data, job)
     return {
         "fine_tuned": tuned,
         "base": base,

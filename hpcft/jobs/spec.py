@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+Instruction = tuple[str, str]
+"""(format, instruction): a text is sent as `format.format(instruction, text)` (FlagEmbedding's
+`query_instruction_format` and `query_instruction_for_retrieval`, and their passage twins)."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class TrainJob:
@@ -98,6 +102,8 @@ class EvalJob:
     truncation: tuple[int, int] | None = None
     """Retrieval: the (query, passage) tokens texts are cut to, as the model trained on them
     (a reranker's pair: their sum), at most the served context; None: the server's context."""
+    instructions: tuple[Instruction | None, Instruction | None] = (None, None)
+    """Retrieval: the instructions written before each query and each passage, as in training."""
     env: dict[str, str] = field(default_factory=dict)
     """W&B settings for logging the metrics (empty or WANDB_MODE=disabled: not logged)."""
 
