@@ -123,12 +123,11 @@ class EndpointClient:
 
     def chat(self, prompt: str, max_tokens: int = 128, temperature: float = 0.0) -> str:
         """The assistant's answer to one user message (`/chat/completions`)."""
-        body = {
-            "model": self.model,
-            "messages": [{"role": "user", "content": prompt}],
-            "max_tokens": max_tokens,
-            "temperature": temperature,
-        }
+        return self.complete([{"role": "user", "content": prompt}], max_tokens, temperature)
+
+    def complete(self, messages: list[dict[str, str]], max_tokens: int = 128, temperature: float = 0.0) -> str:
+        """The assistant's next turn after `messages` (`/chat/completions`)."""
+        body = {"model": self.model, "messages": messages, "max_tokens": max_tokens, "temperature": temperature}
         answer = self.post("/chat/completions", body)
         content: str = answer["choices"][0]["message"]["content"] or ""
         return content

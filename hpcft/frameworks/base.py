@@ -22,7 +22,7 @@ from hpcft.config.checks import check_choice, check_positive
 from hpcft.config.schema import FrameworkConfig, HpcftConfig, ModelKind
 from hpcft.deepspeed import deepspeed_json
 from hpcft.errors import ConfigError, DataError, unknown_name
-from hpcft.jobs.spec import DeployJob, EvalJob, TrainJob
+from hpcft.jobs.spec import Conversation, DeployJob, EvalJob, TrainJob
 from hpcft.resources import BatchLayout, batch_layout
 from hpcft.rundir import RunLayout
 from hpcft.tracking import report_to, wandb_env
@@ -112,19 +112,19 @@ class FrameworkAdapter(ABC):
         """What the eval job measures through the served model (see EvalJob.task)."""
         return "generation"
 
-    eval_columns: ClassVar[tuple[tuple[str, ...], str]] = ((), "")
-    """A generation eval set's prompt columns (joined by newlines) and its reference column."""
+    def eval_conversation(self, evalset: str) -> Conversation:
+        """Where a generation eval set's rows keep their conversation (the framework's format)."""
+        return Conversation()
 
     def eval_job(self, layout: RunLayout) -> EvalJob:
         """What the eval job runs: the eval set through the served model."""
-        e, (prompt_columns, label_column) = self.cfg.eval, self.eval_columns
-        assert self.cfg.evalset is not None  # checked by validate_stages
+        e, evalset = self.cfg.eval, self.cfg.evalset
+        assert evalset is not None  # checked by validate_stages
         return EvalJob(
             run_dir=str(layout.root),
-            evalset=self.cfg.evalset,
+            evalset=evalset,
             task=self.eval_task,
-            prompt_columns=prompt_columns,
-            label_column=label_column,
+            conversation=self.eval_conversation(evalset) if self.eval_task == "generation" else Conversation(),
             max_new_tokens=e.max_new_tokens,
             request_timeout_s=e.request_timeout_s,
             endpoint_timeout_s=e.endpoint_timeout_s,

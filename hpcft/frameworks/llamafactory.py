@@ -17,11 +17,17 @@ from hpcft.errors import ConfigError
 from hpcft.frameworks.base import API_ENV, Files, FrameworkAdapter
 from hpcft.frameworks.llamafactory_config import Config, lf_settings
 from hpcft.frameworks.llamafactory_data import FORMATTINGS, Formatting, Stage
-from hpcft.frameworks.llamafactory_datasets import STAGE_RANKING, TrainingData, eval_rows_check, training_data
+from hpcft.frameworks.llamafactory_datasets import (
+    STAGE_RANKING,
+    TrainingData,
+    eval_conversation,
+    eval_rows_check,
+    training_data,
+)
 from hpcft.frameworks.llamafactory_memory import check_memory_fit
 from hpcft.frameworks.llamafactory_native import check_recipe, native_yaml_values, read_native_config
 from hpcft.frameworks.vllm_serving import READY_PROBE, VllmServer, lora_module
-from hpcft.jobs.spec import DeployJob, EvalJob, PublishedModel, TrainJob
+from hpcft.jobs.spec import Conversation, DeployJob, EvalJob, PublishedModel, TrainJob
 from hpcft.resources import deploy_gpus
 from hpcft.rundir import RunLayout, yaml_text
 from hpcft.tracking import report_to
@@ -44,18 +50,13 @@ NO_BF16 = frozenset({"v100", "t4", "p100", "p40", "k80", "rtx2080", "rtx2080ti",
 
 def alpaca_eval_job(run_dir: str, evalset: str, **settings: Any) -> EvalJob:
     """An eval job over alpaca rows outside a run's plan (benchmarks, tests of the eval engine)."""
-    prompt_columns, label_column = Adapter.eval_columns
-    return EvalJob(
-        run_dir=run_dir, evalset=evalset, prompt_columns=prompt_columns, label_column=label_column, **settings
-    )
+    return EvalJob(run_dir=run_dir, evalset=evalset, conversation=eval_conversation(evalset), **settings)
 
 
 class Adapter(FrameworkAdapter):
     name = "llamafactory"
     kinds = (ModelKind.llm,)
     backends = ("huggingface", "vllm", "sglang")
-    eval_columns = (("instruction", "input"), "output")
-    """The user message alpaca rows make: instruction, then input; `output` is the reference."""
     first_class = (
         *FrameworkAdapter.first_class,
         "stage",
@@ -182,6 +183,11 @@ class Adapter(FrameworkAdapter):
         self.training_data()
         if "eval" in self.cfg.stages and self.cfg.evalset:
             eval_rows_check(self.cfg.evalset)
+
+    def eval_conversation(self, evalset: str) -> Conversation:
+        """Alpaca rows (system, history, instruction + input; `output` the reference) or
+        sharegpt / OpenAI-message turns, read as LLaMA-Factory reads them for sft."""
+        return eval_conversation(evalset)
 
     def _ddp(self) -> dict[str, Any]:
         c = self.cfg.cluster

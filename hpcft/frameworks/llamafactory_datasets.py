@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hpcft.data import iter_rows, scan_rows
+from hpcft.data import RowCheck, iter_rows, scan_rows
 from hpcft.errors import DataError
 from hpcft.frameworks.llamafactory_data import (
     MEDIA,
@@ -28,6 +28,7 @@ from hpcft.frameworks.llamafactory_data import (
     registered_entries,
     row_check,
 )
+from hpcft.jobs.spec import Conversation
 
 
 @dataclass(frozen=True)
@@ -103,13 +104,53 @@ def file_training_data(path: str, formatting: Formatting, stage: Stage, name: st
     return TrainingData({name: entry}, str(Path(path).parent.absolute()) if media else None, report.rows)
 
 
-def eval_rows_check(path: str) -> int:
-    """An alpaca eval set (the eval job sends instruction + input and scores against output)."""
+def eval_entry(path: str) -> DatasetEntry:
+    """The entry of an eval set, read as a training file of its layout would be: alpaca rows,
+    or sharegpt / OpenAI-message turns (a first row with `conversations` or `messages`)."""
     first = next(iter_rows(path), None)
     if first is None:
         raise DataError(path, "no rows")
-    e = parse_entry("eval", infer_entry(path, "alpaca", "sft", first.row, OPTIONAL_KEYS), Path(path).parent, path)
-    return scan_rows(path, row_check(e, "sft", Path(path).parent), (e.raw, "eval")).rows
+    formatting: Formatting = "sharegpt" if {"conversations", "messages"} & first.row.keys() else "alpaca"
+    entry = infer_entry(path, formatting, "sft", first.row, OPTIONAL_KEYS)
+    return parse_entry("eval", entry, Path(path).parent, path)
+
+
+def eval_rows_check(path: str) -> int:
+    """Every eval row as LLaMA-Factory reads an sft row, in text only: the eval sends no tool
+    definitions, tool turns or media."""
+    e = eval_entry(path)
+    check, text = row_check(e, "sft", Path(path).parent), _text_only(e)
+    return scan_rows(path, lambda row: check(row) or text(row), (e.raw, "eval")).rows
+
+
+def _text_only(e: DatasetEntry) -> RowCheck:
+    extras = [key for role in ("tools", *MEDIA) if (key := e.column(role))]
+    tool_tags = {e.tag("function_tag"), e.tag("observation_tag")}
+    turns, role = e.column("messages") if e.formatting != "alpaca" else None, e.tag("role_tag") or ""
+
+    def check(row: dict[str, Any]) -> str | None:
+        if key := next((k for k in extras if row.get(k)), None):
+            return f"field {key!r}: the eval sends text only (no tool definitions, images, videos or audios)"
+        for i, turn in enumerate(row.get(turns) or [] if turns else []):
+            if turn.get(role) in tool_tags:
+                return f"{turns}: turn {i + 1} is {turn[role]!r}: the eval sends text turns only"
+        return None
+
+    return check
+
+
+def eval_conversation(path: str) -> Conversation:
+    """Where the eval set's rows keep their conversation, as LLaMA-Factory's converter reads them."""
+    e = eval_entry(path)
+    if e.formatting == "alpaca":
+        prompt = tuple(k for k in (e.column("prompt"), e.column("query")) if k)
+        return Conversation(prompt=prompt, answer=e.column("response") or "", history=e.column("history"),
+                            system=e.column("system"))  # fmt: skip
+    role, content, user, assistant, system = (
+        e.tag(name) or "" for name in ("role_tag", "content_tag", "user_tag", "assistant_tag", "system_tag")
+    )
+    return Conversation(turns=e.column("messages"), system=e.column("system"), role_tag=role, content_tag=content,
+                        user_tag=user, assistant_tag=assistant, system_tag=system)  # fmt: skip
 
 
 _PLANNED: dict[tuple[Any, ...], TrainingData] = {}

@@ -20,6 +20,7 @@ from typing import Any
 from hpcft.client import EndpointClient, HTTPStatusError
 from hpcft.data import read_rows
 from hpcft.jobs.answers import REFUSED_ROW, Answers, answered
+from hpcft.jobs.conversation import Message, chat_request
 from hpcft.jobs.metrics import score
 from hpcft.jobs.spec import EvalJob
 from hpcft.rundir import RunLayout, read_json, write_atomic, write_json_atomic
@@ -37,21 +38,11 @@ def wait_endpoint(layout: RunLayout, timeout_s: int) -> dict[str, Any]:
     return endpoint
 
 
-def prompt_of(row: dict[str, Any], columns: tuple[str, ...]) -> str:
-    """The user message the framework's format builds from a row: its prompt columns, the
-    non-empty ones joined by a newline."""
-    return "\n".join(str(row[c]) for c in columns if row.get(c))
-
-
 def answer_all(
     job: EvalJob, rows: list[dict[str, Any]], client: EndpointClient, answers: Answers
 ) -> list[dict[str, Any]]:
     """Every eval row not answered yet through the client's model, `job.concurrency` at a time."""
-    todo = [
-        (i, prompt_of(row, job.prompt_columns), row[job.label_column])
-        for i, row in enumerate(rows)
-        if i not in answers.done
-    ]
+    todo = [(i, *chat_request(row, job.conversation)) for i, row in enumerate(rows) if i not in answers.done]
     done, flight = len(rows) - len(todo), job.concurrency
     print(f"eval: {client.model}: {len(rows)} rows, {done} already answered, {flight} in flight", flush=True)
     with ThreadPoolExecutor(max_workers=job.concurrency) as pool:
@@ -60,15 +51,17 @@ def answer_all(
     return answers.finish()
 
 
-def ask(client: EndpointClient, item: tuple[int, str, str], max_tokens: int) -> dict[str, Any]:
-    """One row's record: the model's answer, or why the server refused the row."""
-    index, prompt, label = item
+def ask(client: EndpointClient, item: tuple[int, list[Message], str], max_tokens: int) -> dict[str, Any]:
+    """One row's record (`prompt`: the last user message): the model's answer, or why the
+    server refused the row."""
+    index, messages, label = item
+    record: dict[str, Any] = {"index": index, "prompt": messages[-1]["content"], "label": label}
     try:
-        return {"index": index, "prompt": prompt, "label": label, "predict": client.chat(prompt, max_tokens=max_tokens)}
+        return {**record, "predict": client.complete(messages, max_tokens=max_tokens)}
     except HTTPStatusError as e:
         if e.status not in REFUSED_ROW:
             raise
-        return {"index": index, "prompt": prompt, "label": label, "refused": str(e)}
+        return {**record, "refused": str(e)}
 
 
 def scored(records: list[dict[str, Any]], max_refused_fraction: float) -> dict[str, float]:

@@ -74,18 +74,41 @@ class DeployJob:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Conversation:
+    """Where a generation eval row keeps its conversation, as the framework's data format lays
+    it out (its adapter says). The eval sends the system message and every turn before the
+    reference answer (hpcft.jobs.conversation), and scores the reply against that answer."""
+
+    prompt: tuple[str, ...] = ()
+    """Prompt rows (alpaca): the columns whose non-empty values, joined by a newline, are the
+    last user message."""
+    answer: str = ""
+    """Prompt rows: the column of the reference answer."""
+    history: str | None = None
+    """Prompt rows: the column of the earlier `[user, assistant]` pairs."""
+    turns: str | None = None
+    """Turn rows (sharegpt, OpenAI messages): the column of the turns; the last one, an
+    answer, is the reference. None: prompt rows."""
+    system: str | None = None
+    """The column of the system message (a leading system turn comes first)."""
+    role_tag: str = "from"
+    content_tag: str = "value"
+    user_tag: str = "human"
+    assistant_tag: str = "gpt"
+    system_tag: str = "system"
+    """Turn rows: the keys of a turn's role and text, and the roles' names."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class EvalJob:
     run_dir: str
     evalset: str
-    """`generation`: alpaca rows, `instruction` (+ `input`) is sent, `output` is the reference.
-    `embedding` / `rerank`: rows `{query, pos, neg}` (see hpcft.jobs.retrieval)."""
+    """`generation`: chat rows laid out as `conversation` says. `embedding` / `rerank`: rows
+    `{query, pos, neg}` or a FlagEmbedding folder (see hpcft.jobs.retrieval)."""
     task: str = "generation"
     """What is evaluated: `generation` (chat), `embedding` (retrieval) or `rerank`."""
-    prompt_columns: tuple[str, ...] = ()
-    """`generation`: the row's columns that make the user message, the non-empty ones joined
-    by a newline; the framework's adapter says which (`FrameworkAdapter.eval_columns`)."""
-    label_column: str = ""
-    """`generation`: the column holding the reference answer."""
+    conversation: Conversation = field(default_factory=Conversation)
+    """`generation`: where each row keeps its conversation and reference answer."""
     max_new_tokens: int = 128
     request_timeout_s: int = 300
     endpoint_timeout_s: int = 3600
