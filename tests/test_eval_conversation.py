@@ -70,14 +70,15 @@ def test_each_row_is_sent_as_llamafactory_converts_it(rows, tmp_path):
     assert messages[0] == {"role": "system", "content": "Be brief."} and answer == "Blue."
 
 
-def test_a_sharegpt_eval_set_runs_end_to_end_against_an_engine(tmp_path):
-    path = written(tmp_path, SHAREGPT * 50)
+def test_a_10k_row_sharegpt_eval_set_runs_end_to_end_against_an_engine(tmp_path):
+    path = written(tmp_path, SHAREGPT * 5_000)
     layout = RunLayout(tmp_path / "run")
     with Server(Engine(latency_s=0.001)) as server:
         write_json_atomic(layout.endpoint, server.endpoint)
-        run_eval(alpaca_eval_job(str(layout.root), path, concurrency=8, endpoint_timeout_s=5))
+        run_eval(alpaca_eval_job(str(layout.root), path, concurrency=64, endpoint_timeout_s=5))
     records = [json.loads(line) for line in layout.predictions.read_text().splitlines()]
-    assert len(records) == 100 and records[0]["prompt"] == "Colour of the sky?" and records[0]["label"] == "Blue."
+    assert len(records) == 10_000 and json.loads(layout.metrics.read_text())["rows"] == 10_000
+    assert records[0]["prompt"] == "Colour of the sky?" and records[0]["label"] == "Blue."
     assert records[0]["predict"] == "answer to Colour of the sky?"  # the stand-in answers the last user turn
 
 

@@ -73,8 +73,10 @@ def served_prompt(endpoint: dict, key: str, model: str, messages: list[dict]) ->
 
 
 def with_a_row_past_the_context(out: Path) -> Path:
-    """The demo eval set and one row whose prompt is longer than the tiny Llama's 512 positions."""
+    """The demo eval set, a row with a system message and history, and one whose prompt is
+    longer than the tiny Llama's 512 positions."""
     rows = json.loads((REPO / "hpcft" / "assets" / "demo" / "llamafactory_eval.json").read_text())
+    rows.append({**rows[0], "system": "Answer in one word.", "history": [["Which word goes with the sun?", "red"]]})
     rows.append({"instruction": "cat dog " * 600, "input": "", "output": "cat"})
     out.write_text(json.dumps(rows))
     return out
@@ -88,7 +90,7 @@ def test_vllm_serves_the_adapter_beside_its_base_behind_the_run_key(run_root, tm
     overrides = [f"model.path={base}", f"evalset={evalset}", "eval.max_refused_fraction=0.2"]
     with served(run_root, "model=tiny_llama", *overrides, *FAST) as run:
         metrics = json.loads((run / "eval" / "metrics.json").read_text())
-        assert metrics["model"] == "tiny_llama-ft" and (metrics["rows"], metrics["refused"]) == (6, 1)
+        assert metrics["model"] == "tiny_llama-ft" and (metrics["rows"], metrics["refused"]) == (7, 1)
         assert set(metrics["base"]) >= {"rouge-l", "bleu-4"}  # the base, from the same server
         assert metrics["base"]["refused"] == 1  # vLLM refuses the long prompt (HTTP 400), for both
         endpoint = json.loads((run / "deploy" / "endpoint.json").read_text())
