@@ -124,7 +124,7 @@ class FrameworkAdapter(ABC):
             run_dir=str(layout.root),
             evalset=evalset,
             task=self.eval_task,
-            conversation=self.eval_conversation(evalset) if self.eval_task == "generation" else Conversation(),
+            conversation=self.eval_conversation(evalset),
             max_new_tokens=e.max_new_tokens,
             request_timeout_s=e.request_timeout_s,
             endpoint_timeout_s=e.endpoint_timeout_s,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +107,17 @@ def file_training_data(path: str, formatting: Formatting, stage: Stage, name: st
 
 def eval_entry(path: str) -> DatasetEntry:
     """The entry of an eval set, read as a training file of its layout would be: alpaca rows,
-    or sharegpt / OpenAI-message turns (a first row with `conversations` or `messages`)."""
+    or sharegpt / OpenAI-message turns (a first row with `conversations` or `messages`). Read
+    once per file state: validation and every sweep point's eval job ask for it."""
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return _eval_entry(path, None)  # it raises, naming the file
+    return _eval_entry(path, (stat.st_size, stat.st_mtime_ns))
+
+
+@lru_cache(maxsize=8)
+def _eval_entry(path: str, stamp: tuple[int, int] | None) -> DatasetEntry:
     first = next(iter_rows(path), None)
     if first is None:
         raise DataError(path, "no rows")
@@ -131,7 +142,7 @@ def _text_only(e: DatasetEntry) -> RowCheck:
     def check(row: dict[str, Any]) -> str | None:
         if key := next((k for k in extras if row.get(k)), None):
             return f"field {key!r}: the eval sends text only (no tool definitions, images, videos or audios)"
-        for i, turn in enumerate(row.get(turns) or [] if turns else []):
+        for i, turn in enumerate((row.get(turns) or []) if turns else []):
             if turn.get(role) in tool_tags:
                 return f"{turns}: turn {i + 1} is {turn[role]!r}: the eval sends text turns only"
         return None
