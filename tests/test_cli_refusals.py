@@ -122,6 +122,41 @@ def test_unknown_cli_option(capsys, sbatch_log):
     assert "unknown option '--frobnicate'" in refuse(["--frobnicate", "model=internlm2"], capsys, sbatch_log)
 
 
+def hydra_refusal(overrides: list[str]) -> list[str]:
+    """Hydra's own refusal of these overrides in a single run, line by line, numbering dropped."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException
+
+    from hpcft.config.compose import conf_dir, register_all_schemas
+
+    register_all_schemas()
+    with (
+        initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"),
+        pytest.raises(ConfigCompositionException) as e,
+    ):
+        compose(config_name="hpcft", overrides=overrides)
+    return [re.sub(r"^\d+\. ", "", line) for line in str(e.value).strip().splitlines()]
+
+
+@pytest.mark.parametrize(
+    "swept",
+    [
+        ["model=tiny_llama", "seed=1,2"],
+        ["model=tiny_llama,internlm2"],
+        ["model=tiny_llama", "seed=range(1,3)"],
+        ["model=glob(tiny*)"],
+    ],
+)
+def test_a_sweep_without_multirun_is_hydra_s_refusal_in_one_line_advising_m(swept, capsys, sbatch_log, run_root):
+    err = refuse([*swept, "cluster=slurmlab", f"run_root={run_root}"], capsys, sbatch_log)
+    first, *advice = hydra_refusal(swept)
+    assert len(err.splitlines()) == 1 and err.startswith(f"hpcft: error: {first}")
+    assert "add --multirun (-m)" in err or "requires --multirun (-m)" in err
+    for line in advice:  # Hydra's other advice (a list, a quoted string) is kept, in its words
+        assert line[1:].replace("--multirun", "--multirun (-m)") in err
+    assert list(run_root.iterdir()) == []
+
+
 def test_cfg_prints_the_composed_config(capsys):
     assert main(["--cfg", "model=internlm2", "cluster=8gpu"]) == 0
     out = capsys.readouterr().out

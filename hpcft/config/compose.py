@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import fields, is_dataclass
 from pathlib import Path
@@ -147,6 +148,8 @@ def _explain_missing(e: MissingConfigException, overrides: list[str]) -> UserErr
 
 def _hydra_message(e: Exception) -> str:
     message = str(e).strip()
+    if message.startswith(("Ambiguous value for argument", "Sweep parameters")):
+        return _sweep_without_multirun(message)
     if "You must specify" in message:
         for group in GROUPS:
             if f"'{group}'" in message:
@@ -163,6 +166,16 @@ def _hydra_message(e: Exception) -> str:
             return f"{full_key}: a new key of {parent}; add it with +{full_key}=<value>"
         return f"{full_key}: " + unknown_name("key", leaf, known)
     return f"{full_key}: {first}"
+
+
+def _sweep_without_multirun(message: str) -> str:
+    """Hydra's refusal of a sweep in a single run, as one line in Hydra's words, its advice to
+    add --multirun (-m) first: "Ambiguous value for argument 'seed=1,2': to sweep over it, ..."."""
+    first, *advice = (line.strip() for line in message.splitlines() if line.strip())
+    advice = [re.sub(r"^\d+\.\s*", "", line) for line in advice]
+    advice = sorted(advice, key=lambda line: "--multirun" not in line)
+    said = "; ".join(line[:1].lower() + line[1:] for line in advice).replace("--multirun", "--multirun (-m)")
+    return f"{first}: {said}" if said else first.replace("--multirun", "--multirun (-m)")
 
 
 def _keyed_cause(e: BaseException) -> BaseException:
