@@ -65,7 +65,10 @@ def test_an_existing_llamafactory_yaml_is_used_as_it_is(run_root, tmp_path, caps
     mine.write_text(
         "learning_rate: 5.0e-5\nlr_scheduler_type: linear\nlora_rank: 32\ndataset: my_data\nwarmup_ratio: 0.05\n"
     )
-    assert dry(run_root, f"framework.native_config='{mine}'", "+framework.args.warmup_ratio=0.2") == 0
+    data = tmp_path / "mine.json"
+    data.write_text('[{"instruction": "hi", "output": "hello"}]')
+    overrides = (f"framework.native_config='{mine}'", f"trainset={data}", "+framework.args.warmup_ratio=0.2")
+    assert dry(run_root, *overrides) == 0
     out = capsys.readouterr().out
     assert f"train: {mine} sets dataset; hpcft uses its own" in out
     (run,) = run_root.iterdir()

@@ -29,7 +29,9 @@ def data(tmp_path: Path, stage: str) -> Path:
 
 def plan(tmp_path: Path, example: str, *extra: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, Path | None, str]:
     root = tmp_path / "runs"
-    args = ["model=tiny_llama", "cluster=slurmlab", f"framework.native_config={EXAMPLES / example}", *extra]
+    # The recipes' own datasets (identity, alpaca_en_demo, ...) from LLaMA-Factory's data/ folder.
+    data_dir = [] if any(e.startswith("trainset=") for e in extra) else [f"trainset={EXAMPLES / 'data'}"]
+    args = ["model=tiny_llama", "cluster=slurmlab", f"framework.native_config={EXAMPLES / example}", *data_dir, *extra]
     code = main([*args, "dry_run=true", f"run_root={root}"])
     out = capsys.readouterr()
     runs = list(root.iterdir()) if root.exists() else []
@@ -109,7 +111,8 @@ def test_what_cannot_run_is_refused_naming_the_reason(example, extra, reason, tm
 def test_qlora_on_a_gpu_cluster_is_planned_with_its_quantization(tmp_path, capsys):
     root = tmp_path / "runs"
     example = EXAMPLES / "qwen3_lora_sft_otfq.yaml"
-    args = ["model=tiny_llama", "cluster=8gpu", f"framework.native_config={example}", "dry_run=true"]
+    args = ["model=tiny_llama", "cluster=8gpu", f"framework.native_config={example}", f"trainset={EXAMPLES / 'data'}"]
+    args.append("dry_run=true")
     assert main([*args, f"run_root={root}"]) == 0, capsys.readouterr().err
     native = train_yaml(next(root.iterdir()))
     assert (native["quantization_bit"], native["quantization_method"], native["bf16"]) == (4, "bnb", True)

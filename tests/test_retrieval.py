@@ -64,8 +64,11 @@ def test_cosine_ranking():
     assert cosine_ranking([1.0, 0.0], [[0.0, 1.0], [1.0, 0.1], [-1.0, 0.0]]) == [1, 0, 2]
 
 
-def test_embedder_dry_run_launches_torchrun_with_flagembedding_arguments(run_root, capsys):
-    assert main(["model=bge_large_zh_v1_5", "cluster=8gpu", "dry_run=true", f"run_root={run_root}"]) == 0
+def test_embedder_dry_run_launches_torchrun_with_flagembedding_arguments(run_root, tmp_path, capsys):
+    rows = tmp_path / "train.jsonl"  # one batch of 8 GPUs x 16 rows (the 16 demo rows would train 0 steps)
+    rows.write_text("".join(f'{{"query": "q{i}", "pos": ["p"], "neg": ["n"]}}\n' for i in range(128)))
+    args = ["model=bge_large_zh_v1_5", "cluster=8gpu", f"trainset={rows}", "dry_run=true", f"run_root={run_root}"]
+    assert main(args) == 0
     out = capsys.readouterr().out
     launch = next(line for line in out.splitlines() if line.startswith("train: each of"))
     assert "torchrun --nnodes=1" in launch and "--nproc_per_node=8" in launch

@@ -58,6 +58,11 @@ def hpcft_home() -> str:
     return os.environ.get("HPCFT_HOME") or str(Path.home() / ".cache" / "hpcft")
 
 
+def is_demo_data(path: str) -> bool:
+    """Whether `path` is one of the shipped demo sets (`trainset`/`evalset` when not given)."""
+    return Path(path).parent == PACKAGE_DIR / "assets" / "demo"
+
+
 def _demo_data(framework: str, split: str) -> str:
     """The small demo data set shipped with hpcft for a framework (`train` or `eval`)."""
     folder = PACKAGE_DIR / "assets" / "demo"

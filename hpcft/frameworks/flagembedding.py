@@ -21,7 +21,7 @@ from hpcft.errors import ConfigError, DataError
 from hpcft.frameworks.base import API_ENV, Files, FrameworkAdapter, native_argument_names
 from hpcft.frameworks.vllm_serving import READY, VllmServer
 from hpcft.jobs.spec import DeployJob, EvalJob, Instruction, TrainJob
-from hpcft.resources import deploy_gpus, retrieval_eval_mem
+from hpcft.resources import batch_layout, deploy_gpus, retrieval_eval_mem
 from hpcft.rundir import RunLayout
 from hpcft.tracking import report_to
 
@@ -208,7 +208,16 @@ class Adapter(FrameworkAdapter):
         return retrieval_eval_mem(len(data.passages), len(data.queries), text_bytes, model_dims(self.cfg.model.path))
 
     def validate_data(self) -> None:
-        self.training_rows()
+        rows, _ = self.training_rows()
+        layout = batch_layout(self.cfg)
+        if rows < layout.world_size * layout.per_device:
+            raise ConfigError(
+                "trainset",
+                f"{rows} training rows are fewer than one batch of {layout.world_size * layout.per_device}"
+                f" ({layout.world_size} process(es) x framework.per_device_train_batch_size={layout.per_device}):"
+                " FlagEmbedding drops the incomplete batch (dataloader_drop_last) and would train 0 steps;"
+                f" lower the batch to <= {rows // layout.world_size or 1} or add rows",
+            )
         if "eval" in self.cfg.stages and self.cfg.evalset:
             if Path(self.cfg.evalset).is_dir():
                 eval_set(self.cfg.evalset)  # FlagEmbedding's layout: parses and cross-checks ids

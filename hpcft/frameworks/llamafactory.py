@@ -14,7 +14,7 @@ from typing import Any, cast
 from hpcft.config.checks import check_choice, check_positive, check_range
 from hpcft.config.schema import Executor, HpcftConfig, ModelKind
 from hpcft.errors import ConfigError
-from hpcft.frameworks.base import API_ENV, Files, FrameworkAdapter
+from hpcft.frameworks.base import API_ENV, Files, FrameworkAdapter, Overridden
 from hpcft.frameworks.llamafactory_config import Config, lf_settings
 from hpcft.frameworks.llamafactory_data import FORMATTINGS, Formatting, Stage
 from hpcft.frameworks.llamafactory_datasets import (
@@ -25,7 +25,7 @@ from hpcft.frameworks.llamafactory_datasets import (
     training_data,
 )
 from hpcft.frameworks.llamafactory_memory import check_memory_fit
-from hpcft.frameworks.llamafactory_native import check_recipe, native_yaml_values, read_native_config
+from hpcft.frameworks.llamafactory_native import check_job_fit, check_recipe, native_yaml_values, read_native_config
 from hpcft.frameworks.vllm_serving import READY_PROBE, VllmServer, lora_module
 from hpcft.jobs.spec import Conversation, DeployJob, EvalJob, PublishedModel, TrainJob
 from hpcft.resources import deploy_gpus
@@ -74,8 +74,9 @@ class Adapter(FrameworkAdapter):
         fw = self.fw
         if not self.cfg.model.template:
             raise ConfigError("model.template", "LLaMA-Factory needs a chat template (e.g. model.template=llama3)")
-        self.native_file_values()  # raises on a bad file or an unknown name
-        check_recipe({**self.native_file_values(), **self.fw.args}, self.fw.native_config, self.cfg.model.name)
+        given = {**self.native_file_values(), **self.fw.args}  # raises on a bad file or an unknown name
+        check_recipe(given, self.fw.native_config, self.cfg.model.name)
+        check_job_fit(given, self.fw.native_config, self.cfg)
         if fw.stage == "ppo":
             raise ConfigError(
                 "framework.stage",
@@ -145,7 +146,19 @@ class Adapter(FrameworkAdapter):
         if not self.fw.native_config:
             return {}
         values = native_yaml_values(self.fw.native_config)
-        return {k: v for k, v in values.items() if k not in self.managed}
+        # framework.bf16 given against the YAML (llamafactory_native.COMMAND_LINE_WINS) decides the precision
+        ours = self.fw.bf16 is not None and self.fw.bf16 != bool(values.get("bf16"))
+        skip = {*self.managed, *(PRECISION_KEYS if ours else ())}
+        return {k: v for k, v in values.items() if k not in skip}
+
+    def overrides(self, values: dict[str, Any]) -> list[Overridden]:
+        """Besides the base's: half precision a YAML or `args` ask for on a CPU cluster, which
+        LLaMA-Factory refuses at start ("Your setup doesn't support bf16/gpu"); fp32 runs."""
+        out = super().overrides(values)
+        if self.cfg.cluster.gpus_per_node == 0:
+            why = "the job runs on CPU, where LLaMA-Factory refuses half precision"
+            out += [Overridden(k, values[k], False, why) for k in sorted(PRECISION_KEYS) if values.get(k)]
+        return out
 
     def precision(self) -> dict[str, bool | None]:
         """bf16/fp16 as LLaMA-Factory's arguments; a native YAML or `args` still win."""
@@ -229,7 +242,9 @@ class Adapter(FrameworkAdapter):
         config = str(layout.native / "train.yaml")
         nproc = c.gpus_per_node or c.procs_per_node
         env = self.train_env(layout)
-        if c.nodes == 1 and nproc == 1:
+        # LLaMA-Factory refuses DeepSpeed without torchrun ("Please use FORCE_TORCHRUN=1"), even
+        # for one process (a 1-GPU ZeRO-3 offload, a CPU cluster): only then may it go without.
+        if c.nodes == 1 and nproc == 1 and self.cfg.deepspeed.zero_stage is None:
             return TrainJob(
                 run_dir=str(layout.root),
                 argv=["llamafactory-cli", "train", config],

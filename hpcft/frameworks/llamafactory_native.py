@@ -6,23 +6,30 @@ fields `framework.<key>=` sets, once, when the config becomes typed; so the data
 memory estimate, the export/deploy plan and the printed notes all describe what will run.
 Its `deepspeed:` file becomes the run's DeepSpeed config, used as given. Precedence: the
 YAML over hpcft's defaults, `framework.args` over the YAML; a typed field set on the command
-line (not left at its default) that disagrees with the YAML is refused, naming both.
+line (not left at its default) that disagrees with the YAML is refused, naming both, except
+the precision (`framework.bf16`), which the command line decides.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from hpcft import jobenv
+from hpcft.config.compose import is_demo_data
 from hpcft.config.schema import DeepSpeedConfig, HpcftConfig
 from hpcft.errors import ConfigError
 from hpcft.frameworks.base import native_argument_names, read_native_yaml
 from hpcft.frameworks.llamafactory_config import lf_settings
 
 OFFLOADS = ("offload_optimizer", "offload_param")
+COMMAND_LINE_WINS = frozenset({"bf16"})
+"""Typed fields the command line may set against the YAML: the precision, because a YAML's
+`bf16: true` cannot run on a CPU cluster and the user's file should not need editing."""
 NOT_FROM_YAML = frozenset({"name", "args", "native_config", "dataset", "dataset_format", "global_batch_size"})
 """Typed fields a YAML does not set: hpcft's own, and the data (hpcft writes the registry)."""
 
@@ -59,6 +66,8 @@ def typed_settings(fw: Any, values: dict[str, Any]) -> Any:
         if key in NOT_FROM_YAML or key not in values:
             continue
         mine, theirs = getattr(fw, key), values[key]
+        if key in COMMAND_LINE_WINS and mine != defaults.get(key):
+            continue  # e.g. framework.bf16=false where the YAML's bf16 cannot run (a CPU cluster)
         if mine != defaults.get(key) and mine != theirs:
             raise ConfigError(
                 f"framework.{key}",
@@ -113,7 +122,28 @@ def read_native_config(cfg: HpcftConfig) -> HpcftConfig:
                 " chosen too; keep one",
             )
         ds = deepspeed_from(str(values["deepspeed"]), fw.native_config)
-    return dataclasses.replace(cfg, framework=typed_settings(fw, values), deepspeed=ds)
+    typed = dataclasses.replace(typed_settings(fw, values), dataset=yaml_datasets(cfg, values))
+    return dataclasses.replace(cfg, framework=typed, deepspeed=ds)
+
+
+def yaml_datasets(cfg: HpcftConfig, values: dict[str, Any]) -> list[str]:
+    """The datasets to train on: `framework.dataset`, else the YAML's `dataset:` names when
+    `trainset` is their dataset_dir (a registry), as LLaMA-Factory would resolve them. A YAML
+    that names datasets with no `trainset` given is refused: it would train on hpcft's demo rows."""
+    fw, named = lf_settings(cfg), values.get("dataset")
+    if fw.dataset or not named:
+        return fw.dataset
+    names = [n.strip() for n in (named.split(",") if isinstance(named, str) else map(str, named)) if n.strip()]
+    trainset = Path(cfg.trainset).expanduser()
+    if trainset.is_dir() or trainset.name == "dataset_info.json":
+        return names
+    if is_demo_data(cfg.trainset):
+        raise ConfigError(
+            "trainset",
+            f"{fw.native_config} trains on dataset {','.join(names)}, registered in a dataset_info.json, and no"
+            " trainset is given: set trainset=<that dataset_dir> (LLaMA-Factory's data/), or trainset=<your file>",
+        )
+    return fw.dataset  # a data file given as trainset replaces the YAML's datasets (the notes say so)
 
 
 VLM_KEYS = frozenset(
@@ -123,11 +153,32 @@ VLM_KEYS = frozenset(
 """LLaMA-Factory arguments that only mean something for vision-language models."""
 
 
+def check_is_training(native_config: str) -> None:
+    """A native YAML that is not for training (`do_train: false`, or no `do_train: true` beside
+    `export_dir`, `do_predict` or `infer_backend`): a merge, inference or predict-only recipe,
+    refused with what to use instead."""
+    raw = native_yaml_values(native_config)
+    if raw.get("do_train") or not ({"export_dir", "do_predict", "infer_backend"} & raw.keys() or "do_train" in raw):
+        return  # a training recipe, or settings hpcft completes into one (it sets do_train itself)
+    if raw.get("export_dir"):
+        what = "a merge/export recipe (llamafactory-cli export): hpcft merges and serves the trained model itself"
+    elif raw.get("do_predict"):
+        what = (
+            "a predict-only recipe: hpcft trains, then scores through the served model; give its eval data as"
+            " evalset=<file> with a training recipe, or run it with llamafactory-cli train"
+        )
+    else:
+        what = "an inference recipe (llamafactory-cli chat/api): hpcft serves a trained model in its deploy stage"
+    raise ConfigError("framework.native_config", f"{native_config} does not train (no do_train: true); it is {what}")
+
+
 def check_recipe(given: dict[str, Any], native_config: str | None, model: str) -> None:
     """What a native YAML or `args` ask for that this run cannot be: a vision-language recipe
     on hpcft's text-only path, or a tokenize-only run."""
     key = "framework.native_config" if native_config else "framework.args"
     where = native_config or "framework.args"
+    if native_config:
+        check_is_training(native_config)
     if vlm := sorted(VLM_KEYS & given.keys()):
         raise ConfigError(
             key,
@@ -141,3 +192,48 @@ def check_recipe(given: dict[str, Any], native_config: str | None, model: str) -
             f"{where} sets tokenized_path: {tokenized}, which does not exist: LLaMA-Factory would only tokenize the"
             " data into it and exit without training; tokenize first with llamafactory-cli, or drop tokenized_path",
         )
+
+
+NEEDS_PACKAGE = {
+    "use_badam": ("badam", "badam"),
+    "use_galore": ("galore_torch", "galore-torch"),
+    "use_apollo": ("apollo_torch", "apollo-torch"),
+    "use_adam_mini": ("adam_mini", "adam-mini"),
+    "mixture_of_depths": ("MoD", "mixture-of-depth"),
+    "use_unsloth": ("unsloth", "unsloth"),
+    "enable_liger_kernel": ("liger_kernel", "liger-kernel"),
+}
+"""Recipe keys -> (module, pip name) LLaMA-Factory imports for them at start (its parser's
+`check_version(..., mandatory=True)`), missing from its own requirements."""
+
+GPU_ONLY = {
+    "fp8": "FP8 training needs GPUs with FP8 support",
+    "use_unsloth": "Unsloth's kernels need GPUs",
+    "enable_liger_kernel": "Liger's Triton kernels need GPUs",
+}
+"""Recipe keys that cannot run on a CPU cluster, and why."""
+
+
+def check_job_fit(given: dict[str, Any], native_config: str | None, cfg: HpcftConfig) -> None:
+    """What a recipe needs where the job runs: a GPU for GPU-only features and bitsandbytes'
+    optimizers, and the packages LLaMA-Factory imports for optional methods in the train
+    stage's interpreter (hpcft.jobenv). Refused before submit, naming the key and the fix."""
+    key = "framework.native_config" if native_config else "framework.args"
+    where = native_config or "framework.args"
+    on_cpu = cfg.cluster.gpus_per_node == 0
+    optim = str(given.get("optim") or "")
+    if on_cpu and ("8bit" in optim or optim.startswith("paged_")):
+        raise ConfigError(key, f"{where} sets optim: {optim}, a bitsandbytes optimizer that needs GPUs; this"
+                          " cluster has none: drop it (AdamW) or train on a GPU cluster")  # fmt: skip
+    for name, why in GPU_ONLY.items():
+        if on_cpu and given.get(name):
+            raise ConfigError(key, f"{where} sets {name}: {why}, and this cluster has none; drop {name}")
+    wanted = {name: NEEDS_PACKAGE[name] for name in NEEDS_PACKAGE if given.get(name)}
+    python = jobenv.train_python(cfg)
+    missing = jobenv.missing_modules(python, [module for module, _ in wanted.values()]) or []
+    for name, (module, package) in wanted.items():
+        if module in missing:
+            interpreter = " ".join(python) or sys.executable
+            raise ConfigError(key, f"{where} sets {name}, which needs the package {package} in the train job's"
+                              f" environment ({interpreter}); it is not installed there: pip install {package}"
+                              f" there, or drop {name}")  # fmt: skip
