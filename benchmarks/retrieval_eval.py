@@ -33,7 +33,7 @@ def eval_set(passages: int, queries: int) -> RetrievalEvalSet:
     step = passages // queries
     texts = [f"t{i}: passage {i}" for i in range(passages)]
     asked = [f"t{j * step}: question {j}" for j in range(queries)]
-    return RetrievalEvalSet(queries=asked, passages=texts, relevant=[{j * step} for j in range(queries)], candidates=[])
+    return RetrievalEvalSet(queries=asked, passages=texts, qrels=[{j * step: 1} for j in range(queries)], candidates=[])
 
 
 def python_ranking_s(passages: Any, queries: Any) -> float:
@@ -57,7 +57,7 @@ def one_run(data: RetrievalEvalSet) -> dict[str, float]:
         embedded = time.perf_counter()
         rankings = top_k(queries, passages)
         ranked = time.perf_counter()
-    metrics = mean_metrics(rankings, data.relevant, EMBEDDING_METRICS)
+    metrics = mean_metrics(rankings, data.qrels, EMBEDDING_METRICS)
     floor_start = time.perf_counter()
     np.argpartition(-(queries @ passages.T), 9, axis=1)[:, :10]
     floor = time.perf_counter() - floor_start

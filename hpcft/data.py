@@ -65,12 +65,14 @@ def check_rows(path: str | Path, check: RowCheck) -> int:
 
 @dataclass(frozen=True)
 class RetrievalEvalSet:
-    """Queries over a knowledge base of passages, with the relevant passages of each query and
-    the candidates a reranker orders."""
+    """Queries over a knowledge base of passages, with each query's qrels (judged passages and
+    their graded relevance) and the candidates a reranker orders."""
 
     passages: list[str]
     queries: list[str]
-    relevant: list[set[int]]
+    qrels: list[dict[int, int]]
+    """Per query, passage index -> relevance as FlagEmbedding's qrels grade it: above 0 relevant
+    (nDCG's gain is the grade), 0 or below judged not relevant. Every query has one at least."""
     candidates: list[list[int]]
 
 
@@ -83,14 +85,16 @@ def _retrieval_rows(path: Path) -> RetrievalEvalSet:
     return RetrievalEvalSet(
         passages=list(index),
         queries=[row["query"] for row in rows],
-        relevant=[{index[p] for p in row["pos"]} for row in rows],
-        candidates=[[index[p] for p in [*row["pos"], *row.get("neg", [])]] for row in rows],
+        qrels=[dict.fromkeys((index[p] for p in row["pos"]), 1) for row in rows],
+        candidates=[list(dict.fromkeys(index[p] for p in [*row["pos"], *row.get("neg", [])])) for row in rows],
     )
 
 
 def _flagembedding_layout(folder: Path) -> RetrievalEvalSet:
     """FlagEmbedding's evaluation layout: corpus.jsonl {id, text[, title]},
-    <split>_queries.jsonl {id, text}, <split>_qrels.jsonl {qid, docid, relevance}."""
+    <split>_queries.jsonl {id, text}, <split>_qrels.jsonl {qid, docid, relevance}. Queries
+    without a qrels row are left out (FlagEmbedding's evaluator cannot score them); a query whose
+    relevances are all 0 stays in and scores 0, as in FlagEmbedding."""
     splits = sorted(p.name[: -len("_queries.jsonl")] for p in folder.glob("*_queries.jsonl"))
     if not (folder / "corpus.jsonl").is_file() or not splits:
         raise DataError(
@@ -101,18 +105,31 @@ def _flagembedding_layout(folder: Path) -> RetrievalEvalSet:
     corpus = {str(r["id"]): i for i, r in enumerate(corpus_rows)}
     texts = [" ".join(filter(None, [r.get("title"), r["text"]])) for r in corpus_rows]
     queries = {str(r.row["id"]): r.row["text"] for r in read_rows(folder / f"{split}_queries.jsonl")}
-    relevant: dict[str, set[int]] = {qid: set() for qid in queries}
-    qrels = folder / f"{split}_qrels.jsonl"
-    for source in read_rows(qrels):
-        line, r = source.line, source.row
-        qid, docid = str(r.get("qid")), str(r.get("docid"))
-        if qid not in queries or docid not in corpus:
-            raise DataError(str(qrels), f"qid {qid!r} or docid {docid!r} is in no queries / corpus row", line)
-        if float(r.get("relevance", 1)) > 0:
-            relevant[qid].add(corpus[docid])
-    qids = [q for q in queries if relevant[q]]
+    qrels = _read_qrels(folder / f"{split}_qrels.jsonl", queries, corpus)
+    qids = [q for q in queries if q in qrels]
     everything = list(range(len(texts)))
-    return RetrievalEvalSet(texts, [queries[q] for q in qids], [relevant[q] for q in qids], [everything for _ in qids])
+    return RetrievalEvalSet(texts, [queries[q] for q in qids], [qrels[q] for q in qids], [everything for _ in qids])
+
+
+def _read_qrels(path: Path, queries: dict[str, str], corpus: dict[str, int]) -> dict[str, dict[int, int]]:
+    """qid -> {passage index: relevance} (1 where a row has none; a later row for the same pair
+    wins, as in FlagEmbedding's loader). Relevance must be an integer (pytrec_eval, which
+    FlagEmbedding's evaluator scores with, takes no other), and one at least above 0."""
+    qrels: dict[str, dict[int, int]] = {}
+    for source in read_rows(path):
+        line, r = source.line, source.row
+        qid, docid, relevance = str(r.get("qid")), str(r.get("docid")), r.get("relevance", 1)
+        if qid not in queries or docid not in corpus:
+            raise DataError(str(path), f"qid {qid!r} or docid {docid!r} is in no queries / corpus row", line)
+        integral = isinstance(relevance, int) or (isinstance(relevance, float) and relevance.is_integer())
+        if isinstance(relevance, bool) or not integral:
+            raise DataError(str(path), f"relevance must be an integer grade (got {relevance!r})", line)
+        qrels.setdefault(qid, {})[corpus[docid]] = int(relevance)
+    if not any(grade > 0 for grades in qrels.values() for grade in grades.values()):
+        raise DataError(
+            str(path), "no relevance above 0 in any row: no query has a relevant passage, every metric would be 0"
+        )
+    return qrels
 
 
 def read_retrieval_eval(path: str | Path) -> RetrievalEvalSet:

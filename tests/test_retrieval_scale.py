@@ -38,7 +38,7 @@ def test_batched_embeddings_through_an_engine_find_the_known_passages(monkeypatc
         monkeypatch.setattr(retrieval, "embedding_block", as_floats)  # a server without base64
         assert np.allclose(embed_all(client, data.passages, "standin", 4), vectors, atol=1e-6)
         queries = embed_all(client, data.queries, "standin", 4)
-    metrics = mean_metrics(top_k(queries, vectors), data.relevant, EMBEDDING_METRICS)
+    metrics = mean_metrics(top_k(queries, vectors), data.qrels, EMBEDDING_METRICS)
     assert metrics["recall@10"] == 100.0
 
 
@@ -68,7 +68,7 @@ def test_the_eval_asks_the_engine_to_cut_queries_and_passages_at_their_training_
     evalset = tmp_path / "eval.jsonl"
     rows = [
         {"query": q, "pos": [data.passages[next(iter(r))]], "neg": []}
-        for q, r in zip(data.queries, data.relevant, strict=True)
+        for q, r in zip(data.queries, data.qrels, strict=True)
     ]
     evalset.write_text("".join(json.dumps(row) + "\n" for row in rows))
     with Server(Engine(dims=64)) as server:

@@ -4,17 +4,18 @@ The eval set holds rows `{"query", "pos": [...], "neg": [...]}` (the knowledge b
 distinct passage of the set) or is a folder in FlagEmbedding's layout (the knowledge base is
 its corpus). Embedders are scored by cosine similarity over the whole knowledge base
 (recall@1/5/10, MRR@10, nDCG@10); rerankers order each query's candidates (`pos` + `neg`, or
-the whole corpus) (recall@1, MRR@10, nDCG@10). Both models get the texts as the fine-tuned one
-was trained on them: behind the instructions FlagEmbedding put before queries and passages,
-and cut at its query and passage lengths.
+the whole corpus) (recall@1, MRR@10, nDCG@10): FlagEmbedding's evaluator's metrics, through
+the same library (pytrec_eval), graded relevance included. Both models get the texts as the
+fine-tuned one was trained on them: behind the instructions FlagEmbedding put before queries
+and passages, and cut at its query and passage lengths.
 """
 
 from __future__ import annotations
 
 import base64
-import math
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from statistics import fmean
 from typing import Any
 
 from hpcft.client import EndpointClient
@@ -25,41 +26,35 @@ Ranking = list[int]
 """Passage indices, best first."""
 
 
-def recall_at(ranking: Ranking, relevant: set[int], k: int) -> float:
-    return len(set(ranking[:k]) & relevant) / len(relevant)
+Qrels = dict[int, int]
+"""One query's judged passages and their relevance (`RetrievalEvalSet.qrels`)."""
 
-
-def mrr_at(ranking: Ranking, relevant: set[int], k: int) -> float:
-    return next((1.0 / (i + 1) for i, p in enumerate(ranking[:k]) if p in relevant), 0.0)
-
-
-def ndcg_at(ranking: Ranking, relevant: set[int], k: int) -> float:
-    dcg = sum(1.0 / math.log2(i + 2) for i, p in enumerate(ranking[:k]) if p in relevant)
-    ideal = sum(1.0 / math.log2(i + 2) for i in range(min(len(relevant), k)))
-    return dcg / ideal
-
-
-def mean_metrics(
-    rankings: Sequence[Ranking], relevants: Sequence[set[int]], metrics: dict[str, Any]
-) -> dict[str, float]:
-    return {
-        name: 100.0 * sum(fn(r, rel) for r, rel in zip(rankings, relevants, strict=True)) / len(rankings)
-        for name, fn in metrics.items()
-    }
-
-
-EMBEDDING_METRICS = {
-    "recall@1": lambda r, rel: recall_at(r, rel, 1),
-    "recall@5": lambda r, rel: recall_at(r, rel, 5),
-    "recall@10": lambda r, rel: recall_at(r, rel, 10),
-    "mrr@10": lambda r, rel: mrr_at(r, rel, 10),
-    "ndcg@10": lambda r, rel: ndcg_at(r, rel, 10),
+TREC_MEASURES = {
+    "recall@1": "recall_1",
+    "recall@5": "recall_5",
+    "recall@10": "recall_10",
+    "mrr@10": "recip_rank",  # of rankings cut at 10: MRR@10
+    "ndcg@10": "ndcg_cut_10",
 }
-RERANK_METRICS = {
-    "recall@1": lambda r, rel: recall_at(r, rel, 1),
-    "mrr@10": lambda r, rel: mrr_at(r, rel, 10),
-    "ndcg@10": lambda r, rel: ndcg_at(r, rel, 10),
-}
+"""Each metric hpcft reports, as trec_eval's measure names it."""
+EMBEDDING_METRICS = ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10")
+RERANK_METRICS = ("recall@1", "mrr@10", "ndcg@10")
+
+
+def mean_metrics(rankings: Sequence[Ranking], qrels: Sequence[Qrels], metrics: Sequence[str]) -> dict[str, float]:
+    """Each metric (x 100) averaged over the queries as FlagEmbedding's evaluator computes it
+    (`FlagEmbedding.abc.evaluation.utils.evaluate_metrics` and `evaluate_mrr`): trec_eval's
+    measures through pytrec_eval, on graded qrels (nDCG's gain is the relevance; recall and MRR
+    count relevance above 0; a query whose relevances are all 0 scores 0), over each ranking's
+    first TOP_K passages. A test checks the numbers against FlagEmbedding's own functions."""
+    import pytrec_eval
+
+    judged = {str(q): {str(p): grade for p, grade in grades.items()} for q, grades in enumerate(qrels)}
+    run = {str(q): {str(p): float(TOP_K - i) for i, p in enumerate(r[:TOP_K])} for q, r in enumerate(rankings)}
+    scores = pytrec_eval.RelevanceEvaluator(judged, {"recall.1,5,10", "recip_rank", "ndcg_cut.10"}).evaluate(run)
+    if len(rankings) != len(qrels) or len(scores) != len(rankings) or not scores:
+        raise ValueError("need one ranking and at least one judged passage per query, and a query")
+    return {name: 100.0 * fmean(s[TREC_MEASURES[name]] for s in scores.values()) for name in metrics}
 
 
 TOP_K = 10
@@ -157,7 +152,7 @@ def evaluate_embedder(client: EndpointClient, model: str, data: RetrievalEvalSet
     query_instruction, passage_instruction = job.instructions
     passages = embed_all(client, written(data.passages, passage_instruction), model, flight, passage_cut)
     queries = embed_all(client, written(data.queries, query_instruction), model, flight, query_cut)
-    return mean_metrics(top_k(queries, passages), data.relevant, EMBEDDING_METRICS)
+    return mean_metrics(top_k(queries, passages), data.qrels, EMBEDDING_METRICS)
 
 
 def evaluate_reranker(client: EndpointClient, model: str, data: RetrievalEvalSet, job: EvalJob) -> dict[str, float]:
@@ -172,7 +167,7 @@ def evaluate_reranker(client: EndpointClient, model: str, data: RetrievalEvalSet
 
     with ThreadPoolExecutor(max_workers=min(job.concurrency, MAX_IN_FLIGHT)) as pool:
         rankings = list(pool.map(ranked, zip(queries, data.candidates, strict=True)))
-    return mean_metrics(rankings, data.relevant, RERANK_METRICS)
+    return mean_metrics(rankings, data.qrels, RERANK_METRICS)
 
 
 def served_context(client: EndpointClient, model: str) -> int | None:
@@ -184,6 +179,8 @@ def served_context(client: EndpointClient, model: str) -> int | None:
 
 def evaluate_retrieval(endpoint: dict[str, Any], job: EvalJob) -> dict[str, Any]:
     """Metrics of the fine-tuned model and of its base, side by side, plus the gain."""
+    import pytrec_eval  # noqa: F401  (the metrics need it: fail before the models are asked)
+
     data = read_retrieval_eval(job.evalset)
     evaluate = evaluate_embedder if job.task == "embedding" else evaluate_reranker
     client = EndpointClient.from_endpoint(endpoint, job.request_timeout_s, job.retries)
