@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 
 from hpcft.config.overrides import hydra_value
 from hpcft.config.schema import Executor, HpcftConfig, ModelKind, StageName
+from hpcft.config.secrets import check_secret
 from hpcft.configure import compose_config, hydra_error, typed_config, validate_config
 from hpcft.errors import ConfigError, SubmissionError, UserError
 from hpcft.multirun import sweep_settings
@@ -184,6 +185,7 @@ def study_record(
     cfg = check_trials(overrides, {str(k): v for k, v in params.items()}, config_dirs)
     objective = objective_of(cfg, given(overrides, "hydra.sweeper.direction"))
     sweep_dir = Path(str(hydra.sweep.dir)).expanduser().absolute()
+    check_secret("hydra.sweep.dir", str(sweep_dir))
     storage = str(sweeper.storage or f"sqlite:///{sweep_dir / 'optuna.db'}")
     name = str(sweeper.study_name or sweep_dir.name)
     record = ControllerRecord(

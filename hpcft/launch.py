@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hpcft.config.schema import Executor, HpcftConfig
+from hpcft.config.secrets import check_secret, environment_secrets
 from hpcft.configure import validate_config
 from hpcft.errors import UserError
 from hpcft.manifest import Manifest
@@ -125,9 +126,13 @@ class PointConfig:
 
 def check_point_dirs(points: Sequence[PointConfig], sweep_dir: Path) -> None:
     """Every point needs a new folder of its own inside the sweep folder: two points in one
-    folder, or an existing one, would mix or overwrite runs."""
+    folder, or an existing one, would mix or overwrite runs. Folder names become job names:
+    no secret in them."""
+    known = environment_secrets()
+    check_secret("hydra.sweep.dir", str(sweep_dir), known)
     seen: dict[Path, int] = {}
     for p in points:
+        check_secret("hydra.sweep.subdir", str(p.run_dir), known)
         if p.run_dir in seen:
             raise UserError(
                 f"hydra.sweep.subdir: points {seen[p.run_dir]} and {p.num} both get {p.run_dir};"

@@ -88,6 +88,15 @@ UNLISTED_COLUMN = {
     "a": {"file_name": "a.json", "columns": {"prompt": "instruction", "response": "output", "system": "s"}}
 }
 
+PLANTED_SECRETS = {
+    "HF_TOKEN": "hf_" + "PlAnTeDtOkEnFoRtHeCoRpUsOnLyXyZaBc",
+    "WANDB_API_KEY": "c0ffee" * 6 + "c0ff",
+    "OPENAI_API_KEY": "sk-" + "C0rpusK3yN0tR3alButL0ngEnough4Test" * 2,
+    "AWS_SECRET_ACCESS_KEY": "c0rpus/AWS+s3cret/v4lue/0f/f0rty/chars",
+    "SITE_DB_PASSWORD": "n0t so s3cret after all",
+}
+"""The submitting shell's credentials, planted for every case: no refusal may echo one."""
+
 CASES: list[Case] = [
     # config groups and keys
     ("unknown model", lambda t: ["model=nope"], "model: unknown model option 'nope'"),
@@ -245,6 +254,57 @@ CASES: list[Case] = [
     ("run root under a file", lambda t: [*LLM, f"run_root={write(t, 'g', 'x')}/runs"], "cannot be created"),
     ("run root with %", lambda t: [*LLM, f"run_root={t}/a%jb"], "'%' is a Slurm file-name pattern"),
     ("newline in a name", lambda t: [*LLM, "name='a\nb'"], "name: control characters"),
+    # secrets, known by value: the shell's credentials and the shapes of common tokens
+    (
+        "HF token in a site variable",
+        lambda t: [*LLM, "+cluster.env.MYVAR=${oc.env:HF_TOKEN}"],
+        "cluster.env.MYVAR: holds the value of HF_TOKEN",
+    ),
+    (
+        "W&B key in a comment",
+        lambda t: [*LLM, "+cluster.additional_parameters.comment=${oc.env:WANDB_API_KEY}"],
+        "cluster.additional_parameters.comment: holds the value of WANDB_API_KEY",
+    ),
+    (
+        "OpenAI key as the run name",
+        lambda t: [*LLM, "name=${oc.env:OPENAI_API_KEY}"],
+        "name: holds the value of OPENAI_API_KEY",
+    ),
+    (
+        "AWS secret in the account",
+        lambda t: [*LLM, "cluster.account=${oc.env:AWS_SECRET_ACCESS_KEY}"],
+        "cluster.account: holds the value of AWS_SECRET_ACCESS_KEY",
+    ),
+    (
+        "password in a setup line",
+        lambda t: [*LLM, "cluster.setup=['login ${oc.env:SITE_DB_PASSWORD}']"],
+        "cluster.setup[0]: holds the value of SITE_DB_PASSWORD",
+    ),
+    (
+        "HF token typed into srun flags",
+        lambda t: [*LLM, "cluster.srun_args=['--comment=hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz01234567']"],
+        "cluster.srun_args[0]: holds a Hugging Face token",
+    ),
+    (
+        "GitHub token in a stage partition",
+        lambda t: [*LLM, "cluster.deploy.partition=ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"],
+        "cluster.deploy.partition: holds a GitHub token",
+    ),
+    (
+        "AWS key id in an interpreter word",
+        lambda t: [*LLM, "cluster.python=[/usr/bin/env,AKIAIOSFODNN7EXAMPLE,python3]"],
+        "cluster.python[1]: holds an AWS access key id",
+    ),
+    (
+        "W&B key shape in a stage variable",
+        lambda t: [*LLM, "+cluster.eval.env.NOTE=" + "0123456789abcdef" * 2 + "01234567"],
+        "cluster.eval.env.NOTE: holds a W&B API key",
+    ),
+    (
+        "credential variable in env",
+        lambda t: [*LLM, "+cluster.env.MY_API_KEY=abc"],
+        "cluster.env.MY_API_KEY: looks like a secret",
+    ),
     # data files
     ("train file missing", lambda t: [*LLM, f"trainset={t}/none.json"], "none.json: no such file"),
     ("train file empty", lambda t: [*LLM, f"trainset={write(t, 'e.json', '')}"], "e.json: the file is empty"),
@@ -437,8 +497,10 @@ def sbatch_log(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.mark.parametrize("name,build,expected", CASES, ids=[c[0] for c in CASES])
-def test_bad_input_is_refused_before_submitting(name, build, expected, tmp_path, sbatch_log, capsys):
+def test_bad_input_is_refused_before_submitting(name, build, expected, tmp_path, sbatch_log, capsys, monkeypatch):
     FIGURES["cases"] += 1
+    for variable, secret in PLANTED_SECRETS.items():
+        monkeypatch.setenv(variable, secret)
     args = build(tmp_path)
     if not any(a.startswith("run_root=") for a in args):
         args.append(f"run_root={tmp_path}/runs")
@@ -447,6 +509,7 @@ def test_bad_input_is_refused_before_submitting(name, build, expected, tmp_path,
     assert code == 2, err
     assert expected in err, err
     assert err.startswith("hpcft: error: ") and "Traceback" not in err and err.count("\n") <= 2
+    assert not any(secret in err for secret in PLANTED_SECRETS.values())
     assert not sbatch_log.exists()
     FIGURES["refused_before_submit"] += 1
 

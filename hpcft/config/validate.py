@@ -6,8 +6,11 @@ Every problem is a `ConfigError` naming the dotted key and the allowed range, so
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from hpcft.config.checks import (
     check_choice,
@@ -20,6 +23,7 @@ from hpcft.config.checks import (
 )
 from hpcft.config.registry import default_framework, registered_frameworks
 from hpcft.config.schema import ClusterConfig, Executor, HpcftConfig, StageName
+from hpcft.config.secrets import check_secret, environment_secrets
 from hpcft.config.validate_site import validate_site
 from hpcft.errors import ConfigError
 
@@ -145,9 +149,35 @@ def validate_model_reachable(cfg: HpcftConfig) -> None:
     )
 
 
+def text_values(value: Any, key: str = "") -> Iterator[tuple[str, str]]:
+    """Every text value of a typed config with its dotted key (`cluster.env.X`, `cluster.srun_args[0]`)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            yield from text_values(getattr(value, f.name), f"{key}.{f.name}" if key else f.name)
+    elif isinstance(value, Mapping):
+        for name, item in value.items():
+            yield from text_values(item, f"{key}.{name}")
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            yield from text_values(item, f"{key}[{i}]")
+    elif isinstance(value, str):
+        yield key, value
+
+
+def validate_secrets(cfg: HpcftConfig) -> None:
+    """No value holds a secret (`hpcft.config.secrets`). Every value is looked at, not only
+    those that reach a script, a job name, an sbatch option or a folder name: the whole config
+    is written to the run's `config.yaml`, and framework arguments to its native files."""
+    known = environment_secrets()
+    for key, value in text_values(cfg):
+        check_secret(key, value, known)
+
+
 def validate_common(cfg: HpcftConfig) -> None:
     """Raise a ConfigError for the first problem found in the framework-independent part of
-    the config (`hpcft.configure.validate_config` adds the framework's checks)."""
+    the config (`hpcft.configure.validate_config` adds the framework's checks). Secrets
+    first: other checks may quote a bad value in their message."""
+    validate_secrets(cfg)
     validate_cluster(cfg.cluster)
     validate_site(cfg.cluster)
     validate_stages(cfg)

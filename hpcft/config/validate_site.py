@@ -2,8 +2,9 @@
 
 They reach the script as `#SBATCH` lines and quoted shell words, so a control character
 (which would end an `#SBATCH` line and start a shell one) is refused everywhere, sbatch
-options hpcft derives itself are refused with the key that sets them, and a secret is
-refused in `env` because scripts are files.
+options hpcft derives itself are refused with the key that sets them, and a credential
+variable in `env` is refused because scripts are files (values holding a secret are refused
+everywhere by `hpcft.config.secrets`, which knows the secrets by value).
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from pathlib import Path
 
 from hpcft.config.checks import check_mem, check_positive, check_safe_text
 from hpcft.config.schema import ClusterConfig, StageName, StageSite
+from hpcft.config.secrets import could_be_secret, is_credential_name
 from hpcft.errors import ConfigError
 
 STAGES = tuple(StageName)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_SECRET_NAME = re.compile(r"TOKEN|API_KEY|SECRET|PASSWORD|PASSWD", re.IGNORECASE)
 _OPTION = re.compile(r"^[a-z][a-z0-9-]*$")
 
 OWNED_OPTIONS = {
@@ -67,10 +68,15 @@ def check_python(key: str, words: list[str]) -> None:
 
 
 def check_env(key: str, env: dict[str, str]) -> None:
+    """Variable names, and no credential variable: a name with a credential word as one of its
+    parts (`HF_TOKEN`, `DB_PASSWORD`, not `TOKENIZERS_PARALLELISM`) whose value is not a flag,
+    a number or a path. Kept beside the check by value, which knows only the submitting
+    shell's secrets and the common token shapes: a password or another service's token set
+    here would still be written into the script."""
     for name, value in env.items():
         if not _ENV_NAME.match(name):
             raise ConfigError(f"{key}.{name}", "is not a shell variable name (letters, digits and _)")
-        if _SECRET_NAME.search(name):
+        if is_credential_name(name) and could_be_secret(str(value)):
             raise ConfigError(
                 f"{key}.{name}",
                 "looks like a secret, and scripts are files others can read: keep it in the submitting"
