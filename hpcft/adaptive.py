@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import IntervalSweep, Override
+from hydra.core.override_parser.types import Glob, IntervalSweep, Override
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
@@ -72,6 +72,8 @@ def search_values(override: Override) -> list[str]:
     value = override.value()
     if isinstance(value, IntervalSweep):
         return [str(value.start), str(value.end)]
+    if isinstance(value, Glob):  # the command line's are expanded first (hpcft.cli.sweep)
+        raise UserError(f"{override.input_line}: glob() is read on the command line only; list the options here")
     return [str(v) for v in override.sweep_string_iterator()]
 
 

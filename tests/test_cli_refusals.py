@@ -157,6 +157,20 @@ def test_a_sweep_without_multirun_is_hydra_s_refusal_in_one_line_advising_m(swep
     assert list(run_root.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    "swept,said",
+    [
+        (["model=glob(nope*)"], "model=glob(nope*): glob() matches no option (its options: bge_large_zh_v1_5, "),
+        (["model=tiny_llama", "seed=glob(*)"], "seed=glob(*): glob() matches no option (no config group seed)"),
+        (["model=tiny_llama", "seed=range(1,1)"], "seed=range(1,1): sweeps over no value"),
+    ],
+)
+def test_a_sweep_over_no_value_is_refused_in_one_line(swept, said, capsys, sbatch_log, run_root):
+    err = refuse(["-m", *swept, "cluster=slurmlab", f"run_root={run_root}"], capsys, sbatch_log)
+    assert len(err.splitlines()) == 1 and said in err
+    assert list(run_root.iterdir()) == []
+
+
 def test_cfg_prints_the_composed_config(capsys):
     assert main(["--cfg", "model=internlm2", "cluster=8gpu"]) == 0
     out = capsys.readouterr().out

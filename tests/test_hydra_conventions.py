@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ import yaml
 from hydra.experimental.callback import Callback
 
 from hpcft.cli import main
+from hpcft.config.compose import conf_dir
 
 TINY = ("model=tiny_llama", "cluster=slurmlab", "stages=[train]")
 
@@ -202,3 +204,73 @@ def test_a_bad_point_in_a_later_batch_stops_the_sweep_before_the_first_batch(tmp
     code = sweep(tmp_path, "framework.cutoff_len=64,128,256,0", "hydra.sweeper.max_batch_size=2", dry_run=False)
     assert code == 2 and "framework.cutoff_len: must be > 0 (got 0)" in capsys.readouterr().err
     assert (stand_in_slurm.queue.parent / "next_id").read_text().strip() == "100"  # no sbatch ran
+
+
+GLOB_APP = """
+import json
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+
+import hpcft.configure  # noqa: F401  (the frameworks' schemas)
+from hpcft.config.compose import conf_dir, register_all_schemas
+
+register_all_schemas()
+
+
+@hydra.main(config_path=str(conf_dir()), config_name="hpcft", version_base="1.3")
+def main(cfg):
+    print("point", HydraConfig.get().runtime.choices.model)
+
+
+for args in json.loads(sys.argv.pop(1)):  # one multirun per command line
+    print("multirun")
+    sys.argv[1:] = args
+    main()
+"""
+
+
+def hydra_globs(tmp_path: Path, *runs: list[str]) -> list[list[str]]:
+    """For each command line, the models Hydra's own sweeper and launcher run (hpcft's conf/ as the app's)."""
+    app = tmp_path / "glob_app.py"
+    app.write_text(GLOB_APP)
+    quiet = ["framework=llamafactory", "hydra/job_logging=none", "hydra/hydra_logging=none"]
+    lines = [["-m", *args, *quiet, f"hydra.sweep.dir={tmp_path / 'hydra' / str(i)}"] for i, args in enumerate(runs)]
+    done = subprocess.run(
+        [sys.executable, str(app), json.dumps(lines)], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return [[line.split()[1] for line in run.splitlines() if line] for run in done.stdout.split("multirun\n")[1:]]
+
+
+def planned_models(tmp_path: Path, *args: str) -> list[str]:
+    """The model of each point hpcft plans, in point order (a dry run's `.hydra/overrides.yaml`)."""
+    runs = tmp_path / "runs"
+    shutil.rmtree(runs, ignore_errors=True)
+    plan = ["cluster=2x8gpu", "deepspeed=zero3", "stages=[train]", "dry_run=true", f"run_root={runs}"]
+    assert main(["-m", *args, *plan]) == 0
+    (sweep_dir,) = runs.iterdir()
+    points = sorted((p for p in sweep_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    overrides = [yaml.safe_load((p / ".hydra" / "overrides.yaml").read_text()) for p in points]
+    return [next(o.split("=", 1)[1] for o in point if o.startswith("model=")) for point in overrides]
+
+
+def test_glob_sweeps_plan_the_options_hydra_s_glob_picks_config_dir_included(tmp_path, capsys):
+    site = tmp_path / "site" / "model"
+    site.mkdir(parents=True)
+    tiny = (conf_dir() / "model" / "tiny_llama.yaml").read_text()
+    (site / "tiny_site.yaml").write_text(tiny.replace("name: tiny_llama", "name: tiny_site"))
+    runs = [
+        ["model=glob(tiny*)"],
+        ["--config-dir", str(tmp_path / "site"), "model=glob(tiny*)"],
+        ["--config-dir", str(tmp_path / "site"), "model=glob(*,exclude=[bge*,minilm])"],
+    ]
+    planned = [planned_models(tmp_path, *args) for args in runs]
+    # Hydra's glob also lists the schemas hpcft stores in each group (base_model): no options to hpcft
+    assert planned == [[m for m in models if not m.startswith("base_")] for models in hydra_globs(tmp_path, *runs)]
+    assert planned == [
+        ["tiny_llama"],
+        ["tiny_llama", "tiny_site"],
+        ["internlm2", "llama3_8b", "qwen2_5_72b", "qwen2_5_7b", "tiny_llama", "tiny_site"],
+    ]

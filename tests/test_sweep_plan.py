@@ -137,3 +137,13 @@ def test_a_sweep_slurm_cannot_take_says_why_in_one_line_and_leaves_no_folder(tmp
     assert code == 1 and len(ours) == 1 and "Traceback" not in err
     assert "nothing was submitted: sbatch: error: resolve_ctls_from_dns_srv" in ours[0]
     assert list(runs.iterdir()) == []
+
+
+def test_an_optuna_study_searches_the_options_a_glob_matches(run_root, capsys):
+    import json
+
+    args = ["-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2", "model=glob(*,exclude=[bge*,minilm,q*])"]
+    assert main([*args, "cluster=slurmlab", "dry_run=true", f"run_root={run_root}"]) == 0
+    (sweep,) = run_root.iterdir()
+    overrides = json.loads((sweep / "controller.json").read_text())["overrides"]
+    assert "model=internlm2,llama3_8b,tiny_llama" in overrides  # Optuna's categorical: Hydra's own glob would fail

@@ -1,6 +1,7 @@
 """`python -m hpcft -m key=a,b other=range(1,4) ...`: a Hydra multirun, submitted as job arrays.
 
-Hydra expands the sweep (its basic sweeper: lists, `range()`, `choice()`, `glob()`), and
+Hydra expands the sweep (its basic sweeper: lists, `range()`, `choice()`; a `glob()` is first
+written out here as the group options it matches, --config-dir's included), and
 hpcft's launcher plugin (`hydra/launcher=hpcft`) has `hpcft.launch` validate every point,
 give each its own run directory (`${hydra.sweep.dir}/${hydra.sweep.subdir}`, Hydra's
 settings, with hpcft's sweep folder under `run_root` where none is given) and submit one
@@ -21,12 +22,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Glob, Override
 from hydra.errors import HydraException
 
 from hpcft.adaptive import is_adaptive, search_values, submit_study
 from hpcft.config.overrides import hydra_value
 from hpcft.config.schema import HpcftConfig, ModelKind
-from hpcft.configure import compose_config, hydra_error, typed_config
+from hpcft.configure import available_options, compose_config, hydra_error, typed_config
 from hpcft.errors import UserError
 from hpcft.frameworks import default_framework
 from hpcft.multirun import PipelineTask, run_multirun
@@ -34,19 +36,43 @@ from hpcft.plan import run_base_name
 from hpcft.rundir import new_run_name
 
 
-def first_values(overrides: Sequence[str]) -> tuple[list[str], dict[str, list[str]]]:
-    """The overrides with each sweep reduced to its first value, and every swept key's values."""
+def parsed_overrides(overrides: Sequence[str]) -> list[Override]:
+    """The overrides as Hydra parses them; a line it cannot parse is a one-line error."""
     try:
-        parsed = OverridesParser.create().parse_overrides(list(overrides))
+        return OverridesParser.create().parse_overrides(list(overrides))
     except HydraException as e:
         where = getattr(e, "override", None)
         raise UserError(f"{where}: {hydra_error(e)}" if where else str(hydra_error(e))) from None
+
+
+def expanded_globs(overrides: Sequence[str], config_dirs: Sequence[str]) -> list[str]:
+    """Each `glob()` sweep written out as the group options it matches, as Hydra's sweeper
+    expands it (its `Glob.filter`, sorted), over the shipped options and those of --config-dir
+    (hpcft's schemas `base_*` are no options); Hydra's sweeper then gets a plain list."""
+    lines = list(overrides)
+    for i, o in enumerate(parsed_overrides(overrides)):
+        glob = o.value()
+        if o.is_hydra_override() or not isinstance(glob, Glob):
+            continue
+        options = available_options(o.key_or_group, config_dirs)
+        chosen = glob.filter(options)
+        if not chosen:
+            known = f"its options: {', '.join(options)}" if options else f"no config group {o.key_or_group}"
+            raise UserError(f"{o.input_line}: glob() matches no option ({known})")
+        lines[i] = f"{o.get_key_element()}={','.join(hydra_value(c) for c in chosen)}"
+    return lines
+
+
+def first_values(overrides: Sequence[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """The overrides with each sweep reduced to its first value, and every swept key's values."""
     single, swept = [], {}
-    for o in parsed:
+    for o in parsed_overrides(overrides):
         if o.is_hydra_override() and o.is_sweep_override():
             continue
         if o.is_sweep_override():
             values = search_values(o)
+            if not values:
+                raise UserError(f"{o.input_line}: sweeps over no value")
             swept[o.get_key_element()] = values
             single.append(f"{o.get_key_element()}={values[0]}")
         else:
@@ -97,6 +123,7 @@ def hydra_overrides(overrides: Sequence[str], cfg: HpcftConfig, config_dirs: Seq
 
 
 def main(overrides: Sequence[str], config_dirs: Sequence[str]) -> int:
+    overrides = expanded_globs(overrides, config_dirs)
     cfg, framework = chosen_framework(overrides, config_dirs)
     chosen = [*overrides, f"framework={framework}"] if framework else list(overrides)
     argv = hydra_overrides(chosen, cfg, config_dirs)

@@ -101,10 +101,12 @@ def _search_path_override(config_dirs: Sequence[str]) -> list[str]:
     return ["hydra.searchpath=" + hydra_value([f"file://{Path(d).resolve()}" for d in config_dirs])]
 
 
-def group_options(group: str) -> list[str]:
-    """Options of a config group (shipped and user folders), schemas excluded."""
+def group_options(group: str, overrides: Sequence[str] = ()) -> list[str]:
+    """Options of a config group (shipped, and the user folders of a `hydra.searchpath` among
+    the overrides), schemas excluded."""
     loader = GlobalHydra.instance().config_loader()
-    return [o for o in loader.get_group_options(group) if not o.startswith("base_")]
+    options = loader.get_group_options(group, config_name="hpcft", overrides=list(overrides))
+    return [o for o in options if not o.startswith("base_")]
 
 
 def register_all_schemas() -> None:
@@ -120,9 +122,7 @@ def available_options(group: str, config_dirs: Sequence[str] = ()) -> list[str]:
     overrides = _search_path_override(config_dirs)
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        if overrides:  # the search path comes from the primary config plus these overrides
-            compose(config_name="hpcft", overrides=[*overrides, "model=tiny_llama"])
-        return group_options(group)
+        return group_options(group, overrides)
 
 
 def _compose(overrides: list[str]) -> DictConfig:
@@ -143,11 +143,12 @@ def hydra_error(e: Exception) -> UserError:
 
 
 def _explain_missing(e: MissingConfigException, overrides: list[str]) -> UserError:
+    searched = [o for o in overrides if o.startswith("hydra.searchpath=")]
     for group in GROUPS:
         for o in overrides:
             key, _, value = o.lstrip("+").partition("=")
-            if key == group and value not in group_options(group):
-                return ConfigError(group, unknown_name(f"{group} option", value, group_options(group)))
+            if key == group and value not in (options := group_options(group, searched)):
+                return ConfigError(group, unknown_name(f"{group} option", value, options))
     return UserError(_hydra_message(e))
 
 
