@@ -25,6 +25,7 @@ from hpcft.config.secrets import check_secret
 from hpcft.configure import compose_config, hydra_error, typed_config, validate_config
 from hpcft.errors import ConfigError, SubmissionError, UserError
 from hpcft.multirun import sweep_settings
+from hpcft.rundir import run_umask, umask_line
 from hpcft.study import ControllerRecord, Objective
 
 SUPPORTED = {"optuna": "hydra_plugins.hydra_optuna_sweeper"}
@@ -117,7 +118,7 @@ def controller_parameters(cfg: HpcftConfig, sweep_name: str) -> dict[str, Any]:
         "cpus_per_task": 1,
         "mem": "2GB",
         "signal_delay_s": cluster.signal_delay_s,
-        "setup": list(cluster.setup),
+        "setup": [umask_line(cluster.umask), *cluster.setup],
     }
     for key in ("account", "qos"):
         if value := getattr(cluster, key):
@@ -205,8 +206,14 @@ def study_record(
 
 
 def submit_study(overrides: Sequence[str], implied: Sequence[str], config_dirs: Sequence[str], say: Any = print) -> int:
-    """Check, then submit the controller job (or run it here for `cluster=local`); returns at once."""
+    """Check, then submit the controller job (or run it here for `cluster=local`); returns at once.
+    The sweep folder and what the controller writes follow `cluster.umask`."""
     record, cfg = study_record(overrides, implied, config_dirs)
+    with run_umask(cfg.cluster.umask):
+        return start_study(record, cfg, say)
+
+
+def start_study(record: ControllerRecord, cfg: HpcftConfig, say: Any) -> int:
     sweep_dir = Path(record.sweep_dir)
     what = f"{record.n_trials} trials, {record.n_jobs} at a time, {record.objective.direction} {record.objective}"
     try:

@@ -24,7 +24,7 @@ from hpcft.errors import UserError
 from hpcft.manifest import Manifest
 from hpcft.plan import Pipeline, build_pipeline, run_base_name
 from hpcft.render import dependency_graph, placeholder_ids, render_sbatch
-from hpcft.rundir import RunLayout, create_run_dir, write_atomic, write_json_atomic, yaml_text
+from hpcft.rundir import RunLayout, create_run_dir, run_umask, write_atomic, write_json_atomic, yaml_text
 from hpcft.sweep import SweepPoint, group_points, render_array, submit_sweep, sweep_record
 from hpcft.sweep_results import markdown, sweep_table
 from hpcft.tracking import secrets_withheld
@@ -85,8 +85,14 @@ def summary(manifest: Manifest, pipeline: Pipeline) -> str:
 
 def launch(cfg: HpcftConfig, say: Printer = print) -> Launched:
     """Validate, create a new run directory, write the plan's files, then submit the stages
-    to Slurm (returns at once) or run them here with the local executor (returns when done)."""
+    to Slurm (returns at once) or run them here with the local executor (returns when done).
+    Everything is created under the run's umask (`cluster.umask`), which the jobs inherit."""
     validate_config(cfg)
+    with run_umask(cfg.cluster.umask):
+        return _launch(cfg, say)
+
+
+def _launch(cfg: HpcftConfig, say: Printer) -> Launched:
     layout = create_run_dir(cfg.run_root, run_base_name(cfg))
     pipeline = build_pipeline(cfg, layout)
     from hpcft.submit import new_manifest, run_local, submit_slurm, write_run_files
@@ -181,6 +187,11 @@ def launch_sweep(points: Sequence[PointConfig], sweep_dir: Path, batch: int = 0,
     for point in points:
         validate_config(point.cfg)
     check_point_dirs(points, sweep_dir)
+    with run_umask(points[0].cfg.cluster.umask):
+        return _launch_sweep(points, sweep_dir, batch, say)
+
+
+def _launch_sweep(points: Sequence[PointConfig], sweep_dir: Path, batch: int, say: Printer) -> list[Path]:
     earlier = earlier_batches(sweep_dir, batch)
     planned = [_planned(p) for p in points]
     first = planned[0].cfg

@@ -15,6 +15,7 @@ from submitit.slurm.slurm import _make_sbatch_string
 
 from hpcft.config.schema import ClusterConfig, GpuRequest
 from hpcft.plan import Pipeline, Stage
+from hpcft.rundir import umask_line
 from hpcft.stage_site import Resources
 
 
@@ -44,10 +45,12 @@ def job_env(cluster: ClusterConfig) -> dict[str, str]:
 
 
 def setup_lines(cluster: ClusterConfig, resources: Resources) -> list[str]:
-    """The site's setup lines (shell by design), then the exports of hpcft's and the site's
-    variables, each value quoted."""
+    """The run's umask (so every file the job writes follows `cluster.umask`), the site's
+    setup lines (shell by design), then the exports of hpcft's and the site's variables,
+    each value quoted."""
     env = {**job_env(cluster), **dict(resources.env)}
-    return [*resources.setup, *(f"export {key}={shlex.quote(value)}" for key, value in env.items())]
+    exports = (f"export {key}={shlex.quote(value)}" for key, value in env.items())
+    return [umask_line(cluster.umask), *resources.setup, *exports]
 
 
 def dependency_string(stage: Stage, job_ids: dict[str, str]) -> str | None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shlex
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,6 +113,34 @@ def create_run_dir(run_root: str | Path, base: str) -> RunLayout:
     raise RuntimeError(f"could not create a new run directory under {root}")
 
 
+def umask_line(umask: str) -> str:
+    """The shell line that gives a job the run's file-creation mask (`cluster.umask`)."""
+    return f"umask {shlex.quote(umask)}"
+
+
+@contextmanager
+def run_umask(umask: str) -> Iterator[None]:
+    """This process creates files with `umask` (octal digits) while a run is created and
+    submitted; `sbatch` passes it on to the job (`SLURM_UMASK`), the local executor's jobs
+    inherit it. The previous mask is restored afterwards."""
+    previous = os.umask(int(umask, 8))
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def current_umask() -> int:
+    """This process's file-creation mask, read where Linux shows it without changing it."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        return next(int(line.split()[1], 8) for line in status.splitlines() if line.startswith("Umask:"))
+    except (OSError, StopIteration, IndexError, ValueError):
+        mask = os.umask(0o077)
+        os.umask(mask)
+        return mask
+
+
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "adapter_model.safetensors")
 
 
@@ -135,11 +166,18 @@ def yaml_text(data: Any) -> str:
     return text
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so readers never see a partial file."""
+def write_atomic(path: Path, text: str, *, private: bool = False) -> None:
+    """Write via a temporary file and rename, so readers never see a partial file. A file
+    replaced keeps its mode; a new one gets what the umask (`cluster.umask`) gives; a
+    `private` one is 0600 either way."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = 0o600 if private else path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        mode = 0o666 & ~current_umask()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)
@@ -148,8 +186,8 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    write_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+def write_json_atomic(path: Path, data: Any, *, private: bool = False) -> None:
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n", private=private)
 
 
 def read_json(path: Path) -> Any:

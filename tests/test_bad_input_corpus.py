@@ -254,6 +254,13 @@ CASES: list[Case] = [
     ("run root under a file", lambda t: [*LLM, f"run_root={write(t, 'g', 'x')}/runs"], "cannot be created"),
     ("run root with %", lambda t: [*LLM, f"run_root={t}/a%jb"], "'%' is a Slurm file-name pattern"),
     ("newline in a name", lambda t: [*LLM, "name='a\nb'"], "name: control characters"),
+    # the run's umask: three octal digits, the owner's 0
+    (
+        "umask misread from YAML",
+        lambda t: [*site_cluster(t, "umask: 027"), "model=internlm2", "cluster=mine"],
+        "cluster.umask: must be three octal digits starting with 0, quoted in YAML",
+    ),
+    ("umask locking the owner out", lambda t: [*LLM, "cluster.umask=700"], "cluster.umask: must be three octal"),
     # secrets, known by value: the shell's credentials and the shapes of common tokens
     (
         "HF token in a site variable",

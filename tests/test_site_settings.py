@@ -35,6 +35,7 @@ SUBMITIT_PARAMETER = {
     "setup": "setup",
     "teardown": "teardown",
     "env": "setup",
+    "umask": "setup",
     "python": "python",
     "srun_args": "srun_args",
     "constraint": "constraint",

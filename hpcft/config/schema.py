@@ -199,6 +199,14 @@ class ClusterConfig:
     """The deploy job's own settings, e.g. the serving environment's `python`."""
     eval: StageSite = field(default_factory=StageSite)
     """The eval job's own settings; it only sends requests, so a CPU partition suits it."""
+    umask: str = "077"
+    """File-creation mask of every run, as three octal digits (quote it in YAML: `umask: "027"`):
+    applied on the login node while hpcft creates the run folder and its files, and the first
+    line of every job, so logs, checkpoints and merged weights follow it too. `077`: folders
+    0700, files 0600, nothing readable by other users (many sites give every user one primary
+    group, so `027` alone would still show a run to everyone). A project that shares runs with
+    its group: `027` (the group reads) or `007` (the group also writes). The server's key and
+    the eval's predictions stay 0600 whatever it is."""
     internet: bool = True
     """Whether compute nodes reach the internet (W&B online); false means offline mode."""
     export_secrets: bool = True

@@ -21,6 +21,7 @@ from hpcft.errors import ConfigError
 STAGES = tuple(StageName)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _OPTION = re.compile(r"^[a-z][a-z0-9-]*$")
+_UMASK = re.compile(r"^0?0[0-7]{2}$")
 
 OWNED_OPTIONS = {
     "job-name": "name",
@@ -108,8 +109,21 @@ def check_stage_site(key: str, site: StageSite) -> None:
     check_env(f"{key}.env", site.env)
 
 
+def check_umask(key: str, value: str) -> None:
+    """Three octal digits, the owner's 0: a mask that kept the owner from reading or writing
+    would fail the run's own jobs. YAML reads an unquoted 027 as the number 23; the owner's
+    0 also refuses every such misread."""
+    if not _UMASK.match(str(value)):
+        raise ConfigError(
+            key,
+            'must be three octal digits starting with 0, quoted in YAML (umask: "027"), e.g. 077 (private)'
+            f" or 027 (the group reads); got {value!r}",
+        )
+
+
 def validate_site(c: ClusterConfig) -> None:
     """Every site setting of the cluster and of each stage."""
+    check_umask("cluster.umask", c.umask)
     if c.python:
         check_python("cluster.python", c.python)
     for i, arg in enumerate(c.srun_args):

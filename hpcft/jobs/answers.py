@@ -14,6 +14,7 @@ sent again by a rerun (after, say, a longer `deploy.max_model_len`). Past
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -67,11 +68,14 @@ class Answers:
         self.path, self.total, self.progress_path = path, total, progress_path
         self.done = read_answers(path)
         if self.done:  # drop a cut-off last line before appending after it
-            write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.done.values()))
+            write_atomic(
+                path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.done.values()), private=True
+            )
         self.resumed, self.started = len(self.done), time.monotonic()
         self.lock, self.next_report = threading.Lock(), 0.0
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = path.open("a", encoding="utf-8")
+        # Predictions hold the eval set's texts: only their owner reads them, whatever the umask.
+        self.file = os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "a", encoding="utf-8")
 
     def add(self, record: dict[str, Any]) -> None:
         with self.lock:
@@ -99,5 +103,5 @@ class Answers:
         records = [self.done[i] for i in sorted(self.done)]
         if len(records) != self.total:
             raise RuntimeError(f"{self.total - len(records)} of {self.total} eval rows have no answer")
-        write_atomic(self.path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        write_atomic(self.path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), private=True)
         return records
