@@ -90,6 +90,7 @@ def test_the_private_apis_we_rely_on_keep_their_shape():
     """hydra-core is pinned to 1.3.x and submitit to 1.5.x (pyproject.toml) because these are
     private; this fails first if an upgrade changes them."""
     from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import create_config_search_path
     from submitit.slurm.slurm import _make_sbatch_string
@@ -102,6 +103,7 @@ def test_the_private_apis_we_rely_on_keep_their_shape():
     assert names(create_config_search_path) == ["search_path_dir"]
     assert names(get_overrides_dirname) == ["overrides", "exclude_keys", "item_sep", "kv_sep"]
     assert names(ConfigLoaderImpl._apply_overrides_to_config) == ["overrides", "cfg"]
+    assert names(BasicSweeper.split_arguments) == ["overrides", "max_batch_size"]  # `-m --cfg`'s points
     assert {"command", "folder", "map_count", "array_parallelism", "dependency"} <= set(names(_make_sbatch_string))
 
 

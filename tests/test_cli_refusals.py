@@ -177,6 +177,29 @@ def test_cfg_prints_the_composed_config(capsys):
     assert "template: intern2" in out and "gpus_per_node: 8" in out
 
 
+def test_cfg_takes_hydra_s_part_and_may_follow_the_overrides(capsys):
+    assert main(["--cfg", "model=internlm2", "cluster=8gpu"]) == 0
+    alone = capsys.readouterr().out
+    for args in (["--cfg", "job", "model=internlm2", "cluster=8gpu"], ["model=internlm2", "--cfg", "cluster=8gpu"]):
+        assert main(args) == 0
+        assert capsys.readouterr().out == alone, args
+
+
+@pytest.mark.parametrize(
+    "args,said",
+    [
+        (["--cfg", "hydra"], "--cfg hydra: hpcft prints its own config (--cfg job); a sweep's Hydra settings are"),
+        (["--cfg=all", "-m"], "--cfg all: hpcft prints its own config (--cfg job)"),
+        (["--cfg=jobs"], "--cfg jobs: one of job, hydra, all"),
+        (["-m", "--cfg", "hydra/sweeper=optuna"], "--cfg: an Optuna study picks its trials as it runs"),
+    ],
+)
+def test_cfg_parts_hpcft_does_not_print_are_refused_in_one_line(args, said, capsys, sbatch_log, run_root):
+    err = refuse([*args, "model=tiny_llama", "seed=1,2", f"run_root={run_root}"], capsys, sbatch_log)
+    assert len(err.splitlines()) == 1 and said in err
+    assert list(run_root.iterdir()) == []
+
+
 def test_refusals_leave_no_run_directory(capsys, sbatch_log, run_root):
     refuse(["model=internlm2", "framework.cutoff_len=0", f"run_root={run_root}"], capsys, sbatch_log)
     assert list(run_root.iterdir()) == []

@@ -274,3 +274,28 @@ def test_glob_sweeps_plan_the_options_hydra_s_glob_picks_config_dir_included(tmp
         ["tiny_llama", "tiny_site"],
         ["internlm2", "llama3_8b", "qwen2_5_72b", "qwen2_5_7b", "tiny_llama", "tiny_site"],
     ]
+
+
+def test_cfg_with_multirun_prints_every_point_s_config_and_submits_nothing(tmp_path, capsys, stand_in_slurm):
+    runs = tmp_path / "runs"
+    assert main(["-m", "model=tiny_llama", "cluster=slurmlab", "seed=1,2", f"run_root={runs}", "--cfg", "job"]) == 0
+    printed = list(yaml.safe_load_all(capsys.readouterr().out))
+    assert [p["seed"] for p in printed] == [1, 2] and {p["model"]["name"] for p in printed} == {"tiny_llama"}
+    assert (stand_in_slurm.queue.parent / "next_id").read_text().strip() == "100"  # no sbatch ran
+    assert not runs.exists()
+
+
+def test_cfg_with_multirun_prints_what_the_sweep_gives_each_point_in_hydra_s_order(tmp_path, capsys):
+    swept = [*TINY, "framework.lora_rank=4,8", "seed=1,2", "dry_run=true", f"run_root={tmp_path / 'runs'}"]
+    assert main(["-m", "--cfg", *swept]) == 0
+    out = capsys.readouterr().out
+    assert main(["-m", *swept]) == 0  # the same sweep, dry run: each point's config.yaml and .hydra/overrides.yaml
+    (sweep_dir,) = (tmp_path / "runs").iterdir()
+    points = sorted((p for p in sweep_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    heads = [line.split(": ", 1)[1].split() for line in out.splitlines() if line.startswith("# point ")]
+    recorded = [yaml.safe_load((p / ".hydra" / "overrides.yaml").read_text()) for p in points]
+    assert [[*h, "framework=llamafactory"] for h in heads] == recorded  # the sweep adds the framework the model implies
+    assert out.split("---\n") == [
+        f"# point {i}: {' '.join(h)}\n" + (p / "config.yaml").read_text()
+        for i, (h, p) in enumerate(zip(heads, points, strict=True))
+    ]

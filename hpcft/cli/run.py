@@ -8,6 +8,7 @@ Examples:
       framework.learning_rate=5e-5 +framework.args.lr_scheduler_type=linear
   python -m hpcft --config-dir ~/site-conf model=llama3_8b cluster=mysite
   python -m hpcft -m model=tiny_llama cluster=slurmlab framework.learning_rate=1e-4,1e-3
+  python -m hpcft -m model=tiny_llama cluster=slurmlab seed=1,2 --cfg   # each point's config; submits nothing
   python -m hpcft -m hydra/sweeper=optuna hydra.sweeper.n_trials=6 model=tiny_llama cluster=slurmlab \
       'framework.learning_rate=interval(1e-4,1e-2)'   # an Optuna study, in a controller job
 
@@ -74,15 +75,42 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         metavar="DIR",
         help="extra config folder searched before the shipped conf/ (e.g. your site's cluster/*.yaml)",
     )
-    parser.add_argument("--cfg", action="store_true", help="print the composed config and exit")
+    parser.add_argument(
+        "--cfg",
+        nargs="?",
+        const="job",
+        metavar="{job,hydra,all}",
+        help="print the composed config (job, the default) and exit; with -m, each point's; nothing is submitted",
+    )
     parser.add_argument(
         "-m", "--multirun", action="store_true", help="sweep: submit every combination as Slurm job arrays"
     )
     parser.add_argument("--version", action="version", version=f"hpcft {version()}")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides: group=option or key=value")
-    args, unknown = parser.parse_known_args(list(argv))
+    args, unknown = parser.parse_known_intermixed_args(cfg_alone_is_job(argv))
     if unknown:
         raise UserError(f"unknown option {unknown[0]!r}; overrides are written key=value (see --help)")
+    if args.cfg not in (None, *CFG_PARTS):
+        raise UserError(f"--cfg {args.cfg}: one of {', '.join(CFG_PARTS)}")
+    if args.cfg in ("hydra", "all"):
+        raise UserError(
+            f"--cfg {args.cfg}: hpcft prints its own config (--cfg job); a sweep's Hydra settings are written to"
+            " its multirun.yaml and each point's .hydra/hydra.yaml (dry_run=true writes them, submitting nothing)"
+        )
+    return args
+
+
+CFG_PARTS = ("job", "hydra", "all")
+"""Hydra's `--cfg` parts; hpcft prints the job's."""
+
+
+def cfg_alone_is_job(argv: Sequence[str]) -> list[str]:
+    """`--cfg` followed by no part (an override, another option, nothing) means `--cfg job`:
+    the override is not taken for its value."""
+    args = list(argv)
+    for i, arg in enumerate(args):
+        if arg == "--cfg" and (i + 1 == len(args) or args[i + 1] not in CFG_PARTS):
+            args[i] = "--cfg=job"
     return args
 
 
@@ -91,9 +119,9 @@ def main(argv: Sequence[str]) -> int:
     if args.multirun:
         from hpcft.cli import sweep
 
-        return sweep.main(args.overrides, args.config_dir)
+        return sweep.main(args.overrides, args.config_dir, show_config=args.cfg is not None)
     cfg = load_config(args.overrides, args.config_dir)
-    if args.cfg:
+    if args.cfg is not None:
         print(config_yaml(cfg), end="")
         return 0
     layout = launch(cfg, say=lambda line: print(line, flush=True)).layout

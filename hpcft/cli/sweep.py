@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Glob, Override
 from hydra.errors import HydraException
@@ -28,9 +29,10 @@ from hydra.errors import HydraException
 from hpcft.adaptive import is_adaptive, search_values, submit_study
 from hpcft.config.overrides import hydra_value
 from hpcft.config.schema import HpcftConfig, ModelKind
-from hpcft.configure import available_options, compose_config, hydra_error, typed_config
+from hpcft.configure import available_options, compose_config, hydra_error, load_config, typed_config
 from hpcft.errors import UserError
 from hpcft.frameworks import default_framework
+from hpcft.launch import config_yaml
 from hpcft.multirun import PipelineTask, run_multirun
 from hpcft.plan import run_base_name
 from hpcft.rundir import new_run_name
@@ -122,8 +124,28 @@ def hydra_overrides(overrides: Sequence[str], cfg: HpcftConfig, config_dirs: Seq
     return [*overrides, *extra]
 
 
-def main(overrides: Sequence[str], config_dirs: Sequence[str]) -> int:
+def show_points(overrides: Sequence[str], config_dirs: Sequence[str]) -> int:
+    """`-m --cfg`: each point's config as `--cfg` prints a single run's, points in the order
+    Hydra's basic sweeper makes them, one YAML document each; nothing is written or submitted."""
+    if is_adaptive(overrides):
+        raise UserError("--cfg: an Optuna study picks its trials as it runs; --cfg prints a basic sweep's points")
+    app = parsed_overrides([o for o in overrides if not o.startswith(("hydra.", "hydra/"))])
+    try:
+        (points,) = BasicSweeper.split_arguments(app, max_batch_size=None)
+    except HydraException as e:
+        raise hydra_error(e) from None
+    for num, point in enumerate(points):
+        if num:
+            print("---")
+        print(f"# point {num}: {' '.join(point)}")
+        print(config_yaml(load_config(point, config_dirs)), end="")
+    return 0
+
+
+def main(overrides: Sequence[str], config_dirs: Sequence[str], *, show_config: bool = False) -> int:
     overrides = expanded_globs(overrides, config_dirs)
+    if show_config:
+        return show_points(overrides, config_dirs)
     cfg, framework = chosen_framework(overrides, config_dirs)
     chosen = [*overrides, f"framework={framework}"] if framework else list(overrides)
     argv = hydra_overrides(chosen, cfg, config_dirs)
