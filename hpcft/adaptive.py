@@ -8,6 +8,7 @@ controller resumes the study), write `controller.json` and submit the controller
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import sys
 from collections.abc import Sequence
@@ -234,5 +235,6 @@ def start_study(record: ControllerRecord, cfg: HpcftConfig, say: Any) -> int:
         return 0
     submit_controller(record, cfg)
     say(f"Submitted the study {record.study_name} as controller job {record.job_id}: {what}")
-    say(f"Sweep directory: {sweep_dir}\nFollow: python -m hpcft status {sweep_dir}")
+    folder = shlex.quote(str(sweep_dir))
+    say(f"Sweep directory: {folder}\nFollow: python -m hpcft status {folder}")
     return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -73,7 +74,7 @@ def dry_run(pipeline: Pipeline, cfg: HpcftConfig, say: Printer) -> None:
 
 def summary(manifest: Manifest, pipeline: Pipeline) -> str:
     ids = " ".join(f"{name}={record.job_id}" for name, record in manifest.stages.items())
-    root = pipeline.layout.root
+    root = shlex.quote(str(pipeline.layout.root))  # the lines are pasted into a shell
     return "\n".join(
         [
             f"Submitted {pipeline.run_name}: {ids}",
@@ -209,7 +210,8 @@ def _launch_sweep(points: Sequence[PointConfig], sweep_dir: Path, batch: int, sa
                 say(f"  {array['stage']:<7} job   {array['job_id']} (one server for {len(array['points'])} points)")
             else:
                 say(f"  {array['stage']:<7} array {array['job_id']} ({array['tasks']} tasks)")
-        say(f"Sweep directory: {sweep_dir}\nFollow: python -m hpcft status {sweep_dir}")
+        folder = shlex.quote(str(sweep_dir))
+        say(f"Sweep directory: {folder}\nFollow: python -m hpcft status {folder}")
     return [p.pipeline.layout.root for p in planned]
 
 
@@ -229,7 +231,8 @@ def run_local_sweep(
     write_json_atomic(sweep_dir / "sweep.json", sweep_record(points, sweep_dir, [], "completed", earlier))
     rows, params, metric_names = sweep_table(sweep_dir)
     say(markdown(rows, ["run", *params, *metric_names]).rstrip("\n"))
-    say(f"Sweep directory: {sweep_dir}\nReport: python -m hpcft report {sweep_dir}")
+    folder = shlex.quote(str(sweep_dir))
+    say(f"Sweep directory: {folder}\nReport: python -m hpcft report {folder}")
 
 
 def print_array_plan(points: Sequence[SweepPoint], sweep_dir: Path, batch: int, say: Printer) -> None:

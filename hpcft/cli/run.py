@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.metadata
+import shlex
 import sys
 from collections.abc import Sequence
 
@@ -144,7 +145,7 @@ def closing_summary(layout: RunLayout) -> str:
     ):
         if path.exists():
             lines.append(f"{label + ':':<13} {path}")
-    lines.append(f"report:       python -m hpcft report {layout.root}")
+    lines.append(f"report:       python -m hpcft report {shlex.quote(str(layout.root))}")
     return "\n".join(lines)
 
 
