@@ -1,13 +1,27 @@
 #!/usr/bin/env bash
 # The whole test suite, from nothing: environment, local Slurm cluster, tests, tear-down.
-#   bash scripts/test.sh [pytest args]
-# The cluster is torn down on exit only if this script started it.
+#   bash scripts/test.sh            # everything (what CI runs)
+#   bash scripts/test.sh --quick    # unit tests + a few canary integration tests (inner loop)
+#   bash scripts/test.sh [--quick] -- [pytest args]   # e.g. -- -k sweep
+# The cluster is torn down on exit only if this script started it. Ends with a table of
+# where the time went (set-up, lint/types, unit, integration) and the 10 slowest tests.
+# Env: HPCFT_TEST_WORKERS (integration tests side by side; default 4).
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 VENV="${HPCFT_VENV:-$REPO/.venv}"
+quick=0
+if [ "${1:-}" = --quick ]; then quick=1; shift; fi
+[ "${1:-}" = -- ] && shift
+WORKERS="${HPCFT_TEST_WORKERS:-4}"
+REPORTS="$(mktemp -d /tmp/hpcft-test-reports.XXXXXX)"
+PHASES="$REPORTS/phases.tsv"
 
+phase_start=$SECONDS
 step() { echo "== $* (at $((SECONDS / 60))m$((SECONDS % 60))s)"; }
+# phase NAME: close the phase that ran since the last call, under NAME.
+phase() { printf '%s\t%s\n' "$1" "$((SECONDS - phase_start))" >> "$PHASES"; phase_start=$SECONDS; }
+
 step "environment (scripts/setup.sh, with vLLM for the deploy stage)"
 HPCFT_SETUP_SERVE=1 bash scripts/setup.sh
 step "Slurm packages (scripts/slurmlab/install.sh)"
@@ -23,10 +37,33 @@ fi
 . "$LAB/env.sh"
 cleanup() { [ "$started_cluster" = 1 ] && bash scripts/slurmlab/down.sh || true; }
 trap cleanup EXIT
+phase "set-up (environment, Slurm)"
 
 step "lint and types"
 "$VENV/bin/ruff" check hpcft hydra_plugins scripts tests benchmarks
 "$VENV/bin/ruff" format --check hpcft hydra_plugins scripts tests benchmarks
 "$VENV/bin/mypy"
-step "tests (integration tests take minutes each; --durations lists the slowest)"
-"$VENV/bin/python" -m pytest "$@"
+phase "lint and types"
+
+PYTEST=("$VENV/bin/python" -m pytest -p no:cacheprovider)
+status=0
+step "unit tests (no Slurm; both cores)"
+"${PYTEST[@]}" -n 2 --dist loadgroup tests --ignore=tests/integration --junitxml="$REPORTS/unit.xml" "$@" || status=$?
+phase "unit tests"
+if [ "$quick" = 1 ]; then
+    step "canary integration tests (--quick)"
+    "${PYTEST[@]}" -n 2 tests/integration -m canary --junitxml="$REPORTS/canary.xml" "$@" || status=$?
+    phase "integration: canaries"
+else
+    # Integration tests mostly wait on Slurm, job start-up and servers: $WORKERS side by side,
+    # then those that disturb the whole cluster (a node killed) by themselves.
+    step "integration tests, $WORKERS side by side (each polls Slurm with a deadline)"
+    "${PYTEST[@]}" -n "$WORKERS" --dist loadgroup tests/integration -m "not alone" \
+        --junitxml="$REPORTS/integration.xml" "$@" || status=$?
+    phase "integration: side by side"
+    step "integration tests that run alone"
+    "${PYTEST[@]}" tests/integration -m alone --junitxml="$REPORTS/alone.xml" "$@" || [ $? = 5 ] || status=1
+    phase "integration: alone"
+fi
+"$VENV/bin/python" scripts/test_timing.py "$PHASES" "$REPORTS"/*.xml
+exit "$status"

@@ -53,14 +53,46 @@ needs_training = pytest.mark.skipif(
 )
 
 
-def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
-    """Print the reliability figures (docs/reliability.md) of what ran: the bad-input corpus
-    and the fault scenarios injected on the real cluster."""
+CORPUS_FIGURES: dict[str, int] = {}
+"""The bad-input corpus' figures, summed over this process and its xdist workers."""
+
+
+def corpus_figures() -> dict[str, int]:
     import sys
 
     corpus = sys.modules.get("tests.test_bad_input_corpus")
-    if corpus is not None and corpus.FIGURES["cases"]:
-        terminalreporter.write_line(corpus.pytest_terminal_summary_figures())
+    return dict(corpus.FIGURES) if corpus is not None else {}
+
+
+def add_figures(figures: dict[str, int]) -> None:
+    for key, value in figures.items():
+        CORPUS_FIGURES[key] = CORPUS_FIGURES.get(key, 0) + value
+
+
+def pytest_sessionfinish(session) -> None:  # type: ignore[no-untyped-def]
+    """In an xdist worker: hand this worker's figures to the controller."""
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["corpus_figures"] = json.dumps(corpus_figures())
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:  # type: ignore[no-untyped-def]
+    """In the xdist controller: add up what each worker counted."""
+    add_figures(json.loads(getattr(node, "workeroutput", {}).get("corpus_figures", "{}")))
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
+    """Print the reliability figures (docs/reliability.md) of what ran: the bad-input corpus
+    and the fault scenarios injected on the real cluster; and how many tests ran, and how many
+    of them against real components (the integration tests)."""
+    add_figures(corpus_figures())
+    if CORPUS_FIGURES.get("cases"):
+        from tests.test_bad_input_corpus import figures_line
+
+        terminalreporter.write_line(figures_line(CORPUS_FIGURES))
+    ran = [r for outcome in ("passed", "failed") for r in terminalreporter.stats.get(outcome, []) if r.when == "call"]
+    real = sum(1 for r in ran if r.nodeid.startswith("tests/integration/"))
+    terminalreporter.write_line(f"tests run: {len(ran)}, of which {real} on real components (tests/integration)")
     faults = {
         outcome: sum(1 for r in terminalreporter.stats.get(outcome, []) if r.when == "call" and "fault" in r.keywords)
         for outcome in ("passed", "failed")
@@ -73,7 +105,7 @@ def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untype
 
 
 class StandInSlurm:
-    """Stand-ins for sbatch/squeue/sacct/scancel, for tests of what hpcft does around Slurm
+    """Stand-ins for sbatch/squeue/sacct/scancel/srun, for tests of what hpcft does around Slurm
     (the real cluster is in tests/integration): every sbatch returns a new job id from 100 on,
     squeue and sacct print `queue`/`accounting` (their own formats), and scancel records
     what it was asked to cancel in `cancelled`."""
@@ -88,6 +120,7 @@ class StandInSlurm:
             "squeue": f"cat {self.queue} 2>/dev/null; exit 0",
             "sacct": f"cat {self.accounting} 2>/dev/null; exit 0",
             "scancel": f'echo "$@" >> {self.cancelled}',
+            "srun": "exit 0",  # submitit's executor checks that srun exists; it is never run here
         }
         for name, body in scripts.items():
             (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")

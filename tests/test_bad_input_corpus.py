@@ -578,8 +578,7 @@ def test_hostile_values_never_execute(name, override, tmp_path, capsys, monkeypa
     assert executed == []
 
 
-def pytest_terminal_summary_figures() -> str:
-    f = FIGURES
+def figures_line(f: dict[str, int]) -> str:
     return (
         f"bad-input corpus: {f['cases']} cases, {f['refused_before_submit']} refused before submit; "
         f"injections: {f['injections']} attempted, {f['executed']} executed"

@@ -26,7 +26,7 @@ from hpcft.plan import build_pipeline
 from hpcft.rundir import RunLayout
 from tests.conftest import needs_training
 
-pytestmark = [needs_training]
+pytestmark = [needs_training, pytest.mark.xdist_group("oracle")]  # one worker parses every plan once
 
 EXAMPLES = Path(__file__).parent / "fixtures" / "llamafactory_examples"
 LF_DATA = EXAMPLES / "data"

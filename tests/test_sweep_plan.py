@@ -123,7 +123,7 @@ def test_a_sweep_slurm_cannot_take_says_why_in_one_line_and_leaves_no_folder(tmp
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for name in ("sbatch", "squeue", "scancel"):  # a login node whose controller is unreachable
+    for name in ("sbatch", "squeue", "scancel", "srun"):  # a login node whose controller is unreachable
         stub = bin_dir / name
         stub.write_text(
             "#!/bin/sh\necho 'sbatch: error: resolve_ctls_from_dns_srv: res_nsearch error: Unknown host' >&2\nexit 1\n"

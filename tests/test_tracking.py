@@ -74,6 +74,8 @@ def test_withheld_secrets_never_reach_sbatch(tmp_path, monkeypatch):
     bin_dir.mkdir()
     (bin_dir / "sbatch").write_text(f'#!/bin/sh\nenv > "{seen}"\nexit 1\n')  # records, then refuses
     (bin_dir / "sbatch").chmod(0o755)
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")  # submitit checks it exists; never run here
+    (bin_dir / "srun").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     monkeypatch.setenv("WANDB_API_KEY", "fake-wandb-key-1234")
     monkeypatch.setenv("HF_TOKEN", "hf_fake5678")

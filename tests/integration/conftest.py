@@ -4,7 +4,9 @@ manifest under the test's folder is cancelled at the end (a no-op for finished o
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 import time
 
 import pytest
@@ -19,10 +21,15 @@ def say_what_runs(request):
     plugins = request.config.pluginmanager
     reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
     doc = (request.function.__doc__ or "").strip().splitlines()
-    if reporter is not None and capture is not None:
-        what = f": {doc[0]}" if doc else ""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # side by side (scripts/test.sh): say which worker
+    line = f"[{time.strftime('%H:%M:%S')}]{f' {worker}' if worker else ''} {request.node.nodeid}"
+    line += f": {doc[0]}" if doc else ""
+    if capture is not None:
         with capture.global_and_fixture_disabled():  # else pytest captures it with the test's output
-            reporter.write_line(f"[{time.strftime('%H:%M:%S')}] {request.node.nodeid}{what}")
+            if reporter is not None and not worker:
+                reporter.write_line(line)
+            else:  # an xdist worker's stderr is the terminal's
+                print(line, file=sys.__stderr__, flush=True)
     yield
 
 

@@ -85,6 +85,7 @@ def test_status_logs_and_cancel(run_root, counted_scheduler):
     wait_gone(list(ids(pending).values()))
 
 
+@pytest.mark.canary
 def test_day2_commands_refuse_what_is_not_a_run(tmp_path):
     for command in ("status", "logs", "cancel"):
         result = hpcft(command, str(tmp_path))

@@ -83,6 +83,7 @@ def test_twenty_concurrent_submissions_land_apart_with_their_own_dependencies(ru
 
 
 @pytest.mark.fault
+@pytest.mark.alone  # kills a node: the jobs of tests running beside it would die with it
 def test_a_node_dying_under_a_two_node_train_requeues_it_and_it_resumes(run_root):
     overrides = [*LONG, "framework.num_train_epochs=100", "cluster.nodes=2", "eval.max_new_tokens=8"]
     result = hpcft("model=tiny_llama", "cluster=slurmlab", f"run_root={run_root}", *overrides)

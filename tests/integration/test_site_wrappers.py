@@ -16,7 +16,8 @@ import pytest
 from tests.conftest import needs_slurm, needs_training
 from tests.integration.helpers import FAST, REPO, manifest, only_run, wait_final
 
-pytestmark = [needs_slurm, needs_training, pytest.mark.slurm]
+# One worker for the module: its tests share one login-node install (a module fixture).
+pytestmark = [needs_slurm, needs_training, pytest.mark.slurm, pytest.mark.xdist_group("site_wrappers")]
 
 RUNTIME = REPO / "tests" / "integration" / "bin" / "standin-apptainer"
 TRAIN_PYTHON = sys.executable  # the environment with the training stack

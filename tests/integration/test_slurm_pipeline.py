@@ -36,6 +36,7 @@ def dependency_of(job_id: str) -> str:
     return next(word for word in out.split() if word.startswith("Dependency="))
 
 
+@pytest.mark.canary
 def test_pipeline_runs_as_three_chained_slurm_jobs(run_root):
     started = time.monotonic()
     result = hpcft("model=tiny_llama", "cluster=slurmlab", f"run_root={run_root}", *FAST)
@@ -105,6 +106,7 @@ def test_refused_stage_cancels_the_stages_already_submitted(run_root, sbatch_ref
     assert set(states.values()) == {"CANCELLED"}, states
 
 
+@pytest.mark.canary
 @pytest.mark.parametrize(
     "bad",
     [
@@ -115,11 +117,23 @@ def test_refused_stage_cancels_the_stages_already_submitted(run_root, sbatch_ref
         ["trainset=/no/such/file.json"],
     ],
 )
-def test_refused_input_submits_nothing_to_the_cluster(run_root, bad):
+def test_refused_input_submits_nothing_to_the_cluster(run_root, bad, tmp_path):
+    """The refusal comes before any call to Slurm: a recording wrapper around each client
+    (first on PATH, passing on to the real one) is never run. Waiting for accounting instead
+    would pass vacuously whenever sacct lags."""
+    calls = tmp_path / "slurm-calls"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("sbatch", "srun", "scancel"):
+        real = subprocess.run(["which", name], capture_output=True, text=True, check=True).stdout.strip()
+        (bin_dir / name).write_text(f'#!/bin/sh\necho {name} >> "{calls}"\nexec "{real}" "$@"\n')
+        (bin_dir / name).chmod(0o755)
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
     token = f"refused-{uuid.uuid4().hex[:12]}"
-    result = hpcft("model=tiny_llama", "cluster=slurmlab", f"run_root={run_root}", f"name={token}", *bad)
+    result = hpcft("model=tiny_llama", "cluster=slurmlab", f"run_root={run_root}", f"name={token}", *bad, env=env)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    time.sleep(2)  # sacct lags about a second behind the controller
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not calls.exists(), calls.read_text()
     assert token not in job_names()
 
 
