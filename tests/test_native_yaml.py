@@ -49,7 +49,8 @@ def test_lora_sft_is_planned_with_its_method_and_hpcft_owned_keys_reported(tmp_p
     assert (native["stage"], native["finetuning_type"], native["lora_rank"]) == ("sft", "lora", 8)
     assert (native["cutoff_len"], native["gradient_accumulation_steps"], native["learning_rate"]) == (2048, 8, 1e-4)
     assert (run / "native" / "export.yaml").is_file()  # LoRA: merged for the LLaMA-Factory server
-    assert "sets dataset, do_train, model_name_or_path, output_dir, template; hpcft uses its own" in out
+    assert "sets do_train, model_name_or_path, output_dir, template; hpcft uses its own" in out
+    assert native["dataset"] == "identity,alpaca_en_demo" and "data: the datasets" in out  # the recipe's own
     assert native["overwrite_output_dir"] is False  # resume on requeue wins, and the notes say so
     assert "overwrite_output_dir" in out
 

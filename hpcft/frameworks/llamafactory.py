@@ -111,7 +111,11 @@ class Adapter(FrameworkAdapter):
         notes = [*super().notes(), f"data: {data.rows} rows checked in {data.dataset}"]
         if self.fw.native_config:
             own = native_yaml_values(self.fw.native_config)
-            if replaced := sorted(set(own) & set(self.managed)):
+            replaced = set(own) & set(self.managed)
+            if "dataset" in replaced and self.fw.dataset:  # the YAML's own names, from the registry given
+                replaced.discard("dataset")
+                notes.append(f"data: the datasets {self.fw.native_config} names, from {self.cfg.trainset}")
+            if replaced := sorted(replaced):
                 notes.append(f"train: {self.fw.native_config} sets {', '.join(replaced)}; hpcft uses its own")
             if ray := sorted(k for k in own if k.startswith("ray_")):
                 notes.append(

@@ -64,16 +64,36 @@ def test_multi_node_lora_trains_over_gloo(run_root, nodes, procs, stages):
         assert_served_and_evaluated(run)
 
 
-def test_deepspeed_zero2_on_two_processes(run_root):
-    run, job_id = submit_train(
-        run_root, *FAST, "deepspeed=zero2", "cluster.procs_per_node=2", stages="[train,deploy,eval]"
-    )
+@pytest.mark.parametrize("procs,stages", [(2, "[train,deploy,eval]"), (1, "[train]")])
+def test_deepspeed_zero2(run_root, procs, stages):
+    """ZeRO-2 on two processes (then served and evaluated), and on one, which LLaMA-Factory
+    accepts only under torchrun ("Please use FORCE_TORCHRUN=1")."""
+    run, job_id = submit_train(run_root, *FAST, "deepspeed=zero2", f"cluster.procs_per_node={procs}", stages=stages)
     states = wait_final([job_id], timeout_s=900)  # the first run JIT-compiles DeepSpeed's CPU op
     assert states[job_id] == "COMPLETED", logs(run)[-3000:]
     assert json.loads((run / "native" / "deepspeed.json").read_text())["zero_optimization"]["stage"] == 2
-    assert "world size: 2" in logs(run)
+    assert f"world size: {procs}" in logs(run)
     assert (run / "train" / "adapter_model.safetensors").is_file()
-    assert_served_and_evaluated(run)
+    if "eval" in stages:
+        assert_served_and_evaluated(run)
+
+
+def test_llamafactory_own_dpo_recipe_trains_unchanged_on_its_registry_data(run_root, tmp_path):
+    """LLaMA-Factory v0.9.5's examples/train_lora/qwen3_lora_dpo.yaml as it is (bf16, its own
+    dpo_en_demo through its dataset_info.json), capped at a few steps from the command line:
+    the dry run's changes for CPU (bf16 off) are said, and the job trains."""
+    examples = Path(__file__).parents[1] / "fixtures" / "llamafactory_examples"
+    recipe = [f"framework.native_config={examples / 'qwen3_lora_dpo.yaml'}", f"trainset={examples / 'data'}"]
+    dry = hpcft("model=tiny_llama", "cluster=slurmlab", f"run_root={tmp_path}/dry", *recipe, "dry_run=true")
+    assert dry.returncode == 0 and "bf16=True is not used (the job runs on CPU" in dry.stdout, dry.stderr
+    run, job_id = submit_train(run_root, *recipe, "+framework.args.max_steps=3")
+    states = wait_final([job_id], timeout_s=600)
+    assert states[job_id] == "COMPLETED", logs(run)[-3000:]
+    results = json.loads((run / "train" / "all_results.json").read_text())
+    assert results["epoch"] > 0 and (run / "train" / "adapter_model.safetensors").is_file()
+    native = (run / "native" / "train.yaml").read_text()
+    assert "stage: dpo" in native and "dataset: dpo_en_demo" in native and "bf16: false" in native, native
+    assert json.loads((run / "native" / "dataset_info.json").read_text())["dpo_en_demo"]["ranking"] is True
 
 
 @pytest.mark.fault
