@@ -22,10 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from hpcft.errors import UserError
 from hpcft.rundir import fine_tuned_weights
+from hpcft.yamlload import read_yaml
 
 
 def model_folder(path: str | Path) -> tuple[Path, dict[str, Any]]:
@@ -33,7 +32,7 @@ def model_folder(path: str | Path) -> tuple[Path, dict[str, Any]]:
     are none), and the run's model config (empty for a plain folder)."""
     folder = fine_tuned_weights(path)
     config = Path(path).expanduser() / "config.yaml"
-    model_cfg: dict[str, Any] = yaml.safe_load(config.read_text())["model"] if folder != Path(path).expanduser() else {}
+    model_cfg: dict[str, Any] = read_yaml(config)["model"] if folder != Path(path).expanduser() else {}
     return folder, model_cfg
 
 

@@ -76,6 +76,22 @@ def image_rows(tmp: Path, instruction: str) -> Path:
     return write(tmp, "img.jsonl", lines({**OK_ROW, "instruction": instruction, "images": ["cat.png"]}))
 
 
+def eval_folder(tmp: Path, corpus: str) -> Path:
+    """FlagEmbedding's eval layout with the given corpus.jsonl."""
+    folder = tmp / "eval_dir"
+    folder.mkdir()
+    (folder / "corpus.jsonl").write_text(corpus)
+    (folder / "test_queries.jsonl").write_text(lines({"id": "q1", "text": "which purrs?"}))
+    (folder / "test_qrels.jsonl").write_text(lines({"qid": "q1", "docid": "d1", "relevance": 1}))
+    return folder
+
+
+ALIAS_BOMB = "\n".join(
+    [f"x0: &x0 [{', '.join(['lol'] * 9)}]"] + [f"x{i}: &x{i} [{', '.join([f'*x{i - 1}'] * 9)}]" for i in range(1, 9)]
+)
+"""A billion laughs: nine aliases of nine aliases ... (9^9 strings once Hydra expanded them)."""
+PYTHON_TAG = "lora_rank: !!python/object/apply:os.system [touch PWN20]"
+
 LLM = ["model=internlm2", "cluster=8gpu"]
 OK_ROW = {"instruction": "a", "output": "b"}
 OK_RETRIEVAL = {"query": "q", "pos": ["p"], "neg": ["n"]}
@@ -150,6 +166,28 @@ CASES: list[Case] = [
         "cluster.partiton: unknown key 'partiton'; did you mean 'partition'",
     ),
     ("model not downloaded, nodes offline", lambda t: [*LLM], "model.path: internlm/internlm2-chat-7b is neither"),
+    # YAML a site or a user wrote: file:line, data only, bounded
+    (
+        "duplicate key in a site cluster YAML",
+        lambda t: [*site_cluster(t, "partition: a\npartition: b"), "model=internlm2", "cluster=mine"],
+        "mine.yaml:4: invalid YAML: duplicate key 'partition' (first on line 3)",
+    ),
+    (
+        "tab in a site cluster YAML",
+        lambda t: [*site_cluster(t, "\tpartition: a"), "model=internlm2", "cluster=mine"],
+        "mine.yaml:3: a tab; YAML indents with spaces only",
+    ),
+    (
+        "alias bomb in a site cluster YAML",
+        lambda t: [*site_cluster(t, ALIAS_BOMB), "model=internlm2", "cluster=mine"],
+        "mine.yaml:5: invalid YAML: aliases expand to more than 500 nodes",
+    ),
+    (
+        "Python tag in a native YAML",
+        lambda t: [*LLM, f"framework.native_config={write(t, 'py.yaml', PYTHON_TAG)}"],
+        "py.yaml:1: the tag 'tag:yaml.org,2002:python/object/apply:os.system' is not allowed",
+    ),
+    ("deleting the model group", lambda t: ["~model", "cluster=8gpu"], "model: ~model deletes the model group"),
     ("run root under /proc", lambda t: [*LLM, "run_root=/proc/hpcft-runs", "dry_run=true"], "run_root: cannot"),
     # more ranges, and the eval job's settings
     ("eval concurrency 0", lambda t: [*LLM, "eval.concurrency=0"], "eval.concurrency: must be > 0"),

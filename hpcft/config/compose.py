@@ -32,7 +32,8 @@ from hpcft.config.schema import (
     WandbConfig,
     register_schemas,
 )
-from hpcft.errors import ConfigError, UserError, unknown_name
+from hpcft.errors import ConfigError, DataError, UserError, unknown_name
+from hpcft.yamlload import check_yaml_tree, read_yaml, yaml_problem
 
 GROUPS = ("model", "framework", "cluster", "deepspeed")
 _SCHEMA_BY_GROUP: dict[str, type] = {
@@ -98,6 +99,7 @@ def _search_path_override(config_dirs: Sequence[str]) -> list[str]:
     for d in config_dirs:
         if not Path(d).is_dir():
             raise UserError(f"--config-dir {d}: no such folder")
+        check_yaml_tree(d)  # Hydra reads these files with no bound on aliases and no file:line
     return ["hydra.searchpath=" + hydra_value([f"file://{Path(d).resolve()}" for d in config_dirs])]
 
 
@@ -135,6 +137,14 @@ def _compose(overrides: list[str]) -> DictConfig:
         raise UserError(f"{first}\n  quote values with special characters: key='a value; with $(chars)'") from None
     except (ConfigCompositionException, OmegaConfBaseException) as e:
         raise UserError(_hydra_message(e)) from None
+    except yaml.YAMLError as e:  # a config file Hydra read (--config-dir's are read first, see check_yaml_tree)
+        raise _yaml_error(e) from None
+
+
+def _yaml_error(e: yaml.YAMLError) -> DataError:
+    problem, line = yaml_problem(e)
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    return DataError(str(getattr(mark, "name", "a config file")), f"invalid YAML: {problem}", line)
 
 
 def hydra_error(e: Exception) -> UserError:
@@ -212,6 +222,7 @@ def compose_config(overrides: Sequence[str], config_dirs: Sequence[str] = ()) ->
     overrides = [*overrides, *_search_path_override(config_dirs)]
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        _refuse_deleted_groups(overrides)
         if _chosen_group(overrides, "framework"):
             return _compose(overrides)
         # The framework follows the model's kind: read from the model's YAML when that is
@@ -222,6 +233,20 @@ def compose_config(overrides: Sequence[str], config_dirs: Sequence[str] = ()) ->
             kind = ModelKind(_compose(without).model.kind)
         cfg = _compose([*overrides, f"framework={default_framework(kind)}"])
     return cfg
+
+
+def _refuse_deleted_groups(overrides: Sequence[str]) -> None:
+    """`~model` (Hydra's delete of a config group) leaves a run without a part every run needs."""
+    for item in overrides:
+        group = item[1:].partition("=")[0] if item.startswith("~") else None
+        if group in GROUPS:
+            searched = [o for o in overrides if o.startswith("hydra.searchpath=")]
+            instead = (
+                "framework follows the model's kind when left out"
+                if group == "framework"
+                else (f"choose one of: {', '.join(group_options(group, searched))}")
+            )
+            raise ConfigError(group, f"{item} deletes the {group} group, which every run needs; {instead}")
 
 
 _TOP_VALUES = frozenset({"trainset", "evalset", "stages", "name", "run_root", "dry_run", "seed", "hydra.searchpath"})
@@ -246,7 +271,7 @@ def model_kind_from_file(overrides: Sequence[str], config_dirs: Sequence[str]) -
         files = [f for f in found if f.is_file()]
         if len(files) != 1:
             return None
-        data = yaml.safe_load(files[0].read_text(encoding="utf-8"))
+        data = read_yaml(files[0])
         kind = data.get("kind") if isinstance(data, dict) else None
     return ModelKind(kind) if kind in {k.value for k in ModelKind} else None
 

@@ -26,6 +26,7 @@ from hpcft.jobs.spec import Conversation, DeployJob, EvalJob, TrainJob
 from hpcft.resources import BatchLayout, batch_layout
 from hpcft.rundir import RunLayout
 from hpcft.tracking import report_to, wandb_env
+from hpcft.yamlload import compose_yaml, load_yaml
 
 Files = dict[str, str]
 """Files to write into the run directory: path relative to it -> content."""
@@ -49,23 +50,21 @@ def _names(text: str) -> frozenset[str]:
 
 
 def read_native_yaml(path: str, valid: frozenset[str]) -> dict[str, Any]:
-    """A framework's own YAML config as a mapping; a bad file or unknown key names file:line."""
+    """A framework's own YAML config as a mapping; a bad file or unknown key names file:line.
+    Read as data only (`hpcft.yamlload`): a `!!python/...` tag is refused, never run."""
     try:
         text = Path(path).expanduser().read_text(encoding="utf-8")
-        root = yaml.compose(text)
     except OSError as e:
         raise DataError(path, e.strerror or "cannot be read") from None
     except UnicodeDecodeError as e:
         raise DataError(path, f"not UTF-8 (byte {e.start})") from None
-    except yaml.MarkedYAMLError as e:
-        line = e.problem_mark.line + 1 if e.problem_mark else None
-        raise DataError(path, f"invalid YAML: {e.problem}", line) from None
+    root = compose_yaml(text, path)
     if not isinstance(root, yaml.MappingNode):
         raise DataError(path, "must be a mapping of argument names to values")
     for key, _ in root.value:
         if key.value not in valid:
             raise DataError(path, unknown_name("argument", key.value, valid), key.start_mark.line + 1)
-    values: dict[str, Any] = yaml.safe_load(text)
+    values: dict[str, Any] = load_yaml(text, path)
     return values
 
 
