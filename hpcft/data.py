@@ -101,14 +101,27 @@ def _flagembedding_layout(folder: Path) -> RetrievalEvalSet:
             str(folder), "an eval folder needs corpus.jsonl and <split>_queries.jsonl + <split>_qrels.jsonl"
         )
     split = "test" if "test" in splits else splits[0]
-    corpus_rows = [r.row for r in read_rows(folder / "corpus.jsonl")]
+    corpus_rows = _text_rows(folder / "corpus.jsonl")
     corpus = {str(r["id"]): i for i, r in enumerate(corpus_rows)}
     texts = [" ".join(filter(None, [r.get("title"), r["text"]])) for r in corpus_rows]
-    queries = {str(r.row["id"]): r.row["text"] for r in read_rows(folder / f"{split}_queries.jsonl")}
+    queries = {str(r["id"]): r["text"] for r in _text_rows(folder / f"{split}_queries.jsonl")}
     qrels = _read_qrels(folder / f"{split}_qrels.jsonl", queries, corpus)
     qids = [q for q in queries if q in qrels]
     everything = list(range(len(texts)))
     return RetrievalEvalSet(texts, [queries[q] for q in qids], [qrels[q] for q in qids], [everything for _ in qids])
+
+
+def _text_rows(path: Path) -> list[Row]:
+    """Rows of FlagEmbedding's corpus.jsonl or queries file: `{id, text[, title]}`, text a string."""
+    rows = read_rows(path)
+    for line, row in rows:
+        for name in ("id", "text"):
+            if row.get(name) is None:
+                raise DataError(str(path), f"missing field {name!r} (its rows are {{id, text[, title]}})", line)
+        for name in ("text", "title"):
+            if name in row and row[name] is not None and not isinstance(row[name], str):
+                raise DataError(str(path), f"field {name!r} must be a string", line)
+    return [row for _, row in rows]
 
 
 def _read_qrels(path: Path, queries: dict[str, str], corpus: dict[str, int]) -> dict[str, dict[int, int]]:

@@ -42,6 +42,7 @@ def _refuse_constant(name: str) -> NoReturn:
 
 
 _DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+TOO_DEEP = "invalid JSON: arrays or objects nested too deeply to read (no data set nests a thousand levels)"
 
 
 class SourceRow(NamedTuple):
@@ -72,6 +73,8 @@ def _jsonl_rows(path: Path, stream: IO[bytes]) -> Iterator[SourceRow]:
             raise DataError(str(path), f"invalid JSON: {e.msg} (column {e.colno})", number) from None
         except _NotJson as e:
             raise DataError(str(path), str(e), number) from None
+        except RecursionError:
+            raise DataError(str(path), TOO_DEEP, number) from None
         if text[end:].strip():
             raise DataError(str(path), "invalid JSON: more than one value on the line", number)
         yield SourceRow(number, _object(path, value, number))
@@ -125,6 +128,8 @@ class _ArrayReader:
                 return start, value, end
             except _NotJson as e:
                 raise self.fail(str(e), start) from None
+            except RecursionError:
+                raise self.fail(TOO_DEEP, start) from None
             except json.JSONDecodeError as e:
                 # Cut by the end of the buffer: more text moves the error (or removes it). A
                 # real error stays where it is; an unterminated string may just be long.

@@ -519,6 +519,21 @@ CASES: list[Case] = [
         "m.jsonl:1: field 'pos' must be a non-empty list",
     ),
     (
+        "JSON nested 200k deep",
+        lambda t: [*LLM, f"trainset={write(t, 'deep.json', '[' * 200_000 + ']' * 200_000)}"],
+        "deep.json:1: invalid JSON: arrays or objects nested too deeply to read",
+    ),
+    (
+        "JSONL row nested 200k deep",
+        lambda t: [*LLM, "trainset=" + str(write(t, "deep.jsonl", '{"instruction": ' + "[" * 200_000 + "]" * 200_000))],
+        "deep.jsonl:1: invalid JSON: arrays or objects nested too deeply to read",
+    ),
+    (
+        "retrieval corpus row without text",
+        lambda t: ["model=minilm", f"evalset={eval_folder(t, lines({'id': 'd1', 'title': 'cats'}))}"],
+        "corpus.jsonl:1: missing field 'text'",
+    ),
+    (
         "misaligned scores",
         lambda t: [
             "model=minilm",

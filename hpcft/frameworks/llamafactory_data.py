@@ -160,6 +160,8 @@ def read_registry(dataset_dir: str) -> dict[str, Any]:
         registry = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise DataError(str(path), f"invalid JSON: {e.msg}", e.lineno) from None
+    except RecursionError:
+        raise DataError(str(path), "invalid JSON: nested too deeply to read") from None
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(str(path), f"cannot be read: {e}") from None
     if not isinstance(registry, dict):
@@ -219,6 +221,8 @@ def tools_problem(value: Any, formatting: Formatting) -> str | None:
         parsed = json.loads(value)
     except json.JSONDecodeError:
         return "field 'tools' is not valid JSON"
+    except RecursionError:
+        return "field 'tools' is JSON nested too deeply to read"
     if not isinstance(parsed, list | dict):
         return "field 'tools' must encode a list of function definitions"
     return None

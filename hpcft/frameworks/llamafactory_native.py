@@ -97,7 +97,7 @@ def deepspeed_config_file(path: str, key: str) -> DeepSpeedConfig:
         data = json.loads(Path(path).expanduser().read_text())
         zero = data.get("zero_optimization", {})
         stage = int(zero.get("stage", 0))
-    except (OSError, ValueError, AttributeError, TypeError) as e:
+    except (OSError, ValueError, AttributeError, TypeError, RecursionError) as e:
         raise ConfigError(key, f"{path}: not a DeepSpeed JSON config ({e})") from None
     offloaded = {
         k: (zero.get(k) or {}).get("device", "none") not in ("none", None)
