@@ -14,6 +14,24 @@ REPO = Path(__file__).resolve().parent.parent
 TINY_LLAMA = Path(os.environ.get("HPCFT_HOME", Path.home() / ".cache" / "hpcft")) / "models" / "tiny_llama"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def cluster_hub_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The cluster's Hugging Face cache holds the shipped hub models (their configs only):
+    every dry run checks, as a submission does, that offline compute nodes can load the
+    weights. A test that needs a model out of reach points HF_HUB_CACHE elsewhere."""
+    import yaml
+
+    cache = tmp_path_factory.mktemp("hf-hub")
+    for model in (REPO / "conf" / "model").glob("*.yaml"):
+        path = str(yaml.safe_load(model.read_text()).get("path", ""))
+        if "/" in path and not path.startswith(("$", "/", "~")):
+            snapshot = cache / f"models--{path.replace('/', '--')}" / "snapshots" / "0"
+            snapshot.mkdir(parents=True)
+            (snapshot / "config.json").write_text('{"_note": "a stand-in for the cluster cache"}\n')
+    os.environ["HF_HUB_CACHE"] = str(cache)
+    return cache
+
+
 @pytest.fixture
 def run_root(tmp_path: Path) -> Path:
     root = tmp_path / "runs"

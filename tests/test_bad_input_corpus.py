@@ -165,7 +165,12 @@ CASES: list[Case] = [
         lambda t: [*site_cluster(t, "partiton: gpu"), "model=internlm2", "cluster=mine"],
         "cluster.partiton: unknown key 'partiton'; did you mean 'partition'",
     ),
-    ("model not downloaded, nodes offline", lambda t: [*LLM], "model.path: internlm/internlm2-chat-7b is neither"),
+    (
+        "model not downloaded, nodes offline",
+        lambda t: [*LLM, "model.path=internlm/not-downloaded-7b"],
+        "model.path: internlm/not-downloaded-7b is neither",
+    ),
+    ("empty model folder", lambda t: [*LLM, f"model.path={t}"], "is a folder without config.json"),
     # YAML a site or a user wrote: file:line, data only, bounded
     (
         "duplicate key in a site cluster YAML",
@@ -564,13 +569,17 @@ def test_bad_input_is_refused_before_submitting(name, build, expected, tmp_path,
     args = build(tmp_path)
     if not any(a.startswith("run_root=") for a in args):
         args.append(f"run_root={tmp_path}/runs")
-    code = main(args)
+    submitted = [a for a in args if a != "dry_run=true"]
+    code = main(submitted)
     err = capsys.readouterr().err
     assert code == 2, err
     assert expected in err, err
     assert err.startswith("hpcft: error: ") and "Traceback" not in err and err.count("\n") <= 2
     assert not any(secret in err for secret in PLANTED_SECRETS.values())
     assert not sbatch_log.exists()
+    # A dry run checks exactly what a submission checks: the same refusal, word for word.
+    dry = main([*submitted, "dry_run=true"])
+    assert (dry, capsys.readouterr().err) == (2, err)
     FIGURES["refused_before_submit"] += 1
 
 

@@ -137,9 +137,17 @@ def model_in_reach(path: str) -> bool:
 
 def validate_model_reachable(cfg: HpcftConfig) -> None:
     """Offline compute nodes (or this machine) cannot download weights: fail in a second on
-    the login node, not after a minute of hub retries inside the train job."""
+    the login node, not after a minute of hub retries inside the train job. A dry run checks
+    it too: it must refuse what the submission would."""
     path = cfg.model.path
-    if cfg.cluster.internet or cfg.dry_run or model_in_reach(path):
+    local = Path(path).expanduser()
+    if local.is_dir() and not (local / "config.json").is_file():
+        raise ConfigError(
+            "model.path",
+            f"{path} is a folder without config.json, not a model's weights folder: every framework would fail"
+            " to load it; point model.path at the folder holding config.json and the weights",
+        )
+    if cfg.cluster.internet or model_in_reach(path):
         return
     raise ConfigError(
         "model.path",
