@@ -43,6 +43,9 @@ def test_a_lora_adapter_is_served_unmerged_beside_its_base_on_one_server():
     assert (job.model_name, job.baseline_model_name) == ("tiny_llama-ft", "tiny_llama-base")
     assert job.ready_probe and job.env == {"VLLM_API_KEY": "{api_key}", "VLLM_CPU_KVCACHE_SPACE": "1"}
     assert "--api-key" not in argv  # the key comes in the environment, not in `ps`
+    # every route but /health behind the key (vLLM's own check covers /v1/* only); no access log
+    assert argv[argv.index("--middleware") + 1] == "hpcft.keyguard.RequireKey"
+    assert "--disable-uvicorn-access-log" in argv
 
 
 def test_a_full_fine_tune_serves_its_weights_and_the_base_on_a_second_server():

