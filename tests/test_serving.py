@@ -5,6 +5,7 @@ embedding server refusing requests without the key (the real engines run in test
 from __future__ import annotations
 
 import json
+import socket
 import stat
 import threading
 import urllib.error
@@ -18,7 +19,9 @@ from hpcft.configure import load_config
 from hpcft.frameworks import adapter_for
 from hpcft.jobs import deploy
 from hpcft.jobs.spec import DeployJob
+from hpcft.keyguard import UNAUTHORIZED
 from hpcft.rundir import RunLayout
+from hpcft.serve import make_handler, matryoshka_sizes, routes, shortened
 
 LAYOUT = RunLayout(Path("/runs/r"))
 
@@ -128,19 +131,17 @@ class FakeModels:
 
 @pytest.fixture
 def embedding_server():
-    from hpcft.serve import make_handler
-
     server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(FakeModels(), "s3cret"))  # type: ignore[arg-type]
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
 
 
-def post(url: str, key: str | None) -> int:
+def post(url: str, key: str | None, path: str = "/v1/embeddings") -> int:
     body = json.dumps({"model": "m", "input": ["a", "b"]}).encode()
     headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
     try:
-        with urllib.request.urlopen(urllib.request.Request(url + "/v1/embeddings", body, headers), timeout=10) as r:
+        with urllib.request.urlopen(urllib.request.Request(url + path, body, headers), timeout=10) as r:
             return int(r.status)
     except urllib.error.HTTPError as e:
         return e.code
@@ -150,6 +151,49 @@ def test_the_embedding_server_refuses_requests_without_the_key(embedding_server)
     assert post(embedding_server, None) == 401
     assert post(embedding_server, "wrong") == 401
     assert post(embedding_server, "s3cret") == 200
+    assert post(embedding_server, None, "/v1/embeddings?api_key=s3cret") == 401  # the query string: nothing
+
+
+def raw_request(url: str, lines: list[bytes]) -> bytes:
+    """What the server sends back to a request written byte by byte (urllib sends ASCII headers only)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(b"\r\n".join([*lines, b"Connection: close", b"", b""]))
+        return b"".join(iter(lambda: s.recv(65536), b""))
+
+
+def test_a_header_that_is_not_ascii_is_a_401_not_a_dropped_connection(embedding_server):
+    for value in ("Bearer s3cr\u00e9t".encode(), "Bearer \u20ac".encode(), b"Bearer \xff\xfe", b"\xc3\xa9"):
+        answer = raw_request(embedding_server, [b"GET /v1/models HTTP/1.1", b"Authorization: " + value])
+        assert answer.startswith(b"HTTP/1.0 401 ") and answer.endswith(UNAUTHORIZED), answer
+    two = [b"GET /v1/models HTTP/1.1", b"Authorization: Bearer s3cret", b"Authorization: Bearer x"]
+    assert raw_request(embedding_server, two).startswith(b"HTTP/1.0 401 ")  # one header, not a pick
+
+
+def test_the_health_check_alone_answers_without_the_key(embedding_server):
+    with urllib.request.urlopen(embedding_server + "/health", timeout=10) as r:
+        assert (r.status, r.read()) == (200, b"")
+    assert routes("embedding") == [
+        ("GET", "/health"),
+        ("GET", "/v1/models"),
+        ("POST", "/v1/embeddings"),
+    ]
+    assert routes("rerank")[-1] == ("POST", "/v1/rerank")
+    with pytest.raises(ValueError, match="needs a key"):
+        make_handler(FakeModels(), "")  # type: ignore[arg-type]
+
+
+def test_dimensions_cut_and_renormalise_only_for_a_model_trained_for_it(tmp_path):
+    assert shortened([[3.0, 4.0, 12.0]], 2, normalize=True) == [[0.6, 0.8]]
+    assert shortened([[3.0, 4.0, 12.0]], 2, normalize=False) == [[3.0, 4.0]]
+    with pytest.raises(ValueError, match="at most 3"):
+        shortened([[3.0, 4.0, 12.0]], 4, normalize=True)
+    (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 384}))
+    assert matryoshka_sizes(str(tmp_path)) is None  # an ordinary embedder: refused, as vLLM does
+    (tmp_path / "config.json").write_text(json.dumps({"matryoshka_dimensions": [64, 128, 384]}))
+    assert matryoshka_sizes(str(tmp_path)) == [64, 128, 384]
+    (tmp_path / "config.json").write_text(json.dumps({"is_matryoshka": True}))
+    assert matryoshka_sizes(str(tmp_path)) == [] and matryoshka_sizes(str(tmp_path / "none")) is None
 
 
 def test_an_embedder_and_its_base_get_a_vllm_pooling_server_each():
