@@ -83,7 +83,7 @@ def test_a_small_llm_is_served_twice_so_eval_scores_the_base(tmp_path):
         "model_name_or_path:" in files["native/api_base.yaml"]
         and str(layout.merged) not in files["native/api_base.yaml"]
     )
-    assert job.baseline_argv == ["llamafactory-cli", "api", str(layout.native / "api_base.yaml")]
+    assert job.baseline_argv == ["python", "-m", "hpcft.serve_llamafactory", str(layout.native / "api_base.yaml")]
     assert job.baseline_model_name == "tiny_llama-base"
     off = adapter_for(load_config(["model=tiny_llama", "eval.baseline=false"]))
     assert off.deploy_job(layout).baseline_argv is None and "native/api_base.yaml" not in off.deploy_files(layout)

@@ -82,8 +82,9 @@ class Overridden:
 
 
 API_ENV = {"API_HOST": "{host}", "API_PORT": "{port}", "API_MODEL_NAME": "{model}", "API_KEY": "{api_key}"}
-"""Where LLaMA-Factory's API server (`llamafactory-cli api`) reads its address, model name and
-key, the contract hpcft's own embedding server (`hpcft.serve`) follows too."""
+"""Where LLaMA-Factory's API server (`hpcft.serve_llamafactory`, its app behind the key on every
+route) reads its address, model name and key, the contract hpcft's own embedding server
+(`hpcft.serve`) follows too."""
 
 BASELINE_MAX_PARAMS_B = 1.0
 """Up to this size a second copy of the model for scoring the base costs little."""

@@ -302,14 +302,13 @@ class Adapter(FrameworkAdapter):
             return self._vllm_job(layout)
         d = self.cfg.deploy
         export = ["llamafactory-cli", "export", str(layout.native / "export.yaml")]
+        api = ["python", "-m", "hpcft.serve_llamafactory"]  # `llamafactory-cli api`, every route behind the key
         return DeployJob(
             run_dir=str(layout.root),
             export_argv=export if self.fw.finetuning_type == "lora" else None,
-            serve_argv=["llamafactory-cli", "api", str(layout.native / "api.yaml")],
+            serve_argv=[*api, str(layout.native / "api.yaml")],
             model_name=f"{self.cfg.model.name}-ft",
-            baseline_argv=["llamafactory-cli", "api", str(layout.native / "api_base.yaml")]
-            if self.scores_baseline
-            else None,
+            baseline_argv=[*api, str(layout.native / "api_base.yaml")] if self.scores_baseline else None,
             baseline_model_name=f"{self.cfg.model.name}-base" if self.scores_baseline else "",
             env=API_ENV,
             port=d.port,

@@ -1,0 +1,52 @@
+"""LLaMA-Factory's API server (`llamafactory-cli api`) behind the run's key on every route.
+
+    python -m hpcft.serve_llamafactory <run>/native/api.yaml
+
+The same app `llamafactory-cli api` serves (`create_app`, its routes and its own `API_KEY`
+check), with what that command lacks: its key check covers `/v1/*` only, not FastAPI's
+`/docs`, `/redoc` and `/openapi.json`, and an unset `API_KEY` leaves every route open. Here
+`hpcft.keyguard.RequireKey` asks every route for the key but `GET /health` (added: 200, empty),
+the server will not start without a key, and uvicorn's access log, which prints each query
+string, is off. Reads `API_HOST`, `API_PORT`, `API_MODEL_NAME` and `API_KEY` as LLaMA-Factory does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from hpcft.keyguard import HEALTH_PATH, RequireKey
+
+
+def guarded_app(settings: dict[str, Any], key: str) -> Any:
+    """LLaMA-Factory's app for the model `settings` name (the api.yaml's keys), guarded."""
+    from fastapi import Response
+    from llamafactory.api.app import create_app
+    from llamafactory.chat import ChatModel
+
+    app = create_app(ChatModel(settings))
+    app.add_api_route(HEALTH_PATH, lambda: Response(status_code=200), methods=["GET"], include_in_schema=False)
+    app.add_middleware(RequireKey, key=key)
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    import uvicorn
+    import yaml
+
+    parser = argparse.ArgumentParser(description="LLaMA-Factory's API server, every route behind API_KEY.")
+    parser.add_argument("config", help="the api.yaml the deploy stage wrote (LLaMA-Factory's inference arguments)")
+    args = parser.parse_args(argv)
+    key = os.environ.get("API_KEY", "")
+    if not key:  # before loading the model
+        parser.error("API_KEY is not set: every request but the health check must carry the run's key")
+    with open(args.config, encoding="utf-8") as f:
+        settings = yaml.safe_load(f)
+    host, port = os.environ.get("API_HOST", "127.0.0.1"), int(os.environ.get("API_PORT", "8000"))
+    print(f"hpcft serve: LLaMA-Factory's API for {settings.get('model_name_or_path')} on {host}:{port}", flush=True)
+    uvicorn.run(guarded_app(settings, key), host=host, port=port, access_log=False)
+
+
+if __name__ == "__main__":
+    main()
