@@ -24,14 +24,21 @@ from typing import Any
 
 import submitit
 
+from hpcft.errors import SchedulerUnreachable
 from hpcft.interrupts import interruptions_raised
 from hpcft.multirun import PipelineTask, run_multirun
 from hpcft.rundir import write_json_atomic
 from hpcft.runstate import RunState, read_states
 from hpcft.scheduler import StageState
-from hpcft.study import ControllerRecord, Objective, metric_value, stage_metrics, sweep_points
-
-TRIALS_RECORD = "trials.json"
+from hpcft.study import (
+    TRIALS_RECORD,
+    ControllerRecord,
+    Objective,
+    metric_value,
+    record_study_ended,
+    stage_metrics,
+    sweep_points,
+)
 
 
 class TrialFailed(Exception):
@@ -60,8 +67,12 @@ def await_objectives(runs: Sequence[Path], objective: Objective, poll_s: float) 
     """Wait until the objective stage of every run has ended (each poll is one scheduler
     query for all), then each run's objective value or why it has none."""
     while True:
-        states = read_states(runs)
-        if all(_ended(s, objective.stage) for s in states):
+        try:
+            states = read_states(runs)
+        except SchedulerUnreachable as e:  # slurmctld restarting: the trials' jobs run on; ask again
+            print(f"controller: {e}; asking again in {poll_s:g} s", flush=True)
+            states = []
+        if states and all(_ended(s, objective.stage) for s in states):
             return [objective_value(s, objective) for s in states]
         time.sleep(poll_s)
 
@@ -189,8 +200,19 @@ def _importances(study: Any) -> Any:
 
 
 def run_controller(sweep_dir: str) -> str:
-    """Run (or resume) the study until it has `n_trials` trials; returns a one-line summary."""
+    """Run (or resume) the study until it has `n_trials` trials; returns a one-line summary.
+    If it fails, `trials.json` says so and why (for `status`, `report` and `logs`)."""
     record = ControllerRecord.read(Path(sweep_dir))
+    try:
+        return run_study(record)
+    except Exception as e:
+        cause = (str(e).strip().splitlines() or [""])[0]
+        record_study_ended(Path(sweep_dir), "failed", f"{type(e).__name__}: {cause}".rstrip(": "))
+        raise
+
+
+def run_study(record: ControllerRecord) -> str:
+    sweep_dir = record.sweep_dir
     poll_s = float(record.poll_s)
     with interruptions_raised():  # scancel or a requeue: stop before submitting more trials
         study = open_study(record)

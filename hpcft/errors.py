@@ -52,6 +52,13 @@ class StageFailedError(HpcftError):
     exit_code = 1
 
 
+class SchedulerUnreachable(HpcftError):
+    """A Slurm command (squeue, sacct, scancel) failed or is missing: the scheduler could not be
+    asked. One line, the command and what it said; exit status 1."""
+
+    exit_code = 1
+
+
 class SubmissionError(HpcftError):
     """The scheduler refused a stage; stages already submitted have been cancelled."""
 

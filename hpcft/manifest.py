@@ -15,7 +15,7 @@ from typing import Any, Literal
 from hpcft.config.schema import StageName
 from hpcft.errors import UserError
 from hpcft.rundir import write_json_atomic
-from hpcft.scheduler import StageState
+from hpcft.scheduler import StageState, is_job_id
 
 RunStatus = Literal[
     "submitting", "submitted", "running", "completed", "failed", "dry_run", "interrupted", "submit_failed"
@@ -87,7 +87,7 @@ class Manifest:
         if not isinstance(data, dict) or not isinstance(data.get("stages"), dict) or "executor" not in data:
             raise UserError(f"{path}: not a run record (no stages/executor)")
         try:
-            stages = {name: _stage(record) for name, record in data["stages"].items()}
+            stages = {name: _stage(record, f"{path}: stages.{name}") for name, record in data["stages"].items()}
             known = {f.name for f in dataclasses.fields(cls)} - {"stages"}
             values = {k: v for k, v in data.items() if k in known}
             values.setdefault("run_name", path.parent.name)
@@ -97,12 +97,15 @@ class Manifest:
             raise UserError(f"{path}: not a run record ({e})") from None
 
 
-def _stage(record: dict[str, Any]) -> StageRecord:
+def _stage(record: dict[str, Any], where: str) -> StageRecord:
+    """A stage's record; its job id must be one (it is given to squeue, sacct and scancel)."""
     known = {f.name for f in dataclasses.fields(StageRecord)}
     values = {k: v for k, v in record.items() if k in known}
     values["state"] = StageState.of(str(values.get("state") or StageState.NOT_SUBMITTED))
     if values.get("job_id") is not None:
         values["job_id"] = str(values["job_id"])
+        if isinstance(record["job_id"], bool) or not is_job_id(values["job_id"]):
+            raise UserError(f"{where}.job_id: {record['job_id']!r} is not a job id (a positive integer)")
     return StageRecord(**values)
 
 
@@ -114,6 +117,6 @@ def read_manifest(run: Path) -> Manifest:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"{path}: no run record (the submission was interrupted before writing it)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise UserError(f"{path}: unreadable run record ({type(e).__name__}: {e})") from None
     return Manifest.from_json(data, path)

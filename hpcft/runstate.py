@@ -10,17 +10,16 @@ still shown and cancelled.
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hpcft.config.schema import StageName
-from hpcft.errors import UserError
+from hpcft.errors import SchedulerUnreachable, UserError
 from hpcft.manifest import Manifest, StageRecord, read_manifest
 from hpcft.scheduler import JobInfo, StageState, cancel_jobs, named_after, query_jobs
-from hpcft.study import ControllerRecord, controller_of
+from hpcft.study import ControllerRecord, controller_of, record_study_ended
 from hpcft.sweep_results import sweep_runs
 
 
@@ -35,6 +34,9 @@ class RunState:
     """Queued jobs named after the run that its record does not list."""
     error: str | None = None
     """Why the run record is unreadable, if it is."""
+    notes: list[str] = field(default_factory=list)
+    """What could not be done with the record (the disk is full: the states read were not
+    recorded), said beside the states."""
 
     @property
     def done(self) -> bool:
@@ -58,8 +60,9 @@ def _local_times(manifest: Manifest, stage: StageRecord) -> dict[str, str]:
     return {"elapsed": f"{hours}:{rest // 60:02d}:{rest % 60:02d}", "nodes": "local"}
 
 
-def _stage_infos(run: Path, manifest: Manifest, jobs: dict[str, JobInfo]) -> dict[str, JobInfo]:
-    """Each stage's job as the scheduler sees it, or as last recorded; what changed is recorded."""
+def _stage_infos(run: Path, manifest: Manifest, jobs: dict[str, JobInfo]) -> tuple[dict[str, JobInfo], list[str]]:
+    """Each stage's job as the scheduler sees it, or as last recorded; what changed is recorded
+    (and a note when it could not be: the states are shown all the same)."""
     infos, changed = {}, False
     for name, stage in manifest.stages.items():
         info = jobs.get(stage.job_id) if manifest.executor == "slurm" and stage.job_id else None
@@ -69,8 +72,18 @@ def _stage_infos(run: Path, manifest: Manifest, jobs: dict[str, JobInfo]) -> dic
             stage.state, changed = info.state, True
         infos[name] = info
     if changed:
+        return infos, _write(manifest, run, "these states")
+    return infos, []
+
+
+def _write(manifest: Manifest, run: Path, what: str) -> list[str]:
+    """Write the record; a note saying what could not be recorded when the disk refuses (Slurm
+    keeps the states: a later `status` reads and records them)."""
+    try:
         manifest.write(run / "manifest.json")
-    return infos
+    except OSError as e:
+        return [f"could not record {what} in {run / 'manifest.json'}: {e.strerror or e}"]
+    return []
 
 
 def read_states(runs: Sequence[Path], sweeps: Sequence[Path] = ()) -> list[RunState]:
@@ -98,7 +111,8 @@ def read_states(runs: Sequence[Path], sweeps: Sequence[Path] = ()) -> list[RunSt
     for i, (run, (manifest, error)) in enumerate(records.items()):
         owns = [run.name] + [name for name, first in firsts.items() if i == first]
         strays = [job for job in unrecorded if named_after(job, owns)]
-        states.append(RunState(run, manifest, _stage_infos(run, manifest, jobs) if manifest else {}, strays, error))
+        infos, notes = _stage_infos(run, manifest, jobs) if manifest else ({}, [])
+        states.append(RunState(run, manifest, infos, strays, error, notes))
     for sweep in (s for s in sweeps if firsts[s.name] is None and s not in controllers):  # cut off before any point
         strays = [job for job in unrecorded if named_after(job, [sweep.name])]
         why = DRY_RUN_SWEEP if (sweep / "dry_run").is_dir() else CUT_OFF_SWEEP
@@ -127,7 +141,7 @@ def _queued_if_slurm(name_prefixes: Sequence[str]) -> dict[str, JobInfo]:
     """Queued jobs named after these folders, or none where there is no Slurm to ask."""
     try:
         return query_jobs([], name_prefixes=name_prefixes)
-    except (OSError, subprocess.SubprocessError):
+    except SchedulerUnreachable:
         return {}
 
 
@@ -156,6 +170,8 @@ def cancel_runs(
     controllers = [info.job_id for _, name, info in cancelled if name == CONTROLLER]
     if controllers and not second_pass:
         wait_gone(controllers)
+        for state in {state.run: state for state, name, _ in cancelled if name == CONTROLLER}.values():
+            record_study_ended(state.run, "cancelled")  # the controller is gone: trials.json no longer says running
         every_run = list(dict.fromkeys([*runs, *(run for sweep in sweeps for run in sweep_runs(sweep))]))
         cancelled += cancel_runs(every_run, stage, sweeps, second_pass=True)
     return cancelled
@@ -166,7 +182,7 @@ def _record_cancelled(cancelled: list[tuple[RunState, str, JobInfo]]) -> None:
         if state.manifest:
             for name in {name for s, name, _ in cancelled if s is state} & set(state.manifest.stages):
                 state.manifest.stage(name).state = StageState.CANCELLED
-            state.manifest.write(state.run / "manifest.json")
+            state.notes.extend(_write(state.manifest, state.run, "the cancel"))
 
 
 def wait_gone(job_ids: Sequence[str], timeout_s: float = 120.0, poll_s: float = 1.0) -> None:

@@ -8,11 +8,14 @@ at once: never one call per job, which trips the controller's RPC limits on big 
 from __future__ import annotations
 
 import getpass
+import re
 import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+
+from hpcft.errors import SchedulerUnreachable
 
 Runner = Callable[[list[str]], str]
 
@@ -137,6 +140,27 @@ def run_command(argv: list[str]) -> str:
     return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
 
 
+JOB_ID = re.compile(r"[1-9][0-9]*(_[0-9]+)?")
+"""A Slurm job id as hpcft records it: `123`, or `123_4` for an array task."""
+
+
+def is_job_id(text: str) -> bool:
+    return JOB_ID.fullmatch(text) is not None
+
+
+def ask(run: Runner, argv: list[str]) -> str:
+    """A Slurm command's output; `SchedulerUnreachable` naming the command when it fails or is missing."""
+    try:
+        return run(argv)
+    except subprocess.CalledProcessError as e:
+        said = str(e.stderr or e.stdout or "").strip().splitlines()
+        raise SchedulerUnreachable(
+            f"the scheduler is unreachable: {argv[0]} failed (exit {e.returncode})" + (f": {said[-1]}" if said else "")
+        ) from None
+    except OSError as e:
+        raise SchedulerUnreachable(f"the scheduler is unreachable: {argv[0]} could not run ({e.strerror})") from None
+
+
 SQUEUE_FORMAT = "%i|%T|%M|%N|%r|%j"
 
 
@@ -179,13 +203,13 @@ def query_jobs(
         return {}
     # By user rather than by id: squeue fails outright when one id has left the queue.
     # -r: one line per array task (123_4), not one folded line per array (123_[4-9]).
-    queued = parse_squeue(run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", SQUEUE_FORMAT]))
+    queued = parse_squeue(ask(run, ["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", SQUEUE_FORMAT]))
     strays = {j: info for j, info in queued.items() if j not in ids and named_after(info, name_prefixes)}
     missing = [j for j in ids if j not in queued]
     finished: dict[str, JobInfo] = {}
     if missing:
         finished = parse_sacct(
-            run(["sacct", "-X", "-n", "-P", "-j", ",".join(missing), "-o", "JobID,State,Elapsed,NodeList"])
+            ask(run, ["sacct", "-X", "-n", "-P", "-j", ",".join(missing), "-o", "JobID,State,Elapsed,NodeList"])
         )
     return {**{j: queued.get(j) or finished.get(j) or JobInfo(j, StageState.UNKNOWN) for j in ids}, **strays}
 
@@ -194,7 +218,7 @@ def cancel_jobs(job_ids: Sequence[str], run: Runner = run_command) -> None:
     """One `scancel` for all of them."""
     ids = sorted({str(j) for j in job_ids if j})
     if ids:
-        run(["scancel", *ids])
+        ask(run, ["scancel", *ids])
 
 
 def cancel_run_jobs(
@@ -209,11 +233,11 @@ def cancel_run_jobs(
         try:
             if round_:
                 time.sleep(pause_s)
-                queued = parse_squeue(run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", SQUEUE_FORMAT]))
+                queued = parse_squeue(ask(run, ["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", SQUEUE_FORMAT]))
                 todo = [j for j, info in queued.items() if named_after(info, names)]
             if todo:
                 cancel_jobs(todo, run)
                 cancelled += todo
-        except (OSError, subprocess.SubprocessError):
+        except SchedulerUnreachable:
             continue
     return sorted(set(cancelled))

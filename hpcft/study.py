@@ -11,10 +11,13 @@ from typing import Any, Literal
 
 from hpcft.errors import UserError
 from hpcft.results import headline, read_metrics, train_results
-from hpcft.rundir import write_json_atomic
+from hpcft.rundir import innermost_error, tail, write_json_atomic
+from hpcft.scheduler import is_job_id
 
 Direction = Literal["minimize", "maximize"]
 CONTROLLER_RECORD = "controller.json"
+TRIALS_RECORD = "trials.json"
+"""The study so far, as the controller last wrote it (`hpcft.controller.trials_record`)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,9 +61,12 @@ class ControllerRecord:
         path = sweep_dir / CONTROLLER_RECORD
         try:
             data = json.loads(path.read_text())
-            return cls(**{**data, "objective": Objective(**data["objective"])})
-        except (OSError, ValueError, TypeError, KeyError) as e:
+            record = cls(**{**data, "objective": Objective(**data["objective"])})
+        except (OSError, ValueError, TypeError, KeyError, RecursionError) as e:
             raise UserError(f"{path}: unreadable controller record ({type(e).__name__}: {e})") from None
+        if record.job_id is not None and not is_job_id(str(record.job_id)):
+            raise UserError(f"{path}: job_id: {record.job_id!r} is not a Slurm job id (a positive integer)")
+        return record
 
 
 def controller_of(sweep_dir: Path) -> ControllerRecord | None:
@@ -89,9 +95,43 @@ def metric_value(run: Path, objective: Objective) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+def read_trials(sweep_dir: Path) -> dict[str, Any]:
+    """`trials.json` as the controller (or `cancel`) last wrote it; {} before the first batch."""
+    try:
+        trials = json.loads((sweep_dir / TRIALS_RECORD).read_text())
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return trials if isinstance(trials, dict) else {}
+
+
+def record_study_ended(sweep_dir: Path, status: str, error: str | None = None) -> None:
+    """Say in `trials.json` that the study ended (`cancelled`, `failed` and why) when it still
+    says `running` or is not written yet: a controller that is gone writes nothing more."""
+    trials = read_trials(sweep_dir)
+    if trials.get("status") not in (None, "running"):
+        return
+    ended = {**trials, "status": status, **({"error": error} if error else {})}
+    write_json_atomic(sweep_dir / TRIALS_RECORD, {"trials": [], **ended})
+
+
+def controller_cause(record: ControllerRecord) -> str | None:
+    """Why the study's controller stopped, in one line: what it (or `cancel`) recorded in
+    `trials.json`, else the innermost exception in its log (an interruption is a requeue or
+    a cancel, not a cause); None when neither says."""
+    trials = read_trials(Path(record.sweep_dir))
+    if trials.get("status") == "failed" and trials.get("error"):
+        return str(trials["error"])
+    if trials.get("status") == "cancelled":
+        return "cancelled (python -m hpcft cancel)"
+    stderr = (record.logs or {}).get("stderr")
+    cause = innermost_error(tail(stderr, 2000)) if stderr else None
+    return None if cause is None or cause.startswith("KeyboardInterrupt") else cause
+
+
 def study_summary(record: ControllerRecord) -> str:
     """`3 of 6 trials scored; best so far: trial 2, eval.rouge-l=61.2`: for `status`, from the
-    points' own results (live, whatever the controller last recorded)."""
+    points' own results (live, whatever the controller last recorded), and why the controller
+    stopped if it did."""
     scored = {
         num: value
         for num, run in sweep_points(Path(record.sweep_dir)).items()
@@ -102,4 +142,6 @@ def study_summary(record: ControllerRecord) -> str:
         pick = max if record.objective.direction == "maximize" else min
         best = pick(scored, key=lambda num: scored[num])
         text += f"; best so far: trial {best}, {record.objective}={scored[best]:.4g}"
+    if cause := controller_cause(record):
+        text += f"; controller stopped: {cause}"
     return text

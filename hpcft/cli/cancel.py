@@ -10,6 +10,7 @@ Examples:
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 from hpcft.cli.common import resolve_targets, subcommand_parser
@@ -25,6 +26,8 @@ def main(argv: Sequence[str]) -> int:
     cancelled = cancel_runs(runs, args.stage, sweeps)
     for state, stage, job in cancelled:
         print(f"cancelled {state.run.name} {stage} (job {job.job_id})")
+    for note in dict.fromkeys(note for state, _, _ in cancelled for note in state.notes):
+        print(f"hpcft: {note}", file=sys.stderr)
     if not cancelled:
         print("nothing to cancel: no job of the selected stages is queued or running")
     return 0

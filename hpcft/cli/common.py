@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
 from hpcft.errors import UserError
+from hpcft.study import controller_cause, controller_of
 from hpcft.sweep_results import sweep_runs
 
 
@@ -39,8 +41,41 @@ def _is_run(path: Path) -> bool:
     return any((path / name).exists() for name in ("manifest.json", "config.yaml", "native"))
 
 
-def _is_sweep(path: Path) -> bool:
+def is_sweep(path: Path) -> bool:
     return any((path / name).is_file() for name in ("sweep.json", "multirun.yaml", "controller.json"))
+
+
+def pointless_sweep(sweep: Path) -> str | None:
+    """What a sweep folder with no point recorded (no sweep.json) is, and what to do with it;
+    None for a sweep with points."""
+    if (sweep / "sweep.json").is_file():
+        return None
+    folder = shlex.quote(str(sweep))
+    record = controller_of(sweep)
+    if record is not None and record.job_id is None:
+        return (
+            f"{sweep}: a dry-run Optuna study, nothing was submitted (controller.json); submit it without dry_run=true"
+        )
+    if record is not None:
+        cause = controller_cause(record)
+        said = (
+            f"its controller (job {record.job_id}) stopped: {cause}"
+            if cause
+            else (f"its controller (job {record.job_id}) has submitted no trial yet")
+        )
+        return (
+            f"{sweep}: an Optuna study with no trial yet; {said}; see python -m hpcft status {folder}"
+            f" and python -m hpcft logs {folder} --stage controller"
+        )
+    if (sweep / "dry_run").is_dir():
+        return (
+            f"{sweep}: a dry-run sweep, nothing was submitted (its job scripts are in {sweep / 'dry_run'});"
+            " submit it without dry_run=true"
+        )
+    return (
+        f"{sweep}: a sweep whose submission stopped before any point was recorded (no sweep.json);"
+        f" python -m hpcft status {folder} finds its jobs by name, python -m hpcft cancel {folder} cancels them"
+    )
 
 
 def resolve_targets(names: Sequence[str]) -> tuple[list[Path], list[Path]]:
@@ -51,7 +86,7 @@ def resolve_targets(names: Sequence[str]) -> tuple[list[Path], list[Path]]:
     runs, sweeps = [], []
     for name in names:
         path = Path(name)
-        if _is_sweep(path):
+        if is_sweep(path):
             runs += sweep_runs(path)
             sweeps.append(path)
         elif _is_run(path):

@@ -23,14 +23,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hpcft.cli.common import subcommand_parser
+from hpcft.cli.common import is_sweep, pointless_sweep, subcommand_parser
 from hpcft.controller import draw_study, write_trials
 from hpcft.errors import UserError
 from hpcft.manifest import read_manifest
 from hpcft.plots import draw_loss, ensure_loss_plot, loss_curve
 from hpcft.results import comparison_table, read_metrics
 from hpcft.rundir import RunLayout, write_atomic
-from hpcft.study import controller_of
+from hpcft.study import controller_cause, controller_of
 from hpcft.sweep_results import markdown, sweep_runs, sweep_table
 
 
@@ -93,6 +93,8 @@ def main(argv: Sequence[str]) -> int:
     out = Path(args.out) if args.out else target
     if (target / "manifest.json").is_file():
         return run_report(target, out)
+    if is_sweep(target) and (said := pointless_sweep(target)):
+        raise UserError(said)
     if not (target / "sweep.json").is_file():
         raise UserError(f"{args.target}: neither a run directory (manifest.json) nor a sweep directory (sweep.json)")
     return sweep_report(target, out)
@@ -144,5 +146,7 @@ def study_lines(sweep_dir: Path, out: Path) -> list[str]:
         lines.append(
             f"Best: trial {best['number']}, {record.objective}={best['value']:.4g} ({params}), {best['run_dir']}"
         )
+    if cause := controller_cause(record):
+        lines.append(f"Controller stopped: {cause}")
     lines += [f"![{p.stem}]({p})" for p in draw_study(study, out)]
     return lines

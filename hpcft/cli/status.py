@@ -57,6 +57,7 @@ def render(runs: list[Path], sweeps: Sequence[Path] = ()) -> tuple[str, bool]:
         run = state.run
         if state.error:
             rows.append([run.name, "record", "", state.error, "", ""])
+        rows += [[run.name, "record", "", note, "", ""] for note in state.notes]
         for job in state.strays:
             rows.append([run.name, f"{job.name.rsplit('.', 1)[-1]}?", job.job_id, f"{job.describe()} (unrecorded)"])
             rows[-1] += [job.elapsed, job.nodes]
