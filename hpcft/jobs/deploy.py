@@ -2,9 +2,12 @@
 
 The server is the framework's own OpenAI-compatible API. Its address is written to
 `<run>/deploy/endpoint.json` once it answers; the eval job writes `<run>/deploy/stop` when
-it is done, and then the server is stopped (unless `keep_serving`). A server shared by a
-sweep's points (`DeployJob.published`) does the same in every point's run directory, and
-stops when every point's eval is done.
+it has ended (not when it is requeued), and then the server is stopped (unless
+`keep_serving`). An eval that ends without saying so (cancelled, killed, its disk full) is
+seen leaving the queue (`hpcft.jobs.evalwatch`) and the server is stopped too, releasing its
+GPUs before the deploy's time limit. A server shared by a sweep's points
+(`DeployJob.published`) does the same in every point's run directory, and stops when every
+point's eval is done.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from hpcft.jobs.evalwatch import EvalWatch
 from hpcft.jobs.process import resolve
 from hpcft.jobs.spec import DeployJob
 from hpcft.rundir import RunLayout, write_atomic, write_json_atomic
@@ -144,13 +148,7 @@ def serve(job: DeployJob, layout: RunLayout) -> None:
             wait_ready(process, url + job.ready_path, job, api_key, name)
         write_json_atomic(layout.endpoint, endpoint_record(job, layout, urls, servers[0][2]))
         print(f"hpcft deploy: serving {', '.join(s[0] for s in servers)} at {', '.join(urls)}", flush=True)
-        while all(p.poll() is None for p in processes):
-            if layout.stop_serving.exists() and not job.keep_serving:
-                print("hpcft deploy: eval is done, stopping the server", flush=True)
-                return
-            time.sleep(2)
-        codes = [p.returncode for p in processes if p.poll() is not None]
-        raise RuntimeError(f"the server exited with status {codes[0]} while serving")
+        wait_for_evals(processes, [layout], job.keep_serving)
     finally:
         for process in processes:
             stop(process)
@@ -190,7 +188,7 @@ def serve_shared(job: DeployJob) -> str:
             for p, layout in served:
                 write_json_atomic(layout.endpoint, endpoint_record(job, layout, [url], port, p.model_name))
             print(f"hpcft deploy: serving {', '.join(p.model_name for p, _ in served)} at {url}", flush=True)
-            wait_for_evals(process, [layout for _, layout in served], job.keep_serving)
+            wait_for_evals([process], [layout for _, layout in served], job.keep_serving)
         finally:
             stop(process)
     except BaseException as e:
@@ -200,13 +198,20 @@ def serve_shared(job: DeployJob) -> str:
     return f"deploy finished: {len(served)} of {len(points)} points served"
 
 
-def wait_for_evals(process: subprocess.Popen[bytes], layouts: list[RunLayout], keep_serving: bool) -> None:
-    while process.poll() is None:
-        if not keep_serving and all(layout.stop_serving.exists() for layout in layouts):
-            print("hpcft deploy: every eval is done, stopping the server", flush=True)
-            return
+def wait_for_evals(processes: list[subprocess.Popen[bytes]], layouts: list[RunLayout], keep_serving: bool) -> None:
+    """Serve until the eval of every run has ended (said stop, or left the queue); raise if a
+    server exits first. `keep_serving`: until the time limit or `scancel`."""
+    watch = EvalWatch(layouts)
+    while all(p.poll() is None for p in processes):
+        if not keep_serving:
+            watch.look()
+            if all(watch.done(layout) for layout in layouts):
+                what = "every eval is" if len(layouts) > 1 else "eval is"
+                print(f"hpcft deploy: {what} done, stopping the server", flush=True)
+                return
         time.sleep(2)
-    raise RuntimeError(f"the server exited with status {process.returncode} while serving")
+    codes = [p.returncode for p in processes if p.poll() is not None]
+    raise RuntimeError(f"the server exited with status {codes[0]} while serving")
 
 
 def run_deploy(job: DeployJob) -> str:
