@@ -1,16 +1,23 @@
-"""The callables submitit runs inside every job: dispatch a stage record to its runner."""
+"""The callables submitit runs inside every job: dispatch a stage record to its runner.
+
+Every attempt first clears the half-written saves an earlier attempt of the same job left
+(`hpcft.jobs.requeue`), so a rerun after a full disk or a kill mid-save can end COMPLETED.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import submitit
 
+from hpcft.jobs.requeue import clear_leftover_saves, mark_requeue
 from hpcft.jobs.spec import DeployJob, EvalJob, StageJob, TrainJob
 
 
 def run_stage(job: StageJob) -> str:
     """Run one stage in this job; return a one-line summary (submitit pickles it as the result)."""
+    clear_leftover_saves()
     # Imported here so that unpickling on a compute node loads only what the stage needs.
     if isinstance(job, TrainJob):
         from hpcft.jobs.train import run_train
@@ -35,6 +42,12 @@ class ResumableStage(submitit.helpers.Checkpointable):
 
     def __call__(self, job: StageJob) -> str:
         return run_stage(job)
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
+        """Called by submitit's USR2 handler just before it requeues the job and exits: the
+        stage then knows that it is stopping to resume, not ending (`requeue.is_requeue`)."""
+        mark_requeue()
+        return super().checkpoint(*args, **kwargs)
 
 
 def stage_callable(job: StageJob) -> Callable[[StageJob], str]:

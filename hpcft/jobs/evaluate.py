@@ -4,8 +4,14 @@ Waits for `<run>/deploy/endpoint.json`. Rows go out `eval.concurrency` at a time
 engine answers many at once), each retried on transient failures; every answer is appended
 to `<run>/eval/predictions.jsonl` as it arrives, so an eval that is requeued, timed out or
 rerun resumes where it stopped and sends no answered row again. Then `<run>/eval/metrics.json`
-(LLaMA-Factory's `predict_*` metrics, and the generation settings). Always writes
-`<run>/deploy/stop` at the end so the server is released whether eval succeeded or not.
+(LLaMA-Factory's `predict_*` metrics, and the generation settings).
+
+When the eval has really ended (done, failed, its requeues spent) it writes `<run>/deploy/stop`
+so the server is released; never when it stops to be requeued (time limit, preemption: see
+`hpcft.jobs.requeue`), so the requeued eval finds its server still up and goes on. On a requeue
+the rows in flight are let finish and kept, the rows not sent yet are dropped: none is asked
+twice. An eval that cannot say stop (cancelled, killed, its disk full) is noticed by the
+deploy job, which watches it leave the queue (`hpcft.jobs.evalwatch`).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from hpcft.data import read_rows
 from hpcft.jobs.answers import REFUSED_ROW, Answers, answered
 from hpcft.jobs.conversation import Message, chat_request
 from hpcft.jobs.metrics import score
+from hpcft.jobs.requeue import is_requeue
 from hpcft.jobs.spec import EvalJob
 from hpcft.rundir import RunLayout, read_json, write_atomic, write_json_atomic
 
@@ -45,9 +52,12 @@ def answer_all(
     todo = [(i, *chat_request(row, job.conversation)) for i, row in enumerate(rows) if i not in answers.done]
     done, flight = len(rows) - len(todo), job.concurrency
     print(f"eval: {client.model}: {len(rows)} rows, {done} already answered, {flight} in flight", flush=True)
-    with ThreadPoolExecutor(max_workers=job.concurrency) as pool:
-        for record in pool.map(lambda item: ask(client, item, job.max_new_tokens), todo):
-            answers.add(record)
+    pool = ThreadPoolExecutor(max_workers=job.concurrency)
+    try:  # each answer is kept by the thread that got it, so an interruption loses none in flight
+        for _ in pool.map(lambda item: answers.add(ask(client, item, job.max_new_tokens)), todo):
+            pass
+    finally:  # a failure or a requeue (SystemExit): the rows in flight finish, the rest are not sent
+        pool.shutdown(wait=True, cancel_futures=True)
     return answers.finish()
 
 
@@ -101,19 +111,41 @@ def log_to_wandb(metrics: dict[str, float], env: dict[str, str]) -> None:
     run.finish()
 
 
+def evaluate(job: EvalJob, layout: RunLayout) -> str:
+    """The eval against the published endpoint; its one-line summary."""
+    endpoint = wait_endpoint(layout, job.endpoint_timeout_s)
+    if job.task != "generation":
+        from hpcft.jobs.retrieval import evaluate_retrieval
+
+        results = evaluate_retrieval(endpoint, job)
+        write_json_atomic(layout.metrics, {**results, "model": endpoint["model"], "evalset": job.evalset})
+        log_to_wandb({f"{k}": v for k, v in results["fine_tuned"].items()}, job.env)
+        return f"eval: {json.dumps(results['fine_tuned'])}"
+    metrics = evaluate_generation(job, layout, endpoint)
+    log_to_wandb(metrics, job.env)
+    return f"eval: {json.dumps(metrics)}"
+
+
+def release_server(layout: RunLayout, why: str) -> None:
+    """Tell the deploy job to stop serving. A marker that cannot be written (a full disk) is
+    said, not raised: it would hide why the eval ended, and the deploy job sees the eval
+    leave the queue anyway."""
+    try:
+        write_atomic(layout.stop_serving, why + "\n")
+    except OSError as e:
+        why = f"could not write {layout.stop_serving} ({e.strerror})"
+        print(f"eval: {why}; the deploy job stops its server when it sees this job leave the queue", flush=True)
+
+
 def run_eval(job: EvalJob) -> str:
     layout = RunLayout(Path(job.run_dir))
     try:
-        endpoint = wait_endpoint(layout, job.endpoint_timeout_s)
-        if job.task != "generation":
-            from hpcft.jobs.retrieval import evaluate_retrieval
-
-            results = evaluate_retrieval(endpoint, job)
-            write_json_atomic(layout.metrics, {**results, "model": endpoint["model"], "evalset": job.evalset})
-            log_to_wandb({f"{k}": v for k, v in results["fine_tuned"].items()}, job.env)
-            return f"eval: {json.dumps(results['fine_tuned'])}"
-        metrics = evaluate_generation(job, layout, endpoint)
-        log_to_wandb(metrics, job.env)
-    finally:
-        write_atomic(layout.stop_serving, "eval done\n")
-    return f"eval: {json.dumps(metrics)}"
+        summary = evaluate(job, layout)
+    except BaseException as e:
+        if is_requeue(e):
+            print("eval: requeued; the server keeps serving for the next attempt", flush=True)
+        else:
+            release_server(layout, f"eval ended: {type(e).__name__}")
+        raise
+    release_server(layout, "eval done")
+    return summary

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import time
+from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from submitit.core.utils import DelayedSubmission
 
+from hpcft.rundir import RunLayout, write_json_atomic
 from tests.conftest import needs_slurm, needs_training
 from tests.integration.helpers import (
     FAST,
@@ -26,6 +32,7 @@ from tests.integration.helpers import (
     manifest,
     node_state,
     only_run,
+    requeues,
     revive_node,
     wait_final,
     wait_gone,
@@ -156,3 +163,95 @@ def test_a_server_that_dies_mid_eval_fails_eval_with_the_cause(run_root, tmp_pat
     assert "cause: " in status.stdout and "Connection refused" in status.stdout, status.stdout
     assert hpcft("cancel", str(run)).returncode == 0
     wait_gone(list(ids.values()))
+
+
+REQUEST = re.compile(r'"model": "([^"]*)",\s*"messages": \[\s*\{\s*"role": "user",\s*"content": "([^"]*)"')
+"""A chat request as LLaMA-Factory's API server logs it: the model asked and the row's prompt."""
+
+
+def asked(deploy_log: Path, prompts: list[str]) -> Counter[tuple[str, str]]:
+    """(model, prompt) -> times the server was asked one of `prompts`, from its own log
+    (its readiness probe, "hi", left out)."""
+    wanted = set(prompts)
+    return Counter(r for r in REQUEST.findall(deploy_log.read_text(errors="replace")) if r[1] in wanted)
+
+
+def wait_for(what: str, ready: Callable[[], bool], timeout_s: float, poll_s: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        assert time.monotonic() < deadline, f"{what}: not after {timeout_s} s"
+        time.sleep(poll_s)
+
+
+@pytest.mark.fault
+def test_an_eval_requeued_at_its_time_limit_resumes_on_the_same_server_asking_no_row_twice(run_root, tmp_path):
+    """Time-limit requeue of eval: the server stays up; same answers as an uninterrupted eval."""
+    # Bounded by state: the test sends Slurm's time-limit warning (USR2, what slurmctld sends
+    # cluster.signal_delay_s before the limit) once 100 of the 400 rows are answered, so the
+    # requeue lands mid-eval however fast this machine answers. With eval.time=1 submitit
+    # takes it for a time-out, as it is by its clock; a slow attempt may meet the real
+    # 1-minute limit too (5 requeues allowed).
+    rows, signal_at = 400, 100
+    evalset = tmp_path / "eval.json"
+    evalset.write_text(json.dumps([{"instruction": f"Say {i}", "output": str(i)} for i in range(rows)]))
+    args = [*FAST, f"evalset={evalset}", "eval.baseline=false", "eval.concurrency=1", "eval.time=1"]
+    result = hpcft("model=tiny_llama", "cluster=slurmlab", f"run_root={run_root}", *args, "cluster.max_requeues=5")
+    assert result.returncode == 0, result.stderr
+    run = only_run(run_root)
+    ids = {name: str(s["job_id"]) for name, s in manifest(run)["stages"].items()}
+    # The uninterrupted eval of the same rows runs first, on the same server, while the run's
+    # own eval is held (pending: its server must keep serving through that too).
+    subprocess.run(["scontrol", "hold", ids["eval"]], check=True)
+    wait_for("the endpoint", (run / "deploy" / "endpoint.json").exists, timeout_s=400, poll_s=1)
+    reference = uninterrupted_eval(run, ids["eval"], tmp_path / "reference")
+    subprocess.run(["scontrol", "release", ids["eval"]], check=True)
+    answers = run / "eval" / "predictions.jsonl"
+    wait_for("eval answers", lambda: answers.exists() and len(answers.read_text().splitlines()) >= signal_at, 300)
+    # (Refused if the real limit has just requeued it: that requeue is then the one checked.)
+    subprocess.run(["scancel", "--signal=USR2", ids["eval"]], check=False)
+    states = wait_final([ids["eval"], ids["deploy"]], timeout_s=300)
+    eval_log = Path(manifest(run)["stages"]["eval"]["logs"]["stdout"]).read_text()
+    assert states == {ids["eval"]: "COMPLETED", ids["deploy"]: "COMPLETED"}, eval_log[-3000:]
+    assert requeues(ids["eval"]) >= 1 and "this job is timed-out" in logs(run)
+    resumed = [int(n) for n in re.findall(rf"{rows} rows, (\d+) already answered", eval_log)]
+    assert any(signal_at <= n < rows for n in resumed), resumed  # went on from the answers kept
+    assert attempt_states(ids["deploy"]) == ["COMPLETED"]  # one server all along, stopped when eval ended
+    deploy_log = Path(manifest(run)["stages"]["deploy"]["logs"]["stdout"])
+    assert "hpcft deploy: eval is done, stopping the server" in deploy_log.read_text()
+    model = json.loads((run / "eval" / "metrics.json").read_text())["model"]
+    prompts = [f"Say {i}" for i in range(rows)]
+    assert asked(deploy_log, prompts) == Counter({(m, p): 1 for p in prompts for m in (model, "reference")})
+    assert answers.read_text() == (reference.eval / "predictions.jsonl").read_text()
+    got, want = (json.loads(p.read_text()) for p in (run / "eval" / "metrics.json", reference.metrics))
+    assert {**got, "model": "reference"} == want
+
+
+def uninterrupted_eval(run: Path, eval_id: str, root: Path) -> RunLayout:
+    """The run's own eval job (as pickled for Slurm) run here, start to end, through the same
+    server under another model name (LLaMA-Factory's server answers any), so the server's
+    log tells its requests apart."""
+    from hpcft.jobs.evaluate import run_eval
+
+    job = DelayedSubmission.load(run / "slurm" / f"{eval_id}_submitted.pkl").args[0]
+    layout = RunLayout(root)
+    endpoint = json.loads((run / "deploy" / "endpoint.json").read_text())
+    write_json_atomic(layout.endpoint, {**endpoint, "model": "reference"})
+    run_eval(dataclasses.replace(job, run_dir=str(root)))
+    return layout
+
+
+@pytest.mark.fault
+def test_an_eval_that_ends_without_saying_so_still_releases_its_server(run_root):
+    """An eval cancelled alone (no stop marker): the deploy sees it leave the queue and stops."""
+    result = hpcft("model=tiny_llama", "cluster=slurmlab", f"run_root={run_root}", *FAST, "eval.baseline=false")
+    assert result.returncode == 0, result.stderr
+    run = only_run(run_root)
+    ids = {name: str(s["job_id"]) for name, s in manifest(run)["stages"].items()}
+    subprocess.run(["scontrol", "hold", ids["eval"]], check=True)  # so that it cannot end by itself first
+    wait_for("the endpoint", (run / "deploy" / "endpoint.json").exists, timeout_s=400, poll_s=1)
+    subprocess.run(["scancel", ids["eval"]], check=True)  # as a full disk or a kill: it says nothing
+    states = wait_final([ids["deploy"]], timeout_s=180)  # two looks at the queue, 30 s apart
+    deploy_log = Path(manifest(run)["stages"]["deploy"]["logs"]["stdout"]).read_text()
+    assert states == {ids["deploy"]: "COMPLETED"}, deploy_log[-2000:]
+    assert f"eval job {ids['eval']} left the queue without saying it was done" in deploy_log
+    assert not (run / "deploy" / "stop").exists()
