@@ -93,6 +93,43 @@ ALIAS_BOMB = "\n".join(
 PYTHON_TAG = "lora_rank: !!python/object/apply:os.system [touch PWN20]"
 
 LLM = ["model=internlm2", "cluster=8gpu"]
+CPU_LLM = ["model=tiny_llama", "cluster=slurmlab"]
+RECIPE_LINES = {
+    "use_badam": "use_badam: true",
+    "use_galore": "use_galore: true",
+    "use_apollo": "use_apollo: true",
+    "use_adam_mini": "use_adam_mini: true",
+    "mixture_of_depths": "mixture_of_depths: convert",
+    "fp8": "fp8: true",
+    "use_unsloth": "use_unsloth: true",
+    "enable_liger_kernel": "enable_liger_kernel: true",
+    "optim paged_adamw_8bit": "optim: paged_adamw_8bit",
+    "optim adamw_bnb_8bit": "optim: adamw_bnb_8bit",
+    "merge": "adapter_name_or_path: saves/lora\nexport_dir: merged",
+    "inference": "infer_backend: huggingface",
+    "predict only": "do_predict: true\neval_dataset: identity",
+    "do_train false": "do_train: false",
+    "datasets, no trainset": "do_train: true\ndataset: identity,alpaca_en_demo",
+}
+"""One LLaMA-Factory YAML line (or two) a recipe holds, by corpus case."""
+
+
+def recipe(tmp: Path, name: str) -> list[str]:
+    """A LLaMA-Factory YAML holding the case's lines, given as `framework.native_config`."""
+    text = RECIPE_LINES[name]
+    not_training = {"merge", "inference", "predict only", "do_train false", "datasets, no trainset"}
+    head = "" if name in not_training else "do_train: true\n"
+    args = [f"framework.native_config={write(tmp, 'recipe.yaml', head + text + chr(10))}"]
+    return args if "no trainset" in name else [*args, f"trainset={write(tmp, 'd.json', json.dumps([OK_ROW]))}"]
+
+
+def registry_named(tmp: Path, file_name: str) -> Path:
+    """A dataset_dir whose one dataset's file is `file_name` (alpaca rows)."""
+    folder = registry(tmp, {"a": {"file_name": file_name}})
+    (folder / file_name).write_text(json.dumps([OK_ROW]))
+    return folder
+
+
 OK_ROW = {"instruction": "a", "output": "b"}
 OK_RETRIEVAL = {"query": "q", "pos": ["p"], "neg": ["n"]}
 SG_OK = {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}
@@ -537,6 +574,63 @@ CASES: list[Case] = [
         "retrieval corpus row without text",
         lambda t: ["model=minilm", f"evalset={eval_folder(t, lines({'id': 'd1', 'title': 'cats'}))}"],
         "corpus.jsonl:1: missing field 'text'",
+    ),
+    # What used to pass the login node and then fail where the job runs (issue: "what the login
+    # node accepts, the job runs"); LLaMA-Factory's own recipes: tests/test_framework_oracle.py.
+    *[
+        (f"recipe: {name}", lambda t, n=name: [*CPU_LLM, *recipe(t, n)], why)
+        for name, why in {
+            "use_badam": "pip install badam",
+            "use_galore": "pip install galore-torch",
+            "use_apollo": "pip install apollo-torch",
+            "use_adam_mini": "pip install adam-mini",
+            "mixture_of_depths": "pip install mixture-of-depth",
+            "fp8": "FP8 training needs GPUs",
+            "use_unsloth": "Unsloth's kernels need GPUs",
+            "enable_liger_kernel": "Liger's Triton kernels need GPUs",
+            "optim paged_adamw_8bit": "a bitsandbytes optimizer that needs GPUs",
+            "optim adamw_bnb_8bit": "a bitsandbytes optimizer that needs GPUs",
+            "merge": "a merge/export recipe",
+            "inference": "an inference recipe",
+            "predict only": "a predict-only recipe",
+            "do_train false": "does not train",
+            "datasets, no trainset": "and no trainset is given",
+        }.items()
+    ],
+    ("data file .JSON", lambda t: [*LLM, f"trainset={write(t, 'd.JSON', json.dumps([OK_ROW]))}"], "case-sensitively"),
+    ("data file without extension", lambda t: [*LLM, f"trainset={write(t, 'd', json.dumps([OK_ROW]))}"], "extension"),
+    ("data file .txt for sft", lambda t: [*LLM, f"trainset={write(t, 'd.txt', 'plain')}"], "extension"),
+    (
+        "registered file .Json",
+        lambda t: [*LLM, f"trainset={registry_named(t, 'a.Json')}"],
+        "case-sensitively",
+    ),
+    ("unknown chat template", lambda t: [*LLM, "model.template=lama3"], "did you mean 'llama3'"),
+    ("empty chat template name", lambda t: [*LLM, "model.template=qwen9"], "unknown LLaMA-Factory chat template"),
+    (
+        "answers longer than the served context",
+        lambda t: [*LLM, "deploy.max_model_len=512", "eval.max_new_tokens=512"],
+        "eval.max_new_tokens: 512 leaves no room for a prompt",
+    ),
+    (
+        "embedder rows fewer than one batch",
+        lambda t: [
+            "model=minilm",
+            "cluster=slurmlab",
+            f"trainset={write(t, 'ten.jsonl', lines(*[OK_RETRIEVAL] * 10))}",
+        ],
+        "10 training rows are fewer than one batch of 16",
+    ),
+    (
+        "embedder rows fewer than one batch over 2 nodes",
+        lambda t: [
+            "model=minilm",
+            "cluster=slurmlab",
+            "cluster.nodes=2",
+            "framework.per_device_train_batch_size=8",
+            f"trainset={write(t, 'f.jsonl', lines(*[OK_RETRIEVAL] * 12))}",
+        ],
+        "fewer than one batch of 16 (2 process(es)",
     ),
     (
         "misaligned scores",

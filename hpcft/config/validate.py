@@ -94,6 +94,12 @@ def validate_deploy_eval(cfg: HpcftConfig) -> None:
         check_positive(f"eval.{name}", getattr(e, name))
     check_positive("eval.retries", e.retries, allow_zero=True)
     check_range("eval.max_refused_fraction", e.max_refused_fraction, 0, 1, high_open=False)
+    if d.max_model_len is not None and "eval" in cfg.stages and e.max_new_tokens >= d.max_model_len:
+        raise ConfigError(
+            "eval.max_new_tokens",
+            f"{e.max_new_tokens} leaves no room for a prompt in deploy.max_model_len={d.max_model_len}: the server"
+            " refuses a request whose prompt and answer exceed the context; lower it or raise deploy.max_model_len",
+        )
 
 
 def validate_run(cfg: HpcftConfig) -> None:

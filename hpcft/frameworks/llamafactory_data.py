@@ -192,7 +192,19 @@ def data_files(entry: DatasetEntry) -> list[Path]:
         return files
     if not path.exists():
         raise DataError(str(path), f"no such file (dataset {entry.name!r})")
+    check_extension(str(path))
     return [path]
+
+
+def check_extension(path: str) -> None:
+    """LLaMA-Factory picks a file's loader by the text after its last dot, case-sensitively
+    (`FILEEXT2TYPE`), and refuses any other at job start; hpcft reads JSON rows."""
+    if Path(path).suffix not in (".json", ".jsonl"):
+        raise DataError(
+            path,
+            "LLaMA-Factory picks its loader by the extension, case-sensitively, and would refuse this file at job"
+            " start: name it .json (a JSON array) or .jsonl (one row a line)",
+        )
 
 
 # ---- rows -----------------------------------------------------------------------------------

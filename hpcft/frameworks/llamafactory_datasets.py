@@ -22,6 +22,7 @@ from hpcft.frameworks.llamafactory_data import (
     DatasetEntry,
     Formatting,
     Stage,
+    check_extension,
     data_files,
     infer_entry,
     parse_entry,
@@ -93,6 +94,7 @@ def registry_training_data(dataset_dir: str, names: list[str], stage: Stage, off
 
 def file_training_data(path: str, formatting: Formatting, stage: Stage, name: str) -> TrainingData:
     """A plain data file: its entry inferred from its rows, every row checked."""
+    check_extension(path)
     first = next(iter_rows(path), None)
     if first is None:
         raise DataError(path, "no rows")

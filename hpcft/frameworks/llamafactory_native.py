@@ -16,13 +16,14 @@ import dataclasses
 import json
 import sys
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from hpcft import jobenv
 from hpcft.config.compose import is_demo_data
 from hpcft.config.schema import DeepSpeedConfig, HpcftConfig
-from hpcft.errors import ConfigError
+from hpcft.errors import ConfigError, unknown_name
 from hpcft.frameworks.base import native_argument_names, read_native_yaml
 from hpcft.frameworks.llamafactory_config import lf_settings
 
@@ -214,10 +215,20 @@ GPU_ONLY = {
 """Recipe keys that cannot run on a CPU cluster, and why."""
 
 
+def template_names() -> frozenset[str]:
+    """LLaMA-Factory's chat templates, from the list made in the training environment
+    (scripts/gen_native_args.py; a test fails when it no longer matches the installed version)."""
+    text = resources.files("hpcft.frameworks").joinpath("llamafactory_templates.txt").read_text()
+    return frozenset(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
+
+
 def check_job_fit(given: dict[str, Any], native_config: str | None, cfg: HpcftConfig) -> None:
     """What a recipe needs where the job runs: a GPU for GPU-only features and bitsandbytes'
     optimizers, and the packages LLaMA-Factory imports for optional methods in the train
     stage's interpreter (hpcft.jobenv). Refused before submit, naming the key and the fix."""
+    templates = template_names()
+    if cfg.model.template and cfg.model.template not in templates:  # LLaMA-Factory checks it only at start
+        raise ConfigError("model.template", unknown_name("LLaMA-Factory chat template", cfg.model.template, templates))
     key = "framework.native_config" if native_config else "framework.args"
     where = native_config or "framework.args"
     on_cpu = cfg.cluster.gpus_per_node == 0
