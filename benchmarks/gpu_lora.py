@@ -27,9 +27,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import JOB_ENV, PYTHON, REPO, Row, fmt, median, only_child, read_json, rows_of, run_timed, table
-from hpcft.config.schema import DeepSpeedConfig
-from hpcft.frameworks.llamafactory_memory import TRAINABLE_FRACTION
-from hpcft.resources import estimate_memory
+from hpcft.configure import load_config
+from hpcft.frameworks.llamafactory import Adapter
+from hpcft.frameworks.llamafactory_memory import configured, estimate
 
 DEMO = REPO / "hpcft" / "assets" / "demo" / "llamafactory_train.json"
 
@@ -173,13 +173,12 @@ def main(argv: list[str]) -> int:
     trainset = args.work / "train.json"
     make_trainset(trainset, args.rows)
     hpcft_args = overrides(args, trainset, round(gpu_total_gb(args.gpu), 1))
-    estimate = estimate_memory(
-        args.params_b, TRAINABLE_FRACTION["lora"], None, DeepSpeedConfig(name="none"), 1
-    ).total_gb
+    cfg = load_config(hpcft_args)  # the estimate of the plan hpcft submits, for the rows it checked
+    estimate_gb = estimate(cfg, Adapter(cfg).training_data(), configured(cfg)).memory.total_gb
     runs = [run_pair(args, hpcft_args, i) for i in range(args.repeat)]
-    result = rows(runs, estimate)
+    result = rows(runs, estimate_gb)
     print(table(result))
-    args.out.write_text(json.dumps({"overrides": hpcft_args, "estimate_gb": estimate, "runs": runs}, indent=1))
+    args.out.write_text(json.dumps({"overrides": hpcft_args, "estimate_gb": estimate_gb, "runs": runs}, indent=1))
     print(f"JSON: {args.out}")
     return 0
 

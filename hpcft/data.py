@@ -15,9 +15,11 @@ from pathlib import Path
 from hpcft.errors import DataError
 from hpcft.jsonrows import Row, SourceRow, iter_rows, read_rows
 
-__all__ = ["FileReport", "Row", "RowCheck", "SourceRow", "check_rows", "iter_rows", "read_rows", "scan_rows"]
+__all__ = ["FileReport", "Measure", "Row", "RowCheck", "SourceRow", "check_rows", "iter_rows", "read_rows", "scan_rows"]
 
 RowCheck = Callable[[Row], str | None]
+Measure = Callable[[Row], tuple[int, ...]]
+"""Sizes of a checked row (e.g. an upper bound of its tokens), for the memory estimate."""
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,8 @@ class FileReport:
     """Rows in the file; all of them passed the check."""
     keys: frozenset[str]
     """Every top-level key seen in any row."""
+    longest: tuple[int, ...] = ()
+    """Each size the scan's `measure` returns, at its largest over the rows; () without one."""
 
 
 _CHECKED: dict[tuple[Hashable, ...], FileReport] = {}
@@ -35,26 +39,31 @@ _CHECKED: dict[tuple[Hashable, ...], FileReport] = {}
 distinct file once, however many points name it."""
 
 
-def scan_rows(path: str | Path, check: RowCheck, check_id: Hashable) -> FileReport:
+def scan_rows(path: str | Path, check: RowCheck, check_id: Hashable, measure: Measure | None = None) -> FileReport:
     """Check every row of a data file (streaming, linear); raise DataError at the first bad
-    row. `check_id` says what the check is, for the once-per-file cache."""
+    row. `check_id` says what the check (and the `measure`, when given) is, for the
+    once-per-file cache."""
     path = Path(path)
     try:
         stat = path.stat()
     except OSError:
         stat = None
-    key = (str(path.absolute()), stat and stat.st_size, stat and stat.st_mtime_ns, check_id)
+    key = (str(path.absolute()), stat and stat.st_size, stat and stat.st_mtime_ns, check_id, measure is not None)
     if stat is not None and key in _CHECKED:
         return _CHECKED[key]
     rows, keys = 0, set[str]()
+    longest: tuple[int, ...] = ()
     for source in iter_rows(path):
         if problem := check(source.row):
             raise DataError(str(path), problem, source.line)
         keys.update(source.row)
         rows += 1
+        if measure is not None:
+            sizes = measure(source.row)
+            longest = tuple(map(max, longest, sizes)) if longest else sizes
     if not rows:
         raise DataError(str(path), "no rows")
-    report = _CHECKED[key] = FileReport(rows, frozenset(keys))
+    report = _CHECKED[key] = FileReport(rows, frozenset(keys), longest)
     return report
 
 

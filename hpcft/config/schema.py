@@ -42,6 +42,26 @@ class StageName(StrEnum):
 
 
 @dataclass(kw_only=True)
+class ModelShape:
+    """A model's architecture numbers, named as in its `config.json`, for the memory estimate
+    (docs/memory.md) where the weights are not on the login node. Null: read from `config.json`
+    when the model is a local folder or in the Hugging Face cache, else guessed from `params_b`."""
+
+    hidden_size: int | None = None
+    """Width of the hidden states."""
+    num_hidden_layers: int | None = None
+    """Transformer layers."""
+    intermediate_size: int | None = None
+    """Width of the MLP's inner layer."""
+    num_attention_heads: int | None = None
+    """Query heads."""
+    num_key_value_heads: int | None = None
+    """Key/value heads (grouped-query attention); null: as many as the query heads."""
+    vocab_size: int | None = None
+    """Tokens in the vocabulary: the width of the logits the loss is computed over."""
+
+
+@dataclass(kw_only=True)
 class ModelConfig:
     name: str = MISSING
     """Short name, used in job names and run directory names."""
@@ -57,6 +77,8 @@ class ModelConfig:
     """Whether the model's own modelling code may run (InternLM2 needs it)."""
     pooling: str = "cls"
     """Embedding models: `cls` (BGE) or `mean` (sentence-transformers models such as MiniLM)."""
+    shape: ModelShape = field(default_factory=ModelShape)
+    """Its architecture numbers, for the memory estimate when `config.json` is not at hand."""
 
 
 @dataclass(kw_only=True)

@@ -15,7 +15,7 @@ from hpcft.config.checks import check_choice, check_positive, check_range
 from hpcft.config.schema import Executor, HpcftConfig, ModelKind
 from hpcft.errors import ConfigError
 from hpcft.frameworks.base import API_ENV, Files, FrameworkAdapter, Overridden
-from hpcft.frameworks.llamafactory_config import Config, lf_settings
+from hpcft.frameworks.llamafactory_config import PRECISION_KEYS, Config, lf_settings
 from hpcft.frameworks.llamafactory_data import FORMATTINGS, Formatting, Stage
 from hpcft.frameworks.llamafactory_datasets import (
     STAGE_RANKING,
@@ -28,7 +28,7 @@ from hpcft.frameworks.llamafactory_memory import check_memory_fit
 from hpcft.frameworks.llamafactory_native import check_job_fit, check_recipe, native_yaml_values, read_native_config
 from hpcft.frameworks.vllm_serving import READY_PROBE, VllmServer, lora_module
 from hpcft.jobs.spec import Conversation, DeployJob, EvalJob, PublishedModel, TrainJob
-from hpcft.resources import deploy_gpus
+from hpcft.resources import deploy_gpus, half_precision
 from hpcft.rundir import RunLayout, yaml_text
 from hpcft.tracking import report_to
 
@@ -41,11 +41,6 @@ def resolve(cfg: HpcftConfig) -> HpcftConfig:
 def native_yaml(values: dict[str, Any]) -> str:
     """The YAML LLaMA-Factory reads; unset (None) values are left out, key order kept."""
     return yaml_text({k: v for k, v in values.items() if v is not None})
-
-
-PRECISION_KEYS = frozenset({"bf16", "fp16", "pure_bf16"})
-NO_BF16 = frozenset({"v100", "t4", "p100", "p40", "k80", "rtx2080", "rtx2080ti", "titanv"})
-"""GPU types without bfloat16 (compute capability below 8.0): fp16 there instead."""
 
 
 def alpaca_eval_job(run_dir: str, evalset: str, **settings: Any) -> EvalJob:
@@ -103,8 +98,6 @@ class Adapter(FrameworkAdapter):
                 raise ConfigError("framework.quantization_bit", "QLoRA needs finetuning_type=lora")
             if self.cfg.cluster.gpus_per_node == 0:
                 raise ConfigError("framework.quantization_bit", "QLoRA needs GPUs; this cluster has none")
-        if self.cfg.cluster.gpus_per_node:
-            check_memory_fit(self.cfg)
 
     def notes(self) -> list[str]:
         data = self.training_data()
@@ -115,8 +108,8 @@ class Adapter(FrameworkAdapter):
             if "dataset" in replaced and self.fw.dataset:  # the YAML's own names, from the registry given
                 replaced.discard("dataset")
                 notes.append(f"data: the datasets {self.fw.native_config} names, from {self.cfg.trainset}")
-            if replaced := sorted(replaced):
-                notes.append(f"train: {self.fw.native_config} sets {', '.join(replaced)}; hpcft uses its own")
+            if names := sorted(replaced):
+                notes.append(f"train: {self.fw.native_config} sets {', '.join(names)}; hpcft uses its own")
             if ray := sorted(k for k in own if k.startswith("ray_")):
                 notes.append(
                     f"train: {', '.join(ray)} not used: the Slurm allocation decides the processes (LLaMA-Factory"
@@ -124,13 +117,7 @@ class Adapter(FrameworkAdapter):
                 )
         if self.cfg.cluster.gpus_per_node:
             notes.append(self.compute_note())
-            m = check_memory_fit(self.cfg)
-            notes.append(
-                f"train: ~{m.total_gb:.0f} GB per GPU of {self.cfg.cluster.gpu_mem_gb:g} (weights {m.weights_gb:.0f},"
-                f" gradients {m.gradients_gb:.0f}, optimizer {m.optimizer_gb:.0f}, activations {m.activations_gb:.1f}"
-                f" at cutoff_len {self.fw.cutoff_len} x batch {self.fw.per_device_train_batch_size},"
-                f" CUDA {m.overhead_gb:.0f}; docs/memory.md)"
-            )
+            notes.append(f"train: {check_memory_fit(self.cfg, data).describe(self.cfg.cluster.gpu_mem_gb)}")
         return notes
 
     def compute_note(self) -> str:
@@ -166,14 +153,12 @@ class Adapter(FrameworkAdapter):
 
     def precision(self) -> dict[str, bool | None]:
         """bf16/fp16 as LLaMA-Factory's arguments; a native YAML or `args` still win."""
-        c = self.cfg.cluster
         if self.fw.bf16 is not None:
             return {"bf16": self.fw.bf16}
-        if c.gpus_per_node == 0:
+        kind = half_precision(self.cfg.cluster)
+        if kind is None:
             return {"bf16": None}  # CPU: fp32 (LLaMA-Factory's default)
-        if (c.gpu_type or "").lower() in NO_BF16:
-            return {"bf16": False, "fp16": True}
-        return {"bf16": True}
+        return {"bf16": False, "fp16": True} if kind == "fp16" else {"bf16": True}
 
     def native_values(self) -> dict[str, Any]:
         values = super().native_values()
@@ -197,7 +182,9 @@ class Adapter(FrameworkAdapter):
         return data
 
     def validate_data(self) -> None:
-        self.training_data()
+        data = self.training_data()
+        if self.cfg.cluster.gpus_per_node:
+            check_memory_fit(self.cfg, data)
         if "eval" in self.cfg.stages and self.cfg.evalset:
             eval_rows_check(self.cfg.evalset)
 

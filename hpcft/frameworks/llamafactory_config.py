@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 
 from hpcft.config.schema import FrameworkConfig, HpcftConfig
 
+PRECISION_KEYS = frozenset({"bf16", "fp16", "pure_bf16"})
+"""LLaMA-Factory's arguments that choose the precision."""
+
 
 @dataclass(kw_only=True)
 class Config(FrameworkConfig):

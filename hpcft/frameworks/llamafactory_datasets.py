@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from hpcft.data import RowCheck, iter_rows, scan_rows
+from hpcft.data import Measure, RowCheck, iter_rows, scan_rows
 from hpcft.errors import DataError
 from hpcft.frameworks.llamafactory_data import (
     MEDIA,
@@ -43,6 +43,9 @@ class TrainingData:
     """Where relative media paths resolve (the user's dataset_dir), when there are media."""
     rows: int
     """Rows checked over all datasets."""
+    longest_tokens: int | None = None
+    """At most this many tokens in any row once templated (`token_bound`), for the memory
+    estimate; None when a dataset was not read (a hub dataset)."""
 
     @property
     def dataset(self) -> str:
@@ -62,34 +65,68 @@ def _check_stage(e: DatasetEntry, stage: Stage, where: str) -> None:
         raise DataError(where, f"dataset {e.name!r}: stage pt reads alpaca-formatted text (columns.prompt)")
 
 
-def check_entry(e: DatasetEntry, stage: Stage, media_dir: Path, where: str) -> int:
+TEMPLATE_TOKENS_PER_ROW = 128
+"""A chat template's tokens around a conversation, at most: BOS and a default system prompt
+(Qwen's template adds ~20 tokens)."""
+TEMPLATE_TOKENS_PER_TEXT = 8
+"""Its tokens around each message or field (`<|im_start|>user\\n` ... `<|im_end|>\\n`: 5)."""
+
+
+def _text_size(value: Any) -> tuple[int, int]:
+    """(UTF-8 bytes, strings) of every string in a row's value, nested lists and objects included."""
+    if isinstance(value, str):
+        return len(value.encode()), 1
+    parts = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    sizes = [_text_size(v) for v in parts]
+    return sum(b for b, _ in sizes), sum(n for _, n in sizes)
+
+
+def token_bound(e: DatasetEntry) -> Measure:
+    """An upper bound of a row's tokens once templated, without its tokenizer (the login node
+    has none): the UTF-8 bytes of the texts LLaMA-Factory reads (a byte-level BPE, as Qwen's
+    and Llama 3's, or SentencePiece with byte fallback never makes more tokens than bytes), plus
+    the template's. Short English rows are counted 3-4x long; the cutoff caps it."""
+    keys = [key for role, key in e.used_columns().items() if role not in (*MEDIA, "kto_tag")]
+
+    def measure(row: dict[str, Any]) -> tuple[int, ...]:
+        size, texts = _text_size([row.get(k) for k in keys])
+        return (size + texts * TEMPLATE_TOKENS_PER_TEXT + TEMPLATE_TOKENS_PER_ROW,)
+
+    return measure
+
+
+def check_entry(e: DatasetEntry, stage: Stage, media_dir: Path, where: str) -> tuple[int, int]:
     """Check every file of an entry; every column it names must exist in some row
-    (LLaMA-Factory's converters index it and fail with a KeyError otherwise)."""
+    (LLaMA-Factory's converters index it and fail with a KeyError otherwise). (rows, the
+    longest row's `token_bound`)."""
     _check_stage(e, stage, where)
-    rows, seen = 0, set[str]()
+    rows, seen, longest = 0, set[str](), 0
     for path in data_files(e):
-        report = scan_rows(path, row_check(e, stage, media_dir), (e.raw, stage, str(media_dir)))
-        rows, seen = rows + report.rows, seen | report.keys
+        report = scan_rows(path, row_check(e, stage, media_dir), (e.raw, stage, str(media_dir)), token_bound(e))
+        rows, seen, longest = rows + report.rows, seen | report.keys, max(longest, *report.longest)
     for role, key in e.used_columns().items():
         if key not in seen:
             raise DataError(where, f"dataset {e.name!r}: columns.{role} is {key!r}, which no row of its file has")
-    return rows
+    return rows, longest
 
 
 def registry_training_data(dataset_dir: str, names: list[str], stage: Stage, offline: bool) -> TrainingData:
     """A user's `dataset_info.json` and the datasets named from it, each file checked."""
     where = str(Path(dataset_dir) / "dataset_info.json")
-    registry, rows = {}, 0
+    registry, rows, longest = {}, 0, 0
+    unread = False
     for e in registered_entries(dataset_dir, names):
         if e.hub is not None:
             if offline:
                 raise DataError(where, f"dataset {e.name!r} is on a hub ({e.hub}) and compute nodes are offline")
-            registry[e.name] = json.loads(e.raw)
+            registry[e.name], unread = json.loads(e.raw), True
             continue
-        rows += check_entry(e, stage, Path(dataset_dir), where)
+        found, tokens = check_entry(e, stage, Path(dataset_dir), where)
+        rows, longest = rows + found, max(longest, tokens)
         registry[e.name] = {**json.loads(e.raw), "file_name": e.path}
     media = any(e.get("columns", {}).get(k) for e in registry.values() for k in MEDIA)
-    return TrainingData(registry, str(Path(dataset_dir).absolute()) if media else None, rows)
+    folder = str(Path(dataset_dir).absolute()) if media else None
+    return TrainingData(registry, folder, rows, None if unread else longest)
 
 
 def file_training_data(path: str, formatting: Formatting, stage: Stage, name: str) -> TrainingData:
@@ -101,10 +138,11 @@ def file_training_data(path: str, formatting: Formatting, stage: Stage, name: st
     widest = infer_entry(path, formatting, stage, first.row, OPTIONAL_KEYS | first.row.keys())
     e = parse_entry(name, widest, Path(path).parent, path)
     _check_stage(e, stage, path)
-    report = scan_rows(path, row_check(e, stage, Path(path).parent), (e.raw, stage))
+    report = scan_rows(path, row_check(e, stage, Path(path).parent), (e.raw, stage), token_bound(e))
     entry = infer_entry(path, formatting, stage, first.row, report.keys)
     media = any(k in report.keys for k in MEDIA)
-    return TrainingData({name: entry}, str(Path(path).parent.absolute()) if media else None, report.rows)
+    folder = str(Path(path).parent.absolute()) if media else None
+    return TrainingData({name: entry}, folder, report.rows, report.longest[0])
 
 
 def eval_entry(path: str) -> DatasetEntry:

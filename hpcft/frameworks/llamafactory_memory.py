@@ -1,67 +1,156 @@
 """The memory fit of a LLaMA-Factory train job, checked on the login node (docs/memory.md):
-the estimate for its method, precision, DeepSpeed stage and activations, and, for a job that
-cannot fit, the smallest change that would."""
+the estimate for its method, precision, DeepSpeed stage and the tokens of its micro-batch,
+and, for a job that cannot fit, the cheapest change that would."""
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
 from hpcft.config.schema import DeepSpeedConfig, HpcftConfig
 from hpcft.errors import ConfigError
-from hpcft.frameworks.llamafactory_config import lf_settings
+from hpcft.frameworks.llamafactory_config import PRECISION_KEYS, lf_settings
+from hpcft.frameworks.llamafactory_datasets import TrainingData
 from hpcft.frameworks.llamafactory_native import native_yaml_values
-from hpcft.resources import MemoryEstimate, activations_gb, estimate_memory, model_shape
-
-_ZERO2 = DeepSpeedConfig(name="zero2", zero_stage=2)
-_ZERO3 = DeepSpeedConfig(name="zero3", zero_stage=3)
-_ZERO3_OFFLOAD = DeepSpeedConfig(name="zero3_offload", zero_stage=3, offload_optimizer=True, offload_param=True)
-FIT_ALTERNATIVES: tuple[tuple[str, str | None, int | None, DeepSpeedConfig | None], ...] = (
-    ("deepspeed=zero2", None, None, _ZERO2),
-    ("deepspeed=zero3", None, None, _ZERO3),
-    ("deepspeed=zero3_offload", None, None, _ZERO3_OFFLOAD),
-    ("framework.finetuning_type=lora", "lora", None, None),
-    ("framework.finetuning_type=lora framework.quantization_bit=4", "lora", 4, None),
+from hpcft.memory import (
+    Fit,
+    Shape,
+    Tokens,
+    Trained,
+    activations,
+    estimate_memory,
+    lora_params,
+    loss_bytes,
+    model_shape,
+    more_sharding,
+    padded,
+    smaller_micro_batches,
 )
-"""What to suggest when a job does not fit, cheapest change first: (hint, method, bits, preset);
-None keeps what is configured."""
+
+PAIRED_STAGES = frozenset({"rm", "dpo", "kto"})
+"""Stages whose rows are two sequences in the micro-batch (chosen and rejected; kto's KL pair)."""
 
 
-def training_activations_gb(cfg: HpcftConfig) -> float:
-    """Activations of one micro-batch of `cutoff_len` tokens, checkpointed unless the run turns
-    LLaMA-Factory's gradient checkpointing off."""
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    """What the estimate varies when looking for a plan that fits."""
+
+    method: str
+    """`finetuning_type`."""
+    bits: int | None
+    """`quantization_bit`."""
+    ds: DeepSpeedConfig
+    """The DeepSpeed preset."""
+    batch: int
+    """`per_device_train_batch_size`."""
+    checkpointing: bool
+    """Gradient checkpointing (LLaMA-Factory's default; `disable_gradient_checkpointing` turns it off)."""
+
+
+def given_args(cfg: HpcftConfig) -> dict[str, Any]:
     fw = lf_settings(cfg)
-    given = {**(native_yaml_values(fw.native_config) if fw.native_config else {}), **fw.args}
-    checkpointing = not given.get("disable_gradient_checkpointing", False)
-    shape = model_shape(cfg.model.path, cfg.model.params_b)
-    return activations_gb(shape, fw.cutoff_len, fw.per_device_train_batch_size, checkpointing)
+    return {**(native_yaml_values(fw.native_config) if fw.native_config else {}), **fw.args}
 
 
-TRAINABLE_FRACTION = {"full": 1.0, "freeze": 0.1, "lora": 0.004}
-"""Share of parameters each `finetuning_type` trains, with gradients and optimizer states
-(LoRA at rank 8 on all linear layers trains 0.3-0.5 % of a 7B model)."""
+def half_precision(cfg: HpcftConfig) -> bool:
+    """Whether the job computes in bf16/fp16, as the adapter's `native_values` decides: `args`
+    first, then `framework.bf16` (which wins over a YAML), the YAML, else bf16/fp16 on GPUs."""
+    fw = lf_settings(cfg)
+    yaml_values = native_yaml_values(fw.native_config) if fw.native_config and fw.bf16 is None else {}
+    for source in (fw.args, yaml_values):
+        if PRECISION_KEYS & source.keys():
+            return any(bool(source.get(k)) for k in PRECISION_KEYS)
+    return fw.bf16 if fw.bf16 is not None else cfg.cluster.gpus_per_node > 0
 
 
-def estimate(cfg: HpcftConfig, method: str, bits: int | None, ds: DeepSpeedConfig, act: float) -> MemoryEstimate:
+def micro_batch_tokens(cfg: HpcftConfig, data: TrainingData | None, batch: int) -> Tokens:
+    """The tokens of one micro-batch: `batch` rows (two sequences each in paired stages) padded
+    to the longest, which the data check bounds; `cutoff_len` when rows are packed to it (pt,
+    `packing`), when the data was not read, or when the longest row may reach it."""
+    fw, given = lf_settings(cfg), given_args(cfg)
+    sequences = batch * (2 if fw.stage in PAIRED_STAGES else 1)
+    if fw.stage == "pt" or given.get("packing") or given.get("neat_packing"):
+        return Tokens(sequences=sequences, length=fw.cutoff_len, why="cutoff_len: rows packed to it")
+    if data is None or data.longest_tokens is None:
+        return Tokens(sequences=sequences, length=fw.cutoff_len, why="cutoff_len: the rows are not read here")
+    if data.longest_tokens >= fw.cutoff_len:
+        return Tokens(sequences=sequences, length=fw.cutoff_len, why="cutoff_len, which the longest row may reach")
+    why = f"the longest row, at most {data.longest_tokens} tokens: its UTF-8 bytes and the template's"
+    return Tokens(sequences=sequences, length=padded(data.longest_tokens, fw.cutoff_len), why=why)
+
+
+def trained(cfg: HpcftConfig, shape: Shape, plan: Plan) -> Trained:
+    """Parameters trained by the plan's method: all (full), LoRA's at `lora_rank` on
+    `lora_target`, or `freeze_trainable_layers` (2) layers; the rest frozen in the compute dtype
+    (4-bit: 0.55 bytes, 8-bit: 1.1), as is DPO's and KTO's reference model beside a full or
+    freeze fine-tuning."""
+    fw, params = lf_settings(cfg), cfg.model.params_b * 1e9
+    if plan.method == "full":
+        trainable = params
+    elif plan.method == "lora":
+        targets = None if fw.lora_target == "all" else frozenset(t.strip() for t in fw.lora_target.split(","))
+        trainable = float(lora_params(shape, fw.lora_rank, targets))
+    else:
+        layers = min(shape.layers, abs(int(given_args(cfg).get("freeze_trainable_layers", 2))))
+        trainable = params * layers / shape.layers
+    frozen = {4: 0.55, 8: 1.1}.get(plan.bits or 0, 2.0 if half_precision(cfg) else 4.0)
+    reference = params if fw.stage in ("dpo", "kto") and plan.method != "lora" else 0.0
+    return Trained(params=params, trainable=trainable, frozen_bytes=frozen, reference=reference)
+
+
+def estimate(cfg: HpcftConfig, data: TrainingData | None, plan: Plan) -> Fit:
+    shape = model_shape(cfg.model)
+    tokens = micro_batch_tokens(cfg, data, plan.batch)
+    width = 2 if half_precision(cfg) else 4
+    vocab = width if lf_settings(cfg).stage == "rm" else loss_bytes(width)  # a reward model's loss is on a value head
+    act = activations(shape, tokens.total, width, plan.checkpointing, True, vocab)
     gpus = cfg.cluster.nodes * cfg.cluster.gpus_per_node
-    return estimate_memory(cfg.model.params_b, TRAINABLE_FRACTION.get(method, 1.0), bits, ds, gpus, act)
+    return Fit(memory=estimate_memory(trained(cfg, shape, plan), plan.ds, gpus, act), tokens=tokens, shape=shape)
 
 
-def check_memory_fit(cfg: HpcftConfig) -> MemoryEstimate:
-    """Refuse a train job whose per-GPU estimate exceeds the GPU, naming what would fit."""
+def configured(cfg: HpcftConfig) -> Plan:
+    fw = lf_settings(cfg)
+    return Plan(
+        method=fw.finetuning_type,
+        bits=fw.quantization_bit,
+        ds=cfg.deepspeed,
+        batch=fw.per_device_train_batch_size,
+        checkpointing=not given_args(cfg).get("disable_gradient_checkpointing", False),
+    )
+
+
+def alternatives(cfg: HpcftConfig, plan: Plan) -> list[tuple[str, Plan]]:
+    """What to suggest when a job does not fit, cheapest change first: gradient checkpointing
+    back on, a smaller micro-batch with more accumulation, a ZeRO stage or offload, then LoRA
+    and QLoRA."""
+    out = []
+    if not plan.checkpointing:
+        hint = "gradient checkpointing (drop disable_gradient_checkpointing)"
+        out.append((hint, dataclasses.replace(plan, checkpointing=True)))
+    out += [(hint, dataclasses.replace(plan, batch=batch)) for hint, batch in smaller_micro_batches(cfg)]
+    out += [(f"deepspeed={ds.name}", dataclasses.replace(plan, ds=ds)) for ds in more_sharding(plan.ds)]
+    if plan.method != "lora":
+        out.append(("framework.finetuning_type=lora", dataclasses.replace(plan, method="lora", bits=None)))
+    if plan.bits != 4:
+        hint = "framework.finetuning_type=lora framework.quantization_bit=4"
+        out.append((hint, dataclasses.replace(plan, method="lora", bits=4)))
+    return out
+
+
+def check_memory_fit(cfg: HpcftConfig, data: TrainingData | None) -> Fit:
+    """Refuse a train job whose per-GPU estimate exceeds the GPU, naming the numbers and the
+    cheapest change that fits."""
     fw, c = lf_settings(cfg), cfg.cluster
-    act = training_activations_gb(cfg)
-    mine = estimate(cfg, fw.finetuning_type, fw.quantization_bit, cfg.deepspeed, act)
-    if mine.total_gb <= c.gpu_mem_gb:
+    plan = configured(cfg)
+    mine = estimate(cfg, data, plan)
+    if mine.memory.total_gb <= c.gpu_mem_gb:
         return mine
-    fits = []
-    for hint, method, bits, preset in FIT_ALTERNATIVES:
-        other = estimate(
-            cfg, method or fw.finetuning_type, bits if method else fw.quantization_bit, preset or cfg.deepspeed, act
-        )
-        if other.total_gb <= c.gpu_mem_gb:
-            fits.append(hint)
-    suggestion = f"; try {fits[0]}" if fits else "; use more GPUs"
+    fits = ((hint, estimate(cfg, data, other).memory.total_gb) for hint, other in alternatives(cfg, plan))
+    found = next(((hint, gb) for hint, gb in fits if gb <= c.gpu_mem_gb), None)
+    suggestion = f"; try {found[0]} (~{found[1]:.0f} GiB)" if found else "; use more GPUs"
     raise ConfigError(
         "cluster.gpu_mem_gb",
         f"{cfg.model.name} ({cfg.model.params_b}B, {fw.finetuning_type}, deepspeed={cfg.deepspeed.name}) needs"
-        f" ~{mine.total_gb:.0f} GB per GPU over {c.nodes * c.gpus_per_node} GPUs,"
-        f" more than the {c.gpu_mem_gb:g} GB a GPU has{suggestion}",
+        f" {mine.describe(c.gpu_mem_gb)} over {c.nodes * c.gpus_per_node} GPUs, more than a GPU has{suggestion}",
     )

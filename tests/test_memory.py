@@ -1,0 +1,136 @@
+"""The memory estimate against measured peaks, and the plans it refuses or changes
+(docs/memory.md: the measured points, their models' numbers and the model)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hpcft.cli import main
+from hpcft.config.schema import DeepSpeedConfig, ModelConfig, ModelKind
+from hpcft.configure import load_config
+from hpcft.frameworks.llamafactory_datasets import TrainingData
+from hpcft.frameworks.llamafactory_memory import configured, estimate
+from hpcft.memory import Trained, activations, estimate_memory, lora_params, loss_bytes, model_shape
+
+QWEN2_5_0_5B = [  # Qwen/Qwen2.5-0.5B's config.json
+    "model.params_b=0.494",
+    "model.shape.hidden_size=896",
+    "model.shape.num_hidden_layers=24",
+    "model.shape.intermediate_size=4864",
+    "model.shape.num_attention_heads=14",
+    "model.shape.num_key_value_heads=2",
+    "model.shape.vocab_size=151936",
+]
+QWEN2_5_7B = ["model.params_b=7.615"]  # conf/model/qwen2_5_7b.yaml carries its config.json's numbers
+
+MEASURED = [  # docs/memory.md "Against measured peaks": nvidia-smi on one H200, bf16, LoRA rank 8 on all linear layers
+    # (model, method, cutoff_len, micro-batch, the longest row's tokens (None: every row reaches the cutoff), GiB)
+    (QWEN2_5_7B, "lora", 5120, 2, None, 39.5),
+    (QWEN2_5_7B, "lora", 5120, 4, None, 63.8),
+    (QWEN2_5_7B, "lora", 1024, 8, None, 34.7),
+    (QWEN2_5_0_5B, "lora", 512, 8, 88, 3.65),  # rows of ~87 tokens, padded to a multiple of 8
+    (QWEN2_5_0_5B, "full", 512, 8, 88, 10.16),
+]
+
+
+def one_gpu(overrides: list[str]) -> list[str]:
+    return ["model=qwen2_5_7b", *overrides, "cluster=local", "cluster.gpus_per_node=1", "cluster.node_gpus=1"]
+
+
+@pytest.mark.parametrize("model,method,cutoff,batch,longest,measured", MEASURED)
+def test_the_estimate_is_within_15_percent_of_every_measured_peak(model, method, cutoff, batch, longest, measured):
+    plan = [f"framework.finetuning_type={method}", f"framework.cutoff_len={cutoff}", "framework.bf16=true"]
+    cfg = load_config(one_gpu([*model, *plan, f"framework.per_device_train_batch_size={batch}"]))
+    data = TrainingData({}, None, rows=1000, longest_tokens=longest or 10 * cutoff)
+    fit = estimate(cfg, data, configured(cfg))
+    assert fit.tokens.total == batch * (longest or cutoff)
+    assert abs(fit.memory.total_gb / measured - 1) <= 0.15, (fit.memory.describe(), measured)
+
+
+LLAMAFACTORY_TABLE = {  # LLaMA-Factory v0.9.5 README, "Hardware Requirement", marked estimated (GB; docs/memory.md)
+    ("full", None): {7: 120, 14: 240, 70: 1200},
+    ("lora", None): {7: 16, 14: 32, 70: 160},
+    ("lora", 8): {7: 10, 14: 20, 70: 80},
+    ("lora", 4): {7: 6, 14: 12, 70: 48},
+}
+
+
+def guessed(params_b: float) -> ModelConfig:
+    return ModelConfig(name="m", path="/no/such/model", kind=ModelKind.llm, params_b=params_b)
+
+
+def test_the_estimate_is_within_15_percent_of_llamafactorys_table():
+    for (method, bits), sizes in LLAMAFACTORY_TABLE.items():
+        for params_b, published in sizes.items():
+            shape = model_shape(guessed(params_b))  # a Llama-like shape, as the table's models
+            act = activations(shape, 2048, 2, True, True, loss_bytes(2))  # its examples' cutoff_len, batch 1
+            trainable = params_b * 1e9 if method == "full" else lora_params(shape, 8)
+            t = Trained(params=params_b * 1e9, trainable=trainable, frozen_bytes={4: 0.55, 8: 1.1}.get(bits or 0, 2.0))
+            total = estimate_memory(t, DeepSpeedConfig(name="none"), 1, act).total_gb
+            assert abs(total / published - 1) <= 0.15, (method, bits, params_b, total, published)
+
+
+def test_zero_stages_shard_and_lora_needs_less():
+    shape = model_shape(guessed(7.0))
+    act = activations(shape, 1024, 2, True, True, loss_bytes(2))
+    full = Trained(params=7e9, trainable=7e9, frozen_bytes=2)
+    totals = [estimate_memory(full, DeepSpeedConfig(name="z", zero_stage=s), 8, act).total_gb for s in (None, 1, 2, 3)]
+    assert totals == sorted(totals, reverse=True) and totals[0] > 80 > totals[3]
+    offload = DeepSpeedConfig(name="o", zero_stage=3, offload_optimizer=True, offload_param=True)
+    assert estimate_memory(full, offload, 8, act).total_gb < totals[3]
+    lora = Trained(params=7e9, trainable=lora_params(shape, 8), frozen_bytes=2)
+    qlora = Trained(params=7e9, trainable=lora_params(shape, 8), frozen_bytes=0.55)
+    none = DeepSpeedConfig(name="none")
+    assert estimate_memory(qlora, none, 8, act).total_gb < estimate_memory(lora, none, 8, act).total_gb < totals[0]
+
+
+def test_the_logits_dominate_long_sequences_of_a_large_vocabulary():
+    """The missing third of issue 33: 152k logits, their fp32 copy, log-softmax and its gradient."""
+    cfg = load_config(one_gpu(["framework.cutoff_len=5120", "framework.per_device_train_batch_size=2"]))
+    fit = estimate(cfg, None, configured(cfg))
+    assert fit.shape.vocab == 152064 and fit.shape.source == "model.shape"
+    assert fit.memory.logits_gb > 10 * fit.memory.activations_gb
+    off = load_config([*one_gpu(["framework.cutoff_len=5120", "framework.per_device_train_batch_size=2"]),
+                       "+framework.args.disable_gradient_checkpointing=true"])  # fmt: skip
+    assert estimate(off, None, configured(off)).memory.activations_gb > 10 * fit.memory.activations_gb  # every layer's
+
+
+def long_rows(path: Path, n: int, words: int) -> Path:
+    path.write_text(json.dumps([{"instruction": f"q{i}", "input": "", "output": "word " * words} for i in range(n)]))
+    return path
+
+
+def test_a_7b_lora_at_5120_x_6_is_refused_on_80gb_with_the_numbers_and_the_batch_that_fits(tmp_path, capsys):
+    """Issue 33's acceptance: rows that reach the cutoff, six to a micro-batch, need ~88 GiB."""
+    args = ["model=qwen2_5_7b", "cluster=8gpu", "framework.cutoff_len=5120", "framework.per_device_train_batch_size=6"]
+    args += [f"trainset={long_rows(tmp_path / 'long.json', 16, 1200)}", "dry_run=true", f"run_root={tmp_path / 'r'}"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().removeprefix("hpcft: error: ")
+    assert len(err.splitlines()) == 1 and err.startswith("cluster.gpu_mem_gb: qwen2_5_7b (7.6B, lora")
+    assert "needs ~87." in err and "micro-batch of 30720 tokens = 6 x 5120 (cutoff_len" in err, err
+    assert "try framework.per_device_train_batch_size=4 framework.gradient_accumulation_steps=12 (~63 GiB)" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_short_rows_count_their_own_tokens_not_the_cutoff(tmp_path, capsys):
+    """The same plan over rows of ~60 words: the micro-batch holds 6 rows of at most their UTF-8 bytes."""
+    args = ["model=qwen2_5_7b", "cluster=8gpu", "framework.cutoff_len=5120", "framework.per_device_train_batch_size=6"]
+    args += [f"trainset={long_rows(tmp_path / 'short.json', 16, 60)}", "dry_run=true", f"run_root={tmp_path / 'r'}"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "micro-batch of 2736 tokens = 6 x 456 (the longest row, at most 455 tokens" in out, out
+
+
+def test_packed_rows_fill_the_cutoff(tmp_path):
+    cfg = load_config(one_gpu(["framework.cutoff_len=4096", "+framework.args.packing=true"]))
+    tokens = estimate(cfg, TrainingData({}, None, rows=10, longest_tokens=100), configured(cfg)).tokens
+    assert tokens.total == 4096 and "packed" in tokens.why
+
+
+def test_a_full_fine_tune_that_cannot_fit_names_zero_first(run_root, capsys):
+    args = ["model=llama3_8b", "cluster=8gpu", "framework.finetuning_type=full", f"run_root={run_root}"]
+    assert main(args) == 2
+    assert "; try deepspeed=zero2 (~" in capsys.readouterr().err
