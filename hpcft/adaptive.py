@@ -11,23 +11,22 @@ from __future__ import annotations
 import shlex
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Glob, IntervalSweep, Override
-from hydra.errors import HydraException
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from hpcft.config.overrides import hydra_value
 from hpcft.config.schema import Executor, HpcftConfig, ModelKind, StageName
 from hpcft.config.secrets import check_secret
-from hpcft.configure import compose_config, hydra_error, typed_config, validate_config
+from hpcft.configure import compose_config, typed_config, validate_config
 from hpcft.errors import ConfigError, SubmissionError, UserError
 from hpcft.multirun import sweep_settings
 from hpcft.rundir import run_umask, umask_line
 from hpcft.study import ControllerRecord, Objective
+from hpcft.study_space import Space, check_sampler_choice, check_settings, search_space
 
 SUPPORTED = {"optuna": "hydra_plugins.hydra_optuna_sweeper"}
 """Sweepers the controller drives: name -> the package whose study it resumes."""
@@ -79,31 +78,39 @@ def search_values(override: Override) -> list[str]:
     return [str(v) for v in override.sweep_string_iterator()]
 
 
-def search_space(overrides: Sequence[str], params: dict[str, Any]) -> tuple[list[str], dict[str, list[str]]]:
-    """The app's fixed overrides, and each searched key's values to check, from the command
-    line and the sweeper's `params` (Optuna's search space may be given either way)."""
-    lines = [o for o in overrides if not o.startswith(("hydra.", "hydra/"))]
-    lines += [f"{key}={value}" for key, value in params.items()]
+def check_trials(overrides: Sequence[str], sweeper: Mapping[str, Any], config_dirs: Sequence[str]) -> HpcftConfig:
+    """The sweeper's settings, and every value a searched key can take (each choice, a range's
+    ends, an interval's ends and a value inside, as Optuna's distributions yield them): each
+    composes, types and validates in full (data files included) with the other keys at their
+    first values, before anything is submitted. Returns the first trial's config."""
+    params = sweeper.get("params") or {}
+    fixed, spaces = search_space(overrides, params, sweeper.get("search_space"))
+    check_settings(sweeper, spaces)
+    first = {space.key: space.values()[0] for space in spaces}
+    cfg = trial_config(fixed, first, config_dirs, spaces)
+    for space in spaces:
+        for value in space.values()[1:]:
+            trial_config(fixed, {**first, space.key: value}, config_dirs, [space])
+    return cfg
+
+
+def trial_config(
+    fixed: Sequence[str], chosen: Mapping[str, Any], config_dirs: Sequence[str], spaces: Sequence[Space]
+) -> HpcftConfig:
+    """A trial's config, checked in full; its error says which searched value it comes from
+    (the one varied, or the searched key the error names)."""
     try:
-        parsed = OverridesParser.create().parse_overrides(lines)
-    except HydraException as e:
-        raise hydra_error(e) from None
-    fixed = [str(o.input_line) for o in parsed if not o.is_sweep_override()]
-    searched = {o.get_key_element(): search_values(o) for o in parsed if o.is_sweep_override()}
-    return fixed, searched
-
-
-def check_trials(overrides: Sequence[str], params: dict[str, Any], config_dirs: Sequence[str]) -> HpcftConfig:
-    """Every searched value composes and types, and the first trial's config validates in
-    full (data files included), before anything is submitted. Returns that config."""
-    fixed, searched = search_space(overrides, params)
-    first = {key: values[0] for key, values in searched.items()}
-    cfg = typed_config(compose_config([*fixed, *(f"{k}={v}" for k, v in first.items())], config_dirs))
-    validate_config(cfg)
-    for key, values in searched.items():
-        for value in values[1:]:
-            chosen = {**first, key: value}
-            typed_config(compose_config([*fixed, *(f"{k}={v}" for k, v in chosen.items())], config_dirs))
+        cfg = typed_config(compose_config([*fixed, *(f"{key}={value}" for key, value in chosen.items())], config_dirs))
+        validate_config(cfg)
+    except UserError as e:
+        named = [s for s in spaces if len(spaces) == 1 or str(e).startswith(f"{s.key.lstrip('+')}:")]
+        if not named:
+            raise
+        space, value = named[0], chosen[named[0].key]
+        hint = ""
+        if space.kind == "float" and space.step is None and "Integer" in str(e):
+            hint = "; Optuna draws interval() as floats: search integers with range() (its end included) or choice()"
+        raise UserError(f"{e}; a trial of the study may take {space.key}={value} ({space.line}){hint}") from None
     return cfg
 
 
@@ -178,15 +185,24 @@ def study_overrides(
     return [*kept, *(f"{key}={value}" for key, value in pinned.items())]
 
 
+def checked_settings(sweeper: DictConfig) -> dict[str, Any]:
+    """The sweeper's settings `check_trials` reads: the numbers resolved, the search space and
+    the sampler as written."""
+    settings: dict[str, Any] = {key: sweeper[key] for key in ("n_trials", "n_jobs", "max_failure_rate")}
+    for key in ("params", "search_space", "sampler"):
+        node = sweeper.get(key)
+        settings[key] = OmegaConf.to_container(node, resolve=False) if isinstance(node, DictConfig) else node
+    return settings
+
+
 def study_record(
     overrides: Sequence[str], implied: Sequence[str], config_dirs: Sequence[str]
 ) -> tuple[ControllerRecord, HpcftConfig]:
     """Check the sweeper's settings and every searched value; the controller's record."""
+    check_sampler_choice(overrides)
     hydra = sweep_settings(overrides)
     sweeper = hydra.sweeper
-    params = OmegaConf.to_container(sweeper.get("params") or OmegaConf.create({}), resolve=False)
-    assert isinstance(params, dict)
-    cfg = check_trials(overrides, {str(k): v for k, v in params.items()}, config_dirs)
+    cfg = check_trials(overrides, checked_settings(sweeper), config_dirs)
     objective = objective_of(cfg, given(overrides, "hydra.sweeper.direction"))
     sweep_dir = Path(str(hydra.sweep.dir)).expanduser().absolute()
     check_secret("hydra.sweep.dir", str(sweep_dir))

@@ -93,6 +93,8 @@ ALIAS_BOMB = "\n".join(
 PYTHON_TAG = "lora_rank: !!python/object/apply:os.system [touch PWN20]"
 
 LLM = ["model=internlm2", "cluster=8gpu"]
+STUDY = ["-m", "hydra/sweeper=optuna", "model=tiny_llama", "cluster=slurmlab"]
+"""An Optuna study: every value its search can yield is checked on the login node."""
 CPU_LLM = ["model=tiny_llama", "cluster=slurmlab"]
 RECIPE_LINES = {
     "use_badam": "use_badam: true",
@@ -560,6 +562,27 @@ CASES: list[Case] = [
         lambda t: ["model=minilm", f"trainset={write(t, 'm.jsonl', lines({'query': 'q', 'neg': ['n']}))}"],
         "m.jsonl:1: field 'pos' must be a non-empty list",
     ),
+    # an Optuna study's search space and sweeper settings
+    (
+        "study choice with a bad value",
+        lambda t: [*STUDY, "framework.lora_rank=choice(4,0)"],
+        "may take framework.lora_rank=0",
+    ),
+    (
+        "study interval reversed",
+        lambda t: [*STUDY, "framework.learning_rate=interval(1e-2,1e-4)"],
+        "framework.learning_rate=interval(1e-2,1e-4): Optuna refuses it: its low end 0.01 is above its high end",
+    ),
+    (
+        "study log interval from 0",
+        lambda t: [*STUDY, "framework.learning_rate=tag(log,interval(0,1e-2))"],
+        "Optuna refuses it: a log scale needs a low end above 0",
+    ),
+    ("study range from 0", lambda t: [*STUDY, "framework.lora_rank=range(0,8,2)"], "framework.lora_rank: must be > 0"),
+    ("study float interval on an integer", lambda t: [*STUDY, "framework.lora_rank=interval(4,64)"], "as floats"),
+    ("study zero trials at a time", lambda t: [*STUDY, "hydra.sweeper.n_jobs=0"], "hydra.sweeper.n_jobs: must be > 0"),
+    ("study of no trial", lambda t: [*STUDY, "hydra.sweeper.n_trials=0"], "hydra.sweeper.n_trials: must be > 0"),
+    ("study unknown sampler", lambda t: [*STUDY, "hydra/sweeper/sampler=bayes"], "unknown sampler 'bayes'"),
     (
         "JSON nested 200k deep",
         lambda t: [*LLM, f"trainset={write(t, 'deep.json', '[' * 200_000 + ']' * 200_000)}"],

@@ -65,6 +65,19 @@ def test_a_loss_objective_is_minimised_and_a_given_direction_kept(tmp_path):
         ("hydra.sweeper.n_trials=many", "n_trials"),
         ("sweep.poll_s=0", "sweep.poll_s"),
         ("hydra.sweeper.direction=upward", "direction"),
+        # every value a search can yield, not only its first (issue 29)
+        ("framework.lora_rank=choice(4,0)", "framework.lora_rank: must be > 0 (got 0); a trial of the study may take"),
+        ("framework.lora_rank=range(0,8,2)", "framework.lora_rank: must be > 0 (got 0)"),
+        ("framework.learning_rate=interval(1e-2,1e-4)", "Optuna refuses it: its low end 0.01 is above its high end"),
+        ("framework.learning_rate=tag(log,interval(0,1e-2))", "a log scale needs a low end above 0"),
+        ("framework.lora_rank=interval(4,64)", "Optuna draws interval() as floats"),
+        ("framework.val_size=interval(0.1,1.5)", "framework.val_size: must be in [0.0, 1.0)"),
+        ("hydra.sweeper.n_jobs=0", "hydra.sweeper.n_jobs: must be > 0 (got 0)"),
+        ("hydra.sweeper.n_trials=0", "hydra.sweeper.n_trials: must be > 0 (got 0)"),
+        ("hydra.sweeper.max_failure_rate=1.5", "hydra.sweeper.max_failure_rate: must be in [0, 1]"),
+        ("hydra/sweeper/sampler=tpee", "hydra/sweeper/sampler: unknown sampler 'tpee'; did you mean 'tpe'"),
+        ("hydra.sweeper.sampler=random", "choose the sampler with hydra/sweeper/sampler=<name>"),
+        ("hydra/sweeper/sampler=grid", "the grid sampler takes choice() and range() only"),
     ],
 )
 def test_bad_settings_fail_on_the_login_node_in_one_line(tmp_path, capsys, override, named):
@@ -189,3 +202,33 @@ def test_the_sweeper_is_told_each_result_a_failure_included_and_a_restart_number
     assert launched == [0, 1, 2, 3, 4, 5]
     assert sorted(p.name for p in sweep_dir.iterdir() if p.name.isdigit()) == ["0", "1", "2", "3", "4", "5"]
     assert len(json.loads((sweep_dir / "trials.json").read_text())["trials"]) == 6
+
+
+def test_a_trial_refused_in_the_controller_fails_and_the_study_goes_on(tmp_path, monkeypatch):
+    """Each value passes on the login node, one combination does not (3 per device does not
+    divide a global batch of 4): the grid sampler tries all four; that trial fails, not the study."""
+    import hpcft.controller
+    import hpcft.launch
+    from hpcft.controller import run_controller
+
+    grid = ["-m", "hydra/sweeper=optuna", "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=4"]
+    search = ["framework.per_device_train_batch_size=choice(1,3)", "framework.global_batch_size=choice(3,4)"]
+    fixed = ["model=tiny_llama", "cluster=slurmlab", "stages=[train]", f"run_root={tmp_path / 'runs'}", "dry_run=true"]
+    assert main([*grid, *search, *fixed]) == 0
+    sweep_dir = the_sweep(tmp_path)
+    launched: list[tuple[str, ...]] = []
+
+    def submitted(points, sweep_dir, batch=0, say=print):
+        launched.extend(p.overrides for p in points)
+        return [sweep_dir / str(p.num) for p in points]
+
+    monkeypatch.setattr(hpcft.launch, "launch_sweep", submitted)
+    monkeypatch.setattr(hpcft.controller, "await_objectives", lambda runs, objective, poll_s: [1.0] * len(runs))
+    run_controller(str(sweep_dir))
+    trials = json.loads((sweep_dir / "trials.json").read_text())["trials"]
+    outcome = {
+        (t["params"]["framework.per_device_train_batch_size"], t["params"]["framework.global_batch_size"]): t["state"]
+        for t in trials
+    }
+    assert outcome == {(1, 3): "COMPLETE", (1, 4): "COMPLETE", (3, 3): "COMPLETE", (3, 4): "FAIL"}
+    assert len(launched) == 3

@@ -86,6 +86,8 @@ def chosen_framework(overrides: Sequence[str], config_dirs: Sequence[str]) -> tu
     """A representative config, and the framework to add when the user named none (it follows
     the model kind, which must then be the same for every swept model)."""
     single, swept = first_values([o for o in overrides if not o.startswith(("hydra.", "hydra/"))])
+    if is_adaptive(overrides):  # a study's searched values are checked as Optuna draws them (hpcft.adaptive)
+        single = [o for o in single if not ("." in (key := o.split("=", 1)[0]) and key in swept)]
     cfg = typed_config(compose_config(single, config_dirs))
     if given(overrides, "framework"):
         return cfg, None

@@ -36,7 +36,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from hpcft.errors import ForeignAppError
+from hpcft.errors import ForeignAppError, UserError
 
 
 @dataclass
@@ -235,23 +235,39 @@ class HpcftLauncher(Launcher):
         first = getattr(task, "first_num", 0) + initial_job_idx
         if before := getattr(task, "before_batch", None):
             before()
-        points = [self._point(overrides, first + i) for i, overrides in enumerate(job_overrides)]
+        points, refused = self._points(job_overrides, first)
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).expanduser().absolute()
         run_dirs = launch_sweep(points, sweep_dir, batch=getattr(task, "first_batch", 0) + self._batches)
         self._batches += 1
-        results = self._objectives(points, run_dirs)
+        results = iter(zip(points, run_dirs, self._objectives(points, run_dirs), strict=True))
         returns = []
-        for point, run_dir, result in zip(points, run_dirs, results, strict=True):
-            ret = JobReturn(
-                overrides=list(point.overrides), working_dir=str(run_dir), task_name="hpcft", status=JobStatus.COMPLETED
-            )
-            ret.return_value = str(run_dir) if result is None else result
-            if isinstance(result, Exception):  # the sweeper tells the study this trial failed
-                ret.status = JobStatus.FAILED
+        for i, overrides in enumerate(job_overrides):
+            # a study's trial whose config is refused has failed, and the study goes on
+            ret = _job_return(overrides, "", refused[i]) if i in refused else _job_return(*next(results))
             if self.config.hydra.callbacks:
                 self.hydra_context.callbacks.on_job_end(config=self.config, job_return=ret)
             returns.append(ret)
         return returns
+
+    def _points(self, job_overrides: Sequence[Sequence[str]], first: int) -> tuple[list[Any], dict[int, Exception]]:
+        """Each job's point. In an adaptive sweep's controller, a trial whose config is refused
+        (values the login node could not check together) is no point but a failed trial."""
+        from hpcft.configure import validate_config
+
+        adaptive = getattr(self.task_function, "objective", None) is not None
+        points, refused = [], {}
+        for i, overrides in enumerate(job_overrides):
+            try:
+                point = self._point(overrides, first + i)
+                if adaptive:
+                    validate_config(point.cfg)
+                points.append(point)
+            except UserError as e:
+                if not adaptive:
+                    raise
+                print(f"controller: trial {first + i} refused before submitting: {e}", flush=True)
+                refused[i] = _trial_failed(f"trial {first + i}: {e}")
+        return points, refused
 
     def _objectives(self, points: Sequence[Any], run_dirs: Sequence[Path]) -> Sequence[Any]:
         """In an adaptive sweep's controller, each point's objective (or why it has none), once
@@ -262,3 +278,20 @@ class HpcftLauncher(Launcher):
         from hpcft.controller import await_objectives
 
         return await_objectives(run_dirs, objective, poll_s=points[0].cfg.sweep.poll_s)
+
+
+def _job_return(point_or_overrides: Any, run_dir: Path | str, result: Any) -> JobReturn:
+    """A job's return: its run directory, or (a study's trial) its objective value or why it
+    has none; an exception is a failure the sweeper tells the study."""
+    overrides = getattr(point_or_overrides, "overrides", point_or_overrides)
+    ret = JobReturn(overrides=list(overrides), working_dir=str(run_dir), task_name="hpcft", status=JobStatus.COMPLETED)
+    ret.return_value = str(run_dir) if result is None else result
+    if isinstance(result, Exception):
+        ret.status = JobStatus.FAILED
+    return ret
+
+
+def _trial_failed(why: str) -> Exception:
+    from hpcft.controller import TrialFailed
+
+    return TrialFailed(why)
