@@ -582,6 +582,7 @@ CASES: list[Case] = [
     ("study float interval on an integer", lambda t: [*STUDY, "framework.lora_rank=interval(4,64)"], "as floats"),
     ("study zero trials at a time", lambda t: [*STUDY, "hydra.sweeper.n_jobs=0"], "hydra.sweeper.n_jobs: must be > 0"),
     ("study of no trial", lambda t: [*STUDY, "hydra.sweeper.n_trials=0"], "hydra.sweeper.n_trials: must be > 0"),
+    ("sweep over range(0)", lambda t: ["-m", *LLM, "framework.lora_rank=range(0)"], "range(0): sweeps over no value"),
     ("study unknown sampler", lambda t: [*STUDY, "hydra/sweeper/sampler=bayes"], "unknown sampler 'bayes'"),
     (
         "JSON nested 200k deep",
