@@ -11,9 +11,11 @@ import pytest
 from hpcft.cli import main
 from hpcft.config.schema import DeepSpeedConfig, ModelConfig, ModelKind
 from hpcft.configure import load_config
+from hpcft.frameworks import adapter_for
 from hpcft.frameworks.llamafactory_datasets import TrainingData
 from hpcft.frameworks.llamafactory_memory import configured, estimate
 from hpcft.memory import Trained, activations, estimate_memory, lora_params, loss_bytes, model_shape
+from hpcft.rundir import RunLayout
 
 QWEN2_5_0_5B = [  # Qwen/Qwen2.5-0.5B's config.json
     "model.params_b=0.494",
@@ -134,3 +136,73 @@ def test_a_full_fine_tune_that_cannot_fit_names_zero_first(run_root, capsys):
     args = ["model=llama3_8b", "cluster=8gpu", "framework.finetuning_type=full", f"run_root={run_root}"]
     assert main(args) == 2
     assert "; try deepspeed=zero2 (~" in capsys.readouterr().err
+
+
+# ---- FlagEmbedding ------------------------------------------------------------------------------
+
+
+def retrieval_rows(path: Path, n: int, words: int = 1) -> Path:
+    row = {"query": "q " * 30, "pos": ["p " * words], "neg": ["n " * words] * 7}
+    path.write_text("".join(json.dumps({**row, "query": f"{row['query']}{i}"}) + "\n" for i in range(n)))
+    return path
+
+
+def embedder_argv(tmp_path: Path, *overrides: str) -> list[str]:
+    data = retrieval_rows(tmp_path / "rows.jsonl", 160, words=300)  # one global batch on 8 GPUs is 128 rows
+    cfg = load_config(["model=bge_large_zh_v1_5", f"trainset={data}", *overrides])
+    return adapter_for(cfg).train_job(RunLayout(tmp_path / "run")).argv
+
+
+def flag(argv: list[str], name: str) -> str | None:
+    return argv[argv.index(name) + 1] if name in argv else None
+
+
+def test_flagembedding_trains_in_mixed_precision_where_the_gpus_have_it(tmp_path):
+    gpu = embedder_argv(tmp_path, "cluster=8gpu")
+    assert flag(gpu, "--bf16") == "True" and "--fp16" not in gpu
+    assert flag(embedder_argv(tmp_path, "cluster=8gpu", "cluster.gpu_type=v100"), "--fp16") == "True"
+    cpu = embedder_argv(tmp_path, "cluster=slurmlab", "framework.per_device_train_batch_size=4")
+    assert "--bf16" not in cpu and "--fp16" not in cpu
+    off = embedder_argv(tmp_path, "cluster=8gpu", "framework.bf16=false")
+    assert "--bf16" not in off and "--fp16" not in off
+    fp16 = embedder_argv(tmp_path, "cluster=8gpu", "+framework.args.fp16=true")
+    assert flag(fp16, "--fp16") == "True" and "--bf16" not in fp16
+
+
+def test_flagembedding_dry_run_says_its_precision_and_how_to_turn_it_off(tmp_path, capsys):
+    data = retrieval_rows(tmp_path / "rows.jsonl", 128)
+    args = ["model=bge_large_zh_v1_5", "cluster=8gpu", f"trainset={data}", "dry_run=true", f"run_root={tmp_path / 'r'}"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert (
+        "train: bf16 mixed precision (the GPUs have bf16; FlagEmbedding's default fp32 with framework.bf16=false)"
+        in out
+    )
+    assert "--bf16 True" in out and "GiB per GPU of 80" in out and "queries and passages" in out
+    assert main([*args, "cluster=slurmlab"]) == 0
+    out = capsys.readouterr().out
+    assert "--bf16" not in out and "mixed precision" not in out
+    assert main([*args, "cluster=slurmlab", "framework.bf16=true"]) == 0
+    out = capsys.readouterr().out
+    assert "train: bf16=True is not used (the job runs on CPU, where the Trainer refuses half precision)" in out
+
+
+def test_flagembedding_turns_gradient_checkpointing_on_when_only_it_fits(tmp_path, capsys):
+    small = ["cluster=8gpu", "cluster.gpu_mem_gb=24"]
+    assert flag(embedder_argv(tmp_path, "cluster=8gpu"), "--gradient_checkpointing") is None
+    assert flag(embedder_argv(tmp_path, *small), "--gradient_checkpointing") == "True"
+    data = retrieval_rows(tmp_path / "rows.jsonl", 160, words=300)
+    args = ["model=bge_large_zh_v1_5", f"trainset={data}", "dry_run=true", f"run_root={tmp_path / 'r'}", *small]
+    assert main(args) == 0
+    assert "off with +framework.args.gradient_checkpointing=false" in capsys.readouterr().out
+    assert main([*args, "+framework.args.gradient_checkpointing=false"]) == 2
+    err = capsys.readouterr().err
+    assert "cluster.gpu_mem_gb: bge_large_zh_v1_5" in err and "try framework.args.gradient_checkpointing=true" in err
+
+
+def test_flagembedding_that_cannot_fit_is_refused_with_a_smaller_micro_batch(tmp_path, capsys):
+    data = retrieval_rows(tmp_path / "rows.jsonl", 160, words=300)
+    args = ["model=bge_large_zh_v1_5", "cluster=8gpu", "cluster.gpu_mem_gb=8", f"trainset={data}", "dry_run=true"]
+    assert main([*args, f"run_root={tmp_path / 'r'}"]) == 2
+    err = capsys.readouterr().err
+    assert "gradient checkpointing on) needs ~11." in err and "; try framework.per_device_train_batch_size=" in err, err

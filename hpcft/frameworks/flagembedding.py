@@ -16,12 +16,14 @@ from typing import Any
 
 from hpcft.config.checks import check_choice, check_positive
 from hpcft.config.schema import FrameworkConfig, ModelKind
-from hpcft.data import RetrievalEvalSet, Row, check_rows, read_retrieval_eval, scan_rows
+from hpcft.data import FileReport, RetrievalEvalSet, Row, check_rows, read_retrieval_eval, scan_rows
 from hpcft.errors import ConfigError, DataError
-from hpcft.frameworks.base import API_ENV, Files, FrameworkAdapter, native_argument_names
+from hpcft.frameworks.base import API_ENV, Files, FrameworkAdapter, Overridden, native_argument_names
+from hpcft.frameworks.flagembedding_memory import Job, fit_notes, instruction_bytes, planned_fit, text_sizes
 from hpcft.frameworks.vllm_serving import READY, VllmServer
 from hpcft.jobs.spec import DeployJob, EvalJob, Instruction, TrainJob
-from hpcft.resources import batch_layout, deploy_gpus, retrieval_eval_mem
+from hpcft.memory import Fit
+from hpcft.resources import batch_layout, deploy_gpus, half_precision, retrieval_eval_mem
 from hpcft.rundir import RunLayout
 from hpcft.tracking import report_to
 
@@ -49,6 +51,10 @@ class Config(FrameworkConfig):
     folder means every `.json`/`.jsonl` file in it; a folder (or file) name ending in
     `no_in_batch_neg` turns off in-batch negatives for it under
     `+framework.args.same_dataset_within_batch=true`."""
+    bf16: bool | None = None
+    """Train in bfloat16 (`--bf16`). Null: what a practitioner would choose, bf16 on GPU clusters
+    (`--fp16` on GPU types without bf16, e.g. `cluster.gpu_type=v100`), fp32 on CPU; false:
+    fp32, FlagEmbedding's own default. `+framework.args.fp16=true` asks for fp16 instead."""
 
 
 MODULES = (
@@ -182,20 +188,76 @@ class Adapter(FrameworkAdapter):
         would hide a folder's `no_in_batch_neg` suffix from FlagEmbedding."""
         return [str(Path(p)) for p in (self.cfg.trainset, *self.fw.train_data)]
 
-    def training_rows(self) -> tuple[int, int]:
-        """(rows, files) of the training data, every row checked (once per file in a process)."""
+    def training_reports(self) -> list[FileReport]:
+        """Each training file's check (every row, once per file in a process), longest texts included."""
         check = distillation_row if self.fw.args.get("knowledge_distillation") else retrieval_row
         files = [file for path in self.train_paths() for file in data_files(path)]
-        return sum(scan_rows(file, check, check).rows for file in files), len(files)
+        return [scan_rows(file, check, check, text_sizes) for file in files]
+
+    def training_rows(self) -> tuple[int, int]:
+        """(rows, files) of the training data."""
+        reports = self.training_reports()
+        return sum(r.rows for r in reports), len(reports)
+
+    def precision(self) -> dict[str, bool]:
+        """`--bf16` / `--fp16` as the cluster's GPUs have them (`framework.bf16`); none on CPU."""
+        if self.fw.bf16 is not None:
+            return {"bf16": True} if self.fw.bf16 else {}  # on CPU, `overrides` turns it off and says so
+        kind = half_precision(self.cfg.cluster)
+        return {kind: True} if kind else {}
+
+    def native_values(self) -> dict[str, Any]:
+        values = super().native_values()
+        return values if "fp16" in self.fw.args else {**values, **self.precision()}  # args decide it when they set it
+
+    def memory_job(self) -> Job:
+        """The train job as the memory estimate sees it (precision and arguments as they will run)."""
+        fw, args = self.fw, self.fw.args
+        half = bool(args["fp16"]) if "fp16" in args else bool(self.precision())
+        task = "retrieval" if self.cfg.model.kind is ModelKind.embedding else "rerank"
+        extra = [instruction_bytes(instruction(args, side, task)) for side in ("query", "passage")]
+        longest = [max((r.longest[k] for r in self.training_reports()), default=0) + extra[k] for k in (0, 1)]
+        checkpointing = bool(args.get("gradient_checkpointing"))
+        return Job(module=self.module, batch=fw.per_device_train_batch_size, group=fw.train_group_size,
+                   max_lens=(fw.query_max_len, fw.passage_max_len), longest=(longest[0], longest[1]), args=args,
+                   half=half, ds=self.cfg.deepspeed, checkpointing=checkpointing)  # fmt: skip
+
+    def memory_fit(self) -> tuple[Fit, bool] | None:
+        """The estimate and whether hpcft turns gradient checkpointing on; None on CPU."""
+        return planned_fit(self.cfg, self.memory_job()) if self.cfg.cluster.gpus_per_node else None
 
     def notes(self) -> list[str]:
         rows, files = self.training_rows()
-        notes = [*super().notes(), f"data: {rows} rows checked in {files} file(s)"]
+        notes = [*super().notes(), f"data: {rows} rows checked in {files} file(s)", *self.compute_notes()]
         if not self.fw.args.get("same_dataset_within_batch") and any(
             Path(p).stem.endswith("no_in_batch_neg") for p in self.train_paths()
         ):
             notes.append("data: FlagEmbedding reads a no_in_batch_neg suffix only with same_dataset_within_batch=true")
         return notes
+
+    def compute_notes(self) -> list[str]:
+        """Precision, gradient checkpointing and the memory estimate, as the job will run them."""
+        given, fit = self.fw.args, self.memory_fit()
+        if fit is None:
+            return []
+        if "fp16" in given:  # bf16 is framework.bf16
+            line = f"train: {'fp16' if given['fp16'] else 'fp32'}, as framework.args.fp16 sets it"
+        elif self.fw.bf16 is False:
+            line = "train: fp32 (framework.bf16=false)"
+        else:
+            precision = next(iter(self.precision()), "fp32")
+            why = "the GPUs have bf16" if precision == "bf16" else f"{self.cfg.cluster.gpu_type} GPUs have no bf16"
+            line = f"train: {precision} mixed precision ({why}; FlagEmbedding's default fp32 with framework.bf16=false)"
+        state = "" if fit[1] else f", gradient checkpointing {'on' if given.get('gradient_checkpointing') else 'off'}"
+        return [line + state, *fit_notes(self.cfg, *fit)]
+
+    def overrides(self, values: dict[str, Any]) -> list[Overridden]:
+        """Besides the base's: half precision asked for on a CPU cluster, which the Trainer refuses."""
+        out = super().overrides(values)
+        if self.cfg.cluster.gpus_per_node == 0:
+            why = "the job runs on CPU, where the Trainer refuses half precision"
+            out += [Overridden(k, values[k], False, why) for k in ("bf16", "fp16") if values.get(k)]
+        return out
 
     @property
     def eval_mem(self) -> str | None:
@@ -218,6 +280,7 @@ class Adapter(FrameworkAdapter):
                 " FlagEmbedding drops the incomplete batch (dataloader_drop_last) and would train 0 steps;"
                 f" lower the batch to <= {rows // layout.world_size or 1} or add rows",
             )
+        self.memory_fit()  # refuses a job that cannot fit
         if "eval" in self.cfg.stages and self.cfg.evalset:
             if Path(self.cfg.evalset).is_dir():
                 eval_set(self.cfg.evalset)  # FlagEmbedding's layout: parses and cross-checks ids
@@ -262,6 +325,8 @@ class Adapter(FrameworkAdapter):
         values["deepspeed"] = self.deepspeed_path(layout)
         if c.gpus_per_node == 0:
             values.update(use_cpu=True, ddp_backend="gloo")
+        if (fit := self.memory_fit()) and fit[1]:
+            values["gradient_checkpointing"] = True
         values.update(self.native_values())
         return self.guarded(values)
 
