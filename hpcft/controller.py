@@ -226,12 +226,25 @@ def run_study(record: ControllerRecord) -> str:
                 first_batch=batches_so_far(Path(sweep_dir)),
                 before_batch=lambda: write_trials(study, record, "running"),
             )
-            run_multirun([*record.overrides, f"hydra.sweeper.n_trials={record.n_trials - done}"], task)
+            run_trials(study, record, task, record.n_trials - done)
     trials = write_trials(study, record, "completed")
     drawn = draw_study(study, Path(sweep_dir))
     best = trials["best"]
     said = f"best trial {best['number']}: {record.objective}={best['value']:.4g}" if best else "no trial completed"
     return f"{len(trials['trials'])} trials; {said}; plots: {', '.join(p.name for p in drawn) or 'none'}"
+
+
+def run_trials(study: Any, record: ControllerRecord, task: PipelineTask, n_trials: int) -> None:
+    """The sweeper's trials. Optuna's grid sampler stops the study once every point of the grid
+    is told, which Hydra's sweeper lets through as an error when the last one told failed: the
+    grid is done then, and the batch's other trials are told here."""
+    try:
+        run_multirun([*record.overrides, f"hydra.sweeper.n_trials={n_trials}"], task)
+    except RuntimeError as e:
+        if "Study.stop" not in str(e):
+            raise
+        print("controller: the grid sampler has tried every point", flush=True)
+        settle_unfinished(study, record, float(record.poll_s))
 
 
 class ResumableController(submitit.helpers.Checkpointable):

@@ -204,9 +204,12 @@ def test_the_sweeper_is_told_each_result_a_failure_included_and_a_restart_number
     assert len(json.loads((sweep_dir / "trials.json").read_text())["trials"]) == 6
 
 
-def test_a_trial_refused_in_the_controller_fails_and_the_study_goes_on(tmp_path, monkeypatch):
+@pytest.mark.parametrize("n_jobs", [1, 2, 4])
+def test_a_trial_refused_in_the_controller_fails_and_the_study_goes_on(tmp_path, monkeypatch, n_jobs):
     """Each value passes on the login node, one combination does not (3 per device does not
-    divide a global batch of 4): the grid sampler tries all four; that trial fails, not the study."""
+    divide a global batch of 4): the grid sampler tries all four, in batches of `n_jobs`; that
+    trial fails, not the study (Optuna's grid sampler stops the study once its last batch is
+    asked, which Hydra's sweeper let through as an error when a trial of it failed)."""
     import hpcft.controller
     import hpcft.launch
     from hpcft.controller import run_controller
@@ -214,21 +217,25 @@ def test_a_trial_refused_in_the_controller_fails_and_the_study_goes_on(tmp_path,
     grid = ["-m", "hydra/sweeper=optuna", "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=4"]
     search = ["framework.per_device_train_batch_size=choice(1,3)", "framework.global_batch_size=choice(3,4)"]
     fixed = ["model=tiny_llama", "cluster=slurmlab", "stages=[train]", f"run_root={tmp_path / 'runs'}", "dry_run=true"]
-    assert main([*grid, *search, *fixed]) == 0
+    assert main([*grid, *search, *fixed, f"hydra.sweeper.n_jobs={n_jobs}"]) == 0
     sweep_dir = the_sweep(tmp_path)
     launched: list[tuple[str, ...]] = []
 
     def submitted(points, sweep_dir, batch=0, say=print):
         launched.extend(p.overrides for p in points)
-        return [sweep_dir / str(p.num) for p in points]
+        path = sweep_dir / "sweep.json"
+        record = json.loads(path.read_text()) if path.is_file() else {"points": []}
+        record["points"] += [{"num": p.num, "overrides": list(p.overrides), "run_dir": str(p.run_dir)} for p in points]
+        path.write_text(json.dumps({**record, "batches": batch + 1}))
+        return [p.run_dir for p in points]
 
     monkeypatch.setattr(hpcft.launch, "launch_sweep", submitted)
     monkeypatch.setattr(hpcft.controller, "await_objectives", lambda runs, objective, poll_s: [1.0] * len(runs))
     run_controller(str(sweep_dir))
-    trials = json.loads((sweep_dir / "trials.json").read_text())["trials"]
+    trials = json.loads((sweep_dir / "trials.json").read_text())
     outcome = {
         (t["params"]["framework.per_device_train_batch_size"], t["params"]["framework.global_batch_size"]): t["state"]
-        for t in trials
+        for t in trials["trials"]
     }
     assert outcome == {(1, 3): "COMPLETE", (1, 4): "COMPLETE", (3, 3): "COMPLETE", (3, 4): "FAIL"}
-    assert len(launched) == 3
+    assert len(launched) == 3 and trials["status"] == "completed"
