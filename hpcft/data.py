@@ -32,6 +32,8 @@ class FileReport:
     """Every top-level key seen in any row."""
     longest: tuple[int, ...] = ()
     """Each size the scan's `measure` returns, at its largest over the rows; () without one."""
+    sums: tuple[int, ...] = ()
+    """Each size summed over the rows; () without a `measure`."""
 
 
 _CHECKED: dict[tuple[Hashable, ...], FileReport] = {}
@@ -53,6 +55,7 @@ def scan_rows(path: str | Path, check: RowCheck, check_id: Hashable, measure: Me
         return _CHECKED[key]
     rows, keys = 0, set[str]()
     longest: tuple[int, ...] = ()
+    sums: tuple[int, ...] = ()
     for source in iter_rows(path):
         if problem := check(source.row):
             raise DataError(str(path), problem, source.line)
@@ -61,9 +64,10 @@ def scan_rows(path: str | Path, check: RowCheck, check_id: Hashable, measure: Me
         if measure is not None:
             sizes = measure(source.row)
             longest = tuple(map(max, longest, sizes)) if longest else sizes
+            sums = tuple(map(sum, zip(sums, sizes, strict=True))) if sums else sizes
     if not rows:
         raise DataError(str(path), "no rows")
-    report = _CHECKED[key] = FileReport(rows, frozenset(keys), longest)
+    report = _CHECKED[key] = FileReport(rows, frozenset(keys), longest, sums)
     return report
 
 

@@ -42,6 +42,9 @@ SHIPPED = [
     ["model=tiny_llama", "framework.finetuning_type=full"],
     ["+experiment=quickstart"],
 ]
+PACKED = ["model=tiny_llama", f"trainset={LF_DATA}", "framework.dataset=[alpaca_en_demo]", "framework.cutoff_len=4096"]
+"""Rows far shorter than the cutoff: hpcft plans neat_packing (test_memory.py has the rule)."""
+SHIPPED.append(PACKED)
 
 REFUSED_HERE = {
     "extras_adam_mini_qwen2_full_sft.yaml": "pip install adam-mini",
@@ -151,3 +154,10 @@ def test_the_command_line_precision_wins_over_the_recipe(tmp_path):
     made = dry_run([*recipe_overrides(recipe), "framework.bf16=false"], tmp_path, cluster="8gpu")
     assert not isinstance(made, str), made
     assert "bf16: false" in (made[1].native / "train.yaml").read_text()
+
+
+def test_a_packing_plan_is_made_and_llamafactorys_parser_accepts_it(verdicts, tmp_path):
+    made = dry_run(PACKED, tmp_path)
+    assert not isinstance(made, str), made
+    assert "neat_packing: true" in (made[1].native / "train.yaml").read_text()
+    assert verdicts[" ".join(PACKED)] is None

@@ -138,6 +138,39 @@ def test_a_full_fine_tune_that_cannot_fit_names_zero_first(run_root, capsys):
     assert "; try deepspeed=zero2 (~" in capsys.readouterr().err
 
 
+def short_rows(path: Path, n: int) -> Path:
+    path.write_text(json.dumps([{"instruction": f"Which word goes with {i}?", "output": "blue"} for i in range(n)]))
+    return path
+
+
+def test_rows_far_shorter_than_the_cutoff_are_packed_and_said(tmp_path, capsys):
+    args = ["model=tiny_llama", "cluster=slurmlab", f"trainset={short_rows(tmp_path / 'd.json', 2000)}", "dry_run=true"]
+    assert main([*args, f"run_root={tmp_path / 'a'}"]) == 0
+    out = capsys.readouterr().out
+    assert "train: neat_packing on: rows average at most " in out and "2000 rows pack into ~" in out
+    assert "off with +framework.args.neat_packing=false" in out
+    (run,) = (tmp_path / "a").iterdir()
+    assert "neat_packing: true" in (run / "native" / "train.yaml").read_text()
+    assert main([*args, f"run_root={tmp_path / 'b'}", "+framework.args.neat_packing=false"]) == 0
+    assert "neat_packing on" not in capsys.readouterr().out
+    (run,) = (tmp_path / "b").iterdir()
+    assert "neat_packing: false" in (run / "native" / "train.yaml").read_text()
+
+
+def test_packing_is_not_planned_for_few_rows_or_when_the_packed_batch_would_not_fit(tmp_path, capsys):
+    few = ["model=tiny_llama", "cluster=slurmlab", f"trainset={short_rows(tmp_path / 'few.json', 100)}"]
+    assert main([*few, "dry_run=true", f"run_root={tmp_path / 'a'}"]) == 0
+    assert "neat_packing" not in capsys.readouterr().out  # 100 rows fill fewer than 8 global batches
+    big = ["model=qwen2_5_7b", "cluster=8gpu", "framework.cutoff_len=5120", "framework.per_device_train_batch_size=6"]
+    big += ["framework.gradient_accumulation_steps=1", f"trainset={short_rows(tmp_path / 'many.json', 20000)}"]
+    assert main([*big, "dry_run=true", f"run_root={tmp_path / 'b'}"]) == 0  # packed: 6 x 5120 tokens, ~88 GiB
+    out = capsys.readouterr().out
+    assert "neat_packing" not in out and "micro-batch of 1056 tokens = 6 x 176 (the longest row" in out, out
+    assert main([*big, "framework.per_device_train_batch_size=2", "dry_run=true", f"run_root={tmp_path / 'c'}"]) == 0
+    out = capsys.readouterr().out  # packed at 2 x 5120 it fits
+    assert "neat_packing on" in out and "micro-batch of 10240 tokens = 2 x 5120 (cutoff_len: rows packed to it)" in out
+
+
 # ---- FlagEmbedding ------------------------------------------------------------------------------
 
 

@@ -24,7 +24,7 @@ from hpcft.frameworks.llamafactory_datasets import (
     eval_rows_check,
     training_data,
 )
-from hpcft.frameworks.llamafactory_memory import check_memory_fit
+from hpcft.frameworks.llamafactory_memory import check_memory_fit, planned_packing
 from hpcft.frameworks.llamafactory_native import check_job_fit, check_recipe, native_yaml_values, read_native_config
 from hpcft.frameworks.vllm_serving import READY_PROBE, VllmServer, lora_module
 from hpcft.jobs.spec import Conversation, DeployJob, EvalJob, PublishedModel, TrainJob
@@ -115,6 +115,11 @@ class Adapter(FrameworkAdapter):
                     f"train: {', '.join(ray)} not used: the Slurm allocation decides the processes (LLaMA-Factory"
                     " uses Ray only with USE_RAY=1)"
                 )
+        if why := planned_packing(self.cfg, data):
+            notes.append(
+                f"train: neat_packing on: {why} of {self.fw.cutoff_len} tokens, each row attending only to itself"
+                " (fewer, fuller steps); off with +framework.args.neat_packing=false"
+            )
         if self.cfg.cluster.gpus_per_node:
             notes.append(self.compute_note())
             notes.append(f"train: {check_memory_fit(self.cfg, data).describe(self.cfg.cluster.gpu_mem_gb)}")
@@ -165,6 +170,8 @@ class Adapter(FrameworkAdapter):
         given = {**self.native_file_values(), **self.fw.args}
         if not PRECISION_KEYS & given.keys():  # a YAML or args that set the precision decide it
             values.update(self.precision())
+        if planned_packing(self.cfg, self.training_data()):
+            values["neat_packing"] = True
         return values
 
     def training_data(self) -> TrainingData:

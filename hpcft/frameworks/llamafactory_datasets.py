@@ -46,6 +46,9 @@ class TrainingData:
     longest_tokens: int | None = None
     """At most this many tokens in any row once templated (`token_bound`), for the memory
     estimate; None when a dataset was not read (a hub dataset)."""
+    total_tokens: int | None = None
+    """`token_bound` summed over the rows (None as above): their mean says whether rows are
+    much shorter than `cutoff_len`."""
 
     @property
     def dataset(self) -> str:
@@ -95,25 +98,26 @@ def token_bound(e: DatasetEntry) -> Measure:
     return measure
 
 
-def check_entry(e: DatasetEntry, stage: Stage, media_dir: Path, where: str) -> tuple[int, int]:
+def check_entry(e: DatasetEntry, stage: Stage, media_dir: Path, where: str) -> tuple[int, int, int]:
     """Check every file of an entry; every column it names must exist in some row
     (LLaMA-Factory's converters index it and fail with a KeyError otherwise). (rows, the
-    longest row's `token_bound`)."""
+    longest row's `token_bound`, their sum)."""
     _check_stage(e, stage, where)
-    rows, seen, longest = 0, set[str](), 0
+    rows, seen, longest, total = 0, set[str](), 0, 0
     for path in data_files(e):
         report = scan_rows(path, row_check(e, stage, media_dir), (e.raw, stage, str(media_dir)), token_bound(e))
-        rows, seen, longest = rows + report.rows, seen | report.keys, max(longest, *report.longest)
+        rows, seen = rows + report.rows, seen | report.keys
+        longest, total = max(longest, *report.longest), total + report.sums[0]
     for role, key in e.used_columns().items():
         if key not in seen:
             raise DataError(where, f"dataset {e.name!r}: columns.{role} is {key!r}, which no row of its file has")
-    return rows, longest
+    return rows, longest, total
 
 
 def registry_training_data(dataset_dir: str, names: list[str], stage: Stage, offline: bool) -> TrainingData:
     """A user's `dataset_info.json` and the datasets named from it, each file checked."""
     where = str(Path(dataset_dir) / "dataset_info.json")
-    registry, rows, longest = {}, 0, 0
+    registry, rows, longest, total = {}, 0, 0, 0
     unread = False
     for e in registered_entries(dataset_dir, names):
         if e.hub is not None:
@@ -121,12 +125,12 @@ def registry_training_data(dataset_dir: str, names: list[str], stage: Stage, off
                 raise DataError(where, f"dataset {e.name!r} is on a hub ({e.hub}) and compute nodes are offline")
             registry[e.name], unread = json.loads(e.raw), True
             continue
-        found, tokens = check_entry(e, stage, Path(dataset_dir), where)
-        rows, longest = rows + found, max(longest, tokens)
+        found, tokens, summed = check_entry(e, stage, Path(dataset_dir), where)
+        rows, longest, total = rows + found, max(longest, tokens), total + summed
         registry[e.name] = {**json.loads(e.raw), "file_name": e.path}
     media = any(e.get("columns", {}).get(k) for e in registry.values() for k in MEDIA)
     folder = str(Path(dataset_dir).absolute()) if media else None
-    return TrainingData(registry, folder, rows, None if unread else longest)
+    return TrainingData(registry, folder, rows, None if unread else longest, None if unread else total)
 
 
 def file_training_data(path: str, formatting: Formatting, stage: Stage, name: str) -> TrainingData:
@@ -142,7 +146,7 @@ def file_training_data(path: str, formatting: Formatting, stage: Stage, name: st
     entry = infer_entry(path, formatting, stage, first.row, report.keys)
     media = any(k in report.keys for k in MEDIA)
     folder = str(Path(path).parent.absolute()) if media else None
-    return TrainingData({name: entry}, folder, report.rows, report.longest[0])
+    return TrainingData({name: entry}, folder, report.rows, report.longest[0], report.sums[0])
 
 
 def eval_entry(path: str) -> DatasetEntry:

@@ -27,9 +27,14 @@ from hpcft.memory import (
     padded,
     smaller_micro_batches,
 )
+from hpcft.resources import batch_layout
 
 PAIRED_STAGES = frozenset({"rm", "dpo", "kto"})
 """Stages whose rows are two sequences in the micro-batch (chosen and rejected; kto's KL pair)."""
+PACK_BELOW = 4
+"""Rows are much shorter than `cutoff_len` when their mean is under a quarter of it."""
+PACK_MIN_BATCHES = 8
+"""Packing is planned only when the packed rows still fill this many global batches an epoch."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,6 +51,8 @@ class Plan:
     """`per_device_train_batch_size`."""
     checkpointing: bool
     """Gradient checkpointing (LLaMA-Factory's default; `disable_gradient_checkpointing` turns it off)."""
+    packed: bool = False
+    """Rows packed into `cutoff_len` sequences (`neat_packing` that hpcft plans)."""
 
 
 def given_args(cfg: HpcftConfig) -> dict[str, Any]:
@@ -64,13 +71,13 @@ def half_precision(cfg: HpcftConfig) -> bool:
     return fw.bf16 if fw.bf16 is not None else cfg.cluster.gpus_per_node > 0
 
 
-def micro_batch_tokens(cfg: HpcftConfig, data: TrainingData | None, batch: int) -> Tokens:
+def micro_batch_tokens(cfg: HpcftConfig, data: TrainingData | None, batch: int, packed: bool = False) -> Tokens:
     """The tokens of one micro-batch: `batch` rows (two sequences each in paired stages) padded
     to the longest, which the data check bounds; `cutoff_len` when rows are packed to it (pt,
     `packing`), when the data was not read, or when the longest row may reach it."""
     fw, given = lf_settings(cfg), given_args(cfg)
     sequences = batch * (2 if fw.stage in PAIRED_STAGES else 1)
-    if fw.stage == "pt" or given.get("packing") or given.get("neat_packing"):
+    if packed or fw.stage == "pt" or given.get("packing") or given.get("neat_packing"):
         return Tokens(sequences=sequences, length=fw.cutoff_len, why="cutoff_len: rows packed to it")
     if data is None or data.longest_tokens is None:
         return Tokens(sequences=sequences, length=fw.cutoff_len, why="cutoff_len: the rows are not read here")
@@ -101,7 +108,7 @@ def trained(cfg: HpcftConfig, shape: Shape, plan: Plan) -> Trained:
 
 def estimate(cfg: HpcftConfig, data: TrainingData | None, plan: Plan) -> Fit:
     shape = model_shape(cfg.model)
-    tokens = micro_batch_tokens(cfg, data, plan.batch)
+    tokens = micro_batch_tokens(cfg, data, plan.batch, plan.packed)
     width = 2 if half_precision(cfg) else 4
     vocab = width if lf_settings(cfg).stage == "rm" else loss_bytes(width)  # a reward model's loss is on a value head
     act = activations(shape, tokens.total, width, plan.checkpointing, True, vocab)
@@ -138,11 +145,34 @@ def alternatives(cfg: HpcftConfig, plan: Plan) -> list[tuple[str, Plan]]:
     return out
 
 
+def planned_packing(cfg: HpcftConfig, data: TrainingData | None) -> str | None:
+    """Why hpcft packs the rows (`neat_packing`: LLaMA-Factory packs rows into `cutoff_len`
+    sequences, each row attending only to itself), or None: an sft run that sets neither
+    `packing` nor `neat_packing`, whose rows average under a quarter of `cutoff_len` (their
+    bound, so the real rows are shorter still), fill `PACK_MIN_BATCHES` global batches when
+    packed, and whose packed micro-batch still fits the GPU."""
+    fw, given = lf_settings(cfg), given_args(cfg)
+    if fw.stage != "sft" or {"packing", "neat_packing"} & given.keys() or not data or data.total_tokens is None:
+        return None
+    used = min(data.rows, fw.max_samples or data.rows)
+    mean = data.total_tokens / data.rows
+    packed = used * mean / fw.cutoff_len
+    if mean * PACK_BELOW > fw.cutoff_len or packed < PACK_MIN_BATCHES * batch_layout(cfg).global_batch:
+        return None
+    plan = dataclasses.replace(configured(cfg), packed=True)
+    if cfg.cluster.gpus_per_node and estimate(cfg, data, plan).memory.total_gb > cfg.cluster.gpu_mem_gb:
+        return None
+    return (
+        f"rows average at most {mean:.0f} tokens, under a quarter of cutoff_len {fw.cutoff_len}: {used} rows pack"
+        f" into ~{packed:.0f} sequences"
+    )
+
+
 def check_memory_fit(cfg: HpcftConfig, data: TrainingData | None) -> Fit:
     """Refuse a train job whose per-GPU estimate exceeds the GPU, naming the numbers and the
     cheapest change that fits."""
     fw, c = lf_settings(cfg), cfg.cluster
-    plan = configured(cfg)
+    plan = dataclasses.replace(configured(cfg), packed=planned_packing(cfg, data) is not None)
     mine = estimate(cfg, data, plan)
     if mine.memory.total_gb <= c.gpu_mem_gb:
         return mine
