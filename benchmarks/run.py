@@ -1,7 +1,7 @@
 """Run hpcft's benchmarks against the local Slurm cluster; print a table and write JSON.
 
     .venv/bin/python benchmarks/run.py [--repeat 5]
-                                       [--only latency,sweep,status,training,data,eval,retrieval,serving,study]
+                                       [--only latency,sweep,status,training,data,eval,retrieval,serving,keyguard,study]
                                        [--sweep-budget 150] [--out benchmarks/results.json]
 
 Needs the local cluster up (`bash scripts/slurmlab/up.sh`; SLURM_CONF is taken from
@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python benchmar
 from benchmarks import data_check, eval_speed, latency, retrieval_eval, serving, status, study, sweep, training
 from benchmarks.common import REPO, Result, Row, Shim, table
 
-ALL = ("latency", "sweep", "status", "training", "data", "eval", "retrieval", "serving", "study")
+ALL = ("latency", "sweep", "status", "training", "data", "eval", "retrieval", "serving", "keyguard", "study")
 LAB_CONF = Path("/tmp/hpcft-slurmlab/etc/slurm.conf")
 README = REPO / "benchmarks" / "README.md"
 MARKERS = ("<!-- results:start -->", "<!-- results:end -->")
@@ -109,6 +109,8 @@ def run_all(args: argparse.Namespace, work: Path) -> dict[str, Result]:
         guarded("retrieval", results, lambda: retrieval_eval.run(work / "retrieval", args.repeat))
     if "serving" in only:
         guarded("serving", results, lambda: serving.run(work / "serving", args.repeat))
+    if "keyguard" in only:
+        guarded("keyguard", results, lambda: serving.run_keyguard(work / "keyguard", args.repeat))
     if "study" in only:
         guarded("study", results, lambda: study.run(work / "study", shim, args.repeat))
     return results
