@@ -4,7 +4,10 @@ Waits for `<run>/deploy/endpoint.json`. Rows go out `eval.concurrency` at a time
 engine answers many at once), each retried on transient failures; every answer is appended
 to `<run>/eval/predictions.jsonl` as it arrives, so an eval that is requeued, timed out or
 rerun resumes where it stopped and sends no answered row again. Then `<run>/eval/metrics.json`
-(LLaMA-Factory's `predict_*` metrics, and the generation settings).
+(LLaMA-Factory's `predict_*` metrics, and the generation settings; beside the base model's:
+the gain, its 95 % paired bootstrap interval `ci95`, McNemar's `mcnemar_p` for exact match)
+and `<run>/eval/row_scores.json` (each row's scores, whose means the metrics are:
+`hpcft.rowscores`, read by `compare`).
 
 When the eval has really ended (done, failed, its requeues spent) it writes `<run>/deploy/stop`
 so the server is released; never when it stops to be requeued (time limit, preemption: see
@@ -27,9 +30,11 @@ from hpcft.client import EndpointClient, HTTPStatusError
 from hpcft.data import read_rows
 from hpcft.jobs.answers import REFUSED_ROW, Answers, answered
 from hpcft.jobs.conversation import Message, chat_request
-from hpcft.jobs.metrics import score
+from hpcft.jobs.metrics import mean_scores, row_scores
 from hpcft.jobs.requeue import is_requeue
 from hpcft.jobs.spec import EvalJob
+from hpcft.paired import gain_confidence
+from hpcft.rowscores import BASE, FINE_TUNED, ModelScores, digest, row_scores_path, write_row_scores
 from hpcft.rundir import RunLayout, read_json, write_atomic, write_json_atomic
 
 
@@ -74,27 +79,39 @@ def ask(client: EndpointClient, item: tuple[int, list[Message], str], max_tokens
         return {**record, "refused": str(e)}
 
 
-def scored(records: list[dict[str, Any]], max_refused_fraction: float) -> dict[str, float]:
-    """The metrics of the answered records, and how many the server refused (where any)."""
+def scored(
+    records: list[dict[str, Any]], max_refused_fraction: float, model: str
+) -> tuple[dict[str, float], ModelScores]:
+    """The metrics of the answered records, and how many the server refused (where any); and
+    the per-row scores they are the means of."""
     kept = answered(records, max_refused_fraction)
-    metrics = score([r["predict"] for r in kept], [r["label"] for r in kept])
-    return metrics if len(kept) == len(records) else {**metrics, "refused": float(len(records) - len(kept))}
+    per_row = row_scores([r["predict"] for r in kept], [r["label"] for r in kept])
+    metrics = mean_scores(per_row)
+    if len(kept) != len(records):
+        metrics["refused"] = float(len(records) - len(kept))
+    return metrics, ModelScores(model, [int(r["index"]) for r in kept], per_row)
 
 
 def evaluate_generation(job: EvalJob, layout: RunLayout, endpoint: dict[str, Any]) -> dict[str, float]:
     """Every eval row through the fine-tuned model (resuming past answers), then through the
-    base model when the deploy job serves it too; the metrics, and the gain over the base."""
+    base model when the deploy job serves it too; the metrics, the gain over the base and its
+    95 % interval; each row's scores in `eval/row_scores.json`."""
     rows = [r.row for r in read_rows(job.evalset)]
     client = EndpointClient.from_endpoint(endpoint, job.request_timeout_s, job.retries, job.retry_backoff_s)
     answers = Answers(layout.predictions, len(rows), layout.eval / "progress.json")
-    metrics = scored(answer_all(job, rows, client, answers), job.max_refused_fraction)
+    metrics, tuned = scored(answer_all(job, rows, client, answers), job.max_refused_fraction, endpoint["model"])
     settings = {"temperature": 0.0, "max_tokens": job.max_new_tokens, "chat_template": job.chat_template}
     record: dict[str, Any] = {**metrics, "model": endpoint["model"], "evalset": job.evalset, "generation": settings}
+    models = {FINE_TUNED: tuned}
     if baseline := endpoint.get("baseline"):
         base_client = EndpointClient.from_endpoint(baseline, job.request_timeout_s, job.retries, job.retry_backoff_s)
         base_answers = Answers(layout.eval / "predictions_base.jsonl", len(rows), layout.eval / "progress.json")
-        base = scored(answer_all(job, rows, base_client, base_answers), job.max_refused_fraction)
+        base, models[BASE] = scored(
+            answer_all(job, rows, base_client, base_answers), job.max_refused_fraction, baseline["model"]
+        )
         record.update(base=base, gain={k: metrics[k] - base[k] for k in metrics if k in base})
+        record.update(gain_confidence(models[BASE], tuned))
+    write_row_scores(row_scores_path(layout.root), job.evalset, digest(rows), len(rows), models)
     write_json_atomic(layout.metrics, record)
     return metrics
 
@@ -117,7 +134,7 @@ def evaluate(job: EvalJob, layout: RunLayout) -> str:
     if job.task != "generation":
         from hpcft.jobs.retrieval import evaluate_retrieval
 
-        results = evaluate_retrieval(endpoint, job)
+        results = evaluate_retrieval(endpoint, job, row_scores_path(layout.root))
         write_json_atomic(layout.metrics, {**results, "model": endpoint["model"], "evalset": job.evalset})
         log_to_wandb({f"{k}": v for k, v in results["fine_tuned"].items()}, job.env)
         return f"eval: {json.dumps(results['fine_tuned'])}"

@@ -2,7 +2,8 @@
 
 The same libraries and steps as `llamafactory.train.sft.metric.ComputeSimilarity`: ROUGE-1/2/L
 (F1) with `rouge_chinese` over jieba-segmented words, and character BLEU-4 with NLTK's
-smoothing method 3; each row rounded to 4 decimals (x 100), then averaged. A test checks the
+smoothing method 3; each row rounded to 4 decimals (x 100), then averaged: the metric is the
+mean of the per-row scores (`row_scores`), which the eval keeps for `compare`. A test checks the
 numbers against LLaMA-Factory's own class on the same predictions. Exact match is extra.
 
 The libraries are imported when scoring, so this module stays importable on the login node.
@@ -49,15 +50,26 @@ def exact_match(prediction: str, reference: str) -> float:
     return 100.0 if " ".join(prediction.split()) == " ".join(reference.split()) else 0.0
 
 
-def score(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    """Mean ROUGE-1/2/L, BLEU-4 and exact match over rows, plus the row count."""
+def row_scores(predictions: Sequence[str], references: Sequence[str]) -> dict[str, list[float]]:
+    """Each row's ROUGE-1/2/L, BLEU-4 and exact match, in row order: what `score` averages
+    (and what `compare` resamples, from `eval/row_scores.json`)."""
     if len(predictions) != len(references) or not references:
         raise ValueError("need as many predictions as references, and at least one")
     pairs = list(zip(predictions, references, strict=True))
     rouge = [rouge_scores(p, r) for p, r in pairs]
     return {
-        **{key: fmean(row[key] for row in rouge) for key in ROUGE},
-        "bleu-4": fmean(bleu4(p, r) for p, r in pairs),
-        "exact_match": fmean(exact_match(p, r) for p, r in pairs),
-        "rows": float(len(pairs)),
+        **{key: [row[key] for row in rouge] for key in ROUGE},
+        "bleu-4": [bleu4(p, r) for p, r in pairs],
+        "exact_match": [exact_match(p, r) for p, r in pairs],
     }
+
+
+def mean_scores(per_row: dict[str, list[float]]) -> dict[str, float]:
+    """Each metric's mean over the rows, plus the row count."""
+    means = {key: fmean(values) for key, values in per_row.items()}
+    return {**means, "rows": float(len(next(iter(per_row.values()))))}
+
+
+def score(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """Mean ROUGE-1/2/L, BLEU-4 and exact match over rows, plus the row count."""
+    return mean_scores(row_scores(predictions, references))

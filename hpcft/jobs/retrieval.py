@@ -15,12 +15,15 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from statistics import fmean
 from typing import Any
 
 from hpcft.client import EndpointClient
 from hpcft.data import RetrievalEvalSet, read_retrieval_eval
 from hpcft.jobs.spec import EvalJob, Instruction
+from hpcft.paired import gain_confidence
+from hpcft.rowscores import BASE, FINE_TUNED, ModelScores, digest, write_row_scores
 
 Ranking = list[int]
 """Passage indices, best first."""
@@ -41,12 +44,12 @@ EMBEDDING_METRICS = ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10")
 RERANK_METRICS = ("recall@1", "mrr@10", "ndcg@10")
 
 
-def mean_metrics(rankings: Sequence[Ranking], qrels: Sequence[Qrels], metrics: Sequence[str]) -> dict[str, float]:
-    """Each metric (x 100) averaged over the queries as FlagEmbedding's evaluator computes it
+def query_scores(rankings: Sequence[Ranking], qrels: Sequence[Qrels], metrics: Sequence[str]) -> dict[str, list[float]]:
+    """Each query's metrics (x 100), in query order, as FlagEmbedding's evaluator computes them
     (`FlagEmbedding.abc.evaluation.utils.evaluate_metrics` and `evaluate_mrr`): trec_eval's
     measures through pytrec_eval, on graded qrels (nDCG's gain is the relevance; recall and MRR
     count relevance above 0; a query whose relevances are all 0 scores 0), over each ranking's
-    first TOP_K passages. A test checks the numbers against FlagEmbedding's own functions."""
+    first TOP_K passages. A test checks their means against FlagEmbedding's own functions."""
     import pytrec_eval
 
     judged = {str(q): {str(p): grade for p, grade in grades.items()} for q, grades in enumerate(qrels)}
@@ -54,7 +57,12 @@ def mean_metrics(rankings: Sequence[Ranking], qrels: Sequence[Qrels], metrics: S
     scores = pytrec_eval.RelevanceEvaluator(judged, {"recall.1,5,10", "recip_rank", "ndcg_cut.10"}).evaluate(run)
     if len(rankings) != len(qrels) or len(scores) != len(rankings) or not scores:
         raise ValueError("need one ranking and at least one judged passage per query, and a query")
-    return {name: 100.0 * fmean(s[TREC_MEASURES[name]] for s in scores.values()) for name in metrics}
+    return {name: [100.0 * scores[str(q)][TREC_MEASURES[name]] for q in range(len(qrels))] for name in metrics}
+
+
+def mean_metrics(rankings: Sequence[Ranking], qrels: Sequence[Qrels], metrics: Sequence[str]) -> dict[str, float]:
+    """Each metric (x 100) averaged over the queries: the mean of `query_scores`."""
+    return {name: fmean(values) for name, values in query_scores(rankings, qrels, metrics).items()}
 
 
 TOP_K = 10
@@ -146,16 +154,20 @@ def written(texts: Sequence[str], instruction: Instruction | None) -> list[str]:
     return [form.format(text, t) for t in texts]
 
 
-def evaluate_embedder(client: EndpointClient, model: str, data: RetrievalEvalSet, job: EvalJob) -> dict[str, float]:
+def evaluate_embedder(
+    client: EndpointClient, model: str, data: RetrievalEvalSet, job: EvalJob
+) -> dict[str, list[float]]:
     context, flight = served_context(client, model), min(job.concurrency, MAX_IN_FLIGHT)
     query_cut, passage_cut = (truncated(n, context) for n in job.truncation or (None, None))
     query_instruction, passage_instruction = job.instructions
     passages = embed_all(client, written(data.passages, passage_instruction), model, flight, passage_cut)
     queries = embed_all(client, written(data.queries, query_instruction), model, flight, query_cut)
-    return mean_metrics(top_k(queries, passages), data.qrels, EMBEDDING_METRICS)
+    return query_scores(top_k(queries, passages), data.qrels, EMBEDDING_METRICS)
 
 
-def evaluate_reranker(client: EndpointClient, model: str, data: RetrievalEvalSet, job: EvalJob) -> dict[str, float]:
+def evaluate_reranker(
+    client: EndpointClient, model: str, data: RetrievalEvalSet, job: EvalJob
+) -> dict[str, list[float]]:
     pair_cut = truncated(sum(job.truncation) if job.truncation else None, served_context(client, model))
     query_instruction, passage_instruction = job.instructions
     queries, passages = written(data.queries, query_instruction), written(data.passages, passage_instruction)
@@ -167,7 +179,7 @@ def evaluate_reranker(client: EndpointClient, model: str, data: RetrievalEvalSet
 
     with ThreadPoolExecutor(max_workers=min(job.concurrency, MAX_IN_FLIGHT)) as pool:
         rankings = list(pool.map(ranked, zip(queries, data.candidates, strict=True)))
-    return mean_metrics(rankings, data.qrels, RERANK_METRICS)
+    return query_scores(rankings, data.qrels, RERANK_METRICS)
 
 
 def served_context(client: EndpointClient, model: str) -> int | None:
@@ -177,21 +189,29 @@ def served_context(client: EndpointClient, model: str) -> int | None:
     return next((int(c["max_model_len"]) for c in cards if c.get("id") == model and "max_model_len" in c), None)
 
 
-def evaluate_retrieval(endpoint: dict[str, Any], job: EvalJob) -> dict[str, Any]:
-    """Metrics of the fine-tuned model and of its base, side by side, plus the gain."""
+def evaluate_retrieval(endpoint: dict[str, Any], job: EvalJob, scores_file: Path | None = None) -> dict[str, Any]:
+    """Metrics of the fine-tuned model and of its base, side by side, plus the gain and its
+    95 % interval; each query's scores written to `scores_file` (`hpcft.rowscores`) if given."""
     import pytrec_eval  # noqa: F401  (the metrics need it: fail before the models are asked)
 
     data = read_retrieval_eval(job.evalset)
     evaluate = evaluate_embedder if job.task == "embedding" else evaluate_reranker
     client = EndpointClient.from_endpoint(endpoint, job.request_timeout_s, job.retries)
-    tuned = evaluate(client, endpoint["model"], data, job)
+    rows = list(range(len(data.queries)))
+    tuned = ModelScores(endpoint["model"], rows, evaluate(client, endpoint["model"], data, job))
     # The base model on its own server (vLLM: one model each), or beside the fine-tuned one.
     base_endpoint = endpoint.get("baseline") or {**endpoint, "model": endpoint["base_model"]}
     base_client = EndpointClient.from_endpoint(base_endpoint, job.request_timeout_s, job.retries)
-    base = evaluate(base_client, base_endpoint["model"], data, job)
+    base = ModelScores(base_endpoint["model"], rows, evaluate(base_client, base_endpoint["model"], data, job))
+    if scores_file is not None:
+        fingerprint = digest([data.passages, data.queries, [sorted(q.items()) for q in data.qrels], data.candidates])
+        write_row_scores(scores_file, job.evalset, fingerprint, len(rows), {FINE_TUNED: tuned, BASE: base})
+    tuned_means = {k: fmean(v) for k, v in tuned.scores.items()}
+    base_means = {k: fmean(v) for k, v in base.scores.items()}
     return {
-        "fine_tuned": tuned,
-        "base": base,
-        "gain": {k: tuned[k] - base[k] for k in tuned},
+        "fine_tuned": tuned_means,
+        "base": base_means,
+        "gain": {k: tuned_means[k] - base_means[k] for k in tuned_means},
         "queries": len(data.queries),
+        **gain_confidence(base, tuned),
     }
