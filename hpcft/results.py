@@ -55,15 +55,36 @@ def base_of(metrics: dict[str, Any]) -> dict[str, float]:
     return _numbers(metrics.get("base"))
 
 
+def interval_text(low: float, high: float) -> str:
+    """A 95 % interval of a difference, as `[-1.20, +3.40]`."""
+    return f"[{low:+.2f}, {high:+.2f}]"
+
+
+def intervals(metrics: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """The gain's 95 % paired bootstrap interval per metric (`ci95`); empty when not computed
+    (no base model, an eval from before hpcft kept per-row scores)."""
+    found = metrics.get("ci95")
+    if not isinstance(found, dict):
+        return {}
+    return {
+        k: (float(v[0]), float(v[1]))
+        for k, v in found.items()
+        if isinstance(v, list) and len(v) == 2 and all(isinstance(x, int | float) for x in v)
+    }
+
+
 def comparison_rows(metrics: dict[str, Any]) -> list[list[str]]:
-    """`[metric, base, fine-tuned, gain]` per metric (base and gain blank when not scored)."""
-    tuned, base = headline(metrics), base_of(metrics)
+    """`[metric, base, fine-tuned, gain]` per metric (base and gain blank when not scored),
+    and the gain's 95 % interval after them where metrics.json has it (`ci95`)."""
+    tuned, base, ci = headline(metrics), base_of(metrics), intervals(metrics)
     rows = []
     for name, value in tuned.items():
         if name in base:
             rows.append([name, f"{base[name]:.2f}", f"{value:.2f}", f"{value - base[name]:+.2f}"])
         else:
             rows.append([name, "", f"{value:.2f}", ""])
+        if ci:
+            rows[-1].append(interval_text(*ci[name]) if name in ci else "")
     return rows
 
 
@@ -74,7 +95,8 @@ def table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def comparison_table(metrics: dict[str, Any]) -> str:
-    return table(comparison_rows(metrics), ["metric", "base", "fine-tuned", "gain"])
+    header = ["metric", "base", "fine-tuned", "gain"] + (["95% CI of gain"] if intervals(metrics) else [])
+    return table(comparison_rows(metrics), header)
 
 
 def gains(metrics: dict[str, Any]) -> dict[str, float]:

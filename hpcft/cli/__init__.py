@@ -6,6 +6,7 @@
   python -m hpcft logs [RUN_DIR] [--stage]  a stage's log, tail or follow (hpcft.cli.logs)
   python -m hpcft cancel [RUN_DIR ...]      cancel runs or stages, dependents included (hpcft.cli.cancel)
   python -m hpcft report SWEEP_DIR          a sweep's results: CSV, Markdown, plots (hpcft.cli.report)
+  python -m hpcft compare RUN [RUN_B]       base vs fine-tuned, or two runs: deltas, 95% CIs, gates (hpcft.cli.compare)
   python -m hpcft sync [RUN_DIR ...]        upload offline W&B runs (hpcft.cli.sync)
 
 A user error prints one line and exits with status 2; a refused submission exits with 1.
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 
 from hpcft.errors import HpcftError, SubmissionError, UserError, unknown_name
 
-SUBCOMMANDS = ("status", "logs", "cancel", "report", "sync")
+SUBCOMMANDS = ("status", "logs", "cancel", "report", "compare", "sync")
 
 
 def _command(args: list[str]) -> str:
