@@ -74,7 +74,8 @@ def guarded(name: str, results: dict[str, Result], fn: Callable[[], Result]) -> 
         results[name] = fn()
     except Exception as e:
         traceback.print_exc()
-        results[name] = Result([Row(name, "FAILED", type(e).__name__, str(e).splitlines()[0][:100], met=False)])
+        why = (str(e).splitlines() or [""])[0][:100]
+        results[name] = Result([Row(name, "FAILED", type(e).__name__, why, met=False)])
     results[name].raw["seconds"] = round(time.monotonic() - start, 1)
     print(f"   {name}: {results[name].raw['seconds']} s", flush=True)
 

@@ -233,8 +233,9 @@ def deploy_gpu_hours(work: Path) -> tuple[float, float, int]:
 
     root = work / "gpu_hours"
     ranks = ",".join(str(r) for r in SWEPT_RANKS)
-    assert main(["-m", "model=qwen2_5_7b", "cluster=8gpu", "deploy.backend=vllm", "dry_run=true",
-                 f"framework.lora_rank={ranks}", f"run_root={root}"]) == 0  # fmt: skip
+    # cluster.internet=true: the plan is measured, not whether Qwen's weights are downloaded here
+    assert main(["-m", "model=qwen2_5_7b", "cluster=8gpu", "cluster.internet=true", "deploy.backend=vllm",
+                 "dry_run=true", f"framework.lora_rank={ranks}", f"run_root={root}"]) == 0  # fmt: skip
     (script_path,) = root.glob("*/dry_run/batch0.group*.deploy.sbatch")
     script = script_path.read_text()
     assert "#SBATCH --array" not in script, "the sweep's deploy was not shared"
