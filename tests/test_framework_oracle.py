@@ -12,6 +12,7 @@ prove by running the parser's own device checks.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -73,13 +74,20 @@ def dry_run(overrides: list[str], root: Path, cluster: str = "slurmlab") -> tupl
     return cfg, layout
 
 
-def oracle_plan(cfg: HpcftConfig, layout: RunLayout) -> dict[str, object]:
+def free_port() -> int:
+    """A port no other process holds now (the suite may run beside another on this machine)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def oracle_plan(cfg: HpcftConfig, layout: RunLayout, port: int) -> dict[str, object]:
     """The train.yaml and the environment its process starts with (launcher's, job's)."""
     job = build_pipeline(cfg, layout).stage("train").job
     env = dict(job.env)  # type: ignore[union-attr]
     if job.argv[0] == "torchrun":  # type: ignore[union-attr]
         env |= {"LOCAL_RANK": "0", "RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1"}
-        env |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29731"}
+        env |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
     return {"yaml": str(layout.native / "train.yaml"), "env": env}
 
 
@@ -94,12 +102,13 @@ def verdicts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str | None]:
     cases = {r.name: recipe_overrides(r) for r in RECIPES} | {" ".join(s): s for s in SHIPPED}
     outcomes: dict[str, str | None] = {}
     plans: dict[str, dict[str, object]] = {}
+    port = free_port()  # one for every plan: the parser process starts one (1-process) group
     for name, overrides in cases.items():
         made = dry_run(overrides, root)
         if isinstance(made, str):
             outcomes[name] = f"refused: {made}"
         else:
-            plans[name] = oracle_plan(*made)
+            plans[name] = oracle_plan(*made, port)
     listing = root / "plans.json"
     listing.write_text(json.dumps(list(plans.values())))
     ran = subprocess.run([sys.executable, str(ORACLE), str(listing)], capture_output=True, text=True, timeout=600)
