@@ -44,3 +44,16 @@ def cancel_leftover_jobs(tmp_path):
         ids |= {str(s["job_id"]).split("_")[0] for s in stages.values() if s.get("job_id")}
     if ids:
         subprocess.run(["scancel", *sorted(ids)], capture_output=True, check=False)
+
+
+FIRST = ("test_study.py", "test_sweep.py", "test_slurm_training.py", "test_reliability.py", "test_vllm_serving.py")
+"""Modules whose tests mostly wait (requeues, time limits, arrays, servers): started first, so
+that the CPU-bound tests run beside their waits rather than after them (scripts/test.sh)."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return FIRST.index(name) if name in FIRST else len(FIRST)
+
+    items.sort(key=rank)  # stable: the order within a module is kept
