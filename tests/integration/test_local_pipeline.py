@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -12,12 +14,25 @@ from tests.integration.helpers import FAST, assert_eval_outputs, hpcft, manifest
 pytestmark = [needs_training, pytest.mark.train]
 
 
-def test_local_pipeline_trains_serves_and_evaluates(run_root):
+SECRETS = {"WANDB_API_KEY": "fake-wandb-key-4c1d9e7f0a2b", "HF_TOKEN": "hf_fakeTOKEN9f8e7d6c5b4a"}
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """One real local pipeline (no Slurm on PATH), W&B on offline and secrets in the
+    environment, shared by the tests that each assert one aspect of it."""
+    run_root = tmp_path_factory.mktemp("local") / "runs"
     result = hpcft(
-        "model=tiny_llama", f"run_root={run_root}", *FAST, "framework.logging_steps=1", env={"PATH": "/usr/bin:/bin"}
-    )
+        "model=tiny_llama", f"run_root={run_root}", *FAST, "framework.logging_steps=1", "wandb.enabled=true",
+        env={"PATH": "/usr/bin:/bin", **SECRETS},
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
-    run = only_run(run_root)
+    return only_run(run_root), result
+
+
+@pytest.mark.xdist_group("local_run")
+def test_local_pipeline_trains_serves_and_evaluates(local_run):
+    run, result = local_run
     assert (run / "train" / "adapter_model.safetensors").is_file()
     assert (run / "merged" / "model.safetensors").is_file()
     metrics = assert_eval_outputs(run, eval_rows=6)
@@ -32,6 +47,22 @@ def test_local_pipeline_trains_serves_and_evaluates(run_root):
     assert metrics["model"] == "tiny_llama-ft"
     # The server was stopped once eval ended.
     assert (run / "deploy" / "stop").is_file()
+
+
+@pytest.mark.xdist_group("local_run")
+def test_wandb_offline_run_lands_in_the_run_dir_and_no_secret_is_written(local_run):
+    run, _ = local_run
+    offline = sorted((run / "wandb").glob("offline-run-*"))
+    assert len(offline) == 2, offline  # the train run and the eval run
+    assert all(any(p.glob("*.wandb")) for p in offline)
+    leaked = [
+        str(path)
+        for path in run.rglob("*")
+        if path.is_file() and any(s.encode() in path.read_bytes() for s in SECRETS.values())
+    ]
+    assert leaked == []
+    synced = hpcft("sync", "--dry-run", str(run))
+    assert synced.returncode == 0 and all(str(p) in synced.stdout for p in offline)
 
 
 def gain_table(stdout: str) -> dict[str, float]:
@@ -67,24 +98,6 @@ def test_local_failure_names_the_stage_and_its_log(run_root):
     m = manifest(only_run(run_root))
     assert m["status"] == "failed" and m["stages"]["train"]["state"] == "FAILED"
     assert m["stages"]["deploy"]["job_id"] is None
-
-
-def test_wandb_offline_run_lands_in_the_run_dir_and_no_secret_is_written(run_root):
-    secrets = {"WANDB_API_KEY": "fake-wandb-key-4c1d9e7f0a2b", "HF_TOKEN": "hf_fakeTOKEN9f8e7d6c5b4a"}
-    result = hpcft("model=tiny_llama", f"run_root={run_root}", *FAST, "wandb.enabled=true", env=secrets)
-    assert result.returncode == 0, result.stderr[-3000:]
-    run = only_run(run_root)
-    offline = sorted((run / "wandb").glob("offline-run-*"))
-    assert len(offline) == 2, offline  # the train run and the eval run
-    assert all(any(p.glob("*.wandb")) for p in offline)
-    leaked = [
-        str(path)
-        for path in run.rglob("*")
-        if path.is_file() and any(s.encode() in path.read_bytes() for s in secrets.values())
-    ]
-    assert leaked == []
-    synced = hpcft("sync", "--dry-run", str(run))
-    assert synced.returncode == 0 and all(str(p) in synced.stdout for p in offline)
 
 
 WORDS = ("cat", "dog", "sun", "moon")
