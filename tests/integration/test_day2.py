@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 import subprocess
 import time
@@ -44,8 +45,9 @@ def counted_scheduler(tmp_path) -> Path:
 def test_status_logs_and_cancel(run_root, counted_scheduler):
     failing = submit(run_root, "framework.lora_target=nope")
     cancelled = submit(run_root)
-    pending = submit(run_root)
-    subprocess.run(["scontrol", "hold", ids(pending)["train"]], check=True)
+    # Held from the start (sbatch --begin): a hold after submitting races the scheduler, which
+    # starts an idle cluster's job at once.
+    pending = submit(run_root, "+cluster.additional_parameters.begin=now+1hour")
 
     # logs: the train log of a running job
     log = Path(manifest(cancelled)["stages"]["train"]["logs"]["stdout"])
@@ -75,8 +77,9 @@ def test_status_logs_and_cancel(run_root, counted_scheduler):
     assert "FAILED" in state(failing, "train")
     assert "CANCELLED" in state(failing, "deploy") and "CANCELLED" in state(failing, "eval")
     assert "CANCELLED" in state(cancelled, "train")
-    assert "PENDING (JobHeld" in state(pending, "train")  # JobHeldAdmin when root holds it
-    assert "PENDING (Dependency)" in state(pending, "eval")
+    assert "PENDING (BeginTime)" in state(pending, "train")
+    # Slurm gives one reason: the begin time or the dependency, whichever it checks first
+    assert re.search(r"PENDING \((Dependency|BeginTime)\)", state(pending, "eval")), state(pending, "eval")
     assert f"--- {failing.name} train (FAILED)" in status.stdout  # the tail of the failed log
     assert manifest(failing)["stages"]["train"]["state"] == "FAILED"  # recorded for later
 

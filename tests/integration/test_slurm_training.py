@@ -51,7 +51,8 @@ def test_multi_node_lora_trains_over_gloo(run_root, nodes, procs, stages):
     states = wait_final([job_id], timeout_s=600)
     assert states[job_id] == "COMPLETED", logs(run)[-3000:]
     assert sacct_field(job_id, "NNodes") == str(nodes)
-    assert sacct_field(job_id, "NodeList") == "node[1-2]"
+    hosts = subprocess.run(["scontrol", "show", "hostnames", sacct_field(job_id, "NodeList")], capture_output=True)
+    assert len(set(hosts.stdout.split())) == nodes, hosts  # which ones: whatever tests run beside it left free
     text = logs(run)
     assert f"world size: {nodes * procs}" in text
     # every node was launched with the same master address and port
