@@ -87,7 +87,9 @@ def test_llamafactory_own_dpo_recipe_trains_unchanged_on_its_registry_data(run_r
     recipe = [f"framework.native_config={examples / 'qwen3_lora_dpo.yaml'}", f"trainset={examples / 'data'}"]
     dry = hpcft("model=tiny_llama", "cluster=slurmlab", f"run_root={tmp_path}/dry", *recipe, "dry_run=true")
     assert dry.returncode == 0 and "bf16=True is not used (the job runs on CPU" in dry.stdout, dry.stderr
-    run, job_id = submit_train(run_root, *recipe, "+framework.args.max_steps=3")
+    # Capped for a 1-CPU test job: 3 steps, and no 16 tokenizing + 4 loading processes.
+    cap = ["+framework.args.max_steps=3", "+framework.args.preprocessing_num_workers=1"]
+    run, job_id = submit_train(run_root, *recipe, *cap, "+framework.args.dataloader_num_workers=0")
     states = wait_final([job_id], timeout_s=600)
     assert states[job_id] == "COMPLETED", logs(run)[-3000:]
     results = json.loads((run / "train" / "all_results.json").read_text())
