@@ -68,7 +68,9 @@ def test_wandb_offline_run_lands_in_the_run_dir_and_no_secret_is_written(local_r
 def gain_table(stdout: str) -> dict[str, float]:
     """The closing table's gain column, by metric."""
     lines = stdout[stdout.index("metric ") :].splitlines()[1:]
-    return {line.split()[0]: float(line.split()[-1]) for line in lines if line.strip() and line.split()[-1][0] in "+-"}
+    rows = [line.split() for line in lines if line.strip()]
+    # metric, base, fine-tuned, gain, then the gain's 95 % interval where the eval computed it
+    return {row[0]: float(row[3]) for row in rows if len(row) > 3 and row[3][0] in "+-"}
 
 
 @pytest.mark.parametrize(
