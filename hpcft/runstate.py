@@ -20,7 +20,7 @@ from hpcft.errors import SchedulerUnreachable, UserError
 from hpcft.manifest import Manifest, StageRecord, read_manifest
 from hpcft.scheduler import JobInfo, StageState, cancel_jobs, named_after, query_jobs
 from hpcft.study import ControllerRecord, controller_of, record_study_ended
-from hpcft.sweep_results import sweep_runs
+from hpcft.sweep.results import sweep_runs
 
 
 @dataclass(frozen=True)

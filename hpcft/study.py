@@ -13,11 +13,12 @@ from hpcft.errors import UserError
 from hpcft.results import headline, read_metrics, train_results
 from hpcft.rundir import innermost_error, tail, write_json_atomic
 from hpcft.scheduler import is_job_id
+from hpcft.sweep.record import read_sweep_record
 
 Direction = Literal["minimize", "maximize"]
 CONTROLLER_RECORD = "controller.json"
 TRIALS_RECORD = "trials.json"
-"""The study so far, as the controller last wrote it (`hpcft.controller.trials_record`)."""
+"""The study so far, as the controller last wrote it (`hpcft.sweep.controller.trials_record`)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,10 +80,10 @@ def controller_of(sweep_dir: Path) -> ControllerRecord | None:
 def sweep_points(sweep_dir: Path) -> dict[int, Path]:
     """`hydra.job.num` -> run directory of every point submitted so far."""
     try:
-        record = json.loads((sweep_dir / "sweep.json").read_text())
-        return {int(p["num"]): Path(p["run_dir"]) for p in record["points"]}
-    except (OSError, ValueError, KeyError, TypeError):
+        record = read_sweep_record(sweep_dir)
+    except UserError:
         return {}
+    return {p.num: p.run_dir for p in record.points} if record else {}
 
 
 def stage_metrics(run: Path, stage: str) -> dict[str, Any]:

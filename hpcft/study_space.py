@@ -1,7 +1,7 @@
 """An Optuna study's search space and sweeper settings, read on the login node as Hydra's Optuna
 sweeper (hydra-optuna-sweeper 1.3, `_impl.py`) reads them in the controller job: each searched
 key becomes one of Optuna's distributions, and every value one can yield is listed for the
-login node to check (`hpcft.adaptive.check_trials`) before anything is submitted.
+login node to check (`hpcft.sweep.adaptive.check_trials`) before anything is submitted.
 
 Optuna is not imported here: it takes seconds to import, and a submission takes one. Its
 rules are mirrored instead (a distribution's low end at most its high end, a log one's above

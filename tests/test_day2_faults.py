@@ -169,8 +169,8 @@ def test_a_study_whose_controller_failed_says_why_in_status_logs_and_report(tmp_
 
 
 def test_a_controller_that_fails_records_why_in_trials_json(tmp_path):
-    from hpcft.controller import run_controller
     from hpcft.study import ControllerRecord, Objective
+    from hpcft.sweep.controller import run_controller
 
     sweep = tmp_path / "study"
     sweep.mkdir()

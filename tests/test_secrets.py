@@ -14,7 +14,7 @@ import pytest
 from hpcft.cli import main
 from hpcft.config.secrets import environment_secrets, is_credential_name, secret_kind
 from hpcft.errors import ConfigError
-from hpcft.launch import PointConfig, check_point_dirs
+from hpcft.sweep.launch import PointConfig, check_point_dirs
 
 HF = "hf_" + "QwErTyUiOpAsDfGhJkLzXcVbNmQwErTyUi"
 WANDB = "0123456789abcdef0123456789abcdef01234567"

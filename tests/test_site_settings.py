@@ -18,7 +18,7 @@ from hpcft.configure import load_config
 from hpcft.plan import build_pipeline
 from hpcft.render import placeholder_ids, render_sbatch
 from hpcft.rundir import RunLayout
-from hpcft.sweep import SweepPoint, group_points
+from hpcft.sweep.arrays import SweepPoint, group_points
 
 SUBMITIT_PARAMETER = {
     "partition": "partition",

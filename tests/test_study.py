@@ -12,10 +12,10 @@ import optuna
 import pytest
 
 from hpcft.cli import main
-from hpcft.controller import await_objectives, settle_unfinished, trials_record
 from hpcft.manifest import Manifest, StageRecord
 from hpcft.scheduler import StageState
 from hpcft.study import ControllerRecord, Objective, controller_of, study_summary
+from hpcft.sweep.controller import await_objectives, settle_unfinished, trials_record
 
 optuna.logging.set_verbosity(logging.WARNING)
 SEARCH = ("framework.learning_rate=interval(1e-4,1e-2)", "framework.lora_rank=choice(4,8,16)")
@@ -164,9 +164,9 @@ def test_the_sweeper_is_told_each_result_a_failure_included_and_a_restart_number
     """The real Hydra multirun, Optuna sweeper and hpcft launcher inside the controller; only
     the submission and the wait for results are stand-ins (the cluster runs them in
     tests/integration/test_study.py)."""
-    import hpcft.controller
-    import hpcft.launch
-    from hpcft.controller import TrialFailed, run_controller
+    import hpcft.sweep.controller
+    import hpcft.sweep.launch
+    from hpcft.sweep.controller import TrialFailed, run_controller
 
     assert study(tmp_path, "hydra.sweeper.n_trials=4", "stages=[train]") == 0
     sweep_dir = the_sweep(tmp_path)
@@ -185,8 +185,8 @@ def test_the_sweeper_is_told_each_result_a_failure_included_and_a_restart_number
     def results(runs, objective, poll_s):
         return [TrialFailed("training failed") if int(r.name) % 2 else float(r.name) for r in runs]
 
-    monkeypatch.setattr(hpcft.launch, "launch_sweep", submitted)
-    monkeypatch.setattr(hpcft.controller, "await_objectives", results)
+    monkeypatch.setattr(hpcft.sweep.launch, "launch_sweep", submitted)
+    monkeypatch.setattr(hpcft.sweep.controller, "await_objectives", results)
     run_controller(str(sweep_dir))
     trials = json.loads((sweep_dir / "trials.json").read_text())
     assert [(t["number"], t["state"]) for t in trials["trials"]] == [
@@ -210,9 +210,9 @@ def test_a_trial_refused_in_the_controller_fails_and_the_study_goes_on(tmp_path,
     divide a global batch of 4): the grid sampler tries all four, in batches of `n_jobs`; that
     trial fails, not the study (Optuna's grid sampler stops the study once its last batch is
     asked, which Hydra's sweeper let through as an error when a trial of it failed)."""
-    import hpcft.controller
-    import hpcft.launch
-    from hpcft.controller import run_controller
+    import hpcft.sweep.controller
+    import hpcft.sweep.launch
+    from hpcft.sweep.controller import run_controller
 
     grid = ["-m", "hydra/sweeper=optuna", "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=4"]
     search = ["framework.per_device_train_batch_size=choice(1,3)", "framework.global_batch_size=choice(3,4)"]
@@ -229,8 +229,8 @@ def test_a_trial_refused_in_the_controller_fails_and_the_study_goes_on(tmp_path,
         path.write_text(json.dumps({**record, "batches": batch + 1}))
         return [p.run_dir for p in points]
 
-    monkeypatch.setattr(hpcft.launch, "launch_sweep", submitted)
-    monkeypatch.setattr(hpcft.controller, "await_objectives", lambda runs, objective, poll_s: [1.0] * len(runs))
+    monkeypatch.setattr(hpcft.sweep.launch, "launch_sweep", submitted)
+    monkeypatch.setattr(hpcft.sweep.controller, "await_objectives", lambda runs, objective, poll_s: [1.0] * len(runs))
     run_controller(str(sweep_dir))
     trials = json.loads((sweep_dir / "trials.json").read_text())
     outcome = {

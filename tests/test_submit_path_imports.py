@@ -30,7 +30,7 @@ import json, sys
 from hpcft.cli import main
 code = main(["-m", "hydra/sweeper=optuna", "framework.lora_rank=choice(4,8)", "model=internlm2", "cluster=8gpu",
              "dry_run=true", "run_root=" + sys.argv[1]])
-import hpcft.adaptive, hpcft.controller  # what submitting the controller adds
+import hpcft.sweep.adaptive, hpcft.sweep.controller  # what submitting the controller adds
 print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
 """
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from hpcft.errors import UserError
 from hpcft.study import controller_cause, controller_of
-from hpcft.sweep_results import sweep_runs
+from hpcft.sweep.results import sweep_runs
 
 
 def subcommand_parser(name: str, doc: str | None) -> argparse.ArgumentParser:

@@ -28,7 +28,7 @@ from hpcft.errors import UserError
 from hpcft.paired import RESAMPLES, SEED, Delta, deltas, has_numpy
 from hpcft.results import interval_text, table
 from hpcft.rowscores import BASE, FINE_TUNED, ModelScores, RowScores, different_rows, read_row_scores
-from hpcft.sweep_results import sweep_runs
+from hpcft.sweep.results import sweep_runs
 
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le,

@@ -23,7 +23,7 @@ from hpcft.manifest import read_manifest
 from hpcft.rundir import tail
 from hpcft.runstate import CONTROLLER
 from hpcft.study import controller_cause, controller_of
-from hpcft.sweep_results import sweep_runs
+from hpcft.sweep.results import sweep_runs
 
 
 def log_path(run: Path, stage: str, rank: int, stream: str) -> Path:

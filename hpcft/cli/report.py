@@ -24,14 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from hpcft.cli.common import is_sweep, pointless_sweep, subcommand_parser
-from hpcft.controller import draw_study, write_trials
 from hpcft.errors import UserError
 from hpcft.manifest import read_manifest
 from hpcft.plots import draw_loss, ensure_loss_plot, loss_curve
 from hpcft.results import comparison_table, read_metrics
 from hpcft.rundir import RunLayout, write_atomic
 from hpcft.study import controller_cause, controller_of
-from hpcft.sweep_results import markdown, sweep_runs, sweep_table
+from hpcft.sweep.controller import draw_study, write_trials
+from hpcft.sweep.results import markdown, sweep_runs, sweep_table
 
 
 def as_number(value: Any) -> float | str:

@@ -2,11 +2,11 @@
 
 Hydra expands the sweep (its basic sweeper: lists, `range()`, `choice()`; a `glob()` is first
 written out here as the group options it matches, --config-dir's included), and
-hpcft's launcher plugin (`hydra/launcher=hpcft`) has `hpcft.launch` validate every point,
+hpcft's launcher plugin (`hydra/launcher=hpcft`) has `hpcft.sweep.launch` validate every point,
 give each its own run directory (`${hydra.sweep.dir}/${hydra.sweep.subdir}`, Hydra's
 settings, with hpcft's sweep folder under `run_root` where none is given) and submit one
 array per stage and resource shape. With `hydra/sweeper=optuna` the study runs in a
-controller job on the cluster (`hpcft.adaptive`), and the command returns with its job id.
+controller job on the cluster (`hpcft.sweep.adaptive`), and the command returns with its job id.
 
 Examples:
   python -m hpcft -m model=tiny_llama cluster=slurmlab framework.learning_rate=1e-3,1e-4 \\
@@ -26,16 +26,17 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Glob, Override
 from hydra.errors import HydraException
 
-from hpcft.adaptive import is_adaptive, search_values, submit_study
 from hpcft.config.overrides import hydra_value
 from hpcft.config.schema import HpcftConfig, ModelKind
 from hpcft.configure import available_options, compose_config, hydra_error, load_config, typed_config
 from hpcft.errors import UserError
 from hpcft.frameworks import default_framework
 from hpcft.launch import config_yaml
-from hpcft.multirun import PipelineTask, run_multirun
 from hpcft.plan import run_base_name
 from hpcft.rundir import new_run_name
+from hpcft.sweep.adaptive import is_adaptive, search_values, submit_study
+from hpcft.sweep.multirun import run_multirun
+from hpcft.sweep.task import LauncherSettings, PipelineTask
 
 
 def parsed_overrides(overrides: Sequence[str]) -> list[Override]:
@@ -86,7 +87,7 @@ def chosen_framework(overrides: Sequence[str], config_dirs: Sequence[str]) -> tu
     """A representative config, and the framework to add when the user named none (it follows
     the model kind, which must then be the same for every swept model)."""
     single, swept = first_values([o for o in overrides if not o.startswith(("hydra.", "hydra/"))])
-    if is_adaptive(overrides):  # a study's searched values are checked as Optuna draws them (hpcft.adaptive)
+    if is_adaptive(overrides):  # a study's searched values are checked as Optuna draws them (hpcft.sweep.adaptive)
         single = [o for o in single if not ("." in (key := o.split("=", 1)[0]) and key in swept)]
     cfg = typed_config(compose_config(single, config_dirs))
     if given(overrides, "framework"):
@@ -154,5 +155,5 @@ def main(overrides: Sequence[str], config_dirs: Sequence[str], *, show_config: b
     implied = ["framework"] if framework else []
     if is_adaptive(overrides):
         return submit_study(argv, implied, config_dirs)
-    run_multirun(argv, PipelineTask(implied))
+    run_multirun(argv, PipelineTask(LauncherSettings(implied_keys=tuple(implied))))
     return 0

@@ -4,7 +4,7 @@ Hydra's launcher contract, kept: each job gets its overrides, `hydra.job.num`/`i
 and its own output folder, `${hydra.sweep.dir}/${hydra.sweep.subdir}` resolved for the point
 (`${hydra.job.override_dirname}` and the like included), which here is the point's run
 directory, with Hydra's `.hydra/` record in it. Callbacks' `on_job_start`/`on_job_end` run
-here as each batch is submitted. Every point is composed and typed, then `hpcft.launch`
+here as each batch is submitted. Every point is composed and typed, then `hpcft.sweep.launch`
 validates, plans and submits them (one array per stage and resource shape). The task
 function is never called: each point's work is its pipeline of jobs, so the launcher only
 takes `python -m hpcft -m ...`, hpcft's own app.
@@ -36,7 +36,8 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from hpcft.errors import ForeignAppError, UserError
+from hpcft.errors import UserError
+from hpcft.sweep.task import LauncherSettings, launcher_settings
 
 
 @dataclass
@@ -82,33 +83,19 @@ def split_overrides(parsed: Sequence[Override]) -> tuple[tuple[str, ...], list[O
     return tuple(groups), values
 
 
-def is_hpcft_task(task_function: object) -> bool:
-    """Whether the task function is hpcft's own (`hpcft.cli.sweep` marks it)."""
-    return bool(getattr(task_function, "hpcft_pipeline", False))
-
-
-def implied_keys(task_function: object) -> frozenset[str]:
-    """Keys hpcft added to the user's overrides (the framework that follows the model kind),
-    kept out of `${hydra.job.override_dirname}` since the user did not write them."""
-    return frozenset(getattr(task_function, "implied_keys", ()))
-
-
 class HpcftLauncher(Launcher):
     def __init__(self) -> None:
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
+        self.settings = LauncherSettings()
         self._composed: dict[tuple[str, ...], DictConfig] = {}
         self._hydra_plain: dict[str, Any] | None = None
         self._folders_use_hydra_resolver = False
         self._batches = 0
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        if not is_hpcft_task(task_function):
-            raise ForeignAppError(
-                "hydra/launcher=hpcft submits hpcft's own fine-tuning pipelines (python -m hpcft -m ...);"
-                " it cannot run another app's task function: use another launcher for this app"
-            )
+        self.settings = launcher_settings(task_function)
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
         # `hydra.sweep.dir`/`subdir` as written: do they need the `${hydra:...}` resolver?
         self._folders_use_hydra_resolver = "${hydra:" in str(OmegaConf.to_container(config.hydra.sweep))
@@ -150,7 +137,7 @@ class HpcftLauncher(Launcher):
         assert self.config is not None
         hydra = self.config.hydra
         app = [o for o in parsed if not o.is_hydra_override()]
-        written = [o for o in app if o.key_or_group not in implied_keys(self.task_function)]
+        written = [o for o in app if o.key_or_group not in self.settings.implied_keys]
         dirname = hydra.job.config.override_dirname
         with read_write(hydra), open_dict(hydra):
             hydra.job.num = num
@@ -190,8 +177,8 @@ class HpcftLauncher(Launcher):
         return [str(o) for o in task]
 
     def _point(self, overrides: Sequence[str], num: int) -> Any:
-        from hpcft.launch import PointConfig
         from hpcft.rundir import yaml_text
+        from hpcft.sweep.launch import PointConfig
 
         parsed = OverridesParser.create().parse_overrides(list(overrides))
         cfg, composed = self._typed(parsed)
@@ -228,16 +215,15 @@ class HpcftLauncher(Launcher):
         return full
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from hpcft.launch import launch_sweep
+        from hpcft.sweep.launch import launch_sweep
 
         assert self.config is not None and self.hydra_context is not None
-        task = self.task_function
-        first = getattr(task, "first_num", 0) + initial_job_idx
-        if before := getattr(task, "before_batch", None):
-            before()
+        first = self.settings.first_num + initial_job_idx
+        if self.settings.before_batch is not None:
+            self.settings.before_batch()
         points, refused = self._points(job_overrides, first)
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).expanduser().absolute()
-        run_dirs = launch_sweep(points, sweep_dir, batch=getattr(task, "first_batch", 0) + self._batches)
+        run_dirs = launch_sweep(points, sweep_dir, batch=self.settings.first_batch + self._batches)
         self._batches += 1
         results = iter(zip(points, run_dirs, self._objectives(points, run_dirs), strict=True))
         returns = []
@@ -254,7 +240,7 @@ class HpcftLauncher(Launcher):
         (values the login node could not check together) is no point but a failed trial."""
         from hpcft.configure import validate_config
 
-        adaptive = getattr(self.task_function, "objective", None) is not None
+        adaptive = self.settings.objective is not None
         points, refused = [], {}
         for i, overrides in enumerate(job_overrides):
             try:
@@ -272,10 +258,10 @@ class HpcftLauncher(Launcher):
     def _objectives(self, points: Sequence[Any], run_dirs: Sequence[Path]) -> Sequence[Any]:
         """In an adaptive sweep's controller, each point's objective (or why it has none), once
         its pipeline has ended; else nothing to wait for: a basic sweep returns at once."""
-        objective = getattr(self.task_function, "objective", None)
+        objective = self.settings.objective
         if objective is None or not points:
             return [None] * len(points)
-        from hpcft.controller import await_objectives
+        from hpcft.sweep.controller import await_objectives
 
         return await_objectives(run_dirs, objective, poll_s=points[0].cfg.sweep.poll_s)
 
@@ -292,6 +278,6 @@ def _job_return(point_or_overrides: Any, run_dir: Path | str, result: Any) -> Jo
 
 
 def _trial_failed(why: str) -> Exception:
-    from hpcft.controller import TrialFailed
+    from hpcft.sweep.controller import TrialFailed
 
     return TrialFailed(why)

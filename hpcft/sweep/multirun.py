@@ -9,9 +9,8 @@ with. hydra-core is pinned to 1.3.x, and tests/test_architecture.py fails if the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
 
 from hydra._internal.hydra import Hydra
 from hydra._internal.utils import create_config_search_path
@@ -24,43 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 from hpcft.config.compose import conf_dir, register_all_schemas
 from hpcft.configure import hydra_error
 from hpcft.errors import UserError
-
-if TYPE_CHECKING:
-    from hpcft.study import Objective
-
-
-class PipelineTask:
-    """The task function Hydra is given. Hydra's launchers call it per job; hpcft's launcher
-    submits each point's pipeline instead, and `hpcft_pipeline` is how it tells this task
-    from a foreign app's."""
-
-    hpcft_pipeline = True
-
-    def __init__(
-        self,
-        implied_keys: Sequence[str] = (),
-        *,
-        objective: Objective | None = None,
-        first_num: int = 0,
-        first_batch: int = 0,
-        before_batch: Callable[[], object] | None = None,
-    ) -> None:
-        self.implied_keys = tuple(implied_keys)
-        """Keys hpcft added to the user's overrides (the launcher keeps them out of
-        `${hydra.job.override_dirname}`)."""
-        self.objective = objective
-        """Set in an adaptive sweep's controller: the launcher waits for each point's
-        pipeline and returns this metric to the sweeper."""
-        self.first_num = first_num
-        """The `hydra.job.num` of this multirun's first point: a restarted controller
-        numbers its trials after those run before."""
-        self.first_batch = first_batch
-        """The sweep's batches launched before this multirun (a restarted controller's)."""
-        self.before_batch = before_batch
-        """Called before each batch is launched (the controller records the study so far)."""
-
-    def __call__(self, cfg: object) -> None:
-        raise AssertionError("hpcft's launcher submits pipelines; it does not call the task function")
+from hpcft.sweep.task import PipelineTask
 
 
 @contextmanager

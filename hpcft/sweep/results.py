@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,19 +9,14 @@ from typing import Any
 from hpcft.errors import UserError
 from hpcft.manifest import read_manifest
 from hpcft.results import headline, read_metrics, train_results
+from hpcft.sweep.record import read_sweep_record
 
 
 def sweep_runs(sweep_dir: Path) -> list[Path]:
     """The run directories of a sweep's points, in sweep order; none for a sweep whose
     submission was cut off before `sweep.json` was written (its jobs are found by name)."""
-    path = sweep_dir / "sweep.json"
-    if not path.is_file():
-        return []
-    try:
-        sweep = json.loads(path.read_text())
-        return [Path(p["run_dir"]) for p in sweep["points"]]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UserError(f"{path}: unreadable sweep record ({type(e).__name__}: {e})") from None
+    record = read_sweep_record(sweep_dir)
+    return [p.run_dir for p in record.points] if record else []
 
 
 GENERATION_METRICS = ("bleu-4", "rouge-l", "exact_match")

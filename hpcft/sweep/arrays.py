@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +28,9 @@ from hpcft.jobs.spec import DeployJob
 from hpcft.manifest import Manifest
 from hpcft.plan import Pipeline, Stage
 from hpcft.render import dependency_string, placeholder_ids, slurm_parameters, submitit_command, with_dependency
-from hpcft.rundir import write_json_atomic
 from hpcft.scheduler import cancel_run_jobs
 from hpcft.submit import log_paths, new_manifest
+from hpcft.sweep.record import ArrayRecord, PointRecord, SweepRecord, new_sweep_record
 
 # Per-point values that do not make a different resource shape.
 _NOT_SHAPE = ("job_name", "dependency", "additional_parameters")
@@ -165,45 +164,33 @@ def scheduler_reason(error: BaseException) -> str:
 def sweep_record(
     points: Sequence[SweepPoint],
     sweep_dir: Path,
-    arrays: list[dict[str, Any]],
+    arrays: Sequence[ArrayRecord],
     status: str,
-    earlier: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+    earlier: SweepRecord | None = None,
+) -> SweepRecord:
     """`sweep.json`: every point and array of the sweep, this batch's after the earlier ones'."""
-    before = earlier or {"points": [], "arrays": [], "batches": 0}
-    every_array = [*before["arrays"], *arrays]
-    return {
-        "sweep_dir": str(sweep_dir),
-        "created": before.get("created") or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "status": status,
-        "batches": before.get("batches", 1) + 1,
-        "points": [
-            *before["points"],
-            *({"num": p.num, "overrides": list(p.overrides), "run_dir": str(p.pipeline.layout.root)} for p in points),
-        ],
-        "arrays": every_array,
-        "sbatch_calls": len(every_array),
-    }
+    before = earlier or new_sweep_record(sweep_dir)
+    return before.with_batch(
+        (PointRecord(num=p.num, overrides=p.overrides, run_dir=p.pipeline.layout.root) for p in points), arrays, status
+    )
 
 
-def submit_sweep(
-    points: Sequence[SweepPoint], sweep_dir: Path, earlier: dict[str, Any] | None = None
-) -> dict[str, Any]:
+def submit_sweep(points: Sequence[SweepPoint], sweep_dir: Path, earlier: SweepRecord | None = None) -> SweepRecord:
     """Submit every point as arrays, all or nothing: `sweep.json` and every point's record
     exist before the first `sbatch`; on a refusal or an interruption every array submitted
     (and any a cut-off `sbatch` queued, found by the sweep's name) is cancelled. `earlier`:
     the record of the sweep's batches submitted before this one."""
     sweep_name = sweep_dir.name
-    arrays: list[dict[str, Any]] = []
+    arrays: list[ArrayRecord] = []
     manifests = {p.num: new_manifest(p.pipeline, "slurm") for p in points}
     for point in points:
         manifests[point.num].sweep, manifests[point.num].overrides = str(sweep_dir), list(point.overrides)
         manifests[point.num].write(point.pipeline.layout.manifest)
 
-    def record(status: str) -> dict[str, Any]:
+    def record(status: str) -> SweepRecord:
         return sweep_record(points, sweep_dir, arrays, status, earlier)
 
-    write_json_atomic(sweep_dir / "sweep.json", record("submitting"))
+    record("submitting").write(sweep_dir)
     try:
         with interruptions_raised():
             for group in group_points(points):
@@ -211,29 +198,29 @@ def submit_sweep(
                     group,
                     sweep_dir,
                     manifests,
-                    lambda: write_json_atomic(sweep_dir / "sweep.json", record("submitting")),
+                    lambda: record("submitting").write(sweep_dir),
                     arrays,
                 )
             for point in points:
                 manifests[point.num].status = "submitted"
                 manifests[point.num].write(point.pipeline.layout.manifest)
             sweep = record("submitted")
-            write_json_atomic(sweep_dir / "sweep.json", sweep)
+            sweep.write(sweep_dir)
     except BaseException as e:
         interrupted = isinstance(e, KeyboardInterrupt)
-        cancel_run_jobs([sweep_name], [a["job_id"] for a in arrays], rounds=3 if interrupted else 1)
+        cancel_run_jobs([sweep_name], [a.job_id for a in arrays], rounds=3 if interrupted else 1)
         cls = SubmissionInterrupted if interrupted else SubmissionError
         verb = "was interrupted" if interrupted else "failed"
         if not arrays and not interrupted:  # nothing reached the queue: leave nothing behind
             _remove_batch(points, sweep_dir, earlier)
             raise cls(f"submitting the sweep failed, nothing was submitted: {scheduler_reason(e)}") from None
         with contextlib.suppress(OSError):
-            write_json_atomic(sweep_dir / "sweep.json", record("cancelled"))
+            record("cancelled").write(sweep_dir)
         raise cls(f"submitting the sweep {verb}; cancelled {len(arrays)} arrays: {scheduler_reason(e)}") from None
     return sweep
 
 
-def _remove_batch(points: Sequence[SweepPoint], sweep_dir: Path, earlier: dict[str, Any] | None) -> None:
+def _remove_batch(points: Sequence[SweepPoint], sweep_dir: Path, earlier: SweepRecord | None) -> None:
     """Undo a batch none of whose jobs was queued: its points' folders, or the whole sweep
     folder when there was no earlier batch."""
     if earlier is None:
@@ -242,7 +229,7 @@ def _remove_batch(points: Sequence[SweepPoint], sweep_dir: Path, earlier: dict[s
     for point in points:
         shutil.rmtree(point.pipeline.layout.root, ignore_errors=True)
     with contextlib.suppress(OSError):
-        write_json_atomic(sweep_dir / "sweep.json", earlier)
+        earlier.write(sweep_dir)
 
 
 def _submit_group(
@@ -250,7 +237,7 @@ def _submit_group(
     sweep_dir: Path,
     manifests: dict[int, Manifest],
     save_record: Callable[[], None],
-    arrays: list[dict[str, Any]],
+    arrays: list[ArrayRecord],
 ) -> None:
     """One array per stage of a group of points. Each array id goes into `sweep.json` as
     soon as `sbatch` returns (`save_record`); the points' records once the group is in."""
@@ -260,7 +247,7 @@ def _submit_group(
         jobs = _submit_array(group, stage, params, sweep_dir / "slurm")
         array_ids[stage] = jobs[0].job_id.split("_")[0]
         members = [p.num for p in group.points]
-        arrays.append({"stage": stage, "job_id": array_ids[stage], "tasks": len(jobs), "points": members})
+        arrays.append(ArrayRecord(stage=stage, job_id=array_ids[stage], tasks=len(jobs), points=tuple(members)))
         save_record()
         for i, point in enumerate(group.points):
             job = jobs[0] if group.shared(stage) else jobs[i]

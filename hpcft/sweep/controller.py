@@ -9,12 +9,11 @@ numbered after the earlier ones; no trial runs twice. A trial whose pipeline fai
 to the study as failed, and the study goes on. At the end: `trials.json`, the best trial,
 and the optimisation history and parameter importances as PNGs.
 
-    python -m hpcft.controller SWEEP_DIR    # what the job runs, through submitit
+    python -m hpcft.sweep.controller SWEEP_DIR    # what the job runs, through submitit
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 import warnings
@@ -24,9 +23,8 @@ from typing import Any
 
 import submitit
 
-from hpcft.errors import SchedulerUnreachable
+from hpcft.errors import SchedulerUnreachable, UserError
 from hpcft.interrupts import interruptions_raised
-from hpcft.multirun import PipelineTask, run_multirun
 from hpcft.rundir import write_json_atomic
 from hpcft.runstate import RunState, read_states
 from hpcft.scheduler import StageState
@@ -39,6 +37,9 @@ from hpcft.study import (
     stage_metrics,
     sweep_points,
 )
+from hpcft.sweep.multirun import run_multirun
+from hpcft.sweep.record import read_sweep_record
+from hpcft.sweep.task import LauncherSettings, PipelineTask
 
 
 class TrialFailed(Exception):
@@ -79,9 +80,10 @@ def await_objectives(runs: Sequence[Path], objective: Objective, poll_s: float) 
 
 def batches_so_far(sweep_dir: Path) -> int:
     try:
-        return int(json.loads((sweep_dir / "sweep.json").read_text()).get("batches", 0))
-    except (OSError, ValueError, TypeError):
+        record = read_sweep_record(sweep_dir)
+    except UserError:
         return 0
+    return record.batches if record else 0
 
 
 def open_study(record: ControllerRecord) -> Any:
@@ -220,11 +222,13 @@ def run_study(record: ControllerRecord) -> str:
         done = len(study.trials)
         if done < record.n_trials:
             task = PipelineTask(
-                record.implied_keys,
-                objective=record.objective,
-                first_num=done,
-                first_batch=batches_so_far(Path(sweep_dir)),
-                before_batch=lambda: write_trials(study, record, "running"),
+                LauncherSettings(
+                    implied_keys=tuple(record.implied_keys),
+                    objective=record.objective,
+                    first_num=done,
+                    first_batch=batches_so_far(Path(sweep_dir)),
+                    before_batch=lambda: write_trials(study, record, "running"),
+                )
             )
             run_trials(study, record, task, record.n_trials - done)
     trials = write_trials(study, record, "completed")

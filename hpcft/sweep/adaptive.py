@@ -1,5 +1,5 @@
 """Adaptive sweeps (`python -m hpcft -m hydra/sweeper=optuna ...`): the study runs in a small
-CPU job on the cluster, the controller (`hpcft.controller`), not on the login node.
+CPU job on the cluster, the controller (`hpcft.sweep.controller`), not on the login node.
 
 Here, on the login node: check the user's overrides and the sweeper's settings, give the
 study its storage (Optuna's RDB storage, SQLite in the sweep folder, so a restarted
@@ -23,10 +23,10 @@ from hpcft.config.schema import Executor, HpcftConfig, ModelKind, StageName
 from hpcft.config.secrets import check_secret
 from hpcft.configure import compose_config, typed_config, validate_config
 from hpcft.errors import ConfigError, SubmissionError, UserError
-from hpcft.multirun import sweep_settings
 from hpcft.rundir import run_umask, umask_line
 from hpcft.study import ControllerRecord, Objective
 from hpcft.study_space import Space, check_sampler_choice, check_settings, search_space
+from hpcft.sweep.multirun import sweep_settings
 
 SUPPORTED = {"optuna": "hydra_plugins.hydra_optuna_sweeper"}
 """Sweepers the controller drives: name -> the package whose study it resumes."""
@@ -141,10 +141,10 @@ def submit_controller(record: ControllerRecord, cfg: HpcftConfig) -> ControllerR
     command needs, Hydra and the sweeper, and no training stack) and record it."""
     import submitit
 
-    from hpcft.controller import ResumableController
     from hpcft.render import time_to_minutes
     from hpcft.submit import log_paths
-    from hpcft.sweep import scheduler_reason
+    from hpcft.sweep.arrays import scheduler_reason
+    from hpcft.sweep.controller import ResumableController
 
     sweep_dir = Path(record.sweep_dir)
     params = controller_parameters(cfg, sweep_dir.name)
@@ -243,7 +243,7 @@ def start_study(record: ControllerRecord, cfg: HpcftConfig, say: Any) -> int:
         say(f"its record is {sweep_dir / 'controller.json'}")
         return 0
     if cfg.cluster.executor is Executor.local:
-        from hpcft.controller import run_controller
+        from hpcft.sweep.controller import run_controller
 
         record.write()
         say(f"Running the study here ({what}); sweep directory {sweep_dir}")
