@@ -6,9 +6,13 @@ arguments, so the preset never disagrees with the framework's config.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from pathlib import Path
 from typing import Any
 
-from hpcft.config.schema import DeepSpeedConfig
+from hpcft.config.schema import DeepSpeedConfig, HpcftConfig
+from hpcft.errors import ConfigError
 
 
 def deepspeed_json(preset: DeepSpeedConfig) -> dict[str, Any]:
@@ -40,3 +44,29 @@ def deepspeed_json(preset: DeepSpeedConfig) -> dict[str, Any]:
         "bf16": {"enabled": "auto"},
         "zero_optimization": zero,
     }
+
+
+def user_deepspeed_config(path: str, key: str) -> DeepSpeedConfig:
+    """A DeepSpeed JSON of the user's, read for its ZeRO settings (the file is used as is);
+    `key` names the setting that gave the path, for the one-line error."""
+    try:
+        data = json.loads(Path(path).expanduser().read_text())
+        zero = data.get("zero_optimization", {})
+        stage = int(zero.get("stage", 0))
+    except (OSError, ValueError, AttributeError, TypeError, RecursionError) as e:
+        raise ConfigError(key, f"{path}: not a DeepSpeed JSON config ({e})") from None
+    offloaded = {
+        k: (zero.get(k) or {}).get("device", "none") not in ("none", None)
+        for k in ("offload_optimizer", "offload_param")
+    }
+    return DeepSpeedConfig(name="custom", zero_stage=stage, config=str(Path(path).expanduser().absolute()), **offloaded)
+
+
+def with_user_deepspeed(cfg: HpcftConfig) -> HpcftConfig:
+    """The config with a `deepspeed.config=<file>` read into typed ZeRO settings, for every
+    framework alike: the file then reaches the trainer (`--deepspeed`) and the memory estimate
+    (a FlagEmbedding run used to drop it, its preset being "no DeepSpeed")."""
+    ds = cfg.deepspeed
+    if not ds.config or ds.zero_stage is not None:
+        return cfg
+    return dataclasses.replace(cfg, deepspeed=user_deepspeed_config(ds.config, "deepspeed.config"))

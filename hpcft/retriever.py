@@ -40,10 +40,10 @@ class Embedder:
     """Encodes texts into L2-normalised vectors with a fine-tuned embedding model."""
 
     def __init__(self, folder: Path, pooling: str) -> None:
-        from FlagEmbedding import FlagModel
+        from hpcft.serve import embedder
 
         self.folder = folder
-        self._model = FlagModel(str(folder), pooling_method=pooling, normalize_embeddings=True, use_fp16=False)
+        self._model = embedder(str(folder), pooling, normalize=True, fp16=False, devices=None)
 
     def encode(self, texts: Sequence[str]) -> list[list[float]]:
         return [[float(x) for x in v] for v in self._model.encode(list(texts))]

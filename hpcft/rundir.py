@@ -151,7 +151,8 @@ def fine_tuned_weights(path: str | Path) -> Path:
     if not path.exists():
         raise UserError(f"{path}: no such run directory or model folder")
     is_run = (path / "manifest.json").is_file()
-    for folder in [path / "merged", path / "train"] if is_run else [path]:
+    # `train/merged_model`: a LoRA-trained FlagEmbedding decoder-only model, merged by FlagEmbedding.
+    for folder in [path / "merged", path / "train" / "merged_model", path / "train"] if is_run else [path]:
         if any((folder / name).is_file() for name in WEIGHT_FILES):
             return folder
     where = f"{path}/merged or {path}/train" if is_run else str(path)

@@ -29,12 +29,22 @@ from urllib.parse import urlsplit
 from hpcft.keyguard import HEALTH_PATH, UNAUTHORIZED, bearer_matches
 
 
+def embedder(path: str, pooling: str, *, normalize: bool, fp16: bool, devices: Any) -> Any:
+    """FlagEmbedding's embedder for `pooling`: `FlagLLMModel` pools the last token (decoder-only
+    models; it refuses any other pooling), `FlagModel` pools `cls` or `mean`."""
+    from FlagEmbedding import FlagLLMModel, FlagModel
+
+    if pooling == "last_token":
+        return FlagLLMModel(path, normalize_embeddings=normalize, use_fp16=fp16, devices=devices)
+    return FlagModel(path, pooling_method=pooling, normalize_embeddings=normalize, use_fp16=fp16, devices=devices)
+
+
 class Models:
     """The loaded models by name; FlagEmbedding does the encoding and scoring."""
 
     def __init__(self, kind: str, paths: dict[str, str], pooling: str, normalize: bool) -> None:
         import torch
-        from FlagEmbedding import FlagModel, FlagReranker
+        from FlagEmbedding import FlagReranker
 
         self.kind, self.normalize = kind, normalize
         self.matryoshka = {name: matryoshka_sizes(path) for name, path in paths.items()}
@@ -43,9 +53,7 @@ class Models:
         devices, fp16 = (None, True) if gpu else ("cpu", False)
         if kind == "embedding":
             self.models: dict[str, Any] = {
-                name: FlagModel(
-                    path, pooling_method=pooling, normalize_embeddings=normalize, use_fp16=fp16, devices=devices
-                )
+                name: embedder(path, pooling, normalize=normalize, fp16=fp16, devices=devices)
                 for name, path in paths.items()
             }
         else:
@@ -209,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Serve embedding / reranker models (OpenAI-compatible).")
     parser.add_argument("--kind", choices=("embedding", "rerank"), required=True)
     parser.add_argument("--model", action="append", required=True, metavar="NAME=PATH", help="repeatable")
-    parser.add_argument("--pooling", default="cls", help="embedding pooling: cls or mean")
+    parser.add_argument("--pooling", default="cls", help="embedding pooling: cls, mean or last_token (decoder-only)")
     parser.add_argument("--no-normalize", action="store_true", help="do not L2-normalise embeddings")
     args = parser.parse_args(argv)
     key = os.environ.get("API_KEY", "")

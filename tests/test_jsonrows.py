@@ -9,7 +9,7 @@ import pytest
 from hpcft import jsonrows
 from hpcft.data import check_rows, read_rows
 from hpcft.errors import DataError
-from hpcft.frameworks.flagembedding import retrieval_row
+from hpcft.frameworks.flagembedding_data import retrieval_row
 
 
 def write(tmp_path, text: str | bytes, name: str = "d.json"):

@@ -76,7 +76,9 @@ class ModelConfig:
     trust_remote_code: bool = False
     """Whether the model's own modelling code may run (InternLM2 needs it)."""
     pooling: str = "cls"
-    """Embedding models: `cls` (BGE) or `mean` (sentence-transformers models such as MiniLM)."""
+    """Embedding models: `cls` (BGE), `mean` (sentence-transformers models such as MiniLM) or
+    `last_token` (decoder-only embedders, FlagEmbedding's `embedder.decoder_only.*`); training,
+    serving and scoring all pool this way."""
     shape: ModelShape = field(default_factory=ModelShape)
     """Its architecture numbers, for the memory estimate when `config.json` is not at hand."""
 

@@ -14,6 +14,7 @@ from types import ModuleType
 
 from hpcft.config.registry import RegisteredFramework, default_framework, register_framework
 from hpcft.config.schema import HpcftConfig
+from hpcft.deepspeed import with_user_deepspeed
 from hpcft.frameworks.base import FrameworkAdapter
 
 __all__ = ["adapter_for", "default_framework", "framework_modules", "resolved"]
@@ -40,8 +41,9 @@ def adapter_for(cfg: HpcftConfig) -> FrameworkAdapter:
 
 
 def resolved(cfg: HpcftConfig) -> HpcftConfig:
-    """The typed config after the framework read what it reads once (LLaMA-Factory: a native
-    YAML's settings into the typed fields)."""
+    """The typed config after what is read once: a user's DeepSpeed JSON (every framework),
+    then what the framework reads (LLaMA-Factory: a native YAML's settings into the typed fields)."""
+    cfg = with_user_deepspeed(cfg)
     module = framework_modules()[cfg.framework.name]
     resolve = getattr(module, "resolve", None)
     return resolve(cfg) if resolve else cfg

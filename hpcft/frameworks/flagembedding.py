@@ -16,10 +16,12 @@ from typing import Any
 
 from hpcft.config.checks import check_choice, check_positive
 from hpcft.config.schema import FrameworkConfig, ModelKind
-from hpcft.data import FileReport, RetrievalEvalSet, Row, check_rows, read_retrieval_eval, scan_rows
-from hpcft.errors import ConfigError, DataError
+from hpcft.data import FileReport, RetrievalEvalSet, check_rows, read_retrieval_eval, scan_rows
+from hpcft.errors import ConfigError
 from hpcft.frameworks.base import API_ENV, Files, FrameworkAdapter, Overridden, native_argument_names
+from hpcft.frameworks.flagembedding_data import data_files, distillation_row, retrieval_eval_row, retrieval_row
 from hpcft.frameworks.flagembedding_memory import Job, fit_notes, instruction_bytes, planned_fit, text_sizes
+from hpcft.frameworks.flagembedding_pooling import VLLM_POOLING, check_pooling, merges_lora, served_weights
 from hpcft.frameworks.vllm_serving import READY, VllmServer
 from hpcft.jobs.spec import DeployJob, EvalJob, Instruction, TrainJob
 from hpcft.memory import Fit
@@ -68,53 +70,6 @@ MODULES = (
 )
 """FlagEmbedding 1.4.2's fine-tuning modules, each with its argument list in `flagembedding_args/`."""
 KIND_PREFIX = {ModelKind.embedding: "embedder.", ModelKind.rerank: "reranker."}
-
-
-def retrieval_eval_row(row: Row) -> str | None:
-    """An eval query: the query and its relevant passages (`neg` optional: more candidates)."""
-    if not isinstance(row.get("query"), str) or not row["query"].strip():
-        return "field 'query' must be a non-empty string"
-    for key in ("pos", "neg"):
-        value = row.get(key, [] if key == "neg" else None)
-        if not isinstance(value, list) or (key == "pos" and not value) or not all(isinstance(p, str) for p in value):
-            return f"field {key!r} must be a {'non-empty ' if key == 'pos' else ''}list of strings"
-    return None
-
-
-def distillation_row(row: Row) -> str | None:
-    """With `knowledge_distillation`, every row needs teacher scores for each passage."""
-    for key in ("pos", "neg"):
-        if not isinstance(row.get(f"{key}_scores"), list):
-            return f"field '{key}_scores' is needed with knowledge_distillation (one score per {key!r} passage)"
-    return retrieval_row(row)
-
-
-def data_files(path: str) -> list[Path]:
-    """The files FlagEmbedding reads for one `train_data` entry: a .json/.jsonl file, or those
-    in a folder (it silently skips anything else, so such a name is refused here)."""
-    p = Path(path)
-    if p.is_dir():
-        files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix in (".json", ".jsonl"))
-        if not files:
-            raise DataError(path, "no .json or .jsonl files in the folder (FlagEmbedding reads only those)")
-        return files
-    if p.exists() and p.suffix not in (".json", ".jsonl"):
-        raise DataError(path, "FlagEmbedding reads only .json and .jsonl files; it would skip this one")
-    return [p]
-
-
-def retrieval_row(row: Row) -> str | None:
-    """FlagEmbedding's training row: a query, non-empty `pos` and `neg` (it crashes on empty `neg`)."""
-    if not isinstance(row.get("query"), str) or not row["query"].strip():
-        return "field 'query' must be a non-empty string"
-    for key in ("pos", "neg"):
-        value = row.get(key)
-        if not isinstance(value, list) or not value or not all(isinstance(p, str) for p in value):
-            return f"field {key!r} must be a non-empty list of strings"
-        scores = row.get(f"{key}_scores")
-        if scores is not None and (not isinstance(scores, list) or len(scores) != len(value)):
-            return f"field '{key}_scores' must be a list as long as {key!r} ({len(value)})"
-    return None
 
 
 @lru_cache(maxsize=8)
@@ -181,7 +136,7 @@ class Adapter(FrameworkAdapter):
         check_positive("framework.temperature", self.fw.temperature)
         if self.fw.train_group_size < 2:
             raise ConfigError("framework.train_group_size", f"must be >= 2 (got {self.fw.train_group_size})")
-        check_choice("model.pooling", self.cfg.model.pooling, ("cls", "mean"))
+        check_pooling(self.module, self.cfg.model.pooling, self.fw.args)
 
     def train_paths(self) -> list[str]:
         """`train_data` as FlagEmbedding gets it; `str(Path())` drops a trailing `/`, which
@@ -323,6 +278,7 @@ class Adapter(FrameworkAdapter):
         else:  # FlagEmbedding 1.4.2's reranker reads these two; its `max_len` is never read
             values.update(query_max_len=fw.query_max_len, passage_max_len=fw.passage_max_len)
         values["deepspeed"] = self.deepspeed_path(layout)
+        values["save_merged_lora_model"] = merges_lora(self.module, self.fw.args) or None  # what servers load
         if c.gpus_per_node == 0:
             values.update(use_cpu=True, ddp_backend="gloo")
         if (fit := self.memory_fit()) and fit[1]:
@@ -348,6 +304,9 @@ class Adapter(FrameworkAdapter):
     def deploy_files(self, layout: RunLayout) -> Files:
         return {}
 
+    def served_weights(self, layout: RunLayout) -> Path:
+        return served_weights(self.module, self.fw.args, layout.train_output)
+
     def backend(self) -> str:
         """`vllm` (its pooling runner, one server per model) by default on GPU clusters;
         `huggingface` (hpcft.serve: FlagEmbedding, both models in one process) elsewhere."""
@@ -357,9 +316,9 @@ class Adapter(FrameworkAdapter):
         """The fine-tuned model and its base on two vLLM pooling servers (one model each)."""
         model, d = self.cfg.model, self.cfg.deploy
         name, gpus = f"{model.name}-ft", deploy_gpus(self.cfg)
-        pooling = model.pooling.upper() if model.kind is ModelKind.embedding else "classify"
+        pooling = VLLM_POOLING[model.pooling] if model.kind is ModelKind.embedding else "classify"
         util = 0.45 if gpus else None  # two servers share the GPUs
-        tuned = VllmServer(weights=str(layout.train_output), served_name=name, gpus=gpus, pooling=pooling,
+        tuned = VllmServer(weights=str(self.served_weights(layout)), served_name=name, gpus=gpus, pooling=pooling,
                            gpu_memory_utilization=util, max_model_len=d.max_model_len)  # fmt: skip
         base = VllmServer(weights=model.path, served_name="base", gpus=gpus, pooling=pooling,
                           gpu_memory_utilization=util, max_model_len=d.max_model_len)  # fmt: skip
@@ -386,7 +345,7 @@ class Adapter(FrameworkAdapter):
         model, d = self.cfg.model, self.cfg.deploy
         name = f"{model.name}-ft"
         serve = ["python", "-m", "hpcft.serve", "--kind", model.kind.value, "--pooling", model.pooling]
-        serve += ["--model", f"{name}={layout.train_output}", "--model", f"base={model.path}"]
+        serve += ["--model", f"{name}={self.served_weights(layout)}", "--model", f"base={model.path}"]
         return DeployJob(
             run_dir=str(layout.root),
             export_argv=None,

@@ -13,7 +13,6 @@ the precision (`framework.bf16`), which the command line decides.
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 from functools import lru_cache
 from importlib import resources
@@ -23,6 +22,7 @@ from typing import Any
 from hpcft import jobenv
 from hpcft.config.compose import is_demo_data
 from hpcft.config.schema import DeepSpeedConfig, HpcftConfig
+from hpcft.deepspeed import user_deepspeed_config
 from hpcft.errors import ConfigError, unknown_name
 from hpcft.frameworks.base import native_argument_names, read_native_yaml
 from hpcft.frameworks.llamafactory_config import lf_settings
@@ -89,31 +89,15 @@ def deepspeed_from(path: str, yaml_path: str) -> DeepSpeedConfig:
             f"{yaml_path} sets deepspeed: {path}, which exists neither beside it nor here;"
             " give its path, or drop it and choose a preset (deepspeed=zero2|zero3|zero3_offload)",
         )
-    return deepspeed_config_file(str(found.absolute()), "framework.native_config")
-
-
-def deepspeed_config_file(path: str, key: str) -> DeepSpeedConfig:
-    """A DeepSpeed JSON of the user's, read for its ZeRO settings (the file is used as is)."""
-    try:
-        data = json.loads(Path(path).expanduser().read_text())
-        zero = data.get("zero_optimization", {})
-        stage = int(zero.get("stage", 0))
-    except (OSError, ValueError, AttributeError, TypeError, RecursionError) as e:
-        raise ConfigError(key, f"{path}: not a DeepSpeed JSON config ({e})") from None
-    offloaded = {
-        k: (zero.get(k) or {}).get("device", "none") not in ("none", None)
-        for k in ("offload_optimizer", "offload_param")
-    }
-    return DeepSpeedConfig(name="custom", zero_stage=stage, config=str(Path(path).expanduser().absolute()), **offloaded)
+    return user_deepspeed_config(str(found.absolute()), "framework.native_config")
 
 
 def read_native_config(cfg: HpcftConfig) -> HpcftConfig:
-    """The config with its native YAML (and a `deepspeed.config` file) read into typed settings."""
+    """The config with its native YAML read into typed settings (a `deepspeed.config` file
+    was read for every framework before: `hpcft.frameworks.resolved`)."""
     fw, ds = lf_settings(cfg), cfg.deepspeed
-    if ds.config and ds.zero_stage is None:
-        ds = deepspeed_config_file(ds.config, "deepspeed.config")
     if not fw.native_config:
-        return dataclasses.replace(cfg, deepspeed=ds) if ds is not cfg.deepspeed else cfg
+        return cfg
     values = native_yaml_values(fw.native_config)
     if values.get("deepspeed"):
         if cfg.deepspeed.zero_stage is not None or cfg.deepspeed.config:

@@ -122,11 +122,12 @@ def test_time_limited_train_is_requeued_and_resumes_from_its_checkpoint(run_root
 
 @pytest.mark.fault
 def test_requeued_train_resumes_from_its_checkpoint(run_root):
-    # 1200 steps, a checkpoint every 20. The job is suspended once its first checkpoint is
+    # 600 steps, a checkpoint every 20. The job is suspended once its first checkpoint is
     # whole (trainer_state.json is written last; a rerun skips a checkpoint without it) and
     # requeued while stopped, so the requeue lands mid-training however fast this machine
-    # trains: ~12 s of training are left at 100 steps/s for a loaded test process to react.
-    every_20 = ["framework.num_train_epochs=200", "framework.save_steps=20", "framework.logging_steps=10"]
+    # trains: ~6 s of training are left at 100 steps/s for the test, polling every 0.2 s, to
+    # react; the rest is what the resumed attempt trains again, so more steps only cost time.
+    every_20 = ["framework.num_train_epochs=100", "framework.save_steps=20", "framework.logging_steps=10"]
     run, job_id = submit_train(run_root, *LONG, *every_20)
     deadline = time.monotonic() + 300
     while not list((run / "train").glob("checkpoint-*/trainer_state.json")):

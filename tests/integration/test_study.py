@@ -1,5 +1,5 @@
 """An Optuna study on the real local cluster: the login command returns at once, the
-controller job runs 6 trials 2 at a time, is requeued mid-study and finishes without running
+controller job runs 4 trials 2 at a time, is requeued mid-study and finishes without running
 a trial twice; `cancel` stops a study's controller and its trials."""
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def scored(sweep_dir: Path) -> int:
 
 
 def test_an_optuna_study_resumes_after_its_controller_is_requeued_and_runs_no_trial_twice(run_root):
-    sweep_dir, controller = submit_study(run_root, trials=6)
+    sweep_dir, controller = submit_study(run_root, trials=4)
     job = controller["job_id"]
     # The first batch scored, the second submitted: requeue the controller while it waits.
     wait_until("a second batch", lambda: scored(sweep_dir) >= 2 and len(sweep_record(sweep_dir)["points"]) == 4, 1200)
@@ -62,16 +62,16 @@ def test_an_optuna_study_resumes_after_its_controller_is_requeued_and_runs_no_tr
     assert requeues(job) == 1
     assert "waiting for trials [2, 3] submitted before the restart" in log
     trials = json.loads((sweep_dir / "trials.json").read_text())
-    assert [(t["number"], t["state"]) for t in trials["trials"]] == [(n, "COMPLETE") for n in range(6)]
+    assert [(t["number"], t["state"]) for t in trials["trials"]] == [(n, "COMPLETE") for n in range(4)]
     assert trials["best"]["value"] == max(t["value"] for t in trials["trials"])
     points = sweep_record(sweep_dir)["points"]
-    assert [p["num"] for p in points] == list(range(6)) and len({p["run_dir"] for p in points}) == 6
+    assert [p["num"] for p in points] == list(range(4)) and len({p["run_dir"] for p in points}) == 4
     for p in points:  # every trial's training ran once
         train = manifest(Path(p["run_dir"]))["stages"]["train"]["job_id"]
         assert attempt_states(train) == ["COMPLETED"], (p, attempt_states(train))
     assert (sweep_dir / "optimization_history.png").stat().st_size > 0
     status = hpcft("status", str(sweep_dir))
-    assert status.returncode == 0 and "6 of 6 trials scored; best so far: trial" in status.stdout, status.stdout
+    assert status.returncode == 0 and "4 of 4 trials scored; best so far: trial" in status.stdout, status.stdout
     report = hpcft("report", str(sweep_dir))
     assert report.returncode == 0 and "Best: trial" in (sweep_dir / "report.md").read_text()
 
