@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from hpcft.client import EndpointClient
-from tests.conftest import needs_slurm, needs_training
+from tests.conftest import TINY_LLAMA, needs_slurm, needs_training
 from tests.integration.helpers import hpcft, manifest, only_run, wait_final
 
 pytestmark = [needs_slurm, needs_training, pytest.mark.slurm]
@@ -43,6 +43,37 @@ def assert_openai_embeddings(endpoint: dict) -> None:
         openai.OpenAI(base_url=endpoint["base_url"], api_key="wrong", max_retries=0).embeddings.create(
             model=endpoint["model"], input=["a cat"]
         )
+
+
+def test_a_decoder_only_embedder_is_served_as_it_trained_last_token_pooled_from_merged_lora(run_root):
+    # The tiny causal LM as an embedder (FlagEmbedding's decoder-only module: LoRA, last-token
+    # pooling): the server must give the vectors FlagEmbedding's own decoder-only inference
+    # gives for the merged weights, else the eval's scores describe another model.
+    result = hpcft(
+        "model=minilm", f"model.path={TINY_LLAMA}", "model.pooling=last_token",
+        "framework.module=embedder.decoder_only.base", "cluster=slurmlab", f"run_root={run_root}", *FAST,
+        "deploy.keep_serving=true",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    run = only_run(run_root)
+    ids = {name: str(s["job_id"]) for name, s in manifest(run)["stages"].items()}
+    states = wait_final([ids["train"], ids["eval"]], timeout_s=600)
+    assert set(states.values()) == {"COMPLETED"}, states
+    merged = run / "train" / "merged_model"
+    assert (run / "train" / "adapter_model.safetensors").is_file() and (merged / "model.safetensors").is_file()
+    assert set(json.loads((run / "eval" / "metrics.json").read_text())["fine_tuned"]) >= {"recall@1", "ndcg@10"}
+    endpoint = json.loads((run / "deploy" / "endpoint.json").read_text())
+    import numpy as np
+    import openai
+    from FlagEmbedding import FlagLLMModel
+
+    key = Path(endpoint["api_key_file"]).read_text().strip()
+    texts = ["a cat sat on the mat", "stock prices fell"]
+    client = openai.OpenAI(base_url=endpoint["base_url"], api_key=key, timeout=60)
+    served = np.array([d.embedding for d in client.embeddings.create(model=endpoint["model"], input=texts).data])
+    offline = FlagLLMModel(str(merged), use_fp16=False, devices="cpu").encode(texts)
+    assert np.allclose(served, offline, atol=1e-4), (served[:, :4], offline[:, :4])
+    assert hpcft("cancel", str(run)).returncode == 0
 
 
 def test_minilm_reranker_pipeline_on_slurm(run_root):
