@@ -16,6 +16,8 @@ import json
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from hpcft.config.schema import HpcftConfig
@@ -44,8 +46,42 @@ def missing_modules(python: Sequence[str], modules: Sequence[str]) -> list[str] 
         return [m for m in modules if importlib.util.find_spec(m) is None]
     if len(python) > 1 or not Path(python[0]).is_file():
         return None
+    found = _ask(python[0], tuple(modules))
+    return None if found is None else list(found)
+
+
+@lru_cache(maxsize=32)
+def _ask(python: str, modules: tuple[str, ...]) -> tuple[str, ...] | None:
+    """One subprocess per interpreter and question in a process: a plan asks again for its
+    notes, its files and its memory check."""
     try:
-        out = subprocess.run([python[0], "-c", ASK, *modules], capture_output=True, text=True, timeout=60, check=True)
-        return list(json.loads(out.stdout))
+        out = subprocess.run([python, "-c", ASK, *modules], capture_output=True, text=True, timeout=60, check=True)
+        return tuple(json.loads(out.stdout))
     except (OSError, subprocess.SubprocessError, ValueError):
         return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Known:
+    """What the login node knows of one optional module in the train job's environment."""
+
+    present: bool | None
+    """Whether the job can import it; None: unknown (the interpreter cannot be asked from here)."""
+    how: str
+    """How that is known, for the dry run: the cluster setting, or the interpreter asked."""
+
+
+def train_modules(cfg: HpcftConfig, modules: Sequence[str]) -> dict[str, Known]:
+    """Each of `modules` in the train job's environment: `cluster.train.modules` where it names
+    the module, else the train stage's interpreter asked (all at once, once per process)."""
+    site, python = cfg.cluster.train.modules, train_python(cfg)
+    interpreter = " ".join(python) or sys.executable
+    asked = [m for m in modules if m not in site]
+    missing = missing_modules(python, asked)
+    out = {m: Known(present=site[m], how=f"cluster.train.modules.{m}={site[m]}") for m in modules if m in site}
+    for m in asked:
+        if missing is None:
+            out[m] = Known(present=None, how=f"the train job's interpreter ({interpreter}) cannot be asked from here")
+        else:
+            out[m] = Known(present=m not in missing, how=f"asked the train job's interpreter ({interpreter})")
+    return out

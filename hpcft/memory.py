@@ -28,6 +28,11 @@ ALLOCATOR_SLACK = 1.08
 them is reserved beside them: the measured per-token peaks are 8 % above what is allocated."""
 PAD_MULTIPLE = 8
 """Both trainers' collators pad a micro-batch to its longest row, rounded up to a multiple of 8."""
+FUSED_LOSS_HIDDENS = 4
+"""Liger's fused linear cross-entropy never holds the logits: it computes them in chunks of
+tokens bounded to the hidden states' size (up to twice that, a chunk being rounded up to a
+power of two) and keeps the input's gradient, hidden-sized too: ~4 x hidden numbers a token at
+the compute width, where the plain loss holds 14 x vocabulary bytes (`loss_bytes`)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,6 +53,8 @@ class Shape:
     """Vocabulary size: the width of the logits."""
     source: str
     """Where the numbers come from: `config.json`, `model.shape`, or `a guess from params_b`."""
+    model_type: str | None = None
+    """`config.json`'s (else `model.shape`'s) `model_type`, e.g. `qwen2`; None: unknown."""
 
     @property
     def kv_width(self) -> int:
@@ -113,6 +120,7 @@ def model_shape(model: ModelConfig) -> Shape:
         kv_heads=int(values["num_key_value_heads"]),
         vocab=int(values["vocab_size"]),
         source=source,
+        model_type=found.get("model_type") or model.shape.model_type,
     )
 
 
@@ -168,15 +176,16 @@ class Activations:
 
 
 def activations(
-    shape: Shape, tokens: int, width: int, checkpointing: bool, gated: bool, vocab_bytes: int
+    shape: Shape, tokens: int, width: int, checkpointing: bool, gated: bool, vocab_bytes: int, *, fused: bool = False
 ) -> Activations:
     """With gradient checkpointing each layer keeps its input (`width` h per token) and one
     layer at a time recomputes its own and their gradients (2 layers' worth), which is freed
     before the loss buffers are needed; without, every layer keeps all of its own.
     `vocab_bytes` per vocabulary entry per token: `loss_bytes`, or 0 when no loss is taken
-    over the vocabulary (embedders, rerankers)."""
+    over the vocabulary (embedders, rerankers); `fused`: a fused linear cross-entropy (Liger)
+    holds `FUSED_LOSS_HIDDENS` hidden states' worth instead."""
     layer = layer_bytes(shape, width, gated)
-    loss = vocab_bytes * shape.vocab
+    loss = FUSED_LOSS_HIDDENS * width * shape.hidden if fused and vocab_bytes else vocab_bytes * shape.vocab
     checkpointed = shape.layers * width * shape.hidden + max(0, 2 * layer - loss)
     kept = checkpointed if checkpointing else shape.layers * layer
     scale = tokens * ALLOCATOR_SLACK / GB

@@ -53,7 +53,7 @@ SUBMITIT_PARAMETER = {
 """Every cluster setting that reaches Slurm, and the submitit parameter it becomes."""
 HPCFT_ONLY = {
     "name", "executor", "max_nodes", "node_gpus", "gpu_mem_gb", "internet", "export_secrets",
-    "max_array_size", "cpu_partition", "procs_per_node", "train", "deploy", "eval",
+    "max_array_size", "cpu_partition", "procs_per_node", "train", "deploy", "eval", "modules",
 }  # fmt: skip
 """Settings hpcft uses itself (checks, planning), and the per-stage groups."""
 

@@ -59,6 +59,9 @@ class ModelShape:
     """Key/value heads (grouped-query attention); null: as many as the query heads."""
     vocab_size: int | None = None
     """Tokens in the vocabulary: the width of the logits the loss is computed over."""
+    model_type: str | None = None
+    """Its `model_type` (`qwen2`, `llama`, ...): which fused kernels apply (Liger patches only
+    the types it knows); null: read from `config.json`, else unknown (no Liger planned)."""
 
 
 @dataclass(kw_only=True)
@@ -139,6 +142,11 @@ class StageSite:
     The deploy stage usually names the serving environment (vLLM's pins differ from LLaMA-Factory's)."""
     srun_args: list[str] | None = None
     """This stage's srun flags (see `cluster.srun_args`), e.g. another container image; null: the cluster's."""
+    modules: dict[str, bool] = field(default_factory=dict)
+    """Optional Python modules this stage's environment is known to have (true) or lack (false),
+    e.g. `{liger_kernel: true, flash_attn: false}`: what the plan's defaults rely on (Liger,
+    FlashAttention-2) where the login node cannot ask the interpreter (a container). A module
+    not named here is looked for in the stage's interpreter when it is visible from here."""
     constraint: str | None = None
     """This stage's node features; null: `cluster.constraint`; "" asks for none."""
     setup: list[str] = field(default_factory=list)

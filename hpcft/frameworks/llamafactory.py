@@ -15,6 +15,7 @@ from hpcft.config.checks import check_choice, check_positive, check_range
 from hpcft.config.schema import Executor, HpcftConfig, ModelKind
 from hpcft.errors import ConfigError
 from hpcft.frameworks.base import API_ENV, Files, FrameworkAdapter, Overridden
+from hpcft.frameworks.llamafactory_compute import kernel_notes, planned_fa2, planned_liger
 from hpcft.frameworks.llamafactory_config import PRECISION_KEYS, Config, lf_settings
 from hpcft.frameworks.llamafactory_data import FORMATTINGS, Formatting, Stage
 from hpcft.frameworks.llamafactory_datasets import (
@@ -24,7 +25,7 @@ from hpcft.frameworks.llamafactory_datasets import (
     eval_rows_check,
     training_data,
 )
-from hpcft.frameworks.llamafactory_memory import check_memory_fit, planned_packing
+from hpcft.frameworks.llamafactory_memory import check_memory_fit, liger_saving_gb, planned_packing
 from hpcft.frameworks.llamafactory_native import check_job_fit, check_recipe, native_yaml_values, read_native_config
 from hpcft.frameworks.vllm_serving import READY_PROBE, VllmServer, lora_module
 from hpcft.jobs.spec import Conversation, DeployJob, EvalJob, PublishedModel, TrainJob
@@ -121,7 +122,7 @@ class Adapter(FrameworkAdapter):
                 " (fewer, fuller steps); off with +framework.args.neat_packing=false"
             )
         if self.cfg.cluster.gpus_per_node:
-            notes.append(self.compute_note())
+            notes += [self.compute_note(), *kernel_notes(self.cfg, liger_saving_gb(self.cfg, data))]
             notes.append(f"train: {check_memory_fit(self.cfg, data).describe(self.cfg.cluster.gpu_mem_gb)}")
         return notes
 
@@ -131,11 +132,10 @@ class Adapter(FrameworkAdapter):
         values = {**self.precision(), **{k: given[k] for k in PRECISION_KEYS if k in given}}
         precision = "bf16" if values.get("bf16") else "fp16" if values.get("fp16") else "fp32"
         checkpointing = "off" if given.get("disable_gradient_checkpointing") else "on"
-        attention = given.get("flash_attn", "auto")
-        return (
-            f"train: {precision}, gradient checkpointing {checkpointing}, attention flash_attn={attention}"
-            " (auto: transformers' default, PyTorch's SDPA; FlashAttention-2 with +framework.args.flash_attn=fa2)"
-        )
+        attention = given.get("flash_attn", "fa2" if planned_fa2(self.cfg) else "auto")
+        hint = " (transformers' default, PyTorch's SDPA; FlashAttention-2 with +framework.args.flash_attn=fa2)"
+        head = f"train: {precision}, gradient checkpointing {checkpointing}, attention flash_attn={attention}"
+        return head + (hint if attention == "auto" else "")
 
     def native_file_values(self) -> dict[str, Any]:
         """The user's LLaMA-Factory YAML, checked like `args` (file and line named)."""
@@ -172,6 +172,10 @@ class Adapter(FrameworkAdapter):
             values.update(self.precision())
         if planned_packing(self.cfg, self.training_data()):
             values["neat_packing"] = True
+        if planned_liger(self.cfg):
+            values["enable_liger_kernel"] = True
+        if planned_fa2(self.cfg):
+            values["flash_attn"] = "fa2"
         return values
 
     def training_data(self) -> TrainingData:

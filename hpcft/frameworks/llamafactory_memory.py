@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
 from hpcft.config.schema import DeepSpeedConfig, HpcftConfig
 from hpcft.errors import ConfigError
-from hpcft.frameworks.llamafactory_config import PRECISION_KEYS, lf_settings
+from hpcft.frameworks.llamafactory_compute import fused_loss, given_args, half_precision
+from hpcft.frameworks.llamafactory_config import lf_settings
 from hpcft.frameworks.llamafactory_datasets import TrainingData
-from hpcft.frameworks.llamafactory_native import native_yaml_values
 from hpcft.memory import (
     Fit,
     Shape,
@@ -53,22 +52,8 @@ class Plan:
     """Gradient checkpointing (LLaMA-Factory's default; `disable_gradient_checkpointing` turns it off)."""
     packed: bool = False
     """Rows packed into `cutoff_len` sequences (`neat_packing` that hpcft plans)."""
-
-
-def given_args(cfg: HpcftConfig) -> dict[str, Any]:
-    fw = lf_settings(cfg)
-    return {**(native_yaml_values(fw.native_config) if fw.native_config else {}), **fw.args}
-
-
-def half_precision(cfg: HpcftConfig) -> bool:
-    """Whether the job computes in bf16/fp16, as the adapter's `native_values` decides: `args`
-    first, then `framework.bf16` (which wins over a YAML), the YAML, else bf16/fp16 on GPUs."""
-    fw = lf_settings(cfg)
-    yaml_values = native_yaml_values(fw.native_config) if fw.native_config and fw.bf16 is None else {}
-    for source in (fw.args, yaml_values):
-        if PRECISION_KEYS & source.keys():
-            return any(bool(source.get(k)) for k in PRECISION_KEYS)
-    return fw.bf16 if fw.bf16 is not None else cfg.cluster.gpus_per_node > 0
+    fused: bool = False
+    """The loss is Liger's fused linear cross-entropy (`llamafactory_compute.fused_loss`): no logits held."""
 
 
 def micro_batch_tokens(cfg: HpcftConfig, data: TrainingData | None, batch: int, packed: bool = False) -> Tokens:
@@ -111,7 +96,7 @@ def estimate(cfg: HpcftConfig, data: TrainingData | None, plan: Plan) -> Fit:
     tokens = micro_batch_tokens(cfg, data, plan.batch, plan.packed)
     width = 2 if half_precision(cfg) else 4
     vocab = width if lf_settings(cfg).stage == "rm" else loss_bytes(width)  # a reward model's loss is on a value head
-    act = activations(shape, tokens.total, width, plan.checkpointing, True, vocab)
+    act = activations(shape, tokens.total, width, plan.checkpointing, True, vocab, fused=plan.fused)
     gpus = cfg.cluster.nodes * cfg.cluster.gpus_per_node
     return Fit(memory=estimate_memory(trained(cfg, shape, plan), plan.ds, gpus, act), tokens=tokens, shape=shape)
 
@@ -124,6 +109,7 @@ def configured(cfg: HpcftConfig) -> Plan:
         ds=cfg.deepspeed,
         batch=fw.per_device_train_batch_size,
         checkpointing=not given_args(cfg).get("disable_gradient_checkpointing", False),
+        fused=fused_loss(cfg),
     )
 
 
@@ -166,6 +152,13 @@ def planned_packing(cfg: HpcftConfig, data: TrainingData | None) -> str | None:
         f"rows average at most {mean:.0f} tokens, under a quarter of cutoff_len {fw.cutoff_len}: {used} rows pack"
         f" into ~{packed:.0f} sequences"
     )
+
+
+def liger_saving_gb(cfg: HpcftConfig, data: TrainingData | None) -> float:
+    """GiB per GPU the job's plan saves by Liger's fused loss (0 when its loss is not fused)."""
+    plan = dataclasses.replace(configured(cfg), packed=planned_packing(cfg, data) is not None)
+    plain = estimate(cfg, data, dataclasses.replace(plan, fused=False)).memory.total_gb
+    return plain - estimate(cfg, data, plan).memory.total_gb
 
 
 def check_memory_fit(cfg: HpcftConfig, data: TrainingData | None) -> Fit:
