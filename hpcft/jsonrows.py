@@ -189,9 +189,21 @@ def _open(path: Path) -> IO[bytes]:
         raise DataError(str(path), f"cannot be read: {e.strerror}") from None
 
 
+def _text_rows(path: Path, stream: IO[bytes]) -> Iterator[SourceRow]:
+    """A `.txt` file as Hugging Face's `text` loader (LLaMA-Factory's for `.txt`) reads it:
+    each line a row `{"text": line}`, split as `str.splitlines` splits, strict UTF-8; empty
+    lines are not rows (LLaMA-Factory's converters keep no prompt from them)."""
+    for number, raw in enumerate(stream, 1):
+        try:
+            text = raw.decode()
+        except UnicodeDecodeError as e:
+            raise DataError(str(path), f"not UTF-8 text ({e.reason} at byte {e.start})", number) from None
+        yield from (SourceRow(number, {"text": line}) for line in text.splitlines() if line)
+
+
 def iter_rows(path: str | Path) -> Iterator[SourceRow]:
-    """Every row of a JSON array or JSONL file, in order; raises DataError at the first bad
-    one. An empty file is refused, and so is a byte-order mark."""
+    """Every row of a JSON array or JSONL file (or of a `.txt` file: a row a line), in order;
+    raises DataError at the first bad one. An empty file is refused, and so is a byte-order mark."""
     path = Path(path)
     with _open(path) as stream:
         head = stream.read(64)
@@ -202,7 +214,9 @@ def iter_rows(path: str | Path) -> Iterator[SourceRow]:
         if not head.strip():
             raise DataError(str(path), "the file is empty")
         stream.seek(0)
-        if head.lstrip().startswith(b"["):
+        if path.suffix == ".txt":
+            yield from _text_rows(path, stream)
+        elif head.lstrip().startswith(b"["):
             yield from _ArrayReader(path, stream).rows()
         else:
             yield from _jsonl_rows(path, stream)

@@ -288,7 +288,7 @@ CASES: list[Case] = [
     (
         "registry folder with a text file",
         lambda t: [*LLM, f"trainset={registry_folder(t)}"],
-        "a dataset folder must hold .json / .jsonl files only",
+        "a dataset folder must hold .json / .jsonl files, or .txt files, only",
     ),
     # FlagEmbedding's data model
     (

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from hpcft import data as data_module
+from hpcft.errors import DataError
 from hpcft.frameworks.llamafactory_datasets import training_data
+from hpcft.jsonrows import iter_rows
 
 LAYOUTS = Path(__file__).parent / "data_layouts"
 
@@ -60,6 +62,25 @@ def test_a_registry_with_two_datasets_one_a_folder():
 def test_hub_entries_pass_through_when_nodes_are_online():
     data = training_data(str(LAYOUTS / "registry"), ["hub_only"], "alpaca", "sft", offline=False)
     assert data.registry == {"hub_only": {"hf_hub_url": "someone/some-dataset"}} and data.rows == 0
+
+
+def test_a_hub_entry_is_held_to_the_stage_as_a_local_one():
+    with pytest.raises(DataError, match="'hub_ranked' does not fit stage sft: it needs no ranking"):
+        training_data(str(LAYOUTS / "registry"), ["hub_ranked"], "alpaca", "sft", offline=False)
+    assert training_data(str(LAYOUTS / "registry"), ["hub_ranked"], "alpaca", "dpo", offline=False).rows == 0
+
+
+def test_a_txt_file_pre_trains_a_row_a_non_empty_line_as_llamafactorys_text_loader_reads_it(tmp_path):
+    data = training_data(str(LAYOUTS / "registry"), ["wiki"], "alpaca", "pt", offline=True)
+    assert data.rows == 8 and data.registry["wiki"]["columns"] == {"prompt": "text"}
+    with pytest.raises(DataError, match=r"wiki_demo\.txt:1: missing field 'output'"):  # sft: a .txt has no answers
+        training_data(str(LAYOUTS / "registry"), ["wiki"], "alpaca", "sft", offline=True)
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"fine\n\xff\xfe not utf-8\n")
+    with pytest.raises(DataError, match=r"bad\.txt:2: not UTF-8"):
+        list(iter_rows(bad))
+    with pytest.raises(DataError, match="LLaMA-Factory picks its loader by the extension"):
+        training_data(str(bad), [], "alpaca", "pt", offline=True)  # a trainset file: JSON rows only
 
 
 def test_each_distinct_file_is_read_once(tmp_path, monkeypatch):

@@ -187,19 +187,20 @@ def data_files(entry: DatasetEntry) -> list[Path]:
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file())
         kinds = {p.suffix for p in files}
-        if not files or kinds - {".json", ".jsonl"}:
-            raise DataError(str(path), "a dataset folder must hold .json / .jsonl files only (and at least one)")
+        if not files or (kinds - {".json", ".jsonl"} and kinds != {".txt"}):
+            raise DataError(str(path), "a dataset folder must hold .json / .jsonl files, or .txt files, only")
         return files
     if not path.exists():
         raise DataError(str(path), f"no such file (dataset {entry.name!r})")
-    check_extension(str(path))
+    check_extension(str(path), text=True)
     return [path]
 
 
-def check_extension(path: str) -> None:
+def check_extension(path: str, *, text: bool = False) -> None:
     """LLaMA-Factory picks a file's loader by the text after its last dot, case-sensitively
-    (`FILEEXT2TYPE`), and refuses any other at job start; hpcft reads JSON rows."""
-    if Path(path).suffix not in (".json", ".jsonl"):
+    (`FILEEXT2TYPE`), and refuses any other at job start; hpcft reads JSON rows, and (`text`:
+    a registry entry's file, whose columns say it reads `text`) `.txt` lines."""
+    if Path(path).suffix not in (".json", ".jsonl", *([".txt"] if text else [])):
         raise DataError(
             path,
             "LLaMA-Factory picks its loader by the extension, case-sensitively, and would refuse this file at job"

@@ -120,6 +120,7 @@ def registry_training_data(dataset_dir: str, names: list[str], stage: Stage, off
     registry, rows, longest, total = {}, 0, 0, 0
     unread = False
     for e in registered_entries(dataset_dir, names):
+        _check_stage(e, stage, where)  # a hub entry's too: its `ranking` says what it holds
         if e.hub is not None:
             if offline:
                 raise DataError(where, f"dataset {e.name!r} is on a hub ({e.hub}) and compute nodes are offline")

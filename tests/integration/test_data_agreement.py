@@ -20,6 +20,7 @@ pytestmark = [needs_training, pytest.mark.train]
 
 CASES = [(f, ["framework.stage=" + s, "framework.dataset_format=" + fmt]) for f, s, fmt, _ in ACCEPTED]
 CASES.append(("registry", ["framework.dataset=[qa,chat]"]))
+CASES.append(("registry", ["framework.stage=pt", "framework.dataset=[wiki]"]))  # LLaMA-Factory's .txt loader
 
 
 def checked_rows(stdout: str) -> int:
@@ -28,7 +29,7 @@ def checked_rows(stdout: str) -> int:
     return int(match.group(1))
 
 
-@pytest.mark.parametrize("name,overrides", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("name,overrides", CASES, ids=[f"{c[0]}-{c[1][-1].split('=')[-1]}" for c in CASES])
 def test_llamafactory_keeps_exactly_the_rows_hpcft_counted(name, overrides, run_root):
     args = ["model=tiny_llama", "dry_run=true", "stages=[train]", f"run_root={run_root}", f"trainset={LAYOUTS / name}"]
     result = hpcft(*args, *overrides)
