@@ -136,6 +136,15 @@ class JobInfo:
         return f"{self.state} ({note})" if note else self.state
 
 
+UNREACHABLE = ("Unable to contact slurm controller", "Socket timed out on send/recv", "Zero Bytes were transmitted")
+"""What Slurm's clients say when slurmctld does not answer (down, a dead port, hung, overloaded)."""
+
+
+def unreachable_said(text: str) -> bool:
+    """Whether a Slurm client's error says that the controller could not be reached."""
+    return any(words in text for words in UNREACHABLE)
+
+
 def run_command(argv: list[str]) -> str:
     return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
 

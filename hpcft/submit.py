@@ -7,6 +7,9 @@ after another (deploy serving while eval runs), with progress shown.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import shlex
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,14 +18,14 @@ from typing import Any
 import submitit
 
 from hpcft.config.schema import ClusterConfig
-from hpcft.errors import StageFailedError, SubmissionError, SubmissionInterrupted
+from hpcft.errors import SchedulerUnreachable, StageFailedError, SubmissionError, SubmissionInterrupted
 from hpcft.interrupts import interruptions_raised
 from hpcft.jobs.entry import stage_callable
 from hpcft.manifest import Executor, Manifest, StageRecord
 from hpcft.plan import Pipeline, Stage
 from hpcft.render import setup_lines, slurm_parameters, time_to_minutes
 from hpcft.rundir import tail, write_atomic
-from hpcft.scheduler import StageState, cancel_run_jobs
+from hpcft.scheduler import StageState, cancel_run_jobs, unreachable_said
 
 Printer = Callable[[str], None]
 
@@ -81,27 +84,42 @@ def _submit_stage(
     )
     ids = {name: job.job_id for name, job in jobs.items()}
     executor.update_parameters(**slurm_parameters(pipeline, stage, cluster, ids))
-    return executor.submit(stage_callable(stage.job), stage.job)
+    said = io.StringIO()  # submitit prints sbatch's error before raising it: said once, by hpcft
+    try:
+        with contextlib.redirect_stderr(said):
+            return executor.submit(stage_callable(stage.job), stage.job)
+    except submitit.core.utils.FailedJobError as e:
+        if unreachable_said(str(e)):
+            last = str(e).strip().splitlines()[-1].removeprefix("sbatch: error: ")
+            raise SchedulerUnreachable(f"the scheduler is unreachable: sbatch failed: {last}") from None
+        raise
 
 
 def rolled_back(
     pipeline: Pipeline, manifest: Manifest, submitted: list[str], stage: str, error: BaseException
-) -> SubmissionError:
-    """Cancel the run's jobs and mark its record; the error to raise."""
+) -> SubmissionError | SchedulerUnreachable:
+    """Cancel the run's jobs and mark its record; the error to raise. A job that cannot be
+    cancelled (the scheduler went away mid-submission) is named, with how to cancel it later."""
     interrupted = isinstance(error, KeyboardInterrupt)
-    ids = [str(manifest.stage(n).job_id) for n in submitted]
+    ids = {str(manifest.stage(n).job_id): n for n in submitted}
     # Only an interruption can leave an sbatch in flight; a refusal or an error left none.
-    cancel_run_jobs([pipeline.layout.root.name], ids, rounds=3 if interrupted else 1)
+    gone = set(cancel_run_jobs([pipeline.layout.root.name], list(ids), rounds=3 if interrupted else 1))
+    cancelled = [n for j, n in ids.items() if j in gone]
     manifest.status = "interrupted" if interrupted else "submit_failed"
     manifest.error = f"submitting {stage} {'was interrupted' if interrupted else 'failed'}: {error}".strip()
-    for name in submitted:
+    for name in cancelled:
         manifest.stage(name).state = StageState.CANCELLED
     unrecorded = ""
     try:
         manifest.write(pipeline.layout.manifest)
     except OSError as e:
         unrecorded = f" (the run record could not be updated: {e.strerror})"
-    what = f"cancelled {', '.join(submitted) or 'nothing'}{unrecorded}"
+    what = f"cancelled {', '.join(cancelled) or 'nothing'}{unrecorded}"
+    if left := [f"{n} (job {j})" for j, n in ids.items() if j not in gone]:
+        run = shlex.quote(str(pipeline.layout.root))
+        what += f"; could not cancel {', '.join(left)}: python -m hpcft cancel {run} once the scheduler answers"
+    if isinstance(error, SchedulerUnreachable):
+        return SchedulerUnreachable(f"{error}; stage {stage!r} not submitted, " + (what if ids else "nor any other"))
     cls = SubmissionInterrupted if interrupted else SubmissionError
     return cls(f"submitting stage {stage!r} {'was interrupted' if interrupted else 'failed'}; {what}.\n{error}")
 
