@@ -3,7 +3,7 @@
 Rows come from `hpcft.jsonrows` (JSON array or JSONL, streamed); each error names the file
 and the line the row starts on, so a bad dataset fails in a second instead of after hours
 in a queue. What a row must hold is each framework adapter's knowledge; this module only
-runs the checks, once per distinct file and check in a process.
+runs the checks, once per distinct file and check in a command (`hpcft.once`).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 
 from hpcft.errors import DataError
 from hpcft.jsonrows import Row, SourceRow, iter_rows, read_rows
+from hpcft.once import file_state, once
 
 __all__ = ["FileReport", "Measure", "Row", "RowCheck", "SourceRow", "check_rows", "iter_rows", "read_rows", "scan_rows"]
 
@@ -36,23 +37,17 @@ class FileReport:
     """Each size summed over the rows; () without a `measure`."""
 
 
-_CHECKED: dict[tuple[Hashable, ...], FileReport] = {}
-"""Files already checked in this process, by (path, size, mtime, check): a sweep checks each
-distinct file once, however many points name it."""
-
-
 def scan_rows(path: str | Path, check: RowCheck, check_id: Hashable, measure: Measure | None = None) -> FileReport:
     """Check every row of a data file (streaming, linear); raise DataError at the first bad
-    row. `check_id` says what the check (and the `measure`, when given) is, for the
-    once-per-file cache."""
-    path = Path(path)
-    try:
-        stat = path.stat()
-    except OSError:
-        stat = None
-    key = (str(path.absolute()), stat and stat.st_size, stat and stat.st_mtime_ns, check_id, measure is not None)
-    if stat is not None and key in _CHECKED:
-        return _CHECKED[key]
+    row. `check_id` says what the check (and the `measure`, when given) is: a sweep checks
+    each distinct file once, however many points name it."""
+    state = file_state(path)
+    if state is None:
+        return _scan(Path(path), check, measure)  # it names the missing file
+    return once(("rows", state, check_id, measure is not None), lambda: _scan(Path(path), check, measure))
+
+
+def _scan(path: Path, check: RowCheck, measure: Measure | None) -> FileReport:
     rows, keys = 0, set[str]()
     longest: tuple[int, ...] = ()
     sums: tuple[int, ...] = ()
@@ -67,8 +62,7 @@ def scan_rows(path: str | Path, check: RowCheck, check_id: Hashable, measure: Me
             sums = tuple(map(sum, zip(sums, sizes, strict=True))) if sums else sizes
     if not rows:
         raise DataError(str(path), "no rows")
-    report = _CHECKED[key] = FileReport(rows, frozenset(keys), longest, sums)
-    return report
+    return FileReport(rows, frozenset(keys), longest, sums)
 
 
 def check_rows(path: str | Path, check: RowCheck) -> int:

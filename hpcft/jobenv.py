@@ -17,10 +17,10 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 from hpcft.config.schema import HpcftConfig
+from hpcft.once import file_state, once
 
 ASK = (
     "import importlib.util, json, sys\n"
@@ -50,10 +50,13 @@ def missing_modules(python: Sequence[str], modules: Sequence[str]) -> list[str] 
     return None if found is None else list(found)
 
 
-@lru_cache(maxsize=32)
 def _ask(python: str, modules: tuple[str, ...]) -> tuple[str, ...] | None:
-    """One subprocess per interpreter and question in a process: a plan asks again for its
-    notes, its files and its memory check."""
+    """One subprocess per interpreter (by path and mtime) and question in a command: a plan
+    asks again for its notes, its files and its memory check."""
+    return once(("interpreter", file_state(python), modules), lambda: _asked(python, modules))
+
+
+def _asked(python: str, modules: tuple[str, ...]) -> tuple[str, ...] | None:
     try:
         out = subprocess.run([python, "-c", ASK, *modules], capture_output=True, text=True, timeout=60, check=True)
         return tuple(json.loads(out.stdout))
@@ -83,5 +86,5 @@ def train_modules(cfg: HpcftConfig, modules: Sequence[str]) -> dict[str, Known]:
         if missing is None:
             out[m] = Known(present=None, how=f"the train job's interpreter ({interpreter}) cannot be asked from here")
         else:
-            out[m] = Known(present=m not in missing, how=f"asked the train job's interpreter ({interpreter})")
+            out[m] = Known(present=m not in missing, how=f"asked {interpreter}, the train job's interpreter")
     return out

@@ -19,9 +19,10 @@ from typing import Any
 from hpcft.config.schema import Executor, HpcftConfig
 from hpcft.configure import validate_config
 from hpcft.manifest import Manifest
+from hpcft.once import per_command
 from hpcft.plan import Pipeline, build_pipeline, run_base_name
 from hpcft.render import dependency_graph, placeholder_ids, render_sbatch
-from hpcft.rundir import RunLayout, create_run_dir, run_umask, write_atomic, yaml_text
+from hpcft.rundir import RunLayout, create_run_dir, new_run_dir, run_umask, write_atomic, yaml_text
 from hpcft.tracking import secrets_withheld
 
 Printer = Callable[[str], None]
@@ -78,17 +79,19 @@ def summary(manifest: Manifest, pipeline: Pipeline) -> str:
     )
 
 
-def launch(cfg: HpcftConfig, say: Printer = print) -> Launched:
-    """Validate, create a new run directory, write the plan's files, then submit the stages
-    to Slurm (returns at once) or run them here with the local executor (returns when done).
-    Everything is created under the run's umask (`cluster.umask`), which the jobs inherit."""
-    validate_config(cfg)
-    with run_umask(cfg.cluster.umask):
-        return _launch(cfg, say)
+def launch(cfg: HpcftConfig, say: Printer = print, run_dir: str | None = None) -> Launched:
+    """Validate, create a new run directory (`run_dir`, Hydra's `hydra.run.dir`, else a new
+    one under `run_root`), write the plan's files, then submit the stages to Slurm (returns
+    at once) or run them here with the local executor (returns when done). Everything is
+    created under the run's umask (`cluster.umask`), which the jobs inherit."""
+    with per_command():
+        validate_config(cfg)
+        with run_umask(cfg.cluster.umask):
+            return _launch(cfg, say, run_dir)
 
 
-def _launch(cfg: HpcftConfig, say: Printer) -> Launched:
-    layout = create_run_dir(cfg.run_root, run_base_name(cfg))
+def _launch(cfg: HpcftConfig, say: Printer, run_dir: str | None) -> Launched:
+    layout = create_run_dir(cfg.run_root, run_base_name(cfg)) if run_dir is None else new_run_dir(run_dir)
     pipeline = build_pipeline(cfg, layout)
     from hpcft.submit import new_manifest, run_local, submit_slurm, write_run_files
 

@@ -11,7 +11,7 @@ those files here first (`hpcft.config.compose`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import lru_cache
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from hpcft.errors import DataError
+from hpcft.once import file_state, once
 
 MAX_ALIAS_NODES = 500
 """Nodes that aliases may copy in all, in one file (a legitimate `*defaults` copies a few dozen)."""
@@ -132,16 +133,8 @@ def read_yaml(path: str | Path) -> Any:
 
 
 def check_yaml_tree(folder: str | Path) -> None:
-    """Read every YAML file under a config folder as `load_yaml` does (each file once while it
-    is unchanged): its first problem as file:line, before Hydra reads the folder."""
+    """Read every YAML file under a config folder as `load_yaml` does (each file once in a
+    command while it is unchanged): its first problem as file:line, before Hydra reads the folder."""
     for path in sorted(Path(folder).rglob("*.yaml")):
-        try:
-            stat = path.stat()
-        except OSError:
-            continue
-        _check_file(str(path), stat.st_mtime_ns, stat.st_size)
-
-
-@lru_cache(maxsize=1024)
-def _check_file(path: str, mtime_ns: int, size: int) -> None:
-    read_yaml(path)
+        if (state := file_state(path)) is not None:
+            once(("yaml", state), partial(read_yaml, path))

@@ -13,6 +13,7 @@ from hpcft import data as data_module
 from hpcft.errors import DataError
 from hpcft.frameworks.llamafactory_datasets import training_data
 from hpcft.jsonrows import iter_rows
+from hpcft.once import per_command
 
 LAYOUTS = Path(__file__).parent / "data_layouts"
 
@@ -92,11 +93,13 @@ def test_each_distinct_file_is_read_once(tmp_path, monkeypatch):
     real = data_module.iter_rows
     monkeypatch.setattr(datasets_module, "iter_rows", lambda p: reads.append(p) or real(p))
     monkeypatch.setattr(data_module, "iter_rows", lambda p: reads.append(p) or real(p))
-    for _ in range(16):  # what a 16-point sweep does
-        assert training_data(str(path), [], "alpaca", "sft", True).rows == 50
-    assert len(reads) == 2  # its first row (the layout), then every row: once for all 16
-    path.write_text(json.dumps([{"instruction": "a", "output": "b"}] * 51))  # changed: read again
-    assert training_data(str(path), [], "alpaca", "sft", True).rows == 51 and len(reads) == 4
+    with per_command():  # one command: what a 16-point sweep does
+        for _ in range(16):
+            assert training_data(str(path), [], "alpaca", "sft", True).rows == 50
+        assert len(reads) == 2  # its first row (the layout), then every row: once for all 16
+        path.write_text(json.dumps([{"instruction": "a", "output": "b"}] * 51))  # changed: read again
+        assert training_data(str(path), [], "alpaca", "sft", True).rows == 51 and len(reads) == 4
+    assert training_data(str(path), [], "alpaca", "sft", True).rows == 51 and len(reads) == 6  # a new command reads
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from hpcft.errors import HpcftError, SubmissionError, UserError, unknown_name
+from hpcft.once import per_command
 
 SUBCOMMANDS = ("status", "logs", "cancel", "report", "compare", "sync")
 
@@ -36,7 +37,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         module = importlib.import_module(f"hpcft.cli.{_command(args)}")
-        code: int = module.main(args)
+        with per_command():  # each file read once in this command, however many points name it
+            code: int = module.main(args)
         return code
     except UserError as e:
         print(f"hpcft: error: {e}", file=sys.stderr)

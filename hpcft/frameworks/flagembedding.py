@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from hpcft.frameworks.flagembedding_pooling import VLLM_POOLING, check_pooling, 
 from hpcft.frameworks.vllm_serving import READY, VllmServer
 from hpcft.jobs.spec import DeployJob, EvalJob, Instruction, TrainJob
 from hpcft.memory import Fit
+from hpcft.once import file_state, once
 from hpcft.resources import batch_layout, deploy_gpus, half_precision, retrieval_eval_mem
 from hpcft.rundir import RunLayout
 from hpcft.tracking import report_to
@@ -72,20 +72,14 @@ MODULES = (
 KIND_PREFIX = {ModelKind.embedding: "embedder.", ModelKind.rerank: "reranker."}
 
 
-@lru_cache(maxsize=8)
-def _eval_set(path: str, mtime_ns: int) -> RetrievalEvalSet:
-    return read_retrieval_eval(path)
-
-
 def eval_set(path: str) -> RetrievalEvalSet:
-    """The retrieval eval set, read once per file state (validation and `--mem` both need it)."""
+    """The retrieval eval set, read once per file state in a command (validation and `--mem` both need it)."""
     target = Path(path)
     files = [*target.glob("*.jsonl")] if target.is_dir() else [target]
-    try:
-        stamp = max(f.stat().st_mtime_ns for f in files)
-    except (OSError, ValueError):
-        stamp = 0  # read_retrieval_eval names the missing file
-    return _eval_set(path, stamp)
+    states = [file_state(f) for f in files]
+    if not states or None in states:
+        return read_retrieval_eval(path)  # it names the missing file
+    return once(("retrieval eval set", path, *states), lambda: read_retrieval_eval(path))
 
 
 def instruction(args: dict[str, Any], side: str, task: str) -> Instruction | None:
@@ -111,6 +105,7 @@ class Adapter(FrameworkAdapter):
     kinds = (ModelKind.embedding, ModelKind.rerank)
     fw: Config
     managed = ("model_name_or_path", "train_data", "output_dir", "deepspeed")
+    writes_trainer_log = False  # its HF Trainer logs to stdout only: train_job runs hpcft.jobs.launch
 
     @property
     def module(self) -> str:
@@ -173,7 +168,7 @@ class Adapter(FrameworkAdapter):
         extra = [instruction_bytes(instruction(args, side, task)) for side in ("query", "passage")]
         longest = [max((r.longest[k] for r in self.training_reports()), default=0) + extra[k] for k in (0, 1)]
         checkpointing = bool(args.get("gradient_checkpointing"))
-        return Job(module=self.module, batch=fw.per_device_train_batch_size, group=fw.train_group_size,
+        return Job(module=self.module, batch=batch_layout(self.cfg).per_device, group=fw.train_group_size,
                    max_lens=(fw.query_max_len, fw.passage_max_len), longest=(longest[0], longest[1]), args=args,
                    half=half, ds=self.cfg.deepspeed, checkpointing=checkpointing)  # fmt: skip
 

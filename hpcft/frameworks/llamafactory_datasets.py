@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from hpcft.frameworks.llamafactory_data import (
     row_check,
 )
 from hpcft.jobs.spec import Conversation
+from hpcft.once import file_state, once
 
 
 @dataclass(frozen=True)
@@ -154,15 +154,11 @@ def eval_entry(path: str) -> DatasetEntry:
     """The entry of an eval set, read as a training file of its layout would be: alpaca rows,
     or sharegpt / OpenAI-message turns (a first row with `conversations` or `messages`). Read
     once per file state: validation and every sweep point's eval job ask for it."""
-    try:
-        stat = Path(path).stat()
-    except OSError:
-        return _eval_entry(path, None)  # it raises, naming the file
-    return _eval_entry(path, (stat.st_size, stat.st_mtime_ns))
+    state = file_state(path)
+    return _eval_entry(path) if state is None else once(("llamafactory eval entry", state), lambda: _eval_entry(path))
 
 
-@lru_cache(maxsize=8)
-def _eval_entry(path: str, stamp: tuple[int, int] | None) -> DatasetEntry:
+def _eval_entry(path: str) -> DatasetEntry:
     first = next(iter_rows(path), None)
     if first is None:
         raise DataError(path, "no rows")
@@ -209,27 +205,19 @@ def eval_conversation(path: str) -> Conversation:
                         user_tag=user, assistant_tag=assistant, system_tag=system)  # fmt: skip
 
 
-_PLANNED: dict[tuple[Any, ...], TrainingData] = {}
-"""What `training_data` found, per arguments and file state: validation, notes and the
-native files of every sweep point ask for it, and re-reading even the first rows each time
-cost ~30 ms a point."""
-
-
 def training_data(
     trainset: str, dataset: list[str], formatting: Formatting, stage: Stage, offline: bool
 ) -> TrainingData:
     """The run's training data: `trainset` is a data file, or a dataset_dir (or its
     `dataset_info.json`) from which `dataset` names one or more registered datasets."""
     path = Path(trainset)
-    record = path / "dataset_info.json" if path.is_dir() else path
-    try:
-        stat = record.stat()
-    except OSError:
+    # Once per arguments and file state in a command: validation, notes and the native files
+    # of every sweep point ask for it, and re-reading even the first rows cost ~30 ms a point.
+    state = file_state(path / "dataset_info.json" if path.is_dir() else path)
+    if state is None:
         return _training_data(trainset, dataset, formatting, stage, offline)  # it raises, naming the file
-    key = (str(path.absolute()), tuple(dataset), formatting, stage, offline, stat.st_size, stat.st_mtime_ns)
-    if key not in _PLANNED:
-        _PLANNED[key] = _training_data(trainset, dataset, formatting, stage, offline)
-    return _PLANNED[key]
+    key = ("llamafactory training data", str(path.absolute()), tuple(dataset), formatting, stage, offline, state)
+    return once(key, lambda: _training_data(trainset, dataset, formatting, stage, offline))
 
 
 def _training_data(

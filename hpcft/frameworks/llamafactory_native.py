@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from hpcft.deepspeed import user_deepspeed_config
 from hpcft.errors import ConfigError, unknown_name
 from hpcft.frameworks.base import native_argument_names, read_native_yaml
 from hpcft.frameworks.llamafactory_config import lf_settings
+from hpcft.once import file_state, once
 
 OFFLOADS = ("offload_optimizer", "offload_param")
 COMMAND_LINE_WINS = frozenset({"bf16"})
@@ -35,18 +35,14 @@ NOT_FROM_YAML = frozenset({"name", "args", "native_config", "dataset", "dataset_
 """Typed fields a YAML does not set: hpcft's own, and the data (hpcft writes the registry)."""
 
 
-@lru_cache(maxsize=64)
-def _read(path: str, mtime_ns: int) -> dict[str, Any]:
-    return read_native_yaml(path, native_argument_names("llamafactory"))
-
-
 def native_yaml_values(path: str) -> dict[str, Any]:
-    """The YAML's values (read once per file state; errors name `file:line`)."""
-    try:
-        mtime = Path(path).expanduser().stat().st_mtime_ns
-    except OSError:
-        mtime = 0  # read_native_yaml reports the missing file
-    return dict(_read(path, mtime))
+    """The YAML's values (read once per file state in a command; errors name `file:line`)."""
+
+    def read() -> dict[str, Any]:
+        return read_native_yaml(path, native_argument_names("llamafactory"))
+
+    state = file_state(path)  # None: read_native_yaml reports the missing file
+    return dict(read() if state is None else once(("llamafactory yaml", state), read))
 
 
 def _defaults(cls: type) -> dict[str, Any]:

@@ -25,6 +25,7 @@ import submitit
 
 from hpcft.errors import SchedulerUnreachable, UserError
 from hpcft.interrupts import interruptions_raised
+from hpcft.once import per_command
 from hpcft.rundir import write_json_atomic
 from hpcft.runstate import RunState, read_states
 from hpcft.scheduler import StageState
@@ -206,7 +207,8 @@ def run_controller(sweep_dir: str) -> str:
     If it fails, `trials.json` says so and why (for `status`, `report` and `logs`)."""
     record = ControllerRecord.read(Path(sweep_dir))
     try:
-        return run_study(record)
+        with per_command():  # the whole study is one command: each file is checked once
+            return run_study(record)
     except Exception as e:
         cause = (str(e).strip().splitlines() or [""])[0]
         record_study_ended(Path(sweep_dir), "failed", f"{type(e).__name__}: {cause}".rstrip(": "))
