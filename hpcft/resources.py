@@ -35,6 +35,13 @@ class BatchLayout:
     def global_batch(self) -> int:
         return self.world_size * self.per_device * self.accumulation
 
+    def rebatched(self, per_device: int) -> BatchLayout:
+        """The same global batch at another micro-batch, which divides the rows a process takes
+        per optimizer step."""
+        rows = self.per_device * self.accumulation
+        assert rows % per_device == 0, (rows, per_device)
+        return BatchLayout(self.world_size, per_device, rows // per_device)
+
     def describe(self) -> str:
         return (
             f"global batch {self.global_batch} = {self.world_size} processes x {self.per_device} per device"
@@ -44,9 +51,11 @@ class BatchLayout:
 
 def batch_layout(cfg: HpcftConfig) -> BatchLayout:
     """Gradient accumulation derived from `framework.global_batch_size` when it is set, so the
-    same hyper-parameters hold on any cluster size; else the configured accumulation."""
+    same hyper-parameters hold on any cluster size; else the configured accumulation. A null
+    micro-batch counts as 1 here: the layout then holds the rows a process takes per optimizer
+    step, which a micro-batch chosen later divides (`BatchLayout.rebatched`)."""
     fw, world = cfg.framework, world_size(cfg.cluster)
-    per_device = fw.per_device_train_batch_size
+    per_device = fw.per_device_train_batch_size or 1
     if fw.global_batch_size is None:
         return BatchLayout(world, per_device, fw.gradient_accumulation_steps)
     step = world * per_device

@@ -80,7 +80,7 @@ def test_the_train_jobs_interpreter_is_asked_when_the_cluster_does_not_say(tmp_p
     python = fake_environment(tmp_path, "liger_kernel")
     values, out = dry_run(tmp_path, capsys, *GPU, f"cluster.python=[{python}]")
     assert values["enable_liger_kernel"] is True and "flash_attn" not in values
-    assert f"asked the train job's interpreter ({python})" in out, out
+    assert f"asked {python}, the train job's interpreter" in out, out
     wrapped = ["cluster.python=[apptainer,exec,img.sif,python]"]  # a container: cannot be asked from here
     values, out = dry_run(tmp_path, capsys, *GPU, *wrapped)
     assert "enable_liger_kernel" not in values

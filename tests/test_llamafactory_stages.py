@@ -94,7 +94,7 @@ def test_native_settings_that_would_break_a_promise_are_overridden_and_said(run_
     mine = tmp_path / "recipe.yaml"
     mine.write_text("overwrite_output_dir: true\nreport_to: none\ngradient_accumulation_steps: 2\n")
     overrides = [f"framework.native_config={mine}", "wandb.enabled=true", "framework.global_batch_size=64"]
-    assert dry(run_root, *overrides) == 0
+    assert dry(run_root, *overrides, "framework.per_device_train_batch_size=1") == 0
     out = capsys.readouterr().out
     (run,) = run_root.iterdir()
     train = yaml.safe_load((run / "native" / "train.yaml").read_text())

@@ -33,6 +33,7 @@ def test_derived_accumulation_reaches_the_native_config_and_is_printed(run_root,
         "model=llama3_8b",
         "cluster=2x8gpu",
         "framework.global_batch_size=64",
+        "framework.per_device_train_batch_size=1",  # given: else hpcft fills the GPU (test_chosen_batch)
         "dry_run=true",
         f"run_root={run_root}",
     ]
@@ -89,6 +90,7 @@ def test_the_headline_dry_run_shows_bf16_and_activations(tmp_path, capsys):
 
     assert main(["model=internlm2", "cluster=8gpu", "dry_run=true", f"run_root={tmp_path}"]) == 0
     out = capsys.readouterr().out
-    assert "logits/loss 0.3, CUDA 1; micro-batch of 200 tokens = 1 x 200 (the longest row, at most 195 tokens" in out
+    assert "logits/loss 2.1, CUDA 1; micro-batch of 1600 tokens = 8 x 200 (the longest row, at most 195 tokens" in out
+    assert "train: per_device_train_batch_size=8 chosen" in out  # the micro-batch the estimate fits (issue 33)
     assert "model numbers from model.shape; docs/memory.md" in out and "bf16: true" in out
     assert "train: bf16, gradient checkpointing on, attention flash_attn=auto" in out

@@ -94,8 +94,13 @@ class FrameworkConfig:
     """Framework adapter: `llamafactory` or `flagembedding`."""
     learning_rate: float = 1e-4
     """Peak learning rate; > 0."""
-    per_device_train_batch_size: int = 1
-    """Samples per process (GPU) per step; >= 1."""
+    per_device_train_batch_size: int | None = None
+    """Samples per process (GPU) per step; >= 1. Null: hpcft chooses. LLaMA-Factory on GPU
+    clusters: the largest micro-batch the memory estimate fits in 90 % of a GPU, among those
+    that divide the rows a process takes per optimizer step (the accumulation steps at a
+    micro-batch of 1, or `global_batch_size` / processes), with the accumulation steps adjusted
+    so the global batch stays; the dry run says which. Elsewhere 1. A number is used as given
+    (and a LLaMA-Factory plan that cannot fit is refused, naming one that does)."""
     gradient_accumulation_steps: int = 8
     """Steps accumulated before an optimizer update; >= 1. Ignored when `global_batch_size` is set."""
     global_batch_size: int | None = None

@@ -214,11 +214,18 @@ class FrameworkAdapter(ABC):
             if key not in valid:
                 raise ConfigError(where, unknown_name(f"{self.argument_owner} argument", key, valid))
 
+    def batches(self) -> BatchLayout:
+        """The micro-batch and accumulation the job runs: the configured ones (accumulation
+        derived from the global batch size when given); an adapter may choose the micro-batch."""
+        return batch_layout(self.cfg)
+
     def native_values(self) -> dict[str, Any]:
-        """First-class options as native arguments (accumulation derived from the global batch
-        size when given), then the user's native config file, then the pass-through `args`."""
+        """First-class options as native arguments (the micro-batch and accumulation as
+        `batches` says), then the user's native config file, then the pass-through `args`."""
         values = {name: getattr(self.fw, name) for name in self.first_class}
-        values["gradient_accumulation_steps"] = batch_layout(self.cfg).accumulation
+        layout = self.batches()
+        values["per_device_train_batch_size"] = layout.per_device
+        values["gradient_accumulation_steps"] = layout.accumulation
         values.update(self.native_file_values())
         values.update(self.fw.args)
         return values
@@ -238,7 +245,7 @@ class FrameworkAdapter(ABC):
         if values.get("report_to", mine) != mine:
             out.append(Overridden("report_to", values["report_to"], mine, "wandb.enabled decides"))
         if self.fw.global_batch_size is not None:
-            derived = batch_layout(self.cfg).accumulation
+            derived = self.batches().accumulation
             if values.get("gradient_accumulation_steps", derived) != derived:
                 given = values["gradient_accumulation_steps"]
                 out.append(
@@ -255,7 +262,7 @@ class FrameworkAdapter(ABC):
         merged = {"report_to": report_to(self.cfg), **self.native_values()}
         found, values = self.overrides(merged), self.guarded(merged)
         per_device, steps = int(values["per_device_train_batch_size"]), int(values["gradient_accumulation_steps"])
-        notes = [f"train: {BatchLayout(batch_layout(self.cfg).world_size, per_device, steps).describe()}"]
+        notes = [f"train: {BatchLayout(self.batches().world_size, per_device, steps).describe()}"]
         return notes + [f"train: {o.key}={o.given!r} is not used ({o.why}); hpcft sets {o.used!r}" for o in found]
 
     @abstractmethod

@@ -25,11 +25,17 @@ from hpcft.frameworks.llamafactory_datasets import (
     eval_rows_check,
     training_data,
 )
-from hpcft.frameworks.llamafactory_memory import check_memory_fit, liger_saving_gb, planned_packing
+from hpcft.frameworks.llamafactory_memory import (
+    check_memory_fit,
+    chosen_batch,
+    chosen_batch_note,
+    liger_saving_gb,
+    planned_packing,
+)
 from hpcft.frameworks.llamafactory_native import check_job_fit, check_recipe, native_yaml_values, read_native_config
 from hpcft.frameworks.vllm_serving import READY_PROBE, VllmServer, lora_module
 from hpcft.jobs.spec import Conversation, DeployJob, EvalJob, PublishedModel, TrainJob
-from hpcft.resources import deploy_gpus, half_precision
+from hpcft.resources import BatchLayout, batch_layout, deploy_gpus, half_precision
 from hpcft.rundir import RunLayout, yaml_text
 from hpcft.tracking import report_to
 
@@ -123,8 +129,14 @@ class Adapter(FrameworkAdapter):
             )
         if self.cfg.cluster.gpus_per_node:
             notes += [self.compute_note(), *kernel_notes(self.cfg, liger_saving_gb(self.cfg, data))]
+            notes += [note] if (note := chosen_batch_note(self.cfg, data)) else []
             notes.append(f"train: {check_memory_fit(self.cfg, data).describe(self.cfg.cluster.gpu_mem_gb)}")
         return notes
+
+    def batches(self) -> BatchLayout:
+        """The configured layout, or the micro-batch the memory estimate chose (`chosen_batch`)."""
+        chosen = chosen_batch(self.cfg, self.training_data())
+        return batch_layout(self.cfg).rebatched(chosen[0]) if chosen else batch_layout(self.cfg)
 
     def compute_note(self) -> str:
         """Precision, gradient checkpointing and attention as LLaMA-Factory will run them."""

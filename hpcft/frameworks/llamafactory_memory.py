@@ -34,6 +34,9 @@ PACK_BELOW = 4
 """Rows are much shorter than `cutoff_len` when their mean is under a quarter of it."""
 PACK_MIN_BATCHES = 8
 """Packing is planned only when the packed rows still fill this many global batches an epoch."""
+CHOSEN_HEADROOM = 0.9
+"""A micro-batch hpcft chooses must fit in this share of the GPU: the estimate is within 4 % of
+the measured peaks, and a run near the edge fails on fragmentation."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -107,7 +110,7 @@ def configured(cfg: HpcftConfig) -> Plan:
         method=fw.finetuning_type,
         bits=fw.quantization_bit,
         ds=cfg.deepspeed,
-        batch=fw.per_device_train_batch_size,
+        batch=batch_layout(cfg).per_device,  # 1 where hpcft chooses it (`chosen_batch`)
         checkpointing=not given_args(cfg).get("disable_gradient_checkpointing", False),
         fused=fused_loss(cfg),
     )
@@ -154,6 +157,37 @@ def planned_packing(cfg: HpcftConfig, data: TrainingData | None) -> str | None:
     )
 
 
+def chosen_batch(cfg: HpcftConfig, data: TrainingData | None) -> tuple[int, float] | None:
+    """The micro-batch hpcft picks, with its estimate (GiB), where the user left it null on a
+    GPU cluster: the largest that divides the rows a process takes per optimizer step and
+    whose estimate fits in `CHOSEN_HEADROOM` of a GPU; 1 when none does (`check_memory_fit`
+    then refuses, naming a change that fits). None: the user's number (or a CPU cluster's 1)."""
+    if lf_settings(cfg).per_device_train_batch_size is not None or not cfg.cluster.gpus_per_node:
+        return None
+    layout = batch_layout(cfg)
+    rows = layout.per_device * layout.accumulation
+    plan = dataclasses.replace(configured(cfg), packed=planned_packing(cfg, data) is not None)
+    gb = 0.0
+    for batch in (b for b in range(rows, 0, -1) if rows % b == 0):
+        gb = estimate(cfg, data, dataclasses.replace(plan, batch=batch)).memory.total_gb
+        if gb <= CHOSEN_HEADROOM * cfg.cluster.gpu_mem_gb:
+            return batch, gb
+    return 1, gb
+
+
+def chosen_batch_note(cfg: HpcftConfig, data: TrainingData | None) -> str | None:
+    """The dry run's line on the micro-batch hpcft chose, or None when the user set it."""
+    if not (chosen := chosen_batch(cfg, data)):
+        return None
+    layout, gpu = batch_layout(cfg).rebatched(chosen[0]), cfg.cluster.gpu_mem_gb
+    return (
+        f"train: per_device_train_batch_size={layout.per_device} chosen: the largest micro-batch dividing the"
+        f" {layout.per_device * layout.accumulation} rows a GPU takes per optimizer step whose estimate"
+        f" (~{chosen[1]:.1f} GiB) fits {CHOSEN_HEADROOM:.0%} of {gpu:g} GiB; {layout.accumulation} accumulation"
+        f" step(s) keep the global batch {layout.global_batch}; set framework.per_device_train_batch_size=N to fix it"
+    )
+
+
 def liger_saving_gb(cfg: HpcftConfig, data: TrainingData | None) -> float:
     """GiB per GPU the job's plan saves by Liger's fused loss (0 when its loss is not fused)."""
     plan = dataclasses.replace(configured(cfg), packed=planned_packing(cfg, data) is not None)
@@ -166,6 +200,8 @@ def check_memory_fit(cfg: HpcftConfig, data: TrainingData | None) -> Fit:
     cheapest change that fits."""
     fw, c = lf_settings(cfg), cfg.cluster
     plan = dataclasses.replace(configured(cfg), packed=planned_packing(cfg, data) is not None)
+    if chosen := chosen_batch(cfg, data):
+        plan = dataclasses.replace(plan, batch=chosen[0])
     mine = estimate(cfg, data, plan)
     if mine.memory.total_gb <= c.gpu_mem_gb:
         return mine
