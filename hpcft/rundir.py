@@ -53,6 +53,13 @@ class RunLayout:
         return self.train_output / "training_loss.png"
 
     @property
+    def train_progress(self) -> Path:
+        """The training's progress, a JSON line per logging step (hpcft.progress reads it):
+        LLaMA-Factory's own `trainer_log.jsonl`, or the same fields from hpcft's callback for
+        a framework that writes none (`FrameworkAdapter.writes_trainer_log`)."""
+        return self.train_output / "trainer_log.jsonl"
+
+    @property
     def merged(self) -> Path:
         return self.root / "merged"
 

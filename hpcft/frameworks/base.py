@@ -22,7 +22,7 @@ from hpcft.config.checks import check_choice, check_positive
 from hpcft.config.schema import FrameworkConfig, HpcftConfig, ModelKind
 from hpcft.deepspeed import deepspeed_json
 from hpcft.errors import ConfigError, DataError, unknown_name
-from hpcft.jobs.spec import Conversation, DeployJob, EvalJob, TrainJob
+from hpcft.jobs.spec import PROGRESS_ENV, Conversation, DeployJob, EvalJob, TrainJob
 from hpcft.resources import BatchLayout, batch_layout
 from hpcft.rundir import RunLayout
 from hpcft.tracking import report_to, wandb_env
@@ -106,6 +106,9 @@ class FrameworkAdapter(ABC):
     """Fields of the config that map 1:1 onto native arguments of the same name."""
     managed: ClassVar[tuple[str, ...]] = ()
     """Native arguments hpcft sets itself (paths, data); `args` may not override them."""
+    writes_trainer_log: ClassVar[bool] = True
+    """Whether the trainer writes `trainer_log.jsonl` itself (LLaMA-Factory); else the train
+    command runs under `hpcft.jobs.launch`, which has hpcft's callback write it."""
 
     @property
     def eval_task(self) -> str:
@@ -140,9 +143,12 @@ class FrameworkAdapter(ABC):
         return str(layout.native / "deepspeed.json") if self.cfg.deepspeed.zero_stage is not None else None
 
     def train_env(self, layout: RunLayout) -> dict[str, str]:
-        """The train job's environment: W&B's settings, and DeepSpeed's CPU accelerator where
-        there are no GPUs (it then uses gloo and JIT-builds its CPU ops)."""
+        """The train job's environment: W&B's settings, DeepSpeed's CPU accelerator where
+        there are no GPUs (it then uses gloo and JIT-builds its CPU ops), and where hpcft's
+        callback writes the progress `status` shows when the trainer writes none."""
         env = wandb_env(self.cfg, layout, "train")
+        if not self.writes_trainer_log:
+            env[PROGRESS_ENV] = str(layout.train_progress)
         if self.cfg.deepspeed.zero_stage is not None and self.cfg.cluster.gpus_per_node == 0:
             env["DS_ACCELERATOR"] = "cpu"
         return env

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+PROGRESS_ENV = "HPCFT_TRAIN_PROGRESS"
+"""Set in a train job's environment, the file hpcft's own callback appends the Trainer's
+progress to (hpcft.jobs.progress), for frameworks that write no `trainer_log.jsonl`."""
+
 Instruction = tuple[str, str]
 """(format, instruction): a text is sent as `format.format(instruction, text)` (FlagEmbedding's
 `query_instruction_format` and `query_instruction_for_retrieval`, and their passage twins)."""
