@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from hpcft.cli import main
 from hpcft.cli.status import render
 from hpcft.progress import TrainProgress, duration_text, parse_duration, progress_record, read_train_progress
 from hpcft.rundir import RunLayout, write_json_atomic
+from tests.test_submit_path_imports import HEAVY
 
 FIXTURE = Path(__file__).parent / "fixtures" / "progress" / "trainer_log.jsonl"
 """LLaMA-Factory's `trainer_log.jsonl` (LogCallback.on_log's fields) at step 40 of 120: four
@@ -95,6 +98,10 @@ def test_status_shows_a_running_train_stage_step_loss_and_eta(tmp_path):
     finished = local_run(tmp_path, "finished", {"train": "COMPLETED"})
     log_at(RunLayout(finished).train_progress)
     assert "step" not in render([finished])[0]  # a finished stage shows no progress
+    rows = {"done": 150, "total": 300, "rows_per_s": 12.0, "eta_s": 750}
+    states = {"train": "COMPLETED", "eval": "RUNNING"}
+    evaluating = local_run(tmp_path, "evaluating", states, {"eval/progress.json": rows})
+    assert row(render([evaluating])[0], evaluating, "eval").endswith("150/300 rows, 12.0 rows/s, ETA 12 min")
 
 
 POINTS = {
@@ -215,3 +222,10 @@ def test_the_records_hpcft_writes_for_a_trainer_read_back_as_llamafactory_s(tmp_
     os.utime(path, (started + 30, started + 30))
     progress = read_train_progress(path, now=started + 40)
     assert progress == TrainProgress(step=30, total=100, loss=2.5, eta_s=60.0)
+
+
+def test_status_and_cancel_import_nothing_heavy():
+    """The login node reads progress files; the training stack stays in the jobs."""
+    probe = "import sys, hpcft.cli.status, hpcft.cli.cancel; print(' '.join(sorted(sys.modules)))"
+    modules = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    assert [m for m in modules if m.split(".")[0] in HEAVY] == []

@@ -25,7 +25,7 @@ from pathlib import Path
 from hpcft.cli.common import resolve_targets, subcommand_parser
 from hpcft.config.schema import StageName
 from hpcft.errors import UserError
-from hpcft.progress import read_train_progress
+from hpcft.progress import duration_text, read_train_progress
 from hpcft.results import gains, headline, read_metrics, table
 from hpcft.rundir import RunLayout, failure_excerpt
 from hpcft.runstate import RunState, read_states
@@ -49,7 +49,7 @@ def eval_progress(run: Path) -> str:
     """`150/300 rows, 12.0 rows/s, ETA 13 s` from the eval job's progress file, if any."""
     try:
         p = json.loads((run / "eval" / "progress.json").read_text())
-        eta = f", ETA {p['eta_s']} s" if p.get("eta_s") is not None else ""
+        eta = f", ETA {duration_text(float(p['eta_s']))}" if p.get("eta_s") is not None else ""
         return f"{p['done']}/{p['total']} rows, {p['rows_per_s']} rows/s{eta}"
     except (OSError, ValueError, KeyError, TypeError):
         return ""

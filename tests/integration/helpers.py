@@ -152,6 +152,19 @@ def assert_resumed(run: Path, save_steps: int, logging_steps: int) -> None:
     assert state["global_step"] == state["max_steps"] == steps[-1]
 
 
+TRAIN_PROGRESS = re.compile(r"\bRUNNING\b.*\bstep (\d+)/(\d+), loss \S+, ETA \d+ (s|min|h|d)\b")
+"""A running train stage's row in `status`: step/total, the last loss and an ETA."""
+
+
+def train_progress_shown(run: Path) -> re.Match[str] | None:
+    """`status` run as a user would; the train row's progress when it shows it now (the
+    stage may be starting, between attempts or done: the caller polls)."""
+    result = hpcft("status", str(run), timeout=120)
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith(f"{run.name} ") and " train " in line]
+    return next((m for row in rows if (m := TRAIN_PROGRESS.search(row))), None)
+
+
 LONG = [
     "framework.per_device_train_batch_size=4",
     "framework.gradient_accumulation_steps=1",

