@@ -17,7 +17,7 @@ from enum import Enum
 from typing import Any
 
 from hpcft.config.schema import Executor, HpcftConfig
-from hpcft.configure import validate_config
+from hpcft.configure import CheckedRun, check
 from hpcft.manifest import Manifest
 from hpcft.once import per_command
 from hpcft.plan import Pipeline, build_pipeline, run_base_name
@@ -85,14 +85,15 @@ def launch(cfg: HpcftConfig, say: Printer = print, run_dir: str | None = None) -
     at once) or run them here with the local executor (returns when done). Everything is
     created under the run's umask (`cluster.umask`), which the jobs inherit."""
     with per_command():
-        validate_config(cfg)
+        run = check(cfg)
         with run_umask(cfg.cluster.umask):
-            return _launch(cfg, say, run_dir)
+            return _launch(run, say, run_dir)
 
 
-def _launch(cfg: HpcftConfig, say: Printer, run_dir: str | None) -> Launched:
+def _launch(run: CheckedRun, say: Printer, run_dir: str | None) -> Launched:
+    cfg = run.cfg
     layout = create_run_dir(cfg.run_root, run_base_name(cfg)) if run_dir is None else new_run_dir(run_dir)
-    pipeline = build_pipeline(cfg, layout)
+    pipeline = build_pipeline(run, layout)
     from hpcft.submit import new_manifest, run_local, submit_slurm, write_run_files
 
     write_run_files(pipeline, config_yaml(cfg))

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from hpcft.config.schema import HpcftConfig, StageName
-from hpcft.frameworks import adapter_for
+from hpcft.configure import CheckedRun
 from hpcft.frameworks.base import Files, FrameworkAdapter
 from hpcft.jobs.rendezvous import PORT_BASE, PORT_SPAN, launch_env
 from hpcft.jobs.spec import StageJob, TrainJob
@@ -53,9 +53,10 @@ def run_base_name(cfg: HpcftConfig) -> str:
     return cfg.name or f"{cfg.model.name}-{cfg.framework.name}"
 
 
-def build_pipeline(cfg: HpcftConfig, layout: RunLayout) -> Pipeline:
-    """Stages `train -> deploy -> eval` (the configured prefix) with resources and dependencies."""
-    adapter = adapter_for(cfg)
+def build_pipeline(run: CheckedRun, layout: RunLayout) -> Pipeline:
+    """Stages `train -> deploy -> eval` (the configured prefix) with resources and dependencies,
+    from what the checks learned (`run`: the adapter that checked, the stages' targets)."""
+    cfg, adapter = run.cfg, run.adapter
     files = dict(adapter.train_files(layout))
     stages = [train_stage(cfg, adapter, layout)]
     if StageName.deploy in cfg.stages:
@@ -63,7 +64,8 @@ def build_pipeline(cfg: HpcftConfig, layout: RunLayout) -> Pipeline:
         stages.append(deploy_stage(cfg, adapter, layout))
     if StageName.eval in cfg.stages:
         stages.append(eval_stage(cfg, adapter, layout))
-    notes = [*adapter.notes(), launch_note(stages[0].job, cfg.cluster.nodes), *interpreter_notes(stages)]
+    targets = [target.describe() for target in run.targets.values()]
+    notes = [*adapter.notes(), launch_note(stages[0].job, cfg.cluster.nodes), *targets]
     return Pipeline(run_name=layout.root.name, layout=layout, stages=tuple(stages), files=files, notes=tuple(notes))
 
 
@@ -120,10 +122,3 @@ def launch_note(job: StageJob, nodes: int) -> str:
         "MASTER_PORT": f"<{PORT_BASE} + job id % {PORT_SPAN}>",
     }
     return f"train: each of {nodes} node(s) runs: {shlex.join(launch_env(job, placeholders))}"
-
-
-def interpreter_notes(stages: list[Stage]) -> list[str]:
-    """Which command runs each stage's Python, where the site names one (`cluster.python`)."""
-    if not any(s.resources.python for s in stages):
-        return []
-    return [f"{s.name}: runs Python as {s.resources.python_command}" for s in stages]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from hpcft.configure import check
 from hpcft.plan import build_pipeline
 from tests.conftest import needs_training
 from tests.test_framework_oracle import dry_run, free_port
@@ -44,7 +45,7 @@ def fe_plan(overrides: list[str], root: Path, port: int) -> dict[str, object]:
     """The module, its arguments and the process environment of a dry run's train job."""
     made = dry_run(overrides, root)
     assert not isinstance(made, str), made
-    job = build_pipeline(*made).stage("train").job
+    job = build_pipeline(check(made[0]), made[1]).stage("train").job
     argv = list(job.argv)  # type: ignore[union-attr]
     at = argv.index("hpcft.jobs.launch")
     env = dict(job.env) | {"LOCAL_RANK": "0", "RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1"}  # type: ignore[union-attr]
@@ -87,7 +88,7 @@ def test_a_decoder_only_embedder_trains_serves_and_scores_with_last_token_poolin
     assert args[args.index("--save_merged_lora_model") + 1] == "True"  # the servers load the merged model
     made = dry_run([*EMBED, *DECODER, "framework.module=embedder.decoder_only.base", "deploy.backend=vllm"], tmp_path)
     assert not isinstance(made, str), made
-    serve = build_pipeline(*made).stage("deploy").job.serve_argv  # type: ignore[union-attr]
+    serve = build_pipeline(check(made[0]), made[1]).stage("deploy").job.serve_argv  # type: ignore[union-attr]
     assert json.loads(serve[serve.index("--pooler-config") + 1]) == {"pooling_type": "LAST"}
     assert serve[serve.index("--model") + 1].endswith("/train/merged_model"), serve
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from hpcft.config.schema import HpcftConfig
-from hpcft.configure import load_config
+from hpcft.configure import check, load_config
 from hpcft.errors import UserError
 from hpcft.launch import launch
 from hpcft.plan import build_pipeline
@@ -83,7 +83,7 @@ def free_port() -> int:
 
 def oracle_plan(cfg: HpcftConfig, layout: RunLayout, port: int) -> dict[str, object]:
     """The train.yaml and the environment its process starts with (launcher's, job's)."""
-    job = build_pipeline(cfg, layout).stage("train").job
+    job = build_pipeline(check(cfg), layout).stage("train").job
     env = dict(job.env)  # type: ignore[union-attr]
     if job.argv[0] == "torchrun":  # type: ignore[union-attr]
         env |= {"LOCAL_RANK": "0", "RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1"}

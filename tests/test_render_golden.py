@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from hpcft.configure import load_config
+from hpcft.configure import check, load_config
 from hpcft.plan import build_pipeline
 from hpcft.render import placeholder_ids, render_sbatch, time_to_minutes
 from hpcft.rundir import RunLayout
@@ -24,7 +24,7 @@ HOSTILE_RUN = "/scratch/o'neil $(touch pwned) `id`; rm -rf ~/runs/it's $(whoami)
 
 def rendered(overrides: list[str]) -> dict[str, str]:
     cfg = load_config(overrides)
-    pipeline = build_pipeline(cfg, RunLayout(Path(HOSTILE_RUN)))
+    pipeline = build_pipeline(check(cfg), RunLayout(Path(HOSTILE_RUN)))
     ids = placeholder_ids(pipeline)
     python = shlex.quote(sys.executable)
     return {s.name: render_sbatch(pipeline, s, cfg.cluster, ids).replace(python, "<python>") for s in pipeline.stages}

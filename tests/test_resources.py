@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hpcft.cli import main
-from hpcft.configure import load_config
+from hpcft.configure import check, load_config
 from hpcft.resources import batch_layout
 
 
@@ -71,7 +71,7 @@ def test_a_one_gpu_server_asks_for_its_share_of_the_node_and_eval_for_the_cpu_pa
     from hpcft.rundir import RunLayout
 
     cfg = load_config(["model=internlm2", "cluster=8gpu", "cluster.cpu_partition=cpu"])
-    stages = {s.name: s.resources for s in build_pipeline(cfg, RunLayout(Path("/runs/r"))).stages}
+    stages = {s.name: s.resources for s in build_pipeline(check(cfg), RunLayout(Path("/runs/r"))).stages}
     assert (stages["deploy"].gpus_per_node, stages["deploy"].cpus_per_task, stages["deploy"].mem) == (1, 8, "64000M")
     assert (stages["train"].cpus_per_task, stages["train"].mem) == (64, "500G")  # the whole node
     assert stages["eval"].partition == "cpu" and stages["deploy"].partition == "gpu"

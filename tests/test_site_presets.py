@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from hpcft.cli import main
-from hpcft.configure import load_config
+from hpcft.configure import check, load_config
 from hpcft.plan import build_pipeline
 from hpcft.render import placeholder_ids, render_sbatch
 from hpcft.rundir import RunLayout
@@ -31,7 +31,7 @@ def test_the_presets_an_admin_is_promised_exist():
 @pytest.mark.parametrize("preset", PRESETS)
 def test_preset_renders_its_example_scripts(preset):
     cfg = load_config(["model=internlm2", f"cluster={preset}"], [str(TEMPLATES)])
-    pipeline = build_pipeline(cfg, RunLayout(EXAMPLE_RUN))
+    pipeline = build_pipeline(check(cfg), RunLayout(EXAMPLE_RUN))
     ids = placeholder_ids(pipeline)
     for stage in pipeline.stages:
         text = render_sbatch(pipeline, stage, cfg.cluster, ids).replace(shlex.quote(sys.executable), "<python>")

@@ -14,7 +14,7 @@ from submitit.slurm.slurm import SlurmExecutor, _make_sbatch_string
 
 from hpcft.cli import main
 from hpcft.config.schema import ClusterConfig, StageSite
-from hpcft.configure import load_config
+from hpcft.configure import check, load_config
 from hpcft.plan import build_pipeline
 from hpcft.render import placeholder_ids, render_sbatch
 from hpcft.rundir import RunLayout
@@ -69,14 +69,14 @@ def test_every_site_setting_is_a_real_submitit_parameter():
 
 def scripts(*overrides: str) -> dict[str, str]:
     cfg = load_config(["model=internlm2", "cluster=8gpu", *overrides])
-    pipeline = build_pipeline(cfg, RunLayout(Path("/runs/r")))
+    pipeline = build_pipeline(check(cfg), RunLayout(Path("/runs/r")))
     ids = placeholder_ids(pipeline)
     return {s.name: render_sbatch(pipeline, s, cfg.cluster, ids) for s in pipeline.stages}
 
 
 EVERY_SETTING = [
     "cluster.teardown=['echo bye']",
-    "cluster.python=[/opt/wrap,run,python3]",
+    "cluster.python=[/usr/bin/env,'PYTHONNOUSERSITE=1',python3]",
     "cluster.srun_args=['--cpu-bind=none','--mpi=pmix']",
     "+cluster.env.NCCL_DEBUG=INFO",
     "cluster.gpu_request=gres",
@@ -106,7 +106,7 @@ def test_every_site_setting_reaches_the_script_as_its_flag():
         "#SBATCH --licenses=scratch:1",
         "export NCCL_DEBUG=INFO",
         "echo bye",
-        "--cpu-bind=none --mpi=pmix /opt/wrap run python3 -u -m submitit.core._submit /runs/r/slurm",
+        "--cpu-bind=none --mpi=pmix /usr/bin/env PYTHONNOUSERSITE=1 python3 -u -m submitit.core._submit /runs/r/slurm",
     ]:
         assert line in train, line
     assert "--gpus-per-node" not in train
@@ -149,7 +149,7 @@ def test_points_with_other_interpreters_get_arrays_of_their_own():
     for num, python in enumerate(["[/envs/a/bin/python]", "[/envs/a/bin/python]", "[/envs/b/bin/python]"]):
         overrides = ("model=tiny_llama", "cluster=slurmlab", f"cluster.python={python}", "stages=[train]")
         cfg = load_config(list(overrides))
-        points.append(SweepPoint(num, overrides, cfg, build_pipeline(cfg, RunLayout(Path(f"/runs/s/{num}")))))
+        points.append(SweepPoint(num, overrides, cfg, build_pipeline(check(cfg), RunLayout(Path(f"/runs/s/{num}")))))
     assert [[p.num for p in g.points] for g in group_points(points)] == [[0, 1], [2]]
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from hpcft.config.schema import Executor, HpcftConfig
 from hpcft.config.secrets import check_secret, environment_secrets
-from hpcft.configure import validate_config
+from hpcft.configure import CheckedRun, check
 from hpcft.errors import UserError
 from hpcft.launch import Printer, config_yaml
 from hpcft.plan import build_pipeline
@@ -35,10 +35,13 @@ class PointConfig:
     overrides: tuple[str, ...]
     """The point's overrides, without Hydra's own (`hydra.*`)."""
     cfg: HpcftConfig
+    """The point's typed config."""
     run_dir: Path
     """`${hydra.sweep.dir}/${hydra.sweep.subdir}` as Hydra resolves it for this point."""
     hydra_files: Mapping[str, str] = field(default_factory=dict)
     """Hydra's record of the point (`.hydra/config.yaml`, ...): run-dir path -> text."""
+    config_yaml: str = ""
+    """`config.yaml` of `cfg` where the launcher made it already; else it is made here."""
 
 
 def check_point_dirs(points: Sequence[PointConfig], sweep_dir: Path) -> None:
@@ -64,12 +67,12 @@ def check_point_dirs(points: Sequence[PointConfig], sweep_dir: Path) -> None:
             raise UserError(f"hydra.sweep.subdir: {p.run_dir} exists; runs are never overwritten")
 
 
-def _planned(point: PointConfig) -> SweepPoint:
+def _planned(point: PointConfig, run: CheckedRun) -> SweepPoint:
     point.run_dir.mkdir(parents=True, exist_ok=False)
-    pipeline = build_pipeline(point.cfg, RunLayout(point.run_dir))
+    pipeline = build_pipeline(run, RunLayout(point.run_dir))
     from hpcft.submit import write_run_files
 
-    write_run_files(pipeline, config_yaml(point.cfg))
+    write_run_files(pipeline, point.config_yaml or config_yaml(point.cfg))
     for relpath, text in point.hydra_files.items():
         write_atomic(point.run_dir / relpath, text)
     return SweepPoint(point.num, point.overrides, point.cfg, pipeline)
@@ -91,16 +94,17 @@ def launch_sweep(points: Sequence[PointConfig], sweep_dir: Path, batch: int = 0,
     batches: each one is added to the same `sweep.json`. Returns the points' run directories."""
     if not points:
         return []
-    for point in points:
-        validate_config(point.cfg)
+    runs = [check(point.cfg) for point in points]
     check_point_dirs(points, sweep_dir)
     with run_umask(points[0].cfg.cluster.umask):
-        return _launch_sweep(points, sweep_dir, batch, say)
+        return _launch_sweep(points, runs, sweep_dir, batch, say)
 
 
-def _launch_sweep(points: Sequence[PointConfig], sweep_dir: Path, batch: int, say: Printer) -> list[Path]:
+def _launch_sweep(
+    points: Sequence[PointConfig], runs: Sequence[CheckedRun], sweep_dir: Path, batch: int, say: Printer
+) -> list[Path]:
     earlier = earlier_batches(sweep_dir, batch)
-    planned = [_planned(p) for p in points]
+    planned = [_planned(p, run) for p, run in zip(points, runs, strict=True)]
     first = planned[0].cfg
     if first.dry_run:
         print_array_plan(planned, sweep_dir, batch, say)
