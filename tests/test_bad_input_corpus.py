@@ -667,6 +667,119 @@ CASES: list[Case] = [
 ]
 
 
+SECRET_WORDS = "; scripts, job names, sbatch options and run folders are readable by other users"
+CASES += [
+    # more secrets, by value after interpolation or by shape, wherever a value reaches a job
+    ("HF token as the W&B project", lambda t: [*LLM, "wandb.project=${oc.env:HF_TOKEN}"], "wandb.project: holds the v"),
+    ("W&B key as the qos", lambda t: [*LLM, "cluster.qos=${oc.env:WANDB_API_KEY}"], "cluster.qos: holds the value"),
+    (
+        "OpenAI key as a constraint",
+        lambda t: [*LLM, "cluster.constraint=${oc.env:OPENAI_API_KEY}"],
+        "cluster.constraint: holds the value of OPENAI_API_KEY from your environment" + SECRET_WORDS,
+    ),
+    (
+        "password as the partition",
+        lambda t: [*LLM, "cluster.partition=${oc.env:SITE_DB_PASSWORD}"],
+        "cluster.partition: holds the value of SITE_DB_PASSWORD",
+    ),
+    ("AWS secret as the W&B group", lambda t: [*LLM, "wandb.group=${oc.env:AWS_SECRET_ACCESS_KEY}"], "wandb.group: ho"),
+    ("HF token as the model name", lambda t: [*LLM, "model.name=${oc.env:HF_TOKEN}"], "model.name: holds the value"),
+    (
+        "W&B key in a native argument",
+        lambda t: [*LLM, "+framework.args.run_name=${oc.env:WANDB_API_KEY}"],
+        "framework.args.run_name: holds the value of WANDB_API_KEY",
+    ),
+    (
+        "OpenAI-style key typed into a deploy setup line",
+        lambda t: [*LLM, "cluster.deploy.setup=['export K=sk-" + "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789abcd']"],
+        "cluster.deploy.setup[0]: holds an OpenAI-style API key",
+    ),
+    (
+        "GitHub token as the W&B entity",
+        lambda t: [*LLM, "wandb.entity=github_pat_" + "11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOP"],
+        "wandb.entity: holds a GitHub token",
+    ),
+    (
+        "HF token in the train stage's srun flags",
+        lambda t: [*LLM, "cluster.train.srun_args=['--comment=${oc.env:HF_TOKEN}']"],
+        "cluster.train.srun_args[0]: holds the value of HF_TOKEN",
+    ),
+    ("secret in the run root", lambda t: [*LLM, "run_root=/tmp/${oc.env:HF_TOKEN}"], "run_root: holds the value"),
+    (
+        "secret in a data path",
+        lambda t: [*LLM, "trainset=/tmp/${oc.env:WANDB_API_KEY}.json"],
+        "trainset: holds the value of WANDB_API_KEY",
+    ),
+    # hostile or wrong paths
+    ("a process's environment as data", lambda t: [*LLM, "trainset=/proc/self/environ"], "environ: LLaMA-Factory"),
+    ("a folder without a registry as data", lambda t: [*LLM, f"trainset={empty_folder(t)}"], "no dataset_info.json"),
+    ("a folder as the eval set", lambda t: [*LLM, f"evalset={t}"], "not a file (a JSON or JSONL file)"),
+    ("newline in the run root", lambda t: [*LLM, "run_root='/tmp/a\nb'"], "run_root: control characters"),
+    # YAML: file:line, data only, bounded
+    (
+        "unclosed list in a site cluster YAML",
+        lambda t: [*site_cluster(t, "partition: [a, b"), "model=internlm2", "cluster=mine"],
+        "mine.yaml:4: invalid YAML: expected ',' or ']'",
+    ),
+    (
+        "duplicate key in a native YAML",
+        lambda t: [*LLM, f"framework.native_config={write(t, 'd.yaml', 'lora_rank: 4' + chr(10) + 'lora_rank: 8')}"],
+        "d.yaml:2: invalid YAML: duplicate key 'lora_rank' (first on line 1)",
+    ),
+    (
+        "alias bomb in a native YAML",
+        lambda t: [*LLM, f"framework.native_config={write(t, 'b.yaml', ALIAS_BOMB)}"],
+        "b.yaml:3: invalid YAML: aliases expand to more than 500 nodes",
+    ),
+    (
+        "tab in a native YAML",
+        lambda t: [*LLM, f"framework.native_config={write(t, 't.yaml', chr(9) + 'lora_rank: 4')}"],
+        "t.yaml:1: a tab; YAML indents with spaces only",
+    ),
+    (
+        "native YAML not a mapping",
+        lambda t: [*LLM, f"framework.native_config={write(t, 'l.yaml', '- a')}"],
+        "l.yaml: must be a mapping of argument names to values",
+    ),
+    ("native YAML missing", lambda t: [*LLM, f"framework.native_config={t}/none.yaml"], "none.yaml: No such file"),
+    # data rows
+    (
+        "instruction not a string",
+        lambda t: [*LLM, f"trainset={write(t, 'n.jsonl', lines({'instruction': 5, 'output': 'b'}))}"],
+        "n.jsonl:1: field 'instruction' must be a string",
+    ),
+    ("only blank lines", lambda t: [*LLM, f"trainset={write(t, 'w.jsonl', '   ' + chr(10) * 2)}"], "the file is empty"),
+    (
+        "KTO tag not a boolean",
+        lambda t: [*LLM, "framework.stage=kto", f"trainset={write(t, 'k.jsonl', lines({**OK_ROW, 'kto_tag': 'yes'}))}"],
+        "k.jsonl:1: field 'kto_tag' (the KTO tag) must be true or false",
+    ),
+    (
+        "empty retrieval query",
+        lambda t: ["model=minilm", f"trainset={write(t, 'q.jsonl', lines({**OK_RETRIEVAL, 'query': ''}))}"],
+        "q.jsonl:1: field 'query' must be a non-empty string",
+    ),
+    (
+        "retrieval passages not strings",
+        lambda t: ["model=minilm", f"trainset={write(t, 'p.jsonl', lines({**OK_RETRIEVAL, 'pos': [1]}))}"],
+        "p.jsonl:1: field 'pos' must be a non-empty list of strings",
+    ),
+    # overrides out of range or of the wrong kind
+    ("model size negative", lambda t: [*LLM, "model.params_b=-1"], "model.params_b: must be > 0 (got -1.0)"),
+    ("no nodes", lambda t: [*LLM, "cluster.nodes=0"], "cluster.nodes: must be > 0 (got 0)"),
+    ("negative time limit", lambda t: [*LLM, "cluster.time=-1"], "cluster.time: bad time limit '-1'"),
+    ("eval time not a time", lambda t: [*LLM, "eval.time=abc"], "eval.time: bad time limit 'abc'"),
+    ("save steps 0", lambda t: [*LLM, "framework.save_steps=0"], "framework.save_steps: must be > 0 (got 0)"),
+    ("umask with an 8", lambda t: [*LLM, "cluster.umask='078'"], "cluster.umask: must be three octal digits"),
+    ("negative memory", lambda t: [*LLM, "cluster.mem=-5G"], "cluster.mem: bad memory size '-5G'"),
+    ("a stage twice", lambda t: [*LLM, "stages=[train,train]"], "stages: must be a non-empty prefix"),
+    ("unknown stage name", lambda t: [*LLM, "stages=[train,serve]"], "stages[1]: Invalid value 'serve'"),
+    ("3-bit quantization", lambda t: [*LLM, "framework.quantization_bit=3"], "unknown value '3'; valid: 4, 8"),
+    ("unknown fine-tuning type", lambda t: [*LLM, "framework.finetuning_type=qlora"], "did you mean 'lora'?"),
+    ("negative port", lambda t: [*LLM, "deploy.port=-1"], "deploy.port: must be in [0, 65535] (got -1)"),
+]
+
+
 @pytest.fixture
 def sbatch_log(tmp_path, monkeypatch) -> Path:
     bin_dir, log = tmp_path / "bin", tmp_path / "sbatch.log"
@@ -701,8 +814,8 @@ def test_bad_input_is_refused_before_submitting(name, build, expected, tmp_path,
     FIGURES["refused_before_submit"] += 1
 
 
-def test_corpus_has_at_least_a_hundred_and_twenty_cases():
-    assert len(CASES) >= 120
+def test_corpus_has_at_least_two_hundred_cases():
+    assert len(CASES) >= 200
 
 
 HOSTILE = [
