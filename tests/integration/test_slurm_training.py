@@ -24,6 +24,7 @@ from tests.integration.helpers import (
     requeues,
     sacct_field,
     steps_logged,
+    train_progress_shown,
     wait_final,
 )
 
@@ -110,10 +111,14 @@ def test_time_limited_train_is_requeued_and_resumes_from_its_checkpoint(run_root
         run_root, *LONG, "framework.num_train_epochs=10000", "cluster.time=2", "cluster.max_requeues=20",
         f"framework.save_steps={save}", f"framework.logging_steps={log_every}",
     )  # fmt: skip
-    deadline = time.monotonic() + 900
+    deadline, shown = time.monotonic() + 900, None
     while not ((resumed := RESUMED.findall(logs(run))) and steps_logged(run)[-1] > int(resumed[0])):
         assert time.monotonic() < deadline, f"no resume after a time limit: {steps_logged(run)[-8:]}"
+        if not shown and steps_logged(run):  # meanwhile, `status` shows the running training's progress
+            shown = train_progress_shown(run)
         time.sleep(5)
+    assert shown, "status never showed the running train stage's step/total, loss and ETA"
+    assert int(shown[2]) == 60000  # 10000 epochs x 6 steps: LLaMA-Factory's own trainer_log.jsonl
     subprocess.run(["scancel", job_id], check=True)
     assert requeues(job_id) >= 1 and "timed-out" in logs(run)  # stopped by its limit, not by us
     before = [step for step in steps_logged(run) if step <= int(resumed[0]) + save]
