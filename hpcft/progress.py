@@ -1,9 +1,9 @@
 """A running train stage's progress, read on the login node: step/total, the last loss, an ETA.
 
 The train job appends one JSON line per logging step in LLaMA-Factory's `trainer_log.jsonl`
-shape (`current_steps`, `total_steps`, `loss`, `remaining_time` as `H:MM:SS` or
-`N days, H:MM:SS`): LLaMA-Factory writes it itself; for FlagEmbedding hpcft's callback
-(`hpcft.jobs.progress`) writes the same fields. Where each framework's file lies is its
+shape (`current_steps`, `total_steps`, `loss`, `elapsed_time` and `remaining_time` as
+`H:MM:SS` or `N days, H:MM:SS`): LLaMA-Factory writes it itself; for FlagEmbedding hpcft's
+callback (`hpcft.jobs.progress`) writes the same fields. Where each framework's file lies is its
 adapter's knowledge (`TrainJob.progress`, recorded in the manifest). Only the file's tail is
 read: a long run's log grows by a line per logging step, and `status` reads every point of a
 sweep at each refresh.
@@ -125,10 +125,33 @@ def read_train_progress(path: Path, now: float | None = None) -> TrainProgress |
     last = records[-1]
     loss = next((value for r in reversed(records) if (value := _number(r.get("loss"))) is not None), None)
     step, total = int(last["current_steps"]), int(_number(last.get("total_steps")) or 0)
-    eta = parse_duration(last.get("remaining_time"))
+    eta = _seconds_left(records, total)
     if eta is not None:  # the estimate was made when the line was written; the clock has run since
         eta = 0.0 if total and step >= total else max(eta - _age(path, now), 0.0)
     return TrainProgress(step=step, total=total, loss=loss, eta_s=eta)
+
+
+MIN_SPAN_S = 10.0
+"""The least elapsed time between two records to measure a rate by (the log says whole seconds)."""
+
+
+def _seconds_left(records: list[dict[str, Any]], total: int) -> float | None:
+    """The time left at the rate of this attempt's records in the tail; else the trainer's
+    own `remaining_time`. LLaMA-Factory's estimate divides the time since the attempt began
+    by every step since step 0, so after a resume from step 5000 it is far too short; the
+    records of one attempt (their elapsed time never goes back) give the rate it trains at."""
+    last = records[-1]
+    first, first_s = last, parse_duration(last.get("elapsed_time"))
+    for record in reversed(records[:-1]):
+        at_s = parse_duration(record.get("elapsed_time"))
+        if first_s is None or at_s is None or at_s > first_s:
+            break  # an earlier attempt's record (its clock began before this one's), or no clock
+        first, first_s = record, at_s
+    span_s = (parse_duration(last.get("elapsed_time")) or 0.0) - (first_s or 0.0)
+    steps = int(last["current_steps"]) - int(first["current_steps"])
+    if span_s >= MIN_SPAN_S and steps > 0:
+        return max(total - int(last["current_steps"]), 0) * span_s / steps
+    return parse_duration(last.get("remaining_time"))
 
 
 def _age(path: Path, now: float | None) -> float:

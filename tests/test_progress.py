@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from hpcft.cli import main
 from hpcft.cli.status import render
 from hpcft.progress import TrainProgress, duration_text, parse_duration, progress_record, read_train_progress
@@ -33,8 +35,24 @@ def log_at(path: Path, age_s: float = 0.0) -> Path:
 def test_the_last_record_gives_the_step_and_eta_and_the_last_loss_comes_from_the_last_record_with_one(tmp_path):
     progress = read_train_progress(log_at(tmp_path / "trainer_log.jsonl"))
     assert progress is not None and (progress.step, progress.total, progress.loss) == (40, 120, 1.2345)
-    assert progress.eta_s is not None and 32 <= progress.eta_s <= 34
-    assert progress.describe() in (f"step 40/120, loss 1.234, ETA {s} s" for s in (32, 33, 34))
+    # the rate of the records: 30 steps in 13 s, so 80 steps left take 34.7 s
+    assert progress.eta_s is not None and 33 <= progress.eta_s <= 35
+    assert progress.describe() in (f"step 40/120, loss 1.234, ETA {s} s" for s in (33, 34))
+
+
+def test_a_resumed_run_s_eta_comes_from_the_rate_it_trains_at_now(tmp_path):
+    """LLaMA-Factory divides the time since the attempt began by every step since step 0:
+    60 s into a resume from step 5000 it says 58 s are left of 4900 steps."""
+    before = [{"current_steps": s, "total_steps": 10000, "loss": 1.0, "elapsed_time": f"0:{s // 100:02d}:00"}
+              for s in range(4900, 5001, 50)]  # fmt: skip
+    after = [
+        {"current_steps": 5010, "total_steps": 10000, "elapsed_time": "0:00:20", "remaining_time": "3:23:00"},
+        {"current_steps": 5100, "total_steps": 10000, "elapsed_time": "0:01:00", "remaining_time": "0:00:58"},
+    ]
+    path = tmp_path / "trainer_log.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in [*before, *after]))
+    progress = read_train_progress(path, now=path.stat().st_mtime)
+    assert progress is not None and progress.eta_s == pytest.approx(4900 * 40 / 90)  # 90 steps in 40 s
 
 
 def test_the_eta_counts_down_from_when_the_record_was_written(tmp_path):
