@@ -120,6 +120,19 @@ def create_run_dir(run_root: str | Path, base: str) -> RunLayout:
     raise RuntimeError(f"could not create a new run directory under {root}")
 
 
+def new_run_dir(path: str | Path) -> RunLayout:
+    """Create the run directory `hydra.run.dir` names; one that exists and holds anything is
+    never reused (Hydra would write into it)."""
+    root = Path(path).expanduser().absolute()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if any(root.iterdir()):
+            raise UserError(f"hydra.run.dir: {root} already holds files; runs are never overwritten")
+    except OSError as e:
+        raise UserError(f"hydra.run.dir: cannot create {root}: {e.strerror}") from None
+    return RunLayout(root)
+
+
 def umask_line(umask: str) -> str:
     """The shell line that gives a job the run's file-creation mask (`cluster.umask`)."""
     return f"umask {shlex.quote(umask)}"
