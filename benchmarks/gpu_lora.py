@@ -1,186 +1,266 @@
-"""GPU benchmark (not run in CI): LoRA SFT of a ~0.5-1.5B model on one GPU, hpcft vs direct.
+"""GPU check for one lent GPU session (issue 33): hpcft's plans against measured GPUs.
 
-    python benchmarks/gpu_lora.py --model /models/Qwen2.5-0.5B-Instruct [--params-b 0.49]
-        [--repeat 3] [--rows 2048] [--cutoff-len 512] [--batch 8] [--no-bf16] [--gpu 0] [--out gpu_results.json]
+    python benchmarks/gpu_lora.py [--rehearsal] [--budget-s 480] [--work DIR] [--out FILE]
+        [--gpu 0] [--peak-tflops 989]
 
-The same LLaMA-Factory LoRA SFT (bf16, one epoch over a synthetic alpaca set built from hpcft's
-demo rows) run through hpcft (`cluster=local` with one GPU, `stages=[train]`) and directly with
-`llamafactory-cli train` on the YAML hpcft writes. Reported per way: tokens/s (LLaMA-Factory's
-`num_input_tokens_seen` over the trainer's `train_runtime`), wall time, and peak GPU memory,
-polled with nvidia-smi in a thread (training runs in another process, so
-torch.cuda.max_memory_allocated is not visible here), beside hpcft's memory-fit estimate.
-Needs a GPU, nvidia-smi, the training stack and the model on disk (no internet needed).
+Steps, each guarded by its own time limit within the whole budget (a late step is skipped, not
+waited for), the JSON rewritten after every step so that a late failure keeps the early figures:
+1. random-weight Qwen2.5-0.5B and 7B built from their configs (benchmarks/gpu_models.py; nothing
+   downloaded);
+2. 7B LoRA at cutoff 5120 x 2 on rows that reach it, through hpcft (`cluster=local`, one GPU)
+   and directly with `llamafactory-cli train` on the YAML hpcft wrote: tokens/s (non-padding
+   tokens over the trainer's runtime), MFU (6 N tokens/s over `--peak-tflops`), peak memory
+   (nvidia-smi, polled) beside hpcft's estimate;
+3. 0.5B SFT on short rows as written by hand (micro-batch 8, no packing) and with hpcft's
+   defaults (packing, the micro-batch it chooses): packing off vs on;
+4. the 7B plan with Liger on (where `liger_kernel` imports): Liger off vs on.
+`llamafactory-cli` is looked for on PATH, then beside this interpreter. `--rehearsal` runs the
+same steps on CPU with 2-layer models in about a minute (tests/integration/test_gpu_rehearsal.py),
+so the script cannot rot between lent GPUs; Liger is skipped there (it needs a GPU).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
-import subprocess
+import shutil
 import sys
-import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import JOB_ENV, PYTHON, REPO, Row, fmt, median, only_child, read_json, rows_of, run_timed, table
-from hpcft.configure import load_config
-from hpcft.frameworks.llamafactory import Adapter
-from hpcft.frameworks.llamafactory_memory import configured, estimate
+from benchmarks import gpu_models
+from benchmarks.common import JOB_ENV, PYTHON, REPO, only_child, run_timed
+from benchmarks.gpu_measure import GpuMemoryPoller, planned_estimate, report, trained
 
-DEMO = REPO / "hpcft" / "assets" / "demo" / "llamafactory_train.json"
-
-
-class GpuMemoryPoller(threading.Thread):
-    """Peak `memory.used` (MiB) of one GPU, polled with nvidia-smi until stopped."""
-
-    def __init__(self, gpu: int, interval_s: float = 0.2) -> None:
-        super().__init__(daemon=True)
-        self.gpu, self.interval_s, self.peak_mib = gpu, interval_s, 0
-        self.done = threading.Event()
-
-    def used(self) -> int:
-        argv = ["nvidia-smi", f"--id={self.gpu}", "--query-gpu=memory.used", "--format=csv,noheader,nounits"]
-        return int(subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip().splitlines()[0])
-
-    def run(self) -> None:
-        while not self.done.is_set():
-            with contextlib.suppress(subprocess.CalledProcessError, ValueError, IndexError):  # a missed sample
-                self.peak_mib = max(self.peak_mib, self.used())
-            self.done.wait(self.interval_s)
+Step = Callable[[float], dict[str, Any]]
+"""One step of the check, given its time limit: what it found."""
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], epilog="Not run in CI; see benchmarks/README.md."
-    )
-    parser.add_argument("--model", required=True, help="folder of the base model (e.g. Qwen2.5-0.5B-Instruct)")
-    parser.add_argument("--params-b", type=float, default=0.49, help="its size in billions of parameters")
-    parser.add_argument("--template", default="qwen", help="LLaMA-Factory chat template")
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--rows", type=int, default=2048, help="training rows (one epoch)")
-    parser.add_argument("--cutoff-len", type=int, default=512)
-    parser.add_argument("--batch", type=int, default=8, help="per-device batch size")
-    parser.add_argument("--no-bf16", action="store_true", help="train in fp32 (GPUs without bfloat16)")
-    parser.add_argument("--gpu", type=int, default=0, help="GPU index for nvidia-smi and CUDA_VISIBLE_DEVICES")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/hpcft-gpu-bench"))
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "gpu_results.json")
-    return parser.parse_args(argv)
+@dataclass(kw_only=True)
+class Bench:
+    """One run of the check: where it works, what it found, how long it has left."""
+
+    rehearsal: bool
+    """CPU, 2-layer models, a few steps each."""
+    work: Path
+    """Models, data and runs."""
+    out: Path
+    """The JSON summary, rewritten after every step."""
+    gpu: int
+    """GPU index (nvidia-smi, CUDA_VISIBLE_DEVICES)."""
+    peak_tflops: float
+    """The GPU's dense bf16 peak, for MFU."""
+    deadline: float
+    """time.monotonic() by which every step must have ended."""
+    results: dict[str, Any] = field(default_factory=dict)
+    """What the JSON holds."""
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def save(self) -> None:
+        tmp = self.out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.results, indent=1))
+        tmp.replace(self.out)
 
 
-def make_trainset(path: Path, rows: int) -> None:
-    """Alpaca rows about 4x longer than the demo rows, cycled to `rows`."""
-    demo = json.loads(DEMO.read_text())
-    long = [{k: " ".join([str(r[k])] * 4) for k in ("instruction", "input", "output")} for r in demo]
-    path.write_text(json.dumps([long[i % len(long)] for i in range(rows)]))
+@dataclass(frozen=True, kw_only=True)
+class Sizes:
+    """What each step trains: the real sizes on a GPU, 2-layer stand-ins in the rehearsal."""
+
+    large: str
+    small: str
+    long_cutoff: int
+    long_batch: int
+    long_rows: int
+    short_cutoff: int
+    short_rows: int
+    steps: int
 
 
-def overrides(args: argparse.Namespace, trainset: Path, gpu_mem_gb: float) -> list[str]:
+GPU_SIZES = Sizes(large="qwen2_5_7b", small="qwen2_5_0_5b", long_cutoff=5120, long_batch=2, long_rows=64,
+                  short_cutoff=2048, short_rows=4096, steps=8)  # fmt: skip
+REHEARSAL_SIZES = Sizes(large="rehearsal", small="rehearsal", long_cutoff=128, long_batch=2, long_rows=16,
+                        short_cutoff=2048, short_rows=600, steps=2)  # fmt: skip
+
+
+def llamafactory_cli() -> str:
+    """`llamafactory-cli` on PATH, else beside this interpreter (a venv's bin not on PATH)."""
+    found = shutil.which("llamafactory-cli") or shutil.which("llamafactory-cli", path=str(Path(PYTHON).parent))
+    if not found:
+        raise RuntimeError("llamafactory-cli is neither on PATH nor beside this interpreter")
+    return found
+
+
+def sizes(b: Bench) -> Sizes:
+    return REHEARSAL_SIZES if b.rehearsal else GPU_SIZES
+
+
+def job_env(b: Bench) -> dict[str, str]:
+    env = {**os.environ, **JOB_ENV}
+    env["PATH"] = f"{env.get('PATH', '')}{os.pathsep}{Path(PYTHON).parent}"
+    return env if b.rehearsal else {**env, "CUDA_VISIBLE_DEVICES": str(b.gpu)}
+
+
+def overrides(b: Bench, model: str, trainset: Path, cutoff: int, *extra: str, count: str = "non_padding") -> list[str]:
+    """hpcft's command line for one training: the built model, one GPU (none in the rehearsal).
+    Tokens counted: `non_padding`, except for packed rows, whose 4-D attention mask that count
+    misreads (every packed token is a row's own anyway: `all`)."""
+    s, gpus = sizes(b), 0 if b.rehearsal else 1
     return [
-        "model=qwen2_5_7b",  # a chat LLM entry; every field that matters is overridden below
-        f"model.name={Path(args.model).name.lower().replace('.', '_')}",
-        f"model.path={Path(args.model).resolve()}",
-        f"model.params_b={args.params_b}",
-        f"model.template={args.template}",
-        "cluster=local",
-        "cluster.gpus_per_node=1",
-        "cluster.node_gpus=1",
-        f"cluster.gpu_mem_gb={gpu_mem_gb}",
-        "stages=[train]",
-        f"trainset={trainset}",
-        f"framework.cutoff_len={args.cutoff_len}",
-        f"framework.per_device_train_batch_size={args.batch}",
-        "framework.gradient_accumulation_steps=1",
-        "framework.num_train_epochs=1",
-        f"framework.bf16={str(not args.no_bf16).lower()}",
-        "framework.save_steps=100000",
-        "+framework.args.include_num_input_tokens_seen=true",
-    ]
-
-
-def gpu_total_gb(gpu: int) -> float:
-    argv = ["nvidia-smi", f"--id={gpu}", "--query-gpu=memory.total", "--format=csv,noheader,nounits"]
-    return int(subprocess.run(argv, capture_output=True, text=True, check=True).stdout.split()[0]) / 1024
-
-
-def outcome(output: Path, wall_s: float, peak_mib: int, idle_mib: int) -> dict[str, Any]:
-    runtime = float(read_json(output / "all_results.json")["train_runtime"])
-    history = read_json(output / "trainer_state.json").get("log_history", [])
-    tokens = max((int(h["num_input_tokens_seen"]) for h in history if "num_input_tokens_seen" in h), default=0)
-    return {
-        "wall_s": wall_s,
-        "train_runtime_s": runtime,
-        "tokens": tokens,
-        "tokens_per_s": tokens / runtime if tokens else float("nan"),
-        "peak_gpu_mib": peak_mib,
-        "peak_gpu_mib_above_idle": peak_mib - idle_mib,
-    }
-
-
-def measured(argv: list[str], env: dict[str, str], gpu: int, cwd: Path) -> tuple[float, int, int]:
-    """Run a training command with the GPU poller: (wall s, peak MiB, idle MiB before)."""
-    poller = GpuMemoryPoller(gpu)
-    idle = poller.used()
-    poller.start()
-    try:
-        timed = run_timed(argv, env, cwd=cwd, timeout_s=3600).check()
-    finally:
-        poller.done.set()
-        poller.join()
-    return timed.wall_s, poller.peak_mib, idle
-
-
-def run_pair(args: argparse.Namespace, hpcft_args: list[str], i: int) -> dict[str, Any]:
-    env = {**os.environ, **JOB_ENV, "CUDA_VISIBLE_DEVICES": str(args.gpu)}
-    root = args.work / f"hpcft-{i}"
-    wall, peak, idle = measured([PYTHON, "-m", "hpcft", *hpcft_args, f"run_root={root}"], env, args.gpu, REPO)
-    via_hpcft = outcome(only_child(root) / "train", wall, peak, idle)
-    dry = args.work / f"dry-{i}"
-    run_timed([PYTHON, "-m", "hpcft", *hpcft_args, f"run_root={dry}", "dry_run=true"]).check()
-    native = only_child(dry) / "native" / "train.yaml"
-    output = args.work / f"direct-{i}"
-    text = native.read_text().replace(f"output_dir: {only_child(dry) / 'train'}", f"output_dir: {output}")
-    (args.work / f"direct-{i}.yaml").write_text(text)
-    cli = str(Path(PYTHON).parent / "llamafactory-cli")
-    wall, peak, idle = measured([cli, "train", str(args.work / f"direct-{i}.yaml")], env, args.gpu, args.work)
-    return {"hpcft": via_hpcft, "direct": outcome(output, wall, peak, idle)}
-
-
-def rows(runs: list[dict[str, Any]], estimate_gb: float) -> list[Row]:
-    def med(who: str, key: str) -> float:
-        return median([r[who][key] for r in runs])
-
-    row = rows_of("GPU LoRA SFT", len(runs))
-    h_tps, d_tps = med("hpcft", "tokens_per_s"), med("direct", "tokens_per_s")
-    h_wall, d_wall = med("hpcft", "wall_s"), med("direct", "wall_s")
-    h_mem, d_mem = med("hpcft", "peak_gpu_mib") / 1024, med("direct", "peak_gpu_mib") / 1024
-    return [
-        row("tokens/s (num_input_tokens_seen / train_runtime)", fmt(h_tps), fmt(d_tps), fmt(h_tps / d_tps), ">= 0.95",
-            h_tps / d_tps >= 0.95),
-        row("wall time (s)", fmt(h_wall), fmt(d_wall), fmt(h_wall / d_wall)),
-        row("peak GPU memory (GB, nvidia-smi)", fmt(h_mem), fmt(d_mem), fmt(h_mem / d_mem)),
-        row("hpcft's memory-fit estimate (GB) vs measured peak", fmt(estimate_gb), fmt(h_mem), fmt(estimate_gb / h_mem),
-            ">= 1 (not under)", estimate_gb >= h_mem),
+        "model=qwen2_5_7b",  # a chat LLM entry; the model's own config.json gives its numbers
+        f"model.name={model}", f"model.path={b.work / model}", f"model.params_b={gpu_models.PARAMS_B[model]}",
+        "model.template=qwen", "cluster=local", f"cluster.gpus_per_node={gpus}", f"cluster.node_gpus={gpus}",
+        "stages=[train]", f"trainset={trainset}", f"framework.cutoff_len={cutoff}", "framework.num_train_epochs=1",
+        "framework.save_steps=100000", "framework.logging_steps=1", f"+framework.args.max_steps={s.steps}",
+        f"+framework.args.include_num_input_tokens_seen={count}", *extra,
     ]  # fmt: skip
 
 
+def measure(b: Bench, argv: list[str], cwd: Path, timeout_s: float) -> dict[str, Any]:
+    """Run one training with the GPU poller (peak RSS in the rehearsal): wall time and peaks."""
+    poller = None if b.rehearsal else GpuMemoryPoller(b.gpu)
+    idle = poller.used() if poller else 0
+    if poller:
+        poller.start()
+    try:
+        timed = run_timed(argv, job_env(b), cwd=cwd, timeout_s=timeout_s).check()
+    finally:
+        if poller:
+            poller.done.set()
+            poller.join()
+    peak = {"peak_gpu_gib": poller.peak_mib / 1024, "idle_gpu_gib": idle / 1024} if poller else {}
+    return {"wall_s": timed.wall_s, "peak_rss_mib": timed.maxrss_mb, **peak}
+
+
+def via_hpcft(b: Bench, key: str, model: str, data: Path, cutoff: int, *extra: str, count: str = "non_padding") -> Step:
+    """A step: one training through hpcft, with the plan it made and its estimate."""
+
+    def step(timeout_s: float) -> dict[str, Any]:
+        args = overrides(b, model, data, cutoff, *extra, count=count)
+        root = b.work / "runs" / key
+        shutil.rmtree(root, ignore_errors=True)
+        plan = planned_estimate(args)
+        figures = measure(b, [PYTHON, "-m", "hpcft", *args, f"run_root={root}"], REPO, timeout_s)
+        run = only_child(root)
+        figures |= trained(run / "train")
+        tps = figures.get("tokens_per_s") or 0.0
+        mfu = 6 * gpu_models.PARAMS_B[model] * 1e9 * tps / (b.peak_tflops * 1e12) if not b.rehearsal else None
+        return {**plan, **figures, "mfu": mfu, "yaml": str(run / "native" / "train.yaml"), "overrides": args}
+
+    return step
+
+
+def direct(b: Bench, of: str) -> Step:
+    """A step: `llamafactory-cli train` on the YAML step `of` ran through hpcft."""
+
+    def step(timeout_s: float) -> dict[str, Any]:
+        made = b.results["steps"].get(of, {})
+        if not made.get("ok"):
+            return {"skipped": f"{of} did not run"}
+        source = Path(made["yaml"])
+        output = b.work / "runs" / f"{of}-direct"
+        shutil.rmtree(output, ignore_errors=True)
+        text = source.read_text().replace(f"output_dir: {source.parents[1] / 'train'}", f"output_dir: {output}")
+        mine = b.work / f"{of}-direct.yaml"
+        mine.write_text(text)
+        figures = measure(b, [llamafactory_cli(), "train", str(mine)], b.work, timeout_s) | trained(output)
+        return {**figures, "ratio_hpcft_to_direct": (made.get("tokens_per_s") or 0) / (figures["tokens_per_s"] or 1)}
+
+    return step
+
+
+def build(b: Bench, model: str) -> Step:
+    def step(timeout_s: float) -> dict[str, Any]:
+        if (b.work / model / "config.json").is_file():
+            return {"built": "already"}
+        argv = [PYTHON, str(REPO / "benchmarks" / "gpu_models.py"), str(b.work / model), model]
+        timed = run_timed([*argv, "cpu" if b.rehearsal else "cuda"], job_env(b), timeout_s=timeout_s).check()
+        return dict(json.loads(timed.stdout.strip().splitlines()[-1]))
+
+    return step
+
+
+def steps(b: Bench) -> list[tuple[str, Step, float]]:
+    """(name, step, its own time limit), most important first: what runs out of time is the last."""
+    s, data = sizes(b), b.work / "data"
+    long = gpu_models.write_rows(data / "long.json", gpu_models.long_rows(s.long_rows, s.long_cutoff))
+    short = gpu_models.write_rows(data / "short.json", gpu_models.short_rows(s.short_rows))
+    fixed = [f"framework.per_device_train_batch_size={s.long_batch}", "+cluster.train.modules.liger_kernel=false"]
+    hand = ["framework.per_device_train_batch_size=8", "framework.gradient_accumulation_steps=1",
+            "+framework.args.neat_packing=false"]  # fmt: skip
+    packed = ["framework.gradient_accumulation_steps=8"]  # hpcft's defaults: packing, its micro-batch
+    liger = ["+cluster.train.modules.liger_kernel=true", f"framework.per_device_train_batch_size={s.long_batch}"]
+    builds = [(f"build_{m}", build(b, m), 120.0) for m in dict.fromkeys([s.large, s.small])]
+    return [
+        *builds,
+        ("large_hpcft", via_hpcft(b, "large_hpcft", s.large, long, s.long_cutoff, *fixed), 150),
+        ("large_direct", direct(b, "large_hpcft"), 120),
+        ("small_padded", via_hpcft(b, "small_padded", s.small, short, s.short_cutoff, *hand), 90),
+        ("small_packed", via_hpcft(b, "small_packed", s.small, short, s.short_cutoff, *packed, count="all"), 90),
+        ("large_liger", liger_step(b, via_hpcft(b, "large_liger", s.large, long, s.long_cutoff, *liger)), 150),
+    ]
+
+
+def liger_step(b: Bench, step: Step) -> Step:
+    """Liger needs a GPU and its package: skipped, and said, without them."""
+
+    def guarded(timeout_s: float) -> dict[str, Any]:
+        if b.rehearsal:
+            return {"skipped": "Liger's Triton kernels need a GPU (hpcft never plans them on CPU)"}
+        if importlib.util.find_spec("liger_kernel") is None:
+            return {"skipped": "liger_kernel does not import here (pip install liger-kernel==0.8.5)"}
+        return step(timeout_s)
+
+    return guarded
+
+
+def run_steps(b: Bench) -> None:
+    b.results.setdefault("steps", {})
+    for name, step, limit in steps(b):
+        if b.left() < 15:
+            b.results["steps"][name] = {"ok": False, "skipped": "the session's budget is spent"}
+            b.save()
+            continue
+        start = time.monotonic()
+        try:
+            found = step(min(limit, b.left()))
+            b.results["steps"][name] = {"ok": "skipped" not in found, **found}
+        except Exception as e:  # a failed step is recorded; the next ones still run
+            b.results["steps"][name] = {"ok": False, "error": f"{type(e).__name__}: {str(e)[-2000:]}"}
+        b.results["steps"][name]["seconds"] = round(time.monotonic() - start, 1)
+        b.save()
+        print(f"gpu_lora: {name}: {json.dumps(b.results['steps'][name])[:300]}", flush=True)
+
+
 def main(argv: list[str]) -> int:
-    args = parse_args(argv)
-    args.work.mkdir(parents=True, exist_ok=True)
-    trainset = args.work / "train.json"
-    make_trainset(trainset, args.rows)
-    hpcft_args = overrides(args, trainset, round(gpu_total_gb(args.gpu), 1))
-    cfg = load_config(hpcft_args)  # the estimate of the plan hpcft submits, for the rows it checked
-    estimate_gb = estimate(cfg, Adapter(cfg).training_data(), configured(cfg)).memory.total_gb
-    runs = [run_pair(args, hpcft_args, i) for i in range(args.repeat)]
-    result = rows(runs, estimate_gb)
-    print(table(result))
-    args.out.write_text(json.dumps({"overrides": hpcft_args, "estimate_gb": estimate_gb, "runs": runs}, indent=1))
-    print(f"JSON: {args.out}")
-    return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rehearsal", action="store_true", help="CPU, 2-layer models: the script end to end")
+    parser.add_argument("--budget-s", type=float, default=480, help="all steps together (default 8 min)")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/hpcft-gpu-check"))
+    parser.add_argument("--out", type=Path, default=None, help="the JSON (default WORK/gpu_check.json)")
+    parser.add_argument("--gpu", type=int, default=0)
+    parser.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak (H100/H200 SXM: 989)")
+    args = parser.parse_args(argv)
+    (args.work / "data").mkdir(parents=True, exist_ok=True)
+    b = Bench(rehearsal=args.rehearsal, work=args.work, out=args.out or args.work / "gpu_check.json", gpu=args.gpu,
+              peak_tflops=args.peak_tflops, deadline=time.monotonic() + args.budget_s)  # fmt: skip
+    b.results = {"rehearsal": b.rehearsal, "budget_s": args.budget_s, "steps": {}}
+    with contextlib.suppress(Exception):
+        b.results["llamafactory_cli"] = llamafactory_cli()
+    b.save()
+    run_steps(b)
+    print(report(b.results["steps"]))
+    print(f"JSON: {b.out}")
+    return 0 if all(s.get("ok") or "skipped" in s for s in b.results["steps"].values()) else 1
 
 
 if __name__ == "__main__":

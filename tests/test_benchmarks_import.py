@@ -22,6 +22,8 @@ from tests.conftest import REPO
         "training",
         "floor_submit",
         "gpu_lora",
+        "gpu_models",
+        "gpu_measure",
         "eval_speed",
         "retrieval_eval",
         "serving",
@@ -35,4 +37,4 @@ def test_gpu_benchmark_help_needs_no_gpu():
     out = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "gpu_lora.py"), "--help"], capture_output=True, text=True, cwd=REPO
     )
-    assert out.returncode == 0 and "--model" in out.stdout
+    assert out.returncode == 0 and "--rehearsal" in out.stdout
