@@ -247,3 +247,17 @@ def test_status_and_cancel_import_nothing_heavy():
     probe = "import sys, hpcft.cli.status, hpcft.cli.cancel; print(' '.join(sorted(sys.modules)))"
     modules = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
     assert [m for m in modules if m.split(".")[0] in HEAVY] == []
+
+
+def test_only_a_trainer_that_writes_no_progress_log_gets_hpcft_s_callback(tmp_path):
+    """FlagEmbedding: its command runs under hpcft.jobs.launch, told where to write by the
+    environment; LLaMA-Factory writes its own trainer_log.jsonl there already."""
+    from hpcft.configure import load_config
+    from hpcft.frameworks import adapter_for
+    from hpcft.jobs.spec import PROGRESS_ENV
+
+    layout = RunLayout(tmp_path)
+    embedder = adapter_for(load_config(["model=minilm", "cluster=slurmlab"])).train_job(layout)
+    assert embedder.env[PROGRESS_ENV] == str(layout.train_progress) and "hpcft.jobs.launch" in embedder.argv
+    llm = adapter_for(load_config(["model=tiny_llama", "cluster=slurmlab"])).train_job(layout)
+    assert PROGRESS_ENV not in llm.env
