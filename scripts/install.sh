@@ -57,5 +57,13 @@ else
     extras=train
     [ "$ROLE" = dev ] && extras=train,dev
     DS_BUILD_OPS=0 "${PIP[@]}" -c "$REPO/constraints/train.txt" -e "$REPO[$extras]"
+    if [ "$ROLE" != dev ]; then
+        # Liger's fused kernels for GPU jobs (hpcft plans enable_liger_kernel where the job's
+        # environment has them; pure Python over triton). Not in dev: the CPU test setup
+        # plans what a bare environment gets. flash-attn stays optional: it needs a build
+        # for this torch and CUDA (README, "Training details").
+        step "$(grep '^liger-kernel==' "$REPO/constraints/train.txt") (fused kernels for GPU jobs)"
+        "${PIP[@]}" -c "$REPO/constraints/train.txt" liger-kernel
+    fi
 fi
 step "done: $VENV/bin/python -m hpcft --version -> $("$VENV/bin/python" -m hpcft --version)"
