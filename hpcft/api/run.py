@@ -108,6 +108,8 @@ class Run:
         if not self.layout.endpoint.is_file():
             raise UserError(f"{self.layout.endpoint}: the server has not published an endpoint yet")
         data: dict[str, Any] = read_json(self.layout.endpoint)
+        if data.get("stopped"):
+            raise UserError(f"{self.layout.endpoint}: the server has stopped (its eval ended)")
         return data
 
     def client(self, timeout_s: float = 300.0) -> EndpointClient:

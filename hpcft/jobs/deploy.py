@@ -152,6 +152,20 @@ def serve(job: DeployJob, layout: RunLayout) -> None:
     finally:
         for process in processes:
             stop(process)
+        retire_endpoint(layout)
+
+
+def retire_endpoint(layout: RunLayout) -> None:
+    """The server has stopped: its `endpoint.json` says so (`"stopped": true`), so that an eval
+    started later (a requeue, a rerun) waits for the next server instead of calling a dead
+    address. A record that cannot be rewritten (a full disk) is removed instead."""
+    try:
+        record = json.loads(layout.endpoint.read_text())
+        write_json_atomic(layout.endpoint, {**record, "stopped": True})
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError):
+        layout.endpoint.unlink(missing_ok=True)
 
 
 def clear_markers(layout: RunLayout) -> None:
@@ -191,6 +205,8 @@ def serve_shared(job: DeployJob) -> str:
             wait_for_evals([process], [layout for _, layout in served], job.keep_serving)
         finally:
             stop(process)
+            for _, layout in served:
+                retire_endpoint(layout)
     except BaseException as e:
         for _, layout in served:
             write_atomic(layout.deploy_failed, f"{type(e).__name__}: {e}\n")

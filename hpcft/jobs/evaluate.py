@@ -38,15 +38,24 @@ from hpcft.rowscores import BASE, FINE_TUNED, ModelScores, digest, row_scores_pa
 from hpcft.rundir import RunLayout, read_json, write_atomic, write_json_atomic
 
 
+def published(layout: RunLayout) -> dict[str, Any] | None:
+    """The endpoint a server serves now: None before one is published, and after it stopped
+    (an earlier attempt's, before the deploy job's next attempt replaces it)."""
+    try:
+        endpoint: dict[str, Any] = read_json(layout.endpoint)
+    except (FileNotFoundError, ValueError):
+        return None
+    return None if endpoint.get("stopped") else endpoint
+
+
 def wait_endpoint(layout: RunLayout, timeout_s: int) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
-    while not layout.endpoint.exists():
+    while (endpoint := published(layout)) is None:
         if layout.deploy_failed.exists():
             raise RuntimeError(f"the deploy job failed: {layout.deploy_failed.read_text().strip()}")
         if time.monotonic() > deadline:
             raise RuntimeError(f"no endpoint in {layout.endpoint} after {timeout_s} s")
         time.sleep(2)
-    endpoint: dict[str, Any] = read_json(layout.endpoint)
     return endpoint
 
 
