@@ -261,3 +261,13 @@ def test_only_a_trainer_that_writes_no_progress_log_gets_hpcft_s_callback(tmp_pa
     assert embedder.env[PROGRESS_ENV] == str(layout.train_progress) and "hpcft.jobs.launch" in embedder.argv
     llm = adapter_for(load_config(["model=tiny_llama", "cluster=slurmlab"])).train_job(layout)
     assert PROGRESS_ENV not in llm.env
+
+
+def test_the_python_api_reads_the_same_progress(tmp_path):
+    from hpcft.api.run import Run
+
+    run = local_run(tmp_path, "run", {"train": "RUNNING"})
+    assert Run(run).progress() is None
+    log_at(RunLayout(run).train_progress)
+    progress = Run(run).progress()
+    assert progress is not None and (progress.step, progress.total, progress.loss) == (40, 120, 1.2345)

@@ -2,6 +2,7 @@
 
     run = Run("runs/tiny_llama-llamafactory-20261128-101500-abc123")   # or model.update()
     run.status()            # {"train": "RUNNING", "deploy": "PENDING", "eval": "PENDING"}
+    run.progress()          # TrainProgress(step=40, total=120, loss=1.23, eta_s=35.0), as status shows it
     run.wait()              # blocks, printing each change; raises if a stage fails
     run.metrics()           # eval/metrics.json
     run.client().chat("hi") # the served model (while it serves; deploy.keep_serving=true)
@@ -23,6 +24,7 @@ from hpcft.client import EndpointClient
 from hpcft.config.schema import StageName
 from hpcft.errors import StageFailedError, UserError
 from hpcft.manifest import Manifest, read_manifest
+from hpcft.progress import TrainProgress, read_train_progress
 from hpcft.rundir import RunLayout, failure_excerpt, fine_tuned_weights, read_json, tail
 from hpcft.runstate import RunState, cancel_runs, read_states
 from hpcft.scheduler import StageState
@@ -53,6 +55,11 @@ class Run:
         """Each stage's state: PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, ... (a `StageState`,
         which is also the state's name as a `str`)."""
         return {name: info.state for name, info in self._state().stages.items()}
+
+    def progress(self) -> TrainProgress | None:
+        """The training's progress as `status` shows it (step/total, last loss, ETA) from its
+        last record, while it runs or after; None before its first record."""
+        return read_train_progress(self.layout.train_progress)
 
     def wait(
         self, timeout_s: float | None = None, poll_s: float = 10.0, say: Callable[[str], None] | None = print
