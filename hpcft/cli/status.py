@@ -71,11 +71,12 @@ TALL = 30
 
 
 def run_rows(state: RunState) -> tuple[list[list[str]], list[str]]:
-    """One run's table rows, and the log tails of its failed stages. The metrics go in the
-    last column of its last stage, so they never widen the state column."""
+    """One run's table rows, and the log tails of its failed stages. What is said about the
+    record and the metrics go in the last column (the metrics on its last stage's row), so
+    they never widen the state column."""
     run, rows, failed_logs = state.run, [], []
     said = [*([state.error] if state.error else []), *state.notes]
-    rows += [[run.name, "record", "", why, "", "", ""] for why in said]
+    rows += [[run.name, "record", "", "", "", "", why] for why in said]
     for job in state.strays:
         rows.append([run.name, f"{job.name.rsplit('.', 1)[-1]}?", job.job_id, f"{job.describe()} (unrecorded)"])
         rows[-1] += [job.elapsed, job.nodes, ""]
