@@ -1,0 +1,143 @@
+"""A sweep's YAML records without re-serialising the whole tree for every point.
+
+Block-style YAML of a mapping is the concatenation of its entries' texts, and an entry of a
+nested mapping is written the same way whatever its siblings are. So a tree is dumped once
+as one text per entry a few levels deep (`framework:` then each of its keys), and a point
+that changes a few values re-dumps only the entries that hold them. The texts are those of
+`yaml_text` on the whole tree (tests/test_sweep_derive.py compares them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from enum import Enum
+from typing import Any
+
+from hpcft.rundir import yaml_text
+
+Path_ = tuple[str, ...]
+"""A key path in the tree: ("framework", "learning_rate")."""
+
+
+def _nest(path: Path_, value: Any) -> Any:
+    for key in reversed(path):
+        value = {key: value}
+    return value
+
+
+def _entry(path: Path_, value: Any) -> str:
+    """The text of one entry as written inside its parents (their lines left out)."""
+    return yaml_text(_nest(path, value)).split("\n", len(path) - 1)[-1]
+
+
+def _header(path: Path_) -> str:
+    """The line that opens a non-empty mapping entry (`key:`, quoted where YAML needs it)."""
+    return yaml_text(_nest(path, {"k": 0})).split("\n")[len(path) - 1] + "\n"
+
+
+def _with(value: Any, path: Path_, new: Any) -> Any:
+    """`value` with `new` at `path` below it (copies along the path only; KeyError if absent)."""
+    if not path:
+        return new
+    if not isinstance(value, dict) or path[0] not in value:
+        raise KeyError(path[0])
+    copy = dict(value)
+    copy[path[0]] = _with(value[path[0]], path[1:], new)
+    return copy
+
+
+class ChunkedYaml:
+    """The YAML of a plain tree (dicts, lists, scalars), dumped once in entries down to
+    `depth` levels; `text` gives the YAML of the tree with some values replaced."""
+
+    def __init__(self, tree: Mapping[str, Any], depth: int = 2) -> None:
+        self.tree = dict(tree)
+        """The base tree, as it was dumped."""
+        self.chunks: dict[Path_, str] = {}
+        """The text of each entry, in order: a mapping's header line, then its entries."""
+        self.values: dict[Path_, Any] = {}
+        """The value of each leaf entry (a scalar, a list, an empty mapping, or a mapping at `depth`)."""
+        self._split((), self.tree, depth)
+
+    def _split(self, path: Path_, tree: Mapping[str, Any], depth: int) -> None:
+        for key, value in tree.items():
+            here = (*path, key)
+            if isinstance(value, dict) and value and len(here) < depth:
+                self.chunks[here] = _header(here)
+                self._split(here, value, depth)
+            else:
+                self.chunks[here], self.values[here] = _entry(here, value), value
+
+    def text(self, changes: Mapping[Path_, Any] | None = None) -> str:
+        """The tree's YAML with each `changes` path set to its value. A path that is not in the
+        tree, or that replaces a whole mapping of entries, dumps the whole tree."""
+        redone: dict[Path_, Any] = {}
+        try:
+            for path, new in (changes or {}).items():
+                entry = next(path[:n] for n in range(len(path), 0, -1) if path[:n] in self.values)
+                redone[entry] = _with(redone.get(entry, self.values[entry]), path[len(entry) :], new)
+        except (KeyError, StopIteration):
+            tree: Any = self.tree
+            for path, new in (changes or {}).items():
+                tree = _set(tree, path, new)
+            return yaml_text(tree)
+        return "".join(_entry(key, redone[key]) if key in redone else text for key, text in self.chunks.items())
+
+
+def _set(tree: Any, path: Path_, new: Any) -> Any:
+    """`tree` with `new` at `path`, the keys on the way added where missing."""
+    if not path:
+        return new
+    copy = dict(tree) if isinstance(tree, dict) else {}
+    copy[path[0]] = _set(copy.get(path[0]), path[1:], new)
+    return copy
+
+
+def plain(value: Any) -> Any:
+    """What `dataclasses.asdict` then enum values and lists make of a typed value."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+class TypedYaml:
+    """`config.yaml` of typed configs that share most of their objects (points derived from
+    one base): an entry is dumped again only when its value is not the one dumped before."""
+
+    def __init__(self) -> None:
+        self.seen: dict[Path_, tuple[Any, str]] = {}
+        """Entry -> (the value dumped, its text)."""
+
+    def text(self, cfg: Any) -> str:
+        """What `yaml_text(plain(cfg))` gives."""
+        parts = []
+        for f in dataclasses.fields(cfg):
+            value = getattr(cfg, f.name)
+            if dataclasses.is_dataclass(value) and dataclasses.fields(value):
+                parts.append(self._chunk((f.name,), None, header=True))
+                parts += [self._chunk((f.name, s.name), getattr(value, s.name)) for s in dataclasses.fields(value)]
+            else:
+                parts.append(self._chunk((f.name,), value))
+        return "".join(parts)
+
+    def _chunk(self, path: Path_, value: Any, *, header: bool = False) -> str:
+        """An entry's text, dumped again only for another value."""
+        key = (*path, "") if header else path  # a field's header and the field as one entry differ
+        seen = self.seen.get(key)
+        if seen is not None and (seen[0] is value or _same_scalar(seen[0], value)):
+            return seen[1]
+        text = _header(path) if header else _entry(path, plain(value))
+        self.seen[key] = (value, text)
+        return text
+
+
+def _same_scalar(a: Any, b: Any) -> bool:
+    """Equal scalars of one type write the same text (1 == 1.0 and nested values do not)."""
+    return type(a) is type(b) and isinstance(a, str | int | float | Enum) and a == b
