@@ -18,7 +18,7 @@ from hpcft.rundir import write_json_atomic
 from hpcft.scheduler import StageState, is_job_id
 
 RunStatus = Literal[
-    "submitting", "submitted", "running", "completed", "failed", "dry_run", "interrupted", "submit_failed"
+    "submitting", "submitted", "running", "completed", "failed", "cancelled", "dry_run", "interrupted", "submit_failed"
 ]
 Executor = Literal["slurm", "local"]
 
@@ -57,6 +57,8 @@ class Manifest:
     """The sweep folder, for a sweep's point."""
     overrides: list[str] = field(default_factory=list)
     """A sweep point's overrides."""
+    process_group: int | None = None
+    """Local runs: the process group of its stages (`hpcft.localgroup`), which `cancel` ends."""
 
     def stage(self, name: StageName | str) -> StageRecord:
         return self.stages[str(name)]

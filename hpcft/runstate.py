@@ -17,6 +17,7 @@ from pathlib import Path
 
 from hpcft.config.schema import StageName
 from hpcft.errors import SchedulerUnreachable, UserError
+from hpcft.localgroup import end_group, keeper_of
 from hpcft.manifest import Manifest, StageRecord, read_manifest
 from hpcft.scheduler import JobInfo, StageState, cancel_jobs, named_after, query_jobs
 from hpcft.study import ControllerRecord, controller_of, record_study_ended
@@ -159,13 +160,14 @@ def cancel_runs(
     with its sweep; once it has left the queue, what it submitted meanwhile is cancelled too."""
     cancelled = []
     for state in read_states(runs, sweeps):
-        if state.manifest and state.manifest.executor == "local":
-            raise UserError(f"{state.run.name} ran on this machine (cluster=local); stop it with Ctrl-C")
+        if state.manifest and _is_local(state):
+            cancelled += _cancel_local(state, state.manifest)
+            continue
         chosen = ([CONTROLLER] if stage is None else []) if CONTROLLER in state.stages else stages_from(state, stage)
         live = [(name, info) for name, info in state.stages.items() if info.state.active]
         live += [(_stage_of(job), job) for job in state.strays if job.state.active]
         cancelled += [(state, name, info) for name, info in live if name in chosen and info.job_id != "-"]
-    cancel_jobs(sorted({info.job_id for _, _, info in cancelled}))
+    cancel_jobs(sorted({info.job_id for state, _, info in cancelled if not _is_local(state)}))
     _record_cancelled(cancelled)
     controllers = [info.job_id for _, name, info in cancelled if name == CONTROLLER]
     if controllers and not second_pass:
@@ -175,6 +177,20 @@ def cancel_runs(
         every_run = list(dict.fromkeys([*runs, *(run for sweep in sweeps for run in sweep_runs(sweep))]))
         cancelled += cancel_runs(every_run, stage, sweeps, second_pass=True)
     return cancelled
+
+
+def _is_local(state: RunState) -> bool:
+    return state.manifest is not None and state.manifest.executor == "local"
+
+
+def _cancel_local(state: RunState, manifest: Manifest) -> list[tuple[RunState, str, JobInfo]]:
+    """End a local run's process group while it runs (`hpcft.localgroup`); its live stages."""
+    live = [(state, name, info) for name, info in state.stages.items() if info.state.active]
+    group = manifest.process_group
+    if not live or group is None or not keeper_of(group, state.run):
+        return []  # ended, or its process and group are gone
+    end_group(group)
+    return live
 
 
 def _record_cancelled(cancelled: list[tuple[RunState, str, JobInfo]]) -> None:

@@ -21,6 +21,7 @@ from hpcft.config.schema import ClusterConfig
 from hpcft.errors import SchedulerUnreachable, StageFailedError, SubmissionError, SubmissionInterrupted
 from hpcft.interrupts import interruptions_raised
 from hpcft.jobs.entry import stage_callable
+from hpcft.localgroup import LocalGroup
 from hpcft.manifest import Executor, Manifest, StageRecord
 from hpcft.plan import Pipeline, Stage
 from hpcft.render import setup_lines, slurm_parameters, time_to_minutes
@@ -124,8 +125,8 @@ def rolled_back(
     return cls(f"submitting stage {stage!r} {'was interrupted' if interrupted else 'failed'}; {what}.\n{error}")
 
 
-def _local_executor(folder: Path, stage: Stage, cluster: ClusterConfig) -> submitit.LocalExecutor:
-    executor = submitit.LocalExecutor(folder=folder, python=stage.resources.python_command)
+def _local_executor(folder: Path, stage: Stage, cluster: ClusterConfig, group: LocalGroup) -> submitit.LocalExecutor:
+    executor = submitit.LocalExecutor(folder=folder, python=group.python(stage.resources.python_command))
     executor.update_parameters(
         timeout_min=time_to_minutes(stage.resources.time),
         gpus_per_node=stage.resources.gpus_per_node,
@@ -143,11 +144,11 @@ def _reason(error: Exception) -> str:
     return lines[-1] if lines else "see its log"
 
 
-def _wait(job: submitit.Job[Any], name: str, say: Printer, show_every_s: float = 5.0) -> None:
-    """Wait for a local job, showing its latest log line now and then; raise if it failed.
-    Polled often so that a short stage is not held up waiting for the next look."""
+def _wait(job: submitit.Job[Any], name: str, say: Printer, group: LocalGroup, show_every_s: float = 5.0) -> None:
+    """Wait for a local job, showing its latest log line now and then; raise if it failed or
+    its group was ended (`cancel`). Polled often so that a short stage is not held up."""
     start, shown, next_show = time.monotonic(), "", 0.0
-    while not job.done():
+    while not job.done() and not group.cancelled():
         if time.monotonic() >= next_show:
             paths = log_paths(job)
             line = (tail(paths["stderr"], 1) or tail(paths["stdout"], 1))[-160:]
@@ -156,6 +157,8 @@ def _wait(job: submitit.Job[Any], name: str, say: Printer, show_every_s: float =
                 shown = line
             next_show = time.monotonic() + show_every_s
         time.sleep(0.2)
+    if group.cancelled():
+        raise StageFailedError(f"stage {name!r} was cancelled")
     try:
         job.result()
     except submitit.core.utils.FailedJobError as e:
@@ -163,14 +166,18 @@ def _wait(job: submitit.Job[Any], name: str, say: Printer, show_every_s: float =
 
 
 def run_local(pipeline: Pipeline, cluster: ClusterConfig, say: Printer = print) -> Manifest:
-    """Run the stages on this machine: train, then deploy (serving) while eval runs."""
+    """Run the stages on this machine: train, then deploy (serving) while eval runs. Their
+    processes are one process group (`hpcft.localgroup`), ended by `python -m hpcft cancel`
+    and by the end of this process, however it ends."""
     layout = pipeline.layout
     manifest = new_manifest(pipeline, "local")
     manifest.status = "running"
+    group = LocalGroup(layout.root)
+    manifest.process_group = group.pgid
     jobs: dict[str, submitit.Job[Any]] = {}
 
     def start(stage: Stage) -> submitit.Job[Any]:
-        job = _local_executor(layout.slurm, stage, cluster).submit(stage_callable(stage.job), stage.job)
+        job = _local_executor(layout.slurm, stage, cluster, group).submit(stage_callable(stage.job), stage.job)
         jobs[stage.name] = job
         record = manifest.stage(stage.name)
         record.job_id, record.state, record.logs = job.job_id, StageState.RUNNING, log_paths(job)
@@ -183,27 +190,36 @@ def run_local(pipeline: Pipeline, cluster: ClusterConfig, say: Printer = print) 
         for stage in pipeline.stages:
             job = start(stage)
             if stage.name != "deploy":  # deploy serves in the background while eval runs
-                _wait(job, stage.name, say)
+                _wait(job, stage.name, say, group)
                 _ended(manifest.stage(stage.name), StageState.COMPLETED)
                 say(f"{stage.name}: completed")
         if "deploy" in jobs:
-            _wait(jobs["deploy"], "deploy", say)
+            _wait(jobs["deploy"], "deploy", say, group)
             _ended(manifest.stage("deploy"), StageState.COMPLETED)
         manifest.status = "completed"
     except Exception as e:
-        for name, job in jobs.items():
-            record = manifest.stage(name)
-            if not job.done():
-                job.cancel(check=False)
-                _ended(record, StageState.CANCELLED)
-            elif record.state is StageState.RUNNING:
-                _ended(record, StageState.FAILED)
-        manifest.status = "failed"
-        manifest.error = str(e).strip().splitlines()[-1] if str(e).strip() else repr(e)
-        raise
+        raise _stopped(manifest, jobs, e, group.cancelled()) from None
     finally:
+        group.close()
         manifest.write(layout.manifest)
     return manifest
+
+
+def _stopped(manifest: Manifest, jobs: dict[str, submitit.Job[Any]], error: Exception, cancelled: bool) -> Exception:
+    """Stop the stages still running and record how the run ended; the error to raise."""
+    for name, job in jobs.items():
+        record = manifest.stage(name)
+        if not job.done():
+            job.cancel(check=False)
+            _ended(record, StageState.CANCELLED)
+        elif record.state is StageState.RUNNING:
+            _ended(record, StageState.CANCELLED if cancelled else StageState.FAILED)
+    if cancelled:
+        manifest.status, manifest.error = "cancelled", "cancelled (python -m hpcft cancel)"
+        return StageFailedError(f"{manifest.run_dir}: cancelled (python -m hpcft cancel)")
+    manifest.status = "failed"
+    manifest.error = str(error).strip().splitlines()[-1] if str(error).strip() else repr(error)
+    return error
 
 
 def _ended(record: StageRecord, state: StageState) -> None:
