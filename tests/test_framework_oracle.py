@@ -11,6 +11,7 @@ prove by running the parser's own device checks.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import socket
 import subprocess
@@ -18,6 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from hpcft.config.schema import HpcftConfig
 from hpcft.configure import check, load_config
@@ -46,6 +48,15 @@ SHIPPED = [
 PACKED = ["model=tiny_llama", f"trainset={LF_DATA}", "framework.dataset=[alpaca_en_demo]", "framework.cutoff_len=4096"]
 """Rows far shorter than the cutoff: hpcft plans neat_packing (test_memory.py has the rule)."""
 SHIPPED.append(PACKED)
+
+GPU_PLAN = ["model=tiny_llama", "+cluster.train.modules.liger_kernel=true", "+cluster.train.modules.flash_attn=true"]
+"""A GPU cluster's plan (`cluster=8gpu`) whose job environment has Liger and FlashAttention-2:
+hpcft plans enable_liger_kernel, flash_attn: fa2 and the micro-batch it chooses
+(test_llamafactory_kernels.py, test_chosen_batch.py have the rules)."""
+ON_GPU_ONLY = ("bf16", "enable_liger_kernel")
+"""What this CPU machine cannot honour: bf16 (no GPU) and Liger (liger-kernel is not installed
+here, and LLaMA-Factory's parser requires it). The GPU plan is parsed without them, and once
+with Liger kept, to show that the package is its only objection."""
 
 REFUSED_HERE = {
     "extras_adam_mini_qwen2_full_sft.yaml": "pip install adam-mini",
@@ -109,6 +120,10 @@ def verdicts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str | None]:
             outcomes[name] = f"refused: {made}"
         else:
             plans[name] = oracle_plan(*made, port)
+    gpu = dry_run(GPU_PLAN, root, cluster="8gpu")
+    assert not isinstance(gpu, str), gpu
+    plans["gpu"] = oracle_plan(*gpu, port) | {"drop": list(ON_GPU_ONLY)}
+    plans["gpu, liger kept"] = oracle_plan(*gpu, port) | {"drop": ["bf16"]}
     listing = root / "plans.json"
     listing.write_text(json.dumps(list(plans.values())))
     ran = subprocess.run([sys.executable, str(ORACLE), str(listing)], capture_output=True, text=True, timeout=600)
@@ -118,7 +133,8 @@ def verdicts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str | None]:
 
 
 def test_every_plan_the_dry_run_passes_llamafactory_parser_accepts(verdicts):
-    rejected = {name: v for name, v in verdicts.items() if v and not v.startswith("refused: ")}
+    expected = {"gpu, liger kept"}  # refused for the package this machine lacks (the GPU test below)
+    rejected = {name: v for name, v in verdicts.items() if v and not v.startswith("refused: ") and name not in expected}
     assert not rejected, rejected
     accepted = [name for name, v in verdicts.items() if v is None]
     assert len(RECIPES) >= 25 and len([n for n in accepted if n.endswith(".yaml")]) >= 12, verdicts
@@ -170,3 +186,16 @@ def test_a_packing_plan_is_made_and_llamafactorys_parser_accepts_it(verdicts, tm
     assert not isinstance(made, str), made
     assert "neat_packing: true" in (made[1].native / "train.yaml").read_text()
     assert verdicts[" ".join(PACKED)] is None
+
+
+def test_a_gpu_plan_with_liger_fa2_and_a_chosen_micro_batch_is_accepted_by_llamafactorys_parser(verdicts, tmp_path):
+    made = dry_run(GPU_PLAN, tmp_path, cluster="8gpu")
+    assert not isinstance(made, str), made
+    train = yaml.safe_load((made[1].native / "train.yaml").read_text())
+    assert train["enable_liger_kernel"] is True and train["flash_attn"] == "fa2" and train["bf16"] is True
+    assert (train["per_device_train_batch_size"], train["gradient_accumulation_steps"]) == (8, 1)
+    assert verdicts["gpu"] is None, verdicts["gpu"]
+    if importlib.util.find_spec("liger_kernel") is None:
+        assert "liger-kernel" in str(verdicts["gpu, liger kept"]), verdicts["gpu, liger kept"]
+    else:
+        assert verdicts["gpu, liger kept"] is None

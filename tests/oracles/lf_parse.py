@@ -1,7 +1,7 @@
 """LLaMA-Factory's own argument parser over plans hpcft wrote: the oracle of what a train job
 accepts at start. Run in the job environment:
 
-    python tests/oracles/lf_parse.py plans.json      # [{"yaml": ..., "env": {...}}, ...]
+    python tests/oracles/lf_parse.py plans.json      # [{"yaml": ..., "env": {...}, "drop": [...]}, ...]
 
 Each plan's `train.yaml` goes through `get_train_args`, with the environment its launcher
 gives the process (torchrun's LOCAL_RANK/RANK/WORLD_SIZE for a torchrun plan, which is what
@@ -27,6 +27,8 @@ def parse(plan: dict) -> str | None:
     os.environ.update(plan["env"])
     with open(plan["yaml"]) as f:
         args = yaml.safe_load(f)
+    for key in plan.get("drop", ()):  # a GPU plan's keys this CPU machine cannot honour (bf16, a GPU package)
+        args.pop(key, None)
     try:
         get_train_args(args)
     except (ValueError, ImportError, RuntimeError, SystemExit) as e:
