@@ -30,6 +30,7 @@ from hpcft.client import EndpointClient, HTTPStatusError
 from hpcft.data import read_rows
 from hpcft.jobs.answers import REFUSED_ROW, Answers, answered
 from hpcft.jobs.conversation import Message, chat_request
+from hpcft.jobs.evalwatch import DeployWatch
 from hpcft.jobs.metrics import mean_scores, row_scores
 from hpcft.jobs.requeue import is_requeue
 from hpcft.jobs.spec import EvalJob
@@ -49,10 +50,13 @@ def published(layout: RunLayout) -> dict[str, Any] | None:
 
 
 def wait_endpoint(layout: RunLayout, timeout_s: int) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
+    """The endpoint once published; an error as soon as the deploy job failed or left the queue."""
+    deadline, deploy = time.monotonic() + timeout_s, DeployWatch(layout)
     while (endpoint := published(layout)) is None:
         if layout.deploy_failed.exists():
             raise RuntimeError(f"the deploy job failed: {layout.deploy_failed.read_text().strip()}")
+        if job_id := deploy.left():
+            raise RuntimeError(f"the deploy job {job_id} left the queue without publishing an endpoint")
         if time.monotonic() > deadline:
             raise RuntimeError(f"no endpoint in {layout.endpoint} after {timeout_s} s")
         time.sleep(2)

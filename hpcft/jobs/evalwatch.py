@@ -23,16 +23,16 @@ LOOK_EVERY_S = 30.0
 GONE_LOOKS = 2
 
 
-def eval_job_id(layout: RunLayout) -> str | None:
-    """The run's eval job id (`123`, `123_4` for a sweep's point) once recorded; None for a
-    local run, a run without eval, or before its `sbatch` returned."""
+def eval_job_id(layout: RunLayout, stage: str = "eval") -> str | None:
+    """The run's eval job id (or another stage's: `123`, `123_4` for a sweep's point) once
+    recorded; None for a local run, a run without that stage, or before its `sbatch` returned."""
     try:
         record = json.loads(layout.manifest.read_text())
     except (OSError, ValueError):
         return None
     if not isinstance(record, dict) or record.get("executor") != "slurm":
         return None
-    job_id = (record.get("stages") or {}).get("eval", {}).get("job_id")
+    job_id = (record.get("stages") or {}).get(stage, {}).get("job_id")
     return str(job_id) if job_id else None
 
 
@@ -76,3 +76,24 @@ class EvalWatch:
     def done(self, layout: RunLayout) -> bool:
         """The eval of this run has ended: it said stop, or it left the queue."""
         return layout.stop_serving.exists() or self.left(layout)
+
+
+class DeployWatch:
+    """The eval's watch on its deploy job while it waits for the endpoint: a deploy job that
+    left the queue (cancelled, killed, its node lost) publishes none and cannot say why, so
+    the eval fails when it is gone on `GONE_LOOKS` looks in a row, `LOOK_EVERY_S` apart,
+    instead of waiting `eval.endpoint_timeout_s`."""
+
+    def __init__(self, layout: RunLayout, every_s: float | None = None) -> None:
+        self.layout, self.every_s = layout, LOOK_EVERY_S if every_s is None else every_s
+        self.gone, self.next_look = 0, time.monotonic() + self.every_s
+
+    def left(self) -> str | None:
+        """The deploy's job id once it has left the queue; None while it is there or unknown."""
+        if time.monotonic() >= self.next_look:
+            self.next_look = time.monotonic() + self.every_s
+            job_id = eval_job_id(self.layout, "deploy")
+            self.gone = self.gone + 1 if job_id and in_queue(job_id) is False else 0
+            if self.gone >= GONE_LOOKS:
+                return job_id
+        return None
