@@ -92,7 +92,7 @@ def launch(cfg: HpcftConfig, say: Printer = print, run_dir: str | None = None) -
 
 def _launch(run: CheckedRun, say: Printer, run_dir: str | None) -> Launched:
     cfg = run.cfg
-    layout = create_run_dir(cfg.run_root, run_base_name(cfg)) if run_dir is None else new_run_dir(run_dir)
+    layout = create_run_dir(cfg.run_root, run_base_name(cfg)) if run_dir is None else new_run_dir(run_dir, cfg.run_root)
     pipeline = build_pipeline(run, layout)
     from hpcft.submit import new_manifest, run_local, submit_slurm, write_run_files
 

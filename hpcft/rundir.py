@@ -120,16 +120,19 @@ def create_run_dir(run_root: str | Path, base: str) -> RunLayout:
     raise RuntimeError(f"could not create a new run directory under {root}")
 
 
-def new_run_dir(path: str | Path) -> RunLayout:
-    """Create the run directory `hydra.run.dir` names; one that exists and holds anything is
-    never reused (Hydra would write into it)."""
+def new_run_dir(path: str | Path, run_root: str | Path) -> RunLayout:
+    """Create the run directory `hydra.run.dir` names (hpcft's default: a new folder under
+    `run_root`); one that exists and holds anything is never reused (Hydra would write into it)."""
     root = Path(path).expanduser().absolute()
+    under = Path(run_root).expanduser().absolute()
+    key = "run_root" if root.is_relative_to(under) else "hydra.run.dir"
     try:
         root.mkdir(parents=True, exist_ok=True)
         if any(root.iterdir()):
-            raise UserError(f"hydra.run.dir: {root} already holds files; runs are never overwritten")
+            raise UserError(f"{key}: {root} already holds files; runs are never overwritten")
     except OSError as e:
-        raise UserError(f"hydra.run.dir: cannot create {root}: {e.strerror}") from None
+        where = f"a run directory under {under}" if key == "run_root" else str(root)
+        raise UserError(f"{key}: cannot create {where}: {e.strerror}") from None
     return RunLayout(root)
 
 

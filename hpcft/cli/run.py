@@ -9,7 +9,8 @@ Examples:
   python -m hpcft --config-dir ~/site-conf model=llama3_8b cluster=mysite
   python -m hpcft -m model=tiny_llama cluster=slurmlab framework.learning_rate=1e-4,1e-3
   python -m hpcft -m model=tiny_llama cluster=slurmlab seed=1,2 --cfg   # each point's config; submits nothing
-  python -m hpcft -m hydra/sweeper=optuna hydra.sweeper.n_trials=6 model=tiny_llama cluster=slurmlab \
+  python -m hpcft model=tiny_llama --cfg job --resolve --package framework   # one part, resolved
+  python -m hpcft -m hydra/sweeper=optuna hydra.sweeper.n_trials=6 model=tiny_llama cluster=slurmlab \\
       'framework.learning_rate=interval(1e-4,1e-2)'   # an Optuna study, in a controller job
 
 Any native framework argument: +framework.args.<name>=<value> (checked against the
@@ -25,11 +26,12 @@ import shlex
 import sys
 from collections.abc import Sequence
 
-from hpcft.config.compose import conf_dir
+from hpcft.cli import completion, hydra_flags
+from hpcft.config.compose import Primary, compose_with_hydra
 from hpcft.config.schema import Executor
-from hpcft.configure import load_config
+from hpcft.configure import typed_config
 from hpcft.errors import UserError
-from hpcft.launch import config_yaml, launch
+from hpcft.launch import launch
 from hpcft.results import comparison_table, read_metrics
 from hpcft.rundir import RunLayout
 
@@ -53,83 +55,89 @@ def subcommands_text() -> str:
     return "\n".join(lines) + "\n"
 
 
-def groups_text() -> str:
-    """The config groups and their shipped options, for --help."""
+def groups_text(args: argparse.Namespace) -> str:
+    """Every config group and its options, for --help: the shipped ones, `experiment`
+    included, and the user's own (-cd, -cp, a `hydra.searchpath=` override)."""
     lines = ["", "Config groups (group=option; your own with --config-dir):"]
-    for group in ("model", "framework", "cluster", "deepspeed"):
-        options = sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
-        lines.append(f"  {group:<10} {', '.join(options)}")
-    return "\n".join(lines)
+    return "\n".join([*lines, *hydra_flags.group_lines(args, args.overrides)])
+
+
+HYDRA_FLAGS = """
+Hydra's flags work as in any Hydra app: --cfg job|hydra|all [--resolve] [--package PKG],
+--info [all|config|defaults|defaults-tree|plugins|searchpath], --hydra-help, -cp/-cn/-cd;
+with -m they print (each point's config, the sweep's info) and submit nothing.
+Tab completion: eval "$(python -m hpcft -sc install=bash)"
+"""
+
+
+def parser(epilog: str = "") -> argparse.ArgumentParser:
+    doc = __doc__ or ""
+    return hydra_flags.args_parser(
+        prog="python -m hpcft",
+        description=doc.split("\n\n")[0],
+        epilog=doc.split("\n\n", 1)[1] + HYDRA_FLAGS + epilog,
+        version=f"hpcft {version()}",
+    )
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m hpcft",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
-        epilog=(__doc__.split("\n\n", 1)[1] if __doc__ else "") + subcommands_text() + groups_text(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--config-dir",
-        action="append",
-        default=[],
-        metavar="DIR",
-        help="extra config folder searched before the shipped conf/ (e.g. your site's cluster/*.yaml)",
-    )
-    parser.add_argument(
-        "--cfg",
-        nargs="?",
-        const="job",
-        metavar="{job,hydra,all}",
-        help="print the composed config (job, the default) and exit; with -m, each point's; nothing is submitted",
-    )
-    parser.add_argument(
-        "-m", "--multirun", action="store_true", help="sweep: submit every combination as Slurm job arrays"
-    )
-    parser.add_argument("--version", action="version", version=f"hpcft {version()}")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides: group=option or key=value")
-    args, unknown = parser.parse_known_intermixed_args(cfg_alone_is_job(argv))
+    try:
+        args, unknown = parser().parse_known_intermixed_args(hydra_flags.cfg_alone_is_job(argv))
+    except argparse.ArgumentError as e:
+        raise UserError(str(e)) from None
     if unknown:
         raise UserError(f"unknown option {unknown[0]!r}; overrides are written key=value (see --help)")
-    if args.cfg not in (None, *CFG_PARTS):
-        raise UserError(f"--cfg {args.cfg}: one of {', '.join(CFG_PARTS)}")
-    if args.cfg in ("hydra", "all"):
-        raise UserError(
-            f"--cfg {args.cfg}: hpcft prints its own config (--cfg job); a sweep's Hydra settings are written to"
-            " its multirun.yaml and each point's .hydra/hydra.yaml (dry_run=true writes them, submitting nothing)"
-        )
+    hydra_flags.check_flags(args)
     return args
 
 
-CFG_PARTS = ("job", "hydra", "all")
-"""Hydra's `--cfg` parts; hpcft prints the job's."""
-
-
-def cfg_alone_is_job(argv: Sequence[str]) -> list[str]:
-    """`--cfg` followed by no part (an override, another option, nothing) means `--cfg job`:
-    the override is not taken for its value."""
-    args = list(argv)
-    for i, arg in enumerate(args):
-        if arg == "--cfg" and (i + 1 == len(args) or args[i + 1] not in CFG_PARTS):
-            args[i] = "--cfg=job"
-    return args
+def shown(args: argparse.Namespace) -> int | None:
+    """What Hydra's flags print instead of running (None: nothing to show, run)."""
+    if args.help:
+        print(parser(subcommands_text() + groups_text(args)).format_help(), end="")
+        return 0
+    if args.shell_completion:
+        return completion.shell_completion(args, args.overrides, parse_args)
+    if args.hydra_help:
+        with hydra_flags.hpcft_app(args) as app:
+            app.hydra_help(config_name=hydra_flags.primary(args).name, args_parser=parser(), args=args)
+        return 0
+    if args.cfg is None and args.info is None:
+        return None
+    if args.multirun:
+        return hydra_flags.show_sweep(args)
+    with hydra_flags.hpcft_app(args) as app:
+        overrides = hydra_flags.with_framework(args.overrides, args)
+        if args.cfg is not None:
+            hydra_flags.show_cfg(app, args, overrides)
+        else:
+            hydra_flags.show_info(app, args, overrides, multirun=False)
+    return 0
 
 
 def main(argv: Sequence[str]) -> int:
     args = parse_args(argv)
+    if (code := shown(args)) is not None:
+        return code
     if args.multirun:
-        from hpcft.cli import sweep
-
-        return sweep.main(args.overrides, args.config_dir, show_config=args.cfg is not None)
-    cfg = load_config(args.overrides, args.config_dir)
-    if args.cfg is not None:
-        print(config_yaml(cfg), end="")
-        return 0
-    layout = launch(cfg, say=lambda line: print(line, flush=True)).layout
+        return sweep_main(args)
+    app_cfg, settings = compose_with_hydra(args.overrides, args.config_dir, hydra_flags.primary(args))
+    if settings.multirun:  # hydra.mode=MULTIRUN, in a config or on the command line: a sweep, as in Hydra
+        return sweep_main(args)
+    cfg = typed_config(app_cfg)
+    layout = launch(cfg, say=lambda line: print(line, flush=True), run_dir=settings.run_dir).layout
     if cfg.dry_run or cfg.cluster.executor is Executor.slurm:
         return 0
     print(closing_summary(layout))
     return 0
+
+
+def sweep_main(args: argparse.Namespace) -> int:
+    from hpcft.cli import sweep
+
+    if hydra_flags.primary(args) != Primary():
+        raise UserError("-cp/-cn: a sweep composes hpcft's conf/hpcft.yaml so far; use -cd and +experiment=")
+    return sweep.main(args.overrides, args.config_dir)
 
 
 def closing_summary(layout: RunLayout) -> str:

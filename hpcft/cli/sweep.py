@@ -21,19 +21,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Glob, Override
 from hydra.errors import HydraException
 
+from hpcft.config.compose import HydraSettings, compose_with_hydra
 from hpcft.config.overrides import hydra_value
 from hpcft.config.schema import HpcftConfig, ModelKind
-from hpcft.configure import available_options, compose_config, hydra_error, load_config, typed_config
+from hpcft.configure import available_options, compose_config, hydra_error, typed_config
 from hpcft.errors import UserError
 from hpcft.frameworks import default_framework
-from hpcft.launch import config_yaml
-from hpcft.plan import run_base_name
-from hpcft.rundir import new_run_name
+from hpcft.study_space import check_sampler_choice
 from hpcft.sweep.adaptive import is_adaptive, search_values, submit_study
 from hpcft.sweep.multirun import run_multirun
 from hpcft.sweep.task import LauncherSettings, PipelineTask
@@ -83,21 +81,30 @@ def first_values(overrides: Sequence[str]) -> tuple[list[str], dict[str, list[st
     return single, swept
 
 
-def chosen_framework(overrides: Sequence[str], config_dirs: Sequence[str]) -> tuple[HpcftConfig, str | None]:
-    """A representative config, and the framework to add when the user named none (it follows
-    the model kind, which must then be the same for every swept model)."""
+def chosen_framework(
+    overrides: Sequence[str], config_dirs: Sequence[str]
+) -> tuple[HpcftConfig, str | None, HydraSettings]:
+    """A representative config, the framework to add when the user named none (it follows
+    the model kind, which must then be the same for every swept model), and Hydra's settings
+    as the configs and the command line choose them (the sweeper an experiment picks)."""
     single, swept = first_values([o for o in overrides if not o.startswith(("hydra.", "hydra/"))])
     if is_adaptive(overrides):  # a study's searched values are checked as Optuna draws them (hpcft.sweep.adaptive)
         single = [o for o in single if not ("." in (key := o.split("=", 1)[0]) and key in swept)]
-    cfg = typed_config(compose_config(single, config_dirs))
+    hydra = [  # `+hydra.x=...` is in `single` already
+        line
+        for o in parsed_overrides(overrides)
+        if o.is_hydra_override() and not o.is_sweep_override() and (line := str(o.input_line)) not in single
+    ]
+    app, settings = compose_with_hydra([*single, *hydra], config_dirs)
+    cfg = typed_config(app)
     if given(overrides, "framework"):
-        return cfg, None
+        return cfg, None, settings
     kinds = {
         typed_config(compose_config([*single, f"model={m}"], config_dirs)).model.kind for m in swept.get("model", [])
     }
     if len(kinds | {cfg.model.kind}) > 1:
         raise UserError("framework: the swept models are of different kinds; sweep them separately")
-    return cfg, default_framework(ModelKind(cfg.model.kind))
+    return cfg, default_framework(ModelKind(cfg.model.kind)), settings
 
 
 def given(overrides: Sequence[str], key: str) -> str | None:
@@ -109,16 +116,15 @@ def given(overrides: Sequence[str], key: str) -> str | None:
     return None
 
 
-def hydra_overrides(overrides: Sequence[str], cfg: HpcftConfig, config_dirs: Sequence[str]) -> list[str]:
-    """hpcft's launcher, and hpcft's defaults for what the user left to Hydra: the sweep folder
-    under `run_root`, named after `hydra.job.name` or the run, and quiet logging."""
+def hydra_overrides(overrides: Sequence[str], settings: HydraSettings, config_dirs: Sequence[str]) -> list[str]:
+    """hpcft's launcher, its basic sweeper where no config or override picks another, and quiet
+    logging. The sweep folder is conf/hpcft.yaml's `hydra.sweep.dir` (under `run_root`, named
+    after `hydra.job.name`) unless an experiment or the command line sets one."""
     extra = ["hydra/launcher=hpcft"]
-    if given(overrides, "hydra/sweeper") is None:
+    if given(overrides, "hydra/sweeper") is None and settings.sweeper == "basic":
         extra.append("hydra/sweeper=hpcft")
-    if given(overrides, "hydra.sweep.dir") is None:
-        name = given(overrides, "hydra.job.name") or run_base_name(cfg)
-        sweep_dir = Path(cfg.run_root).expanduser().resolve() / new_run_name(f"{name}-sweep")
-        extra.append(f"hydra.sweep.dir={hydra_value(str(sweep_dir))}")
+    if given(overrides, "hydra.sweep.dir") is None and settings.sweep_dir is not None:
+        extra.append(f"hydra.sweep.dir={hydra_value(settings.sweep_dir)}")  # resolved once, as Hydra's sweeper does
     for group in ("hydra/job_logging", "hydra/hydra_logging"):
         if given(overrides, group) is None:
             extra.append(f"{group}=none")
@@ -127,33 +133,14 @@ def hydra_overrides(overrides: Sequence[str], cfg: HpcftConfig, config_dirs: Seq
     return [*overrides, *extra]
 
 
-def show_points(overrides: Sequence[str], config_dirs: Sequence[str]) -> int:
-    """`-m --cfg`: each point's config as `--cfg` prints a single run's, points in the order
-    Hydra's basic sweeper makes them, one YAML document each; nothing is written or submitted."""
-    if is_adaptive(overrides):
-        raise UserError("--cfg: an Optuna study picks its trials as it runs; --cfg prints a basic sweep's points")
-    app = parsed_overrides([o for o in overrides if not o.startswith(("hydra.", "hydra/"))])
-    try:
-        (points,) = BasicSweeper.split_arguments(app, max_batch_size=None)
-    except HydraException as e:
-        raise hydra_error(e) from None
-    for num, point in enumerate(points):
-        if num:
-            print("---")
-        print(f"# point {num}: {' '.join(point)}")
-        print(config_yaml(load_config(point, config_dirs)), end="")
-    return 0
-
-
-def main(overrides: Sequence[str], config_dirs: Sequence[str], *, show_config: bool = False) -> int:
+def main(overrides: Sequence[str], config_dirs: Sequence[str]) -> int:
     overrides = expanded_globs(overrides, config_dirs)
-    if show_config:
-        return show_points(overrides, config_dirs)
-    cfg, framework = chosen_framework(overrides, config_dirs)
+    check_sampler_choice(overrides)  # before Hydra composes it: its own error names no option
+    _, framework, settings = chosen_framework(overrides, config_dirs)
     chosen = [*overrides, f"framework={framework}"] if framework else list(overrides)
-    argv = hydra_overrides(chosen, cfg, config_dirs)
+    argv = hydra_overrides(chosen, settings, config_dirs)
     implied = ["framework"] if framework else []
-    if is_adaptive(overrides):
+    if is_adaptive([*overrides, f"hydra/sweeper={settings.sweeper}"]):
         return submit_study(argv, implied, config_dirs)
     run_multirun(argv, PipelineTask(LauncherSettings(implied_keys=tuple(implied))))
     return 0

@@ -10,14 +10,15 @@ import importlib.util
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import fields, is_dataclass
+from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
-from omegaconf import DictConfig, OmegaConf
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from hpcft.config.overrides import hydra_value
@@ -33,6 +34,7 @@ from hpcft.config.schema import (
     register_schemas,
 )
 from hpcft.errors import ConfigError, DataError, UserError, unknown_name
+from hpcft.rundir import new_run_name
 from hpcft.yamlload import check_yaml_tree, read_yaml, yaml_problem
 
 GROUPS = ("model", "framework", "cluster", "deepspeed")
@@ -79,14 +81,27 @@ def _package_data(module: str) -> str:
     return str(Path(next(iter(spec.submodule_search_locations))) / "model")
 
 
+def _job_name(name: str | None, model: str, framework: str) -> str:
+    """`hydra.job.name`'s default (conf/hpcft.yaml): the run's name, else `<model>-<framework>`."""
+    return name or f"{model}-{framework}"
+
+
+def _new_folder(base: str) -> str:
+    """`<base>-<YYYYmmdd-HHMMSS>-<6 hex>` (`hydra.run.dir`'s and `hydra.sweep.dir`'s default
+    name): cached per config, as Hydra's `${now:...}`, so a sweep's every reading agrees."""
+    return new_run_name(base)
+
+
 def _register_resolvers() -> None:
-    for name, fn in (
-        ("hpcft_home", hpcft_home),
-        ("hpcft_demo", _demo_data),
-        ("hpcft_package_data", _package_data),
+    for name, fn, cached in (
+        ("hpcft_home", hpcft_home, False),
+        ("hpcft_demo", _demo_data, False),
+        ("hpcft_package_data", _package_data, False),
+        ("hpcft_job_name", _job_name, False),
+        ("hpcft_new_folder", _new_folder, True),
     ):
         if not OmegaConf.has_resolver(name):
-            OmegaConf.register_new_resolver(name, fn)
+            OmegaConf.register_new_resolver(name, fn, use_cache=cached)
 
 
 def _chosen_group(overrides: Sequence[str], group: str) -> bool:
@@ -127,9 +142,10 @@ def available_options(group: str, config_dirs: Sequence[str] = ()) -> list[str]:
         return group_options(group, overrides)
 
 
-def _compose(overrides: list[str]) -> DictConfig:
+def _compose(overrides: list[str], config_name: str = "hpcft") -> DictConfig:
+    """The composition with Hydra's node (`hydra.run.dir`, `hydra.mode`, the sweeper's choice)."""
     try:
-        return compose(config_name="hpcft", overrides=overrides)
+        return compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
     except MissingConfigException as e:
         raise _explain_missing(e, overrides) from None
     except OverrideParseException as e:
@@ -139,6 +155,21 @@ def _compose(overrides: list[str]) -> DictConfig:
         raise UserError(_hydra_message(e)) from None
     except yaml.YAMLError as e:  # a config file Hydra read (--config-dir's are read first, see check_yaml_tree)
         raise _yaml_error(e) from None
+    except AssertionError as e:  # OmegaConf's, for a key set under a null node (Hydra itself shows a traceback)
+        raise UserError(_under_null(overrides, e)) from None
+
+
+def _under_null(overrides: Sequence[str], e: AssertionError) -> str:
+    """`hydra.sweeper.params.framework.lr="interval(...)"`: Hydra reads the dotted key as a path
+    under `params`, which is null."""
+    dotted = [o for o in overrides if o.lstrip("+").startswith("hydra.sweeper.params.")]
+    if dotted:
+        return (
+            f"{dotted[0]}: Hydra reads the key as a path under hydra.sweeper.params, which is null here"
+            f" ({e}); search on the command line (framework.learning_rate='interval(1e-4,1e-2)')"
+            " or under hydra.sweeper.params in a config"
+        )
+    return f"an override sets a key under a null node ({e})"
 
 
 def _yaml_error(e: yaml.YAMLError) -> DataError:
@@ -216,23 +247,91 @@ def _schema_fields(path: str) -> list[str]:
     return sorted({f.name for s in schemas if is_dataclass(s) for f in fields(s)})
 
 
-def compose_config(overrides: Sequence[str], config_dirs: Sequence[str] = ()) -> DictConfig:
+@dataclass(frozen=True)
+class Primary:
+    """The primary config: `conf/hpcft.yaml`, or the one `-cn NAME` names, looked for first in
+    `-cp DIR` (Hydra's `--config-path`/`--config-name`); the shipped `conf/` stays searched
+    after the user's folders, so its groups remain options."""
+
+    name: str = "hpcft"
+    path: str | None = None
+
+    def folder(self) -> str:
+        if self.path is None:
+            return str(conf_dir())
+        if not Path(self.path).is_dir():
+            raise UserError(f"--config-path {self.path}: no such folder")
+        return str(Path(self.path).resolve())
+
+    def searched(self, config_dirs: Sequence[str]) -> list[str]:
+        """The folders searched after the primary one: --config-dir's, then conf/ under -cp."""
+        return [*config_dirs, *([str(conf_dir())] if self.path is not None else [])]
+
+
+def compose_config(
+    overrides: Sequence[str], config_dirs: Sequence[str] = (), primary: Primary = Primary()
+) -> DictConfig:
     """Compose `conf/hpcft.yaml` with the overrides; fill `framework` from the model kind."""
+    return compose_with_hydra(overrides, config_dirs, primary)[0]
+
+
+@dataclass(frozen=True)
+class HydraSettings:
+    """What a command reads of Hydra's node, from the composition of the app's config."""
+
+    multirun: bool
+    """`hydra.mode=MULTIRUN` (in a config or on the command line): a sweep even without -m."""
+    run_dir: str
+    """`hydra.run.dir`, resolved: a single run's folder."""
+    sweeper: str
+    """The `hydra/sweeper` chosen (`basic`, Hydra's default, unless a config or the command line picks one)."""
+    sweep_dir: str | None
+    """`hydra.sweep.dir`, resolved once for the whole sweep (None where it cannot be here)."""
+
+
+def compose_with_hydra(
+    overrides: Sequence[str], config_dirs: Sequence[str] = (), primary: Primary = Primary()
+) -> tuple[DictConfig, HydraSettings]:
+    """The app's config and, from the same composition, Hydra's settings hpcft reads."""
     register_all_schemas()
-    overrides = [*overrides, *_search_path_override(config_dirs)]
+    overrides = [*overrides, *_search_path_override(primary.searched(config_dirs))]
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+    with initialize_config_dir(config_dir=primary.folder(), version_base="1.3"):
         _refuse_deleted_groups(overrides)
-        if _chosen_group(overrides, "framework"):
-            return _compose(overrides)
-        # The framework follows the model's kind: read from the model's YAML when that is
-        # plain, else by composing once without framework keys.
-        kind = model_kind_from_file(overrides, config_dirs)
-        if kind is None:
-            without = [o for o in overrides if not o.lstrip("+~").startswith("framework.")]
-            kind = ModelKind(_compose(without).model.kind)
-        cfg = _compose([*overrides, f"framework={default_framework(kind)}"])
-    return cfg
+        cfg = _compose([*overrides, *implied_framework(overrides, config_dirs, primary)], primary.name)
+    hydra = cfg.hydra
+    try:
+        settings = HydraSettings(
+            multirun=hydra.mode == RunMode.MULTIRUN,
+            run_dir=str(hydra.run.dir),
+            sweeper=str(hydra.runtime.choices.get("hydra/sweeper")),
+            sweep_dir=_resolved(hydra.sweep, "dir"),
+        )
+    except OmegaConfBaseException as e:
+        raise UserError(_hydra_message(e)) from None
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg, settings
+
+
+def _resolved(node: DictConfig, key: str) -> str | None:
+    try:
+        return str(node[key])
+    except OmegaConfBaseException:
+        return None
+
+
+def implied_framework(overrides: Sequence[str], config_dirs: Sequence[str], primary: Primary) -> list[str]:
+    """`framework=<the model kind's>` where the overrides choose none (inside a composition's
+    Hydra context). The kind is read from the model's YAML when that is plain, else by
+    composing once without framework keys."""
+    if _chosen_group(overrides, "framework"):
+        return []
+    kind = model_kind_from_file(overrides, config_dirs) if primary == Primary() else None
+    if kind is None:
+        without = [o for o in overrides if not o.lstrip("+~").startswith("framework.")]
+        kind = ModelKind(_compose(without, primary.name).model.kind)
+    return [f"framework={default_framework(kind)}"]
 
 
 def _refuse_deleted_groups(overrides: Sequence[str]) -> None:
