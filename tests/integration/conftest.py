@@ -46,7 +46,15 @@ def cancel_leftover_jobs(tmp_path):
         subprocess.run(["scancel", *sorted(ids)], capture_output=True, check=False)
 
 
-FIRST = ("test_study.py", "test_sweep.py", "test_slurm_training.py", "test_reliability.py", "test_vllm_serving.py")
+FIRST = (
+    "test_study.py",
+    "test_sweep.py",
+    "test_slurm_training.py",
+    "test_reliability.py",
+    "test_disk_faults.py",
+    "test_job_faults.py",
+    "test_vllm_serving.py",
+)
 """Modules whose tests mostly wait (requeues, time limits, arrays, servers): started first, so
 that the CPU-bound tests run beside their waits rather than after them (scripts/test.sh)."""
 

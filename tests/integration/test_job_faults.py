@@ -39,3 +39,24 @@ def test_a_deploy_job_that_dies_before_serving_fails_the_waiting_eval_with_the_r
     assert not (run / "deploy" / "endpoint.json").exists()
     status = hpcft("status", str(run))
     assert status.returncode == 0 and f"cause: RuntimeError: {said}" in status.stdout, status.stdout
+
+
+def test_an_eval_whose_server_key_is_gone_fails_at_once_naming_it_and_releases_the_server(run_root):
+    result = hpcft("model=tiny_llama", "cluster=slurmlab", f"run_root={run_root}", *FAST, "eval.baseline=false")
+    assert result.returncode == 0, result.stderr
+    run = only_run(run_root)
+    ids = {name: str(s["job_id"]) for name, s in manifest(run)["stages"].items()}
+    subprocess.run(["scontrol", "hold", ids["eval"]], check=True)  # eval waits behind train and deploy anyway
+    deadline = time.monotonic() + 400
+    while not (run / "deploy" / "endpoint.json").exists():
+        assert time.monotonic() < deadline, "no endpoint"
+        time.sleep(0.5)
+    key = run / "deploy" / "api_key"
+    key.unlink()  # a clean-up script, a quota purge: the server keeps its key, the eval cannot read it
+    subprocess.run(["scontrol", "release", ids["eval"]], check=True)
+    states = wait_final([ids["eval"], ids["deploy"]], timeout_s=180)
+    assert states == {ids["eval"]: "FAILED", ids["deploy"]: "COMPLETED"}, states
+    assert (run / "deploy" / "stop").read_text() == "eval ended: FileNotFoundError\n"  # the server released at once
+    status = hpcft("status", str(run))
+    assert status.returncode == 0 and "Traceback" not in status.stdout + status.stderr
+    assert f"cause: FileNotFoundError: [Errno 2] No such file or directory: '{key}'" in status.stdout, status.stdout
