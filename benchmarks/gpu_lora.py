@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import gpu_models
 from benchmarks.common import JOB_ENV, PYTHON, REPO, only_child, run_timed
-from benchmarks.gpu_measure import GpuMemoryPoller, planned_estimate, report, trained
+from benchmarks.gpu_measure import GpuMemoryPoller, gpu_total_gib, planned_estimate, report, trained
 
 Step = Callable[[float], dict[str, Any]]
 """One step of the check, given its time limit: what it found."""
@@ -122,6 +122,7 @@ def overrides(b: Bench, model: str, trainset: Path, cutoff: int, *extra: str, co
         "stages=[train]", f"trainset={trainset}", f"framework.cutoff_len={cutoff}", "framework.num_train_epochs=1",
         "framework.save_steps=100000", "framework.logging_steps=1", f"+framework.args.max_steps={s.steps}",
         f"+framework.args.include_num_input_tokens_seen={count}", *extra,
+        *([] if b.rehearsal else [f"cluster.gpu_mem_gb={gpu_total_gib(b.gpu):.1f}"]),
     ]  # fmt: skip
 
 
@@ -194,11 +195,12 @@ def steps(b: Bench) -> list[tuple[str, Step, float]]:
     s, data = sizes(b), b.work / "data"
     long = gpu_models.write_rows(data / "long.json", gpu_models.long_rows(s.long_rows, s.long_cutoff))
     short = gpu_models.write_rows(data / "short.json", gpu_models.short_rows(s.short_rows))
-    fixed = [f"framework.per_device_train_batch_size={s.long_batch}", "+cluster.train.modules.liger_kernel=false"]
+    one = ["framework.gradient_accumulation_steps=1"]  # each of `steps` optimizer steps is one micro-batch
+    fixed = [f"framework.per_device_train_batch_size={s.long_batch}", "+cluster.train.modules.liger_kernel=false", *one]
     hand = ["framework.per_device_train_batch_size=8", "framework.gradient_accumulation_steps=1",
             "+framework.args.neat_packing=false"]  # fmt: skip
     packed = ["framework.gradient_accumulation_steps=8"]  # hpcft's defaults: packing, its micro-batch
-    liger = ["+cluster.train.modules.liger_kernel=true", f"framework.per_device_train_batch_size={s.long_batch}"]
+    liger = ["+cluster.train.modules.liger_kernel=true", f"framework.per_device_train_batch_size={s.long_batch}", *one]
     builds = [(f"build_{m}", build(b, m), 120.0) for m in dict.fromkeys([s.large, s.small])]
     return [
         *builds,

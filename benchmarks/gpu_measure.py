@@ -34,6 +34,12 @@ class GpuMemoryPoller(threading.Thread):
             self.done.wait(self.interval_s)
 
 
+def gpu_total_gib(gpu: int) -> float:
+    """The GPU's memory, for the plan's `cluster.gpu_mem_gb` (80 GB would misjudge an H200's fit)."""
+    argv = ["nvidia-smi", f"--id={gpu}", "--query-gpu=memory.total", "--format=csv,noheader,nounits"]
+    return int(subprocess.run(argv, capture_output=True, text=True, check=True).stdout.split()[0]) / 1024
+
+
 def trained(output: Path) -> dict[str, Any]:
     """Tokens/s of a finished training: the non-padding tokens LLaMA-Factory counted
     (`num_input_tokens_seen`) over the trainer's `train_runtime`."""
