@@ -31,11 +31,13 @@ from hpcft.scheduler import StageState, cancel_run_jobs, unreachable_said
 Printer = Callable[[str], None]
 
 
-def write_run_files(pipeline: Pipeline, config_yaml: str) -> None:
+def write_run_files(pipeline: Pipeline, config_yaml: str, write: Callable[[Path, str], None] = write_atomic) -> None:
+    """The run's config and the plan's files; `write`: how (a sweep's new point folders need
+    no atomic replace: nothing reads them before the sweep is recorded)."""
     layout = pipeline.layout
-    write_atomic(layout.config, config_yaml)
+    write(layout.config, config_yaml)
     for relpath, text in pipeline.files.items():
-        write_atomic(layout.root / relpath, text)
+        write(layout.root / relpath, text)
     for stage_dir in (layout.slurm, layout.deploy, layout.eval):
         stage_dir.mkdir(parents=True, exist_ok=True)
 
@@ -200,8 +202,8 @@ def run_local(pipeline: Pipeline, cluster: ClusterConfig, say: Printer = print) 
     except Exception as e:
         raise _stopped(manifest, jobs, e, group.cancelled()) from None
     finally:
+        manifest.write(layout.manifest)  # before the group ends: a run without its group was killed
         group.close()
-        manifest.write(layout.manifest)
     return manifest
 
 

@@ -10,6 +10,7 @@ Arrays longer than the cluster's `max_array_size` are split. A sweep of N points
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -154,6 +155,24 @@ def _submit_array(group: ArrayGroup, stage: str, params: dict[str, Any], folder:
     return jobs
 
 
+def write_new(path: Path, text: str) -> None:
+    """A file of a point's new folder: created, never replacing one (`x`), mode from the run's
+    umask. Not written via a temporary file and a rename as records that change are: nothing
+    reads a point's folder before `sweep.json` names it, and a sweep writes ten files a point."""
+    try:
+        with path.open("x", encoding="utf-8") as f:
+            f.write(text)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("x", encoding="utf-8") as f:
+            f.write(text)
+
+
+def json_text(data: Any) -> str:
+    """What `hpcft.rundir.write_json_atomic` writes."""
+    return json.dumps(data, indent=2, sort_keys=False) + "\n"
+
+
 def scheduler_reason(error: BaseException) -> str:
     """One line of why: sbatch's own error line (e.g. it cannot reach slurmctld), else the first."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
@@ -185,7 +204,7 @@ def submit_sweep(points: Sequence[SweepPoint], sweep_dir: Path, earlier: SweepRe
     manifests = {p.num: new_manifest(p.pipeline, "slurm") for p in points}
     for point in points:
         manifests[point.num].sweep, manifests[point.num].overrides = str(sweep_dir), list(point.overrides)
-        manifests[point.num].write(point.pipeline.layout.manifest)
+        write_new(point.pipeline.layout.manifest, json_text(manifests[point.num].to_json()))
 
     def record(status: str) -> SweepRecord:
         return sweep_record(points, sweep_dir, arrays, status, earlier)
@@ -193,14 +212,12 @@ def submit_sweep(points: Sequence[SweepPoint], sweep_dir: Path, earlier: SweepRe
     record("submitting").write(sweep_dir)
     try:
         with interruptions_raised():
-            for group in group_points(points):
-                _submit_group(
-                    group,
-                    sweep_dir,
-                    manifests,
-                    lambda: record("submitting").write(sweep_dir),
-                    arrays,
-                )
+            groups = group_points(points)
+            for group in groups:
+                _submit_group(group, sweep_dir, manifests, lambda: record("submitting").write(sweep_dir), arrays)
+                if len(groups) > 1:  # the group's job ids recorded before the next group's sbatch
+                    for point in group.points:
+                        manifests[point.num].write(point.pipeline.layout.manifest)
             for point in points:
                 manifests[point.num].status = "submitted"
                 manifests[point.num].write(point.pipeline.layout.manifest)
@@ -240,7 +257,7 @@ def _submit_group(
     arrays: list[ArrayRecord],
 ) -> None:
     """One array per stage of a group of points. Each array id goes into `sweep.json` as
-    soon as `sbatch` returns (`save_record`); the points' records once the group is in."""
+    soon as `sbatch` returns (`save_record`), and the job ids into the points' records."""
     array_ids: dict[str, str] = {}
     for stage in group.stage_names:
         params = array_parameters(group, stage, sweep_dir.name, array_ids)
@@ -252,5 +269,3 @@ def _submit_group(
         for i, point in enumerate(group.points):
             job = jobs[0] if group.shared(stage) else jobs[i]
             manifests[point.num].stage(stage).submitted(job.job_id, log_paths(job))
-    for point in group.points:
-        manifests[point.num].write(point.pipeline.layout.manifest)

@@ -20,7 +20,7 @@ from hpcft.errors import UserError
 from hpcft.launch import Printer, config_yaml
 from hpcft.plan import build_pipeline
 from hpcft.rundir import RunLayout, run_umask, write_atomic
-from hpcft.sweep.arrays import SweepPoint, group_points, render_array, submit_sweep, sweep_record
+from hpcft.sweep.arrays import SweepPoint, group_points, render_array, submit_sweep, sweep_record, write_new
 from hpcft.sweep.record import SWEEP_RECORD, SweepRecord, read_sweep_record
 from hpcft.sweep.results import markdown, sweep_table
 from hpcft.tracking import secrets_withheld
@@ -72,9 +72,9 @@ def _planned(point: PointConfig, run: CheckedRun) -> SweepPoint:
     pipeline = build_pipeline(run, RunLayout(point.run_dir))
     from hpcft.submit import write_run_files
 
-    write_run_files(pipeline, point.config_yaml or config_yaml(point.cfg))
+    write_run_files(pipeline, point.config_yaml or config_yaml(point.cfg), write_new)
     for relpath, text in point.hydra_files.items():
-        write_atomic(point.run_dir / relpath, text)
+        write_new(point.run_dir / relpath, text)
     return SweepPoint(point.num, point.overrides, point.cfg, pipeline)
 
 
