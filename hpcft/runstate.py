@@ -64,7 +64,7 @@ def _local_times(manifest: Manifest, stage: StageRecord) -> dict[str, str]:
 def _stage_infos(run: Path, manifest: Manifest, jobs: dict[str, JobInfo]) -> tuple[dict[str, JobInfo], list[str]]:
     """Each stage's job as the scheduler sees it, or as last recorded; what changed is recorded
     (and a note when it could not be: the states are shown all the same)."""
-    infos, changed = {}, False
+    infos, changed = {}, _ended_unrecorded(run, manifest)
     for name, stage in manifest.stages.items():
         info = jobs.get(stage.job_id) if manifest.executor == "slurm" and stage.job_id else None
         if info is None or info.state is StageState.UNKNOWN:  # local runs, stages never submitted, forgotten jobs
@@ -75,6 +75,21 @@ def _stage_infos(run: Path, manifest: Manifest, jobs: dict[str, JobInfo]) -> tup
     if changed:
         return infos, _write(manifest, run, "these states")
     return infos, []
+
+
+def _ended_unrecorded(run: Path, manifest: Manifest) -> bool:
+    """A local run whose process ended without recording it (killed): its process group went
+    with it (`hpcft.localgroup`), so its live stages are marked CANCELLED and the run
+    `interrupted`. Whether anything changed."""
+    group = manifest.process_group
+    if manifest.executor != "local" or manifest.status != "running" or group is None or keeper_of(group, run):
+        return False
+    for stage in manifest.stages.values():
+        if stage.state.active:
+            stage.state = StageState.CANCELLED
+    manifest.status = "interrupted"
+    manifest.error = "the process running the stages ended without recording it; its stages ended with it"
+    return True
 
 
 def _write(manifest: Manifest, run: Path, what: str) -> list[str]:

@@ -9,6 +9,7 @@ without job control (CI) starts background processes with SIGINT ignored.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -62,12 +63,17 @@ def read_pids(path: Path) -> list[int]:
 
 
 def test_the_sweeps_death_ends_its_stage_processes(tmp_path):
-    process, _, pids = start_sweep(tmp_path)
+    process, sweep, pids = start_sweep(tmp_path)
     stage_pids = read_pids(pids)
     assert all(alive(p) for p in stage_pids)
     process.kill()  # SIGKILL: no handler of hpcft runs
     process.communicate(timeout=30)
     wait_until("the stage processes to end", lambda: not any(alive(p) for p in stage_pids), 30)
+    status = subprocess.run(
+        [sys.executable, "-m", "hpcft", "status", str(sweep)], cwd=REPO, capture_output=True, text=True
+    )
+    assert status.returncode == 0 and "CANCELLED" in status.stdout and "RUNNING" not in status.stdout, status.stdout
+    assert json.loads((sweep / "0" / "manifest.json").read_text())["status"] == "interrupted"
 
 
 def test_cancel_ends_a_local_sweeps_stages_and_the_sweep(tmp_path):
