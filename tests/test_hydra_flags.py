@@ -293,3 +293,17 @@ def test_default_folders_are_named_after_the_run_under_run_root(tmp_path, capsys
     assert main(["-m", *LINE[:3], "stages=[train]", "dry_run=true", f"run_root={runs}", "seed=1,2"]) == 0
     names = sorted(p.name.rsplit("-", 3)[0] for p in runs.iterdir())
     assert names == ["mine", "tiny_llama-llamafactory", "tiny_llama-llamafactory-sweep"]
+
+
+def test_a_primary_config_of_one_s_own_runs_and_sweeps(tmp_path, capsys):
+    """`-cp DIR -cn NAME`: the run's config is NAME's (here hpcft's with a name of its own)."""
+    runs = tmp_path / "runs"
+    line = ["-cp", str(site(tmp_path)), "-cn", "mine", *LINE[:3], "stages=[train]", "dry_run=true", f"run_root={runs}"]
+    assert main(line) == 0, capsys.readouterr().err
+    assert main(["-m", *line, "seed=1,2"]) == 0, capsys.readouterr().err
+    assert sorted(p.name.rsplit("-", 3)[0] for p in runs.iterdir()) == ["from_primary", "from_primary-sweep"]
+    (sweep_dir,) = runs.glob("*-sweep-*")
+    assert point_folders(sweep_dir) == ["0", "1"]
+    hydra = yaml.safe_load((sweep_dir / "1" / ".hydra" / "hydra.yaml").read_text())["hydra"]
+    assert hydra["job"]["config_name"] == "mine"
+    assert yaml.safe_load((sweep_dir / "1" / "config.yaml").read_text())["name"] == "from_primary"

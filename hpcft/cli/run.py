@@ -26,7 +26,7 @@ import sys
 from collections.abc import Sequence
 
 from hpcft.cli import completion, hydra_flags
-from hpcft.config.compose import Primary, compose_with_hydra
+from hpcft.config.compose import compose_with_hydra
 from hpcft.config.schema import Executor
 from hpcft.configure import typed_config
 from hpcft.errors import UserError
@@ -136,9 +136,7 @@ def main(argv: Sequence[str]) -> int:
 def sweep_main(args: argparse.Namespace) -> int:
     from hpcft.cli import sweep
 
-    if hydra_flags.primary(args) != Primary():
-        raise UserError("-cp/-cn: a sweep composes hpcft's conf/hpcft.yaml so far; use -cd and +experiment=")
-    return sweep.main(args.overrides, args.config_dir)
+    return sweep.main(args.overrides, args.config_dir, hydra_flags.primary(args))
 
 
 def closing_summary(layout: RunLayout) -> str:

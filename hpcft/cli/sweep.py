@@ -25,7 +25,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Glob, Override
 from hydra.errors import HydraException
 
-from hpcft.config.compose import HydraSettings, compose_with_hydra
+from hpcft.config.compose import SHIPPED, HydraSettings, Primary, compose_with_hydra
 from hpcft.config.overrides import hydra_value
 from hpcft.config.schema import HpcftConfig, ModelKind
 from hpcft.configure import available_options, compose_config, hydra_error, typed_config
@@ -82,7 +82,7 @@ def first_values(overrides: Sequence[str]) -> tuple[list[str], dict[str, list[st
 
 
 def chosen_framework(
-    overrides: Sequence[str], config_dirs: Sequence[str]
+    overrides: Sequence[str], config_dirs: Sequence[str], primary: Primary = SHIPPED
 ) -> tuple[HpcftConfig, str | None, HydraSettings]:
     """A representative config, the framework to add when the user named none (it follows
     the model kind, which must then be the same for every swept model), and Hydra's settings
@@ -95,12 +95,13 @@ def chosen_framework(
         for o in parsed_overrides(overrides)
         if o.is_hydra_override() and not o.is_sweep_override() and (line := str(o.input_line)) not in single
     ]
-    app, settings = compose_with_hydra([*single, *hydra], config_dirs)
+    app, settings = compose_with_hydra([*single, *hydra], config_dirs, primary)
     cfg = typed_config(app)
     if given(overrides, "framework"):
         return cfg, None, settings
     kinds = {
-        typed_config(compose_config([*single, f"model={m}"], config_dirs)).model.kind for m in swept.get("model", [])
+        typed_config(compose_config([*single, f"model={m}"], config_dirs, primary)).model.kind
+        for m in swept.get("model", [])
     }
     if len(kinds | {cfg.model.kind}) > 1:
         raise UserError("framework: the swept models are of different kinds; sweep them separately")
@@ -133,14 +134,18 @@ def hydra_overrides(overrides: Sequence[str], settings: HydraSettings, config_di
     return [*overrides, *extra]
 
 
-def main(overrides: Sequence[str], config_dirs: Sequence[str]) -> int:
-    overrides = expanded_globs(overrides, config_dirs)
+def main(overrides: Sequence[str], config_dirs: Sequence[str], primary: Primary = SHIPPED) -> int:
+    overrides = expanded_globs(overrides, [*([primary.path] if primary.path else []), *config_dirs])
     check_sampler_choice(overrides)  # before Hydra composes it: its own error names no option
-    _, framework, settings = chosen_framework(overrides, config_dirs)
+    _, framework, settings = chosen_framework(overrides, config_dirs, primary)
     chosen = [*overrides, f"framework={framework}"] if framework else list(overrides)
-    argv = hydra_overrides(chosen, settings, config_dirs)
+    argv = hydra_overrides(chosen, settings, primary.searched(config_dirs))
     implied = ["framework"] if framework else []
     if is_adaptive([*overrides, f"hydra/sweeper={settings.sweeper}"]):
+        if primary != SHIPPED:
+            raise UserError(
+                "-cp/-cn: an Optuna study's controller composes conf/hpcft.yaml so far; use -cd and +experiment="
+            )
         return submit_study(argv, implied, config_dirs)
-    run_multirun(argv, PipelineTask(LauncherSettings(implied_keys=tuple(implied))))
+    run_multirun(argv, PipelineTask(LauncherSettings(implied_keys=tuple(implied))), primary)
     return 0

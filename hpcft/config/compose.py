@@ -268,9 +268,11 @@ class Primary:
         return [*config_dirs, *([str(conf_dir())] if self.path is not None else [])]
 
 
-def compose_config(
-    overrides: Sequence[str], config_dirs: Sequence[str] = (), primary: Primary = Primary()
-) -> DictConfig:
+SHIPPED = Primary()
+"""hpcft's own primary config, `conf/hpcft.yaml`."""
+
+
+def compose_config(overrides: Sequence[str], config_dirs: Sequence[str] = (), primary: Primary = SHIPPED) -> DictConfig:
     """Compose `conf/hpcft.yaml` with the overrides; fill `framework` from the model kind."""
     return compose_with_hydra(overrides, config_dirs, primary)[0]
 
@@ -290,7 +292,7 @@ class HydraSettings:
 
 
 def compose_with_hydra(
-    overrides: Sequence[str], config_dirs: Sequence[str] = (), primary: Primary = Primary()
+    overrides: Sequence[str], config_dirs: Sequence[str] = (), primary: Primary = SHIPPED
 ) -> tuple[DictConfig, HydraSettings]:
     """The app's config and, from the same composition, Hydra's settings hpcft reads."""
     register_all_schemas()
@@ -327,7 +329,7 @@ def implied_framework(overrides: Sequence[str], config_dirs: Sequence[str], prim
     composing once without framework keys."""
     if _chosen_group(overrides, "framework"):
         return []
-    kind = model_kind_from_file(overrides, config_dirs) if primary == Primary() else None
+    kind = model_kind_from_file(overrides, config_dirs) if primary == SHIPPED else None
     if kind is None:
         without = [o for o in overrides if not o.lstrip("+~").startswith("framework.")]
         kind = ModelKind(_compose(without, primary.name).model.kind)

@@ -20,19 +20,21 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from hpcft.config.compose import conf_dir, register_all_schemas
+from hpcft.config.compose import SHIPPED, Primary, register_all_schemas
 from hpcft.configure import hydra_error
 from hpcft.errors import UserError
 from hpcft.sweep.task import PipelineTask
 
 
 @contextmanager
-def hydra_app() -> Iterator[Hydra]:
-    """Hydra's app for hpcft's `conf/`; its errors as one line."""
+def hydra_app(primary: Primary = SHIPPED) -> Iterator[Hydra]:
+    """Hydra's app for hpcft's `conf/` (or `-cp`'s folder); its errors as one line."""
     register_all_schemas()
     GlobalHydra.instance().clear()
     try:
-        yield Hydra.create_main_hydra2(task_name="hpcft", config_search_path=create_config_search_path(str(conf_dir())))
+        yield Hydra.create_main_hydra2(
+            task_name="hpcft", config_search_path=create_config_search_path(primary.folder())
+        )
     except UserError:
         raise
     except (HydraException, OmegaConfBaseException) as e:
@@ -41,10 +43,11 @@ def hydra_app() -> Iterator[Hydra]:
         GlobalHydra.instance().clear()
 
 
-def run_multirun(overrides: Sequence[str], task: PipelineTask) -> None:
-    """The sweep, as `@hydra.main` with `-m` would run it: Hydra's sweeper, hpcft's launcher."""
-    with hydra_app() as app:
-        app.multirun(config_name="hpcft", task_function=task, overrides=list(overrides))
+def run_multirun(overrides: Sequence[str], task: PipelineTask, primary: Primary = SHIPPED) -> None:
+    """The sweep, as `@hydra.main` with `-m` would run it: Hydra's sweeper, hpcft's launcher
+    (the primary config `-cn` names, in `-cp`'s folder, where given)."""
+    with hydra_app(primary) as app:
+        app.multirun(config_name=primary.name, task_function=task, overrides=list(overrides))
 
 
 def sweep_settings(overrides: Sequence[str]) -> DictConfig:
