@@ -205,8 +205,10 @@ def write_atomic(path: Path, text: str, *, private: bool = False) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None:  # a write or close: say which file
+            raise OSError(e.errno, e.strerror, str(path)) from None
         raise
 
 

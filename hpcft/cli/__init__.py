@@ -14,6 +14,7 @@ A user error prints one line and exits with status 2; a refused submission exits
 
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
 from collections.abc import Sequence
@@ -22,6 +23,8 @@ from hpcft.errors import HpcftError, SubmissionError, UserError, unknown_name
 from hpcft.once import per_command
 
 SUBCOMMANDS = ("status", "logs", "cancel", "report", "compare", "sync")
+DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+"""A full disk, a quota, a read-only file system: said in one line, exit status 1."""
 
 
 def _command(args: list[str]) -> str:
@@ -52,3 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # before or after submitting: nothing is left half-done
         print("hpcft: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:
+        if e.errno not in DISK_ERRORS:
+            raise
+        where = f"cannot write {e.filename}: " if e.filename else "cannot write a file: "
+        print(f"hpcft: {where}{e.strerror}", file=sys.stderr)
+        return 1

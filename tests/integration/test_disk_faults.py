@@ -112,3 +112,20 @@ def test_a_disk_full_under_eval_fails_cleanly_releases_the_server_and_a_requeue_
     assert json.loads((run / "eval" / "metrics.json").read_text())["rows"] == rows
     resumed = [int(n) for n in re.findall(rf"{rows} rows, (\d+) already answered", eval_log)]
     assert resumed and resumed[-1] >= 5, resumed  # went on from the answers kept
+
+
+def queued_names() -> str:
+    return subprocess.run(["squeue", "-h", "-o", "%j"], capture_output=True, text=True, check=True).stdout
+
+
+def test_a_full_run_root_at_submission_is_one_line_and_queues_nothing(small_disk):
+    fill(small_disk)
+    single = hpcft("model=tiny_llama", "cluster=slurmlab", f"run_root={small_disk}", *FAST)
+    sweep = hpcft("-m", "model=tiny_llama", "cluster=slurmlab", f"run_root={small_disk}", "framework.lora_rank=4,8")
+    for result in (single, sweep):
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith("hpcft: cannot write ") and line.endswith(": No space left on device"), line
+    assert "config.yaml: No space left on device" in single.stderr  # the file it could not write
+    names = queued_names()
+    assert not any(f"{folder.name}." in names for folder in small_disk.iterdir())
