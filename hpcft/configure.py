@@ -19,7 +19,7 @@ from hpcft.config.schema import HpcftConfig, StageName
 from hpcft.config.validate import validate_common, validate_model_reachable
 from hpcft.frameworks import adapter_for, resolved
 from hpcft.frameworks.base import FrameworkAdapter
-from hpcft.target import Target, stage_targets
+from hpcft.target import Target
 
 __all__ = [
     "CheckedRun",
@@ -72,7 +72,7 @@ def check(cfg: HpcftConfig) -> CheckedRun:
     adapter = adapter_for(cfg)
     adapter.validate()
     validate_model_reachable(cfg)
-    return CheckedRun(cfg=cfg, adapter=adapter, targets=stage_targets(cfg))
+    return CheckedRun(cfg=cfg, adapter=adapter, targets=adapter.targets)
 
 
 validate_config = check

@@ -94,9 +94,44 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows])
 
 
+def general_sets(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The general sets' results by name (`eval.general_sets`, hpcft.jobs.general); empty without."""
+    found = metrics.get("general")
+    return {k: v for k, v in found.items() if isinstance(v, dict)} if isinstance(found, dict) else {}
+
+
+def regressed(metrics: dict[str, Any]) -> list[str]:
+    """The general sets the forgetting guard (`eval.max_general_drop`) found regressed."""
+    found = metrics.get("regressed")
+    return [str(name) for name in found] if isinstance(found, list) else []
+
+
 def comparison_table(metrics: dict[str, Any]) -> str:
-    header = ["metric", "base", "fine-tuned", "gain"] + (["95% CI of gain"] if intervals(metrics) else [])
-    return table(comparison_rows(metrics), header)
+    """Base vs fine-tuned per metric: the eval set's, then each general set's (its name before
+    the metric), so the in-domain gain and what it cost elsewhere are read side by side."""
+    general = general_sets(metrics)
+    with_ci = bool(intervals(metrics)) or any(intervals(g) for g in general.values())
+    header = ["metric", "base", "fine-tuned", "gain"] + (["95% CI of gain"] if with_ci else [])
+    rows = [row + [""] * (len(header) - len(row)) for row in comparison_rows(metrics)]
+    for name, result in general.items():
+        rows += [[f"{name}: {r[0]}", *r[1:]] + [""] * (len(header) - len(r)) for r in comparison_rows(result)]
+    lines = table(rows, header)
+    if found := regressed(metrics):
+        lines += f"\nREGRESSED on {', '.join(found)}: nDCG@10 fell more than eval.max_general_drop points"
+    return lines
+
+
+def general_summary(metrics: dict[str, Any]) -> str:
+    """`general: arguana ndcg@10 -1.20 [-2.31, -0.12]; REGRESSED`, for `status`; empty without sets."""
+    parts = []
+    for name, result in general_sets(metrics).items():
+        gain, ci = gains(result), intervals(result)
+        if "ndcg@10" in gain:
+            low_high = f" {interval_text(*ci['ndcg@10'])}" if "ndcg@10" in ci else ""
+            parts.append(f"{name} ndcg@10 {gain['ndcg@10']:+.2f}{low_high}")
+    if not parts:
+        return ""
+    return "general: " + ", ".join(parts) + ("; REGRESSED" if regressed(metrics) else "")
 
 
 def gains(metrics: dict[str, Any]) -> dict[str, float]:

@@ -26,7 +26,7 @@ from hpcft.cli.common import resolve_targets, subcommand_parser
 from hpcft.config.schema import StageName
 from hpcft.errors import UserError
 from hpcft.progress import duration_text, read_train_progress
-from hpcft.results import gains, headline, read_metrics, table
+from hpcft.results import gains, general_summary, headline, read_metrics, table
 from hpcft.rundir import RunLayout, failure_excerpt
 from hpcft.runstate import RunState, read_states
 from hpcft.scheduler import JobInfo, StageState
@@ -42,7 +42,8 @@ def metric_summary(run: Path) -> str:
     if metrics is None:
         return "(metrics.json unreadable)"
     gain = gains(metrics)
-    return "  ".join(f"{k}={v:.2f}" + (f" ({gain[k]:+.2f})" if k in gain else "") for k, v in headline(metrics).items())
+    shown = [f"{k}={v:.2f}" + (f" ({gain[k]:+.2f})" if k in gain else "") for k, v in headline(metrics).items()]
+    return "  ".join(filter(None, [*shown, general_summary(metrics)]))
 
 
 def eval_progress(run: Path) -> str:

@@ -67,9 +67,10 @@ def is_demo_data(path: str) -> bool:
 
 
 def _demo_data(framework: str, split: str) -> str:
-    """The small demo data set shipped with hpcft for a framework (`train` or `eval`)."""
+    """The small demo data set shipped with hpcft for a framework (`train`, `eval`, or
+    `general`: a FlagEmbedding evaluation folder of general-knowledge passages)."""
     folder = PACKAGE_DIR / "assets" / "demo"
-    found = sorted(folder.glob(f"{framework}_{split}.*"))
+    found = sorted(folder.glob(f"{framework}_{split}.*")) or sorted(folder.glob(f"{framework}_{split}"))
     return str(found[0]) if found else f"<no demo {split} set for {framework}; set {split}set=<file>>"
 
 

@@ -330,6 +330,27 @@ class EvalConfig:
     second server with the base weights (on GPUs, the two share them: each gets half of
     vLLM's memory). null: on for models of at most 1B parameters, where a second copy
     costs little."""
+    suites: list[str] = field(default_factory=list)
+    """Standard LLM suites to score the base and the fine-tuned model on through the run's
+    endpoint, as lm-evaluation-harness task names (`mmlu`, `gsm8k`, `arc_easy`) or tasks
+    defined in `eval.suite_tasks_dir`; empty: none. LLMs served by vLLM only (its completions
+    endpoint gives the log-likelihoods multiple-choice tasks need). Compute nodes are offline:
+    each task's data must be in local files or the cluster's HF datasets cache (README)."""
+    suite_fewshot: int | None = None
+    """Few-shot examples per suite prompt (lm-eval's `--num_fewshot`), >= 0; null: each task's own."""
+    suite_limit: int | None = None
+    """Score at most this many rows of each suite (lm-eval's `--limit`), >= 1; null: all."""
+    suite_tasks_dir: str | None = None
+    """A folder of the user's own lm-eval task YAMLs (lm-eval's `--include_path`); a task's
+    relative `data_files` are read from this folder. null: only lm-eval's built-in tasks."""
+    general_sets: list[str] = field(default_factory=list)
+    """Embedders: general retrieval sets scored beside `evalset`, base and fine-tuned, to see
+    what fine-tuning cost elsewhere: folders in FlagEmbedding's evaluation layout
+    (`corpus.jsonl`, `<split>_queries.jsonl`, `<split>_qrels.jsonl`; e.g. a BEIR or C-MTEB
+    task saved where compute nodes can read it), each named by its folder."""
+    max_general_drop: float | None = None
+    """The forgetting guard: the run is marked regressed (metrics.json `regressed`, `status`,
+    `report`) when a general set's nDCG@10 drops by more than this many points; null: no guard."""
 
 
 @dataclass(kw_only=True)

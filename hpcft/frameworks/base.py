@@ -11,7 +11,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar
@@ -19,12 +19,14 @@ from typing import Any, ClassVar
 import yaml
 
 from hpcft.config.checks import check_choice, check_positive
-from hpcft.config.schema import FrameworkConfig, HpcftConfig, ModelKind
+from hpcft.config.schema import FrameworkConfig, HpcftConfig, ModelKind, StageName
+from hpcft.config.suites import suite_job
 from hpcft.deepspeed import deepspeed_json
 from hpcft.errors import ConfigError, DataError, unknown_name
 from hpcft.jobs.spec import PROGRESS_ENV, Conversation, DeployJob, EvalJob, TrainJob
 from hpcft.resources import BatchLayout, batch_layout
 from hpcft.rundir import RunLayout
+from hpcft.target import DeviceKind, Target, stage_targets
 from hpcft.tracking import report_to, wandb_env
 from hpcft.yamlload import compose_yaml, load_yaml
 
@@ -136,6 +138,7 @@ class FrameworkAdapter(ABC):
             max_refused_fraction=e.max_refused_fraction,
             chat_template=self.cfg.model.template,
             env=wandb_env(self.cfg, layout, "eval"),
+            suites=suite_job(self.cfg),
         )
 
     def deepspeed_path(self, layout: RunLayout) -> str | None:
@@ -149,7 +152,7 @@ class FrameworkAdapter(ABC):
         env = wandb_env(self.cfg, layout, "train")
         if not self.writes_trainer_log:
             env[PROGRESS_ENV] = str(layout.train_progress)
-        if self.cfg.deepspeed.zero_stage is not None and self.cfg.cluster.gpus_per_node == 0:
+        if self.cfg.deepspeed.zero_stage is not None and self.target.device.kind is DeviceKind.cpu:
             env["DS_ACCELERATOR"] = "cpu"
         return env
 
@@ -183,6 +186,17 @@ class FrameworkAdapter(ABC):
         self.cfg = cfg
         self.fw: FrameworkConfig = cfg.framework
 
+    @cached_property
+    def targets(self) -> dict[StageName, Target]:
+        """Where each configured stage's job runs (`hpcft.target`): the device, processes and
+        interpreter the framework's rules are checked against."""
+        return stage_targets(self.cfg)
+
+    @property
+    def target(self) -> Target:
+        """The train job's target: what precision, launcher and packages are checked against."""
+        return self.targets[StageName.train]
+
     def validate(self) -> None:
         """Check own ranges, native argument names, and the data files."""
         fw: FrameworkConfig = self.fw
@@ -196,6 +210,8 @@ class FrameworkAdapter(ABC):
             raise ConfigError("framework.num_train_epochs", f"must be at most {MAX_EPOCHS} (got {fw.num_train_epochs})")
         for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps"):
             check_positive(f"framework.{name}", getattr(fw, name))
+        if self.cfg.eval.general_sets and self.eval_task == "generation":
+            raise ConfigError("eval.general_sets", "general retrieval sets score embedders; an LLM's are eval.suites")
         self.validate_native_args()
         self.validate_own()
         self.validate_data()

@@ -18,15 +18,22 @@ from hpcft.config.schema import FrameworkConfig, ModelKind
 from hpcft.data import FileReport, RetrievalEvalSet, check_rows, read_retrieval_eval, scan_rows
 from hpcft.errors import ConfigError
 from hpcft.frameworks.base import API_ENV, Files, FrameworkAdapter, Overridden, native_argument_names
-from hpcft.frameworks.flagembedding_data import data_files, distillation_row, retrieval_eval_row, retrieval_row
+from hpcft.frameworks.flagembedding_data import (
+    check_general_sets,
+    data_files,
+    distillation_row,
+    retrieval_eval_row,
+    retrieval_row,
+)
 from hpcft.frameworks.flagembedding_memory import Job, fit_notes, instruction_bytes, planned_fit, text_sizes
 from hpcft.frameworks.flagembedding_pooling import VLLM_POOLING, check_pooling, merges_lora, served_weights
 from hpcft.frameworks.vllm_serving import READY, VllmServer
 from hpcft.jobs.spec import DeployJob, EvalJob, Instruction, TrainJob
 from hpcft.memory import Fit
 from hpcft.once import file_state, once
-from hpcft.resources import batch_layout, deploy_gpus, half_precision, retrieval_eval_mem
+from hpcft.resources import batch_layout, deploy_gpus, retrieval_eval_mem
 from hpcft.rundir import RunLayout
+from hpcft.target import DeviceKind
 from hpcft.tracking import report_to
 
 
@@ -153,7 +160,7 @@ class Adapter(FrameworkAdapter):
         """`--bf16` / `--fp16` as the cluster's GPUs have them (`framework.bf16`); none on CPU."""
         if self.fw.bf16 is not None:
             return {"bf16": True} if self.fw.bf16 else {}  # on CPU, `overrides` turns it off and says so
-        kind = half_precision(self.cfg.cluster)
+        kind = self.target.device.half
         return {kind: True} if kind else {}
 
     def native_values(self) -> dict[str, Any]:
@@ -174,7 +181,7 @@ class Adapter(FrameworkAdapter):
 
     def memory_fit(self) -> tuple[Fit, bool] | None:
         """The estimate and whether hpcft turns gradient checkpointing on; None on CPU."""
-        return planned_fit(self.cfg, self.memory_job()) if self.cfg.cluster.gpus_per_node else None
+        return planned_fit(self.cfg, self.memory_job()) if self.target.device.kind is DeviceKind.gpu else None
 
     def notes(self) -> list[str]:
         rows, files = self.training_rows()
@@ -204,7 +211,7 @@ class Adapter(FrameworkAdapter):
     def overrides(self, values: dict[str, Any]) -> list[Overridden]:
         """Besides the base's: half precision asked for on a CPU cluster, which the Trainer refuses."""
         out = super().overrides(values)
-        if self.cfg.cluster.gpus_per_node == 0:
+        if self.target.device.kind is DeviceKind.cpu:
             why = "the job runs on CPU, where the Trainer refuses half precision"
             out += [Overridden(k, values[k], False, why) for k in ("bf16", "fp16") if values.get(k)]
         return out
@@ -236,6 +243,7 @@ class Adapter(FrameworkAdapter):
                 eval_set(self.cfg.evalset)  # FlagEmbedding's layout: parses and cross-checks ids
             else:
                 check_rows(self.cfg.evalset, retrieval_eval_row)
+            check_general_sets(self.cfg, eval_set)
 
     @property
     def eval_task(self) -> str:
@@ -248,10 +256,12 @@ class Adapter(FrameworkAdapter):
         cut = (int(args["query_max_len"]), int(args["passage_max_len"]))
         task = "retrieval" if self.cfg.model.kind is ModelKind.embedding else "rerank"
         instructions = (instruction(args, "query", task), instruction(args, "passage", task))
-        return dataclasses.replace(super().eval_job(layout), truncation=cut, instructions=instructions)
+        job = dataclasses.replace(super().eval_job(layout), truncation=cut, instructions=instructions)
+        e = self.cfg.eval
+        return dataclasses.replace(job, general_sets=tuple(e.general_sets), max_general_drop=e.max_general_drop)
 
     def native_args(self, layout: RunLayout) -> dict[str, Any]:
-        fw, c = self.fw, self.cfg.cluster
+        fw = self.fw
         values: dict[str, Any] = {
             "model_name_or_path": self.cfg.model.path,
             "train_data": self.train_paths(),
@@ -268,13 +278,13 @@ class Adapter(FrameworkAdapter):
                 query_max_len=fw.query_max_len,
                 passage_max_len=fw.passage_max_len,
                 temperature=fw.temperature,
-                negatives_cross_device=(c.nodes * max(c.gpus_per_node, 1)) > 1 or None,
+                negatives_cross_device=self.target.world_size > 1 or None,
             )
         else:  # FlagEmbedding 1.4.2's reranker reads these two; its `max_len` is never read
             values.update(query_max_len=fw.query_max_len, passage_max_len=fw.passage_max_len)
         values["deepspeed"] = self.deepspeed_path(layout)
         values["save_merged_lora_model"] = merges_lora(self.module, self.fw.args) or None  # what servers load
-        if c.gpus_per_node == 0:
+        if self.target.device.kind is DeviceKind.cpu:
             values.update(use_cpu=True, ddp_backend="gloo")
         if (fit := self.memory_fit()) and fit[1]:
             values["gradient_checkpointing"] = True
@@ -285,8 +295,7 @@ class Adapter(FrameworkAdapter):
         return self.deepspeed_files(layout)
 
     def train_job(self, layout: RunLayout) -> TrainJob:
-        c = self.cfg.cluster
-        nproc = c.gpus_per_node or c.procs_per_node
+        nproc = self.target.procs_per_node
         module = f"FlagEmbedding.finetune.{self.module}"
         argv = ["torchrun", f"--nproc_per_node={nproc}", "-m", "hpcft.jobs.launch", module]
         for key, value in self.native_args(layout).items():

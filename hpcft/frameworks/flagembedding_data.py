@@ -3,10 +3,14 @@ reads, and the row each file must hold (training, distillation and retrieval-eva
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from hpcft.config.checks import check_finite
+from hpcft.config.schema import HpcftConfig, ModelKind
 from hpcft.data import Row
-from hpcft.errors import DataError
+from hpcft.errors import ConfigError, DataError
 
 
 def retrieval_eval_row(row: Row) -> str | None:
@@ -54,3 +58,25 @@ def retrieval_row(row: Row) -> str | None:
         if scores is not None and (not isinstance(scores, list) or len(scores) != len(value)):
             return f"field '{key}_scores' must be a list as long as {key!r} ({len(value)})"
     return None
+
+
+def check_general_sets(cfg: HpcftConfig, read: Callable[[str], Any]) -> None:
+    """`eval.general_sets`: FlagEmbedding evaluation folders, each read as the eval job reads
+    it (`read`), names not repeated; embedders only: a reranker's general set would need a
+    first-stage retriever's candidates, which the run does not have."""
+    sets, drop = cfg.eval.general_sets, cfg.eval.max_general_drop
+    if drop is not None:
+        check_finite("eval.max_general_drop", drop)
+        if drop < 0:
+            raise ConfigError("eval.max_general_drop", f"must be >= 0 points (got {drop})")
+    if not sets:
+        return
+    if cfg.model.kind is not ModelKind.embedding:
+        raise ConfigError("eval.general_sets", f"general sets score embedders; {cfg.model.name} is a reranker")
+    names = [Path(p).name for p in sets]
+    if len(set(names)) != len(names):
+        raise ConfigError("eval.general_sets", f"two sets share a folder name ({', '.join(names)}); results go by name")
+    for path in sets:
+        if not Path(path).is_dir():
+            raise DataError(path, "a general set is a folder in FlagEmbedding's evaluation layout (corpus.jsonl, ...)")
+        read(path)

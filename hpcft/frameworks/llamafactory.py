@@ -35,8 +35,9 @@ from hpcft.frameworks.llamafactory_memory import (
 from hpcft.frameworks.llamafactory_native import check_job_fit, check_recipe, native_yaml_values, read_native_config
 from hpcft.frameworks.vllm_serving import READY_PROBE, VllmServer, lora_module
 from hpcft.jobs.spec import Conversation, DeployJob, EvalJob, PublishedModel, TrainJob
-from hpcft.resources import BatchLayout, batch_layout, deploy_gpus, half_precision
+from hpcft.resources import BatchLayout, batch_layout, deploy_gpus
 from hpcft.rundir import RunLayout, yaml_text
+from hpcft.target import DeviceKind
 from hpcft.tracking import report_to
 
 
@@ -78,7 +79,7 @@ class Adapter(FrameworkAdapter):
             raise ConfigError("model.template", "LLaMA-Factory needs a chat template (e.g. model.template=llama3)")
         given = {**self.native_file_values(), **self.fw.args}  # raises on a bad file or an unknown name
         check_recipe(given, self.fw.native_config, self.cfg.model.name)
-        check_job_fit(given, self.fw.native_config, self.cfg)
+        check_job_fit(given, self.fw.native_config, self.cfg, self.target)
         if fw.stage == "ppo":
             raise ConfigError(
                 "framework.stage",
@@ -103,7 +104,7 @@ class Adapter(FrameworkAdapter):
             check_choice("framework.quantization_bit", str(fw.quantization_bit), ("4", "8"))
             if fw.finetuning_type != "lora":
                 raise ConfigError("framework.quantization_bit", "QLoRA needs finetuning_type=lora")
-            if self.cfg.cluster.gpus_per_node == 0:
+            if self.target.device.kind is DeviceKind.cpu:
                 raise ConfigError("framework.quantization_bit", "QLoRA needs GPUs; this cluster has none")
 
     def notes(self) -> list[str]:
@@ -163,7 +164,7 @@ class Adapter(FrameworkAdapter):
         """Besides the base's: half precision a YAML or `args` ask for on a CPU cluster, which
         LLaMA-Factory refuses at start ("Your setup doesn't support bf16/gpu"); fp32 runs."""
         out = super().overrides(values)
-        if self.cfg.cluster.gpus_per_node == 0:
+        if self.target.device.kind is DeviceKind.cpu:
             why = "the job runs on CPU, where LLaMA-Factory refuses half precision"
             out += [Overridden(k, values[k], False, why) for k in sorted(PRECISION_KEYS) if values.get(k)]
         return out
@@ -172,7 +173,7 @@ class Adapter(FrameworkAdapter):
         """bf16/fp16 as LLaMA-Factory's arguments; a native YAML or `args` still win."""
         if self.fw.bf16 is not None:
             return {"bf16": self.fw.bf16}
-        kind = half_precision(self.cfg.cluster)
+        kind = self.target.device.half
         if kind is None:
             return {"bf16": None}  # CPU: fp32 (LLaMA-Factory's default)
         return {"bf16": False, "fp16": True} if kind == "fp16" else {"bf16": True}
@@ -206,7 +207,7 @@ class Adapter(FrameworkAdapter):
 
     def validate_data(self) -> None:
         data = self.training_data()
-        if self.cfg.cluster.gpus_per_node:
+        if self.target.device.kind is DeviceKind.gpu:
             check_memory_fit(self.cfg, data)
         if "eval" in self.cfg.stages and self.cfg.evalset:
             eval_rows_check(self.cfg.evalset)
@@ -217,9 +218,8 @@ class Adapter(FrameworkAdapter):
         return eval_conversation(evalset)
 
     def _ddp(self) -> dict[str, Any]:
-        c = self.cfg.cluster
-        multi = c.nodes > 1 or (c.procs_per_node if c.gpus_per_node == 0 else c.gpus_per_node) > 1
-        return {"ddp_backend": "gloo", "ddp_timeout": 1800} if multi and c.gpus_per_node == 0 else {}
+        on_cpu = self.target.device.kind is DeviceKind.cpu
+        return {"ddp_backend": "gloo", "ddp_timeout": 1800} if on_cpu and self.target.world_size > 1 else {}
 
     def train_values(self, layout: RunLayout) -> dict[str, Any]:
         fw, model = self.fw, self.cfg.model
@@ -252,13 +252,12 @@ class Adapter(FrameworkAdapter):
         return {**files, **self.deepspeed_files(layout)}
 
     def train_job(self, layout: RunLayout) -> TrainJob:
-        c = self.cfg.cluster
         config = str(layout.native / "train.yaml")
-        nproc = c.gpus_per_node or c.procs_per_node
+        nproc = self.target.procs_per_node
         env = self.train_env(layout)
         # LLaMA-Factory refuses DeepSpeed without torchrun ("Please use FORCE_TORCHRUN=1"), even
         # for one process (a 1-GPU ZeRO-3 offload, a CPU cluster): only then may it go without.
-        if c.nodes == 1 and nproc == 1 and self.cfg.deepspeed.zero_stage is None:
+        if self.target.world_size == 1 and self.cfg.deepspeed.zero_stage is None:
             return TrainJob(
                 run_dir=str(layout.root),
                 argv=["llamafactory-cli", "train", config],

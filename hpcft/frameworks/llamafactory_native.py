@@ -26,6 +26,7 @@ from hpcft.errors import ConfigError, unknown_name
 from hpcft.frameworks.base import native_argument_names, read_native_yaml
 from hpcft.frameworks.llamafactory_config import lf_settings
 from hpcft.once import file_state, once
+from hpcft.target import DeviceKind, Target
 
 OFFLOADS = ("offload_optimizer", "offload_param")
 COMMAND_LINE_WINS = frozenset({"bf16"})
@@ -202,16 +203,17 @@ def template_names() -> frozenset[str]:
     return frozenset(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
 
 
-def check_job_fit(given: dict[str, Any], native_config: str | None, cfg: HpcftConfig) -> None:
+def check_job_fit(given: dict[str, Any], native_config: str | None, cfg: HpcftConfig, target: Target) -> None:
     """What a recipe needs where the job runs: a GPU for GPU-only features and bitsandbytes'
     optimizers, and the packages LLaMA-Factory imports for optional methods in the train
-    stage's interpreter (hpcft.jobenv). Refused before submit, naming the key and the fix."""
+    stage's interpreter (hpcft.jobenv): checked against the train job's `target`. Refused
+    before submit, naming the key and the fix."""
     templates = template_names()
     if cfg.model.template and cfg.model.template not in templates:  # LLaMA-Factory checks it only at start
         raise ConfigError("model.template", unknown_name("LLaMA-Factory chat template", cfg.model.template, templates))
     key = "framework.native_config" if native_config else "framework.args"
     where = native_config or "framework.args"
-    on_cpu = cfg.cluster.gpus_per_node == 0
+    on_cpu = target.device.kind is DeviceKind.cpu
     optim = str(given.get("optim") or "")
     if on_cpu and ("8bit" in optim or optim.startswith("paged_")):
         raise ConfigError(key, f"{where} sets optim: {optim}, a bitsandbytes optimizer that needs GPUs; this"
@@ -220,7 +222,7 @@ def check_job_fit(given: dict[str, Any], native_config: str | None, cfg: HpcftCo
         if on_cpu and given.get(name):
             raise ConfigError(key, f"{where} sets {name}: {why}, and this cluster has none; drop {name}")
     wanted = {name: NEEDS_PACKAGE[name] for name in NEEDS_PACKAGE if given.get(name)}
-    python = jobenv.train_python(cfg)
+    python = target.python
     missing = jobenv.missing_modules(python, [module for module, _ in wanted.values()]) or []
     for name, (module, package) in wanted.items():
         if module in missing:

@@ -104,6 +104,36 @@ class Conversation:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SuiteJob:
+    """Standard LLM suites the eval job scores through the endpoint with lm-evaluation-harness
+    (its `local-completions` model), for the fine-tuned model and its base (hpcft.jobs.suites)."""
+
+    tasks: tuple[str, ...]
+    """lm-eval task names, each scored (and resumed) on its own."""
+    tokenizer: str
+    """The served model's tokenizer (the base model's folder or hub id): lm-eval counts the
+    tokens of each context with it and sends token ids."""
+    num_fewshot: int | None = None
+    """Few-shot examples per prompt; None: each task's own."""
+    limit: int | None = None
+    """Rows scored per task; None: all."""
+    include_path: str | None = None
+    """The user's task folder (`--include_path`); lm-eval runs in it, so relative
+    `data_files` are read from there."""
+    max_length: int | None = None
+    """The served context (`deploy.max_model_len`): lm-eval cuts longer contexts from the left."""
+    concurrency: int = 8
+    """Requests in flight at once."""
+    retries: int = 5
+    """lm-eval's retries of a failed request."""
+    request_timeout_s: int = 300
+    """Timeout of one request."""
+    offline: bool = True
+    """Compute nodes reach no network: the HF libraries are told so (`HF_DATASETS_OFFLINE`),
+    and read task data from files and the cache only."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class EvalJob:
     run_dir: str
     evalset: str
@@ -133,6 +163,13 @@ class EvalJob:
     """Retrieval: the instructions written before each query and each passage, as in training."""
     env: dict[str, str] = field(default_factory=dict)
     """W&B settings for logging the metrics (empty or WANDB_MODE=disabled: not logged)."""
+    suites: SuiteJob | None = None
+    """Standard LLM suites scored beside the eval set (`eval.suites`); None: none."""
+    general_sets: tuple[str, ...] = ()
+    """Retrieval: general sets (FlagEmbedding evaluation folders) scored beside the eval set,
+    base and fine-tuned (`eval.general_sets`, hpcft.jobs.general)."""
+    max_general_drop: float | None = None
+    """Points a general set's headline metric may drop before the run is marked regressed."""
 
 
 StageJob = TrainJob | DeployJob | EvalJob
