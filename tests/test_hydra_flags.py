@@ -307,3 +307,26 @@ def test_a_primary_config_of_one_s_own_runs_and_sweeps(tmp_path, capsys):
     hydra = yaml.safe_load((sweep_dir / "1" / ".hydra" / "hydra.yaml").read_text())["hydra"]
     assert hydra["job"]["config_name"] == "mine"
     assert yaml.safe_load((sweep_dir / "1" / "config.yaml").read_text())["name"] == "from_primary"
+
+
+def test_quoted_values_are_values_not_sweeps_as_in_hydra(tmp_path, capsys):
+    line = ["-m", *LINE[:3], 'name="a,b"', "seed=1,2"]
+    (theirs,) = hydra_runs(tmp_path, [*line, *QUIET, f"hydra.sweep.dir={tmp_path / 'hydra'}"])
+    assert [job["overrides"][-2:] for job in jobs(theirs)] == [['name="a,b"', "seed=1"], ['name="a,b"', "seed=2"]]
+    runs = tmp_path / "runs"
+    assert main([*line, "stages=[train]", "dry_run=true", f"run_root={runs}"]) == 0, capsys.readouterr().err
+    (sweep_dir,) = runs.iterdir()
+    configs = [yaml.safe_load((sweep_dir / num / "config.yaml").read_text()) for num in ("0", "1")]
+    assert [(c["name"], c["seed"]) for c in configs] == [("a,b", 1), ("a,b", 2)]
+    # a quoted search space is a value too: no search for Optuna, and a float key refuses the text
+    study = ["-m", "hydra/sweeper=optuna", *LINE[:3], 'framework.learning_rate="interval(1e-4,1e-2)"']
+    assert main([*study, "dry_run=true", f"run_root={runs}"]) == 2
+    assert "framework.learning_rate: Value 'interval(1e-4,1e-2)' of type 'str' could not be" in capsys.readouterr().err
+
+
+def test_a_sweep_over_experiments_of_different_model_kinds_says_which_is_which(capsys, run_root):
+    assert main(["-m", "+experiment=quickstart,quickstart_embedding", "dry_run=true", f"run_root={run_root}"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "(embedding: +experiment=quickstart_embedding; llm: +experiment=quickstart)" in err
+    assert list(run_root.iterdir()) == []

@@ -99,13 +99,34 @@ def chosen_framework(
     cfg = typed_config(app)
     if given(overrides, "framework"):
         return cfg, None, settings
-    kinds = {
-        typed_config(compose_config([*single, f"model={m}"], config_dirs, primary)).model.kind
-        for m in swept.get("model", [])
-    }
-    if len(kinds | {cfg.model.kind}) > 1:
-        raise UserError("framework: the swept models are of different kinds; sweep them separately")
+    kinds = swept_kinds(single, swept, config_dirs, primary)
+    if len(kinds) > 1:
+        said = "; ".join(f"{kind}: {', '.join(options)}" for kind, options in sorted(kinds.items()))
+        raise UserError(
+            f"framework: the swept options give models of different kinds ({said}); the framework follows the"
+            " model's kind: sweep each kind separately"
+        )
     return cfg, default_framework(ModelKind(cfg.model.kind)), settings
+
+
+NO_MODEL = frozenset({"trainset", "evalset", "stages", "name", "run_root", "dry_run", "seed", "cluster", "deepspeed"})
+"""Top-level keys that do not choose the model: values, and hpcft's groups other than `model`."""
+
+
+def swept_kinds(
+    single: Sequence[str], swept: dict[str, list[str]], config_dirs: Sequence[str], primary: Primary
+) -> dict[str, list[str]]:
+    """The model kind each option of each swept config group gives (`model=a,b`,
+    `+experiment=x,y`), the other keys at their first values."""
+    kinds: dict[str, list[str]] = {}
+    for key, values in swept.items():
+        if "." in key or key.lstrip("+~") in NO_MODEL:
+            continue
+        for value in values:
+            point = [f"{key}={value}" if o.split("=", 1)[0] == key else o for o in single]
+            kind = ModelKind(compose_config(point, config_dirs, primary).model.kind).value
+            kinds.setdefault(kind, []).append(f"{key}={value}")
+    return kinds
 
 
 def given(overrides: Sequence[str], key: str) -> str | None:
