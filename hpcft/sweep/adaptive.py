@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Glob, IntervalSweep, Override
 from omegaconf import DictConfig, OmegaConf
 
@@ -26,6 +27,7 @@ from hpcft.errors import ConfigError, SubmissionError, UserError
 from hpcft.rundir import run_umask, umask_line
 from hpcft.study import ControllerRecord, Objective
 from hpcft.study_space import Space, check_sampler_choice, check_settings, search_space
+from hpcft.sweep.derive import VALUE_FIELDS, PointBase
 from hpcft.sweep.multirun import sweep_settings
 
 SUPPORTED = {"optuna": "hydra_plugins.hydra_optuna_sweeper"}
@@ -87,20 +89,25 @@ def check_trials(overrides: Sequence[str], sweeper: Mapping[str, Any], config_di
     fixed, spaces = search_space(overrides, params, sweeper.get("search_space"))
     check_settings(sweeper, spaces)
     first = {space.key: space.values()[0] for space in spaces}
-    cfg = trial_config(fixed, first, config_dirs, spaces)
+    base: list[PointBase] = []  # the first trial's composition, once made
+    cfg = trial_config(fixed, first, config_dirs, spaces, base)
     for space in spaces:
         for value in space.values()[1:]:
-            trial_config(fixed, {**first, space.key: value}, config_dirs, [space])
+            trial_config(fixed, {**first, space.key: value}, config_dirs, [space], base)
     return cfg
 
 
 def trial_config(
-    fixed: Sequence[str], chosen: Mapping[str, Any], config_dirs: Sequence[str], spaces: Sequence[Space]
+    fixed: Sequence[str],
+    chosen: Mapping[str, Any],
+    config_dirs: Sequence[str],
+    spaces: Sequence[Space],
+    base: list[PointBase],
 ) -> HpcftConfig:
     """A trial's config, checked in full; its error says which searched value it comes from
     (the one varied, or the searched key the error names)."""
     try:
-        cfg = typed_config(compose_config([*fixed, *(f"{key}={value}" for key, value in chosen.items())], config_dirs))
+        cfg = trial_typed(fixed, chosen, config_dirs, spaces, base)
         validate_config(cfg)
     except UserError as e:
         named = [s for s in spaces if len(spaces) == 1 or str(e).startswith(f"{s.key.lstrip('+')}:")]
@@ -112,6 +119,29 @@ def trial_config(
             hint = "; Optuna draws interval() as floats: search integers with range() (its end included) or choice()"
         raise UserError(f"{e}; a trial of the study may take {space.key}={value} ({space.line}){hint}") from None
     return cfg
+
+
+def trial_typed(
+    fixed: Sequence[str],
+    chosen: Mapping[str, Any],
+    config_dirs: Sequence[str],
+    spaces: Sequence[Space],
+    base: list[PointBase],
+) -> HpcftConfig:
+    """A trial's typed config: the first one composed (and kept in `base`); one that varies a
+    value key derived from it as a sweep's points are (`hpcft.sweep.derive`: the same config
+    as a composition, for ~1 ms instead of ~0.1 s), one that varies a config group composed."""
+    lines = [f"{key}={value}" for key, value in chosen.items()]
+    key = spaces[0].key
+    if base and len(spaces) == 1 and not key.startswith(("+", "~")) and ("." in key or key in VALUE_FIELDS):
+        (override,) = OverridesParser.create().parse_overrides([f"{key}={chosen[key]}"])
+        with base[0].point([override]) as derived:
+            return derived.typed()
+    composed = compose_config([*fixed, *lines], config_dirs)
+    if not base:
+        base.append(PointBase(composed))
+        return base[0].typed_config()
+    return typed_config(composed)
 
 
 def controller_parameters(cfg: HpcftConfig, sweep_name: str) -> dict[str, Any]:

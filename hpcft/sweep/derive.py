@@ -42,6 +42,8 @@ from hpcft.sweep.yamlchunks import ChunkedYaml
 
 _TOKEN = re.compile(r"\$\{")
 _FOLDER_REF = re.compile(r"\$\{\s*(hydra:)?\s*([A-Za-z_][\w-]*(?:\.[A-Za-z_][\w-]*)*)\s*\}")
+VALUE_FIELDS = frozenset({"trainset", "evalset", "stages", "name", "run_root", "dry_run", "seed"})
+"""Top-level config fields that hold values, not config groups (`trainset=...`)."""
 POINT_FIELDS = frozenset(
     {"hydra.job.num", "hydra.job.id", "hydra.job.override_dirname", "hydra.overrides.task", "hydra.runtime.output_dir"}
 )
@@ -224,9 +226,10 @@ class PointBase:
         assert isinstance(app, dict)
         self.app_yaml = ChunkedYaml({str(k): v for k, v in app.items()})
         """`.hydra/config.yaml` of the composition, in entries."""
-        hydra = OmegaConf.to_container(composed.hydra, resolve=False, enum_to_str=True)
+        hydra = OmegaConf.to_container(composed.hydra, resolve=False, enum_to_str=True) if "hydra" in composed else {}
         self.hydra_yaml = ChunkedYaml({"hydra": hydra}, depth=3)
-        """`.hydra/hydra.yaml` of the composition, in entries."""
+        """`.hydra/hydra.yaml` of the composition, in entries (a composition without Hydra's
+        node, an Optuna trial's checked on the login node, has none)."""
 
     @contextmanager
     def point(self, values: Sequence[Override]) -> Iterator[Derived]:
@@ -261,6 +264,10 @@ class PointBase:
                 found = None if sub is None or found is None else found | sub
             self.leaf_keys[key] = frozenset(found) if found is not None else None
         return self.leaf_keys[key]
+
+    def typed_config(self) -> HpcftConfig:
+        """The composition's own typed config (`hpcft.configure.typed_config` of it)."""
+        return resolved(self.typed if self.typed is not None else typed_now(self.config))
 
     def dependents(self, changed: Sequence[str]) -> list[str]:
         """The interpolations that read a changed key, directly or through one another."""

@@ -24,12 +24,9 @@ from hydra.core.utils import filter_overrides
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from hpcft.rundir import yaml_text
-from hpcft.sweep.derive import Derived, PointBase, node_at
+from hpcft.sweep.derive import VALUE_FIELDS, Derived, PointBase, node_at
 from hpcft.sweep.launch import PointConfig
 from hpcft.sweep.yamlchunks import TypedYaml
-
-# Top-level config fields that hold values, not config groups (`trainset=...`).
-VALUE_FIELDS = frozenset({"trainset", "evalset", "stages", "name", "run_root", "dry_run", "seed"})
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*(?:\.[A-Za-z_][A-Za-z0-9_-]*)*")
 _INT = re.compile(r"[+-]?(?:0|[1-9][0-9]*)")
