@@ -7,7 +7,7 @@ import importlib.util
 
 import pytest
 
-from hpcft.jobs.metrics import bleu4, exact_match, rouge_scores, score
+from hpcft.jobs.metrics import bleu4, exact_match, rouge_scores, row_scores, score
 
 needs_llamafactory = pytest.mark.skipif(
     importlib.util.find_spec("llamafactory") is None, reason="the training extra is not installed"
@@ -69,3 +69,12 @@ def test_score_averages_rows():
     assert m["exact_match"] == 50.0 and m["rows"] == 2.0
     with pytest.raises(ValueError):
         score([], [])
+
+
+def test_scoring_in_worker_processes_gives_the_same_numbers_in_the_same_order():
+    references = [f"the answer number {i} is {'blue' if i % 3 else 'green'} 回答 {i}" for i in range(120)]
+    predictions = [r if i % 4 else f"something else {i}" for i, r in enumerate(references)]
+    serial = row_scores(predictions, references, workers=1)
+    parallel = row_scores(predictions, references, workers=2, parallel_from=1)
+    assert parallel == serial and len(serial["rouge-l"]) == 120
+    assert serial["exact_match"][0] == 0.0 and serial["exact_match"][1] == 100.0  # rows stay in order
