@@ -24,6 +24,7 @@ from hpcft.config.checks import (
 from hpcft.config.registry import default_framework, registered_frameworks
 from hpcft.config.schema import ClusterConfig, Executor, HpcftConfig, StageName
 from hpcft.config.secrets import check_secret, environment_secrets
+from hpcft.config.suites import validate_suites
 from hpcft.config.validate_site import validate_site
 from hpcft.errors import ConfigError
 
@@ -197,4 +198,5 @@ def validate_common(cfg: HpcftConfig) -> None:
     validate_stages(cfg)
     validate_model(cfg)
     validate_deploy_eval(cfg)
+    validate_suites(cfg)
     validate_run(cfg)

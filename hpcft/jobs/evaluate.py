@@ -33,7 +33,8 @@ from hpcft.jobs.conversation import Message, chat_request
 from hpcft.jobs.evalwatch import DeployWatch
 from hpcft.jobs.metrics import mean_scores, row_scores
 from hpcft.jobs.requeue import is_requeue
-from hpcft.jobs.spec import EvalJob
+from hpcft.jobs.spec import EvalJob, SuiteJob
+from hpcft.jobs.suites import Suites, joined, write_suites
 from hpcft.paired import gain_confidence
 from hpcft.rowscores import BASE, FINE_TUNED, ModelScores, digest, row_scores_path, write_row_scores
 from hpcft.rundir import RunLayout, read_json, write_atomic, write_json_atomic
@@ -152,8 +153,21 @@ def evaluate(job: EvalJob, layout: RunLayout) -> str:
         log_to_wandb({f"{k}": v for k, v in results["fine_tuned"].items()}, job.env)
         return f"eval: {json.dumps(results['fine_tuned'])}"
     metrics = evaluate_generation(job, layout, endpoint)
+    if job.suites:  # after the in-domain metrics are written (hpcft.jobs.suites says why not beside)
+        metrics = with_suites(Suites(job.suites, layout, endpoint).run(), job.suites, layout, metrics)
     log_to_wandb(metrics, job.env)
     return f"eval: {json.dumps(metrics)}"
+
+
+def with_suites(
+    results: dict[str, dict[str, Any]], job: SuiteJob, layout: RunLayout, metrics: dict[str, float]
+) -> dict[str, float]:
+    """The suites' results in `eval/suites.json` and joined to `metrics.json`; the fine-tuned
+    model's metrics with its suite scores."""
+    write_suites(layout, results)
+    record = joined(read_json(layout.metrics), results, job)
+    write_json_atomic(layout.metrics, record)
+    return {**metrics, **{k: v for k, v in record.items() if "/" in k and isinstance(v, float)}}
 
 
 def release_server(layout: RunLayout, why: str) -> None:
