@@ -165,3 +165,12 @@ def test_a_run_with_suites_is_submitted_without_importing_lm_eval(tmp_path):
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["code"] == 0
     assert sorted(m for m in result["modules"] if m.split(".")[0] in (*HEAVY, "lm_eval")) == []
+
+
+def test_a_lora_sweep_with_suites_gets_a_server_per_point(tmp_path, capsys):
+    """Their log-likelihood requests must not share a LoRA server's batches (hpcft.jobs.suites)."""
+    from tests.test_shared_server import LORA_SWEEP, dry_sweep
+
+    tiny = [*LORA_SWEEP[:3], "framework.lora_rank=4,8", *SUITES]
+    dry_sweep(tmp_path, *tiny)
+    assert "one job serving them all" not in capsys.readouterr().out

@@ -349,10 +349,14 @@ class Adapter(FrameworkAdapter):
 
     def shares_server_with(self, others: Sequence[HpcftConfig]) -> bool:
         """Whether one vLLM server can serve this point and the others: LoRA adapters over
-        the same base model, served by vLLM."""
+        the same base model, served by vLLM, without standard suites (their log-likelihood
+        requests must not share a batch on a LoRA server: hpcft.jobs.suites)."""
         points = [self.cfg, *others]
         return len(points) > 1 and all(
-            Adapter(c).backend() == "vllm" and lf_settings(c).finetuning_type == "lora" and c.model == self.cfg.model
+            Adapter(c).backend() == "vllm"
+            and lf_settings(c).finetuning_type == "lora"
+            and c.model == self.cfg.model
+            and not c.eval.suites
             for c in points
         )
 
