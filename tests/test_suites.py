@@ -174,3 +174,45 @@ def test_a_lora_sweep_with_suites_gets_a_server_per_point(tmp_path, capsys):
     tiny = [*LORA_SWEEP[:3], "framework.lora_rank=4,8", *SUITES]
     dry_sweep(tmp_path, *tiny)
     assert "one job serving them all" not in capsys.readouterr().out
+
+
+FAKE_LM_EVAL = """
+import json, os, sys
+from pathlib import Path
+args = sys.argv[1:]
+if os.environ.get("FAIL"):
+    sys.exit(3)
+out = Path(args[args.index("--output_path") + 1]) / "tiny-ft"
+out.mkdir(parents=True)
+seen = {"key": os.environ.get("OPENAI_API_KEY"), "cwd": os.getcwd(), "key_in_argv": any("k3y" in a for a in args)}
+results = {"results": {"mc": {"acc,none": 0.5}}, "seen": seen}
+(out / "results_2026-01-01T00-00-00.json").write_text(json.dumps(results))
+"""
+
+
+def fake_lm_eval(monkeypatch, tmp_path: Path) -> None:
+    """lm-eval's command replaced by a script that writes what lm-eval writes (the subprocess
+    boundary faked: the real one runs in tests/integration/test_suites.py)."""
+    script = tmp_path / "fake_lm_eval.py"
+    script.write_text(FAKE_LM_EVAL)
+    real = lm_eval_argv
+    monkeypatch.setattr("hpcft.jobs.suites.lm_eval_argv", lambda *a: [sys.executable, str(script), *real(*a)[2:]])
+
+
+def test_each_task_runs_in_the_task_folder_with_the_key_in_its_environment(tmp_path, monkeypatch):
+    fake_lm_eval(monkeypatch, tmp_path)
+    (tmp_path / "key").write_text("k3y\n")
+    endpoint = {**ENDPOINT, "api_key_file": str(tmp_path / "key")}
+    job = SuiteJob(tasks=("mc",), tokenizer="t", include_path=str(TASKS))
+    results = Suites(job, RunLayout(tmp_path / "run"), endpoint).run()
+    assert results["fine_tuned"]["mc"]["seen"] == {"key": "k3y", "cwd": str(TASKS), "key_in_argv": False}
+
+
+def test_a_failed_lm_eval_run_fails_the_suites_naming_the_task(tmp_path, monkeypatch):
+    fake_lm_eval(monkeypatch, tmp_path)
+    monkeypatch.setenv("FAIL", "1")
+    (tmp_path / "key").write_text("k3y\n")
+    endpoint = {**ENDPOINT, "api_key_file": str(tmp_path / "key")}
+    suites = Suites(SuiteJob(tasks=("mc",), tokenizer="t"), RunLayout(tmp_path / "run"), endpoint)
+    with pytest.raises(RuntimeError, match=r"suites: lm-eval exited with status 3 on mc \(fine_tuned\)"):
+        suites.run()
