@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from functools import cache
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
@@ -122,14 +123,20 @@ def missing_data(cfg: HpcftConfig, name: str, path: Path, data: dict[str, Any], 
     return f"task {name} needs the hub dataset {dataset}, which is not in the datasets cache {cache} (offline nodes)"
 
 
-def builtin_task(name: str) -> Path | None:
-    """lm-eval's own YAML of a built-in task named like its file, where lm-eval is installed
-    here (found without importing it); None otherwise."""
+@cache
+def builtin_tasks() -> dict[str, Path]:
+    """lm-eval's own task YAMLs by file name, where lm-eval is installed here (found without
+    importing it; one walk of its task folder); empty otherwise."""
     spec = find_spec("lm_eval")
     if spec is None or not spec.submodule_search_locations:
-        return None
+        return {}
     tasks = Path(next(iter(spec.submodule_search_locations))) / "tasks"
-    return next(iter(sorted(tasks.rglob(f"{name}.yaml"))), None)
+    return {path.stem: path for path in sorted(tasks.rglob("*.yaml"), reverse=True)}
+
+
+def builtin_task(name: str) -> Path | None:
+    """lm-eval's own YAML of a built-in task named like its file; None otherwise."""
+    return builtin_tasks().get(name)
 
 
 def validate_suites(cfg: HpcftConfig) -> None:
