@@ -330,3 +330,16 @@ def test_a_sweep_over_experiments_of_different_model_kinds_says_which_is_which(c
     assert len(err.strip().splitlines()) == 1
     assert "(embedding: +experiment=quickstart_embedding; llm: +experiment=quickstart)" in err
     assert list(run_root.iterdir()) == []
+
+
+def test_a_config_s_hydra_mode_multirun_sweeps_the_command_line_s_values_without_m(tmp_path, capsys, monkeypatch):
+    folder = experiments(tmp_path)
+    line = ["-cd", str(folder), "+experiment=multi", "seed=3,4"]
+    (theirs,) = hydra_runs(tmp_path, [*line, *QUIET], env={"SWEEPS": str(tmp_path)})
+    assert [[o for o in job["overrides"] if o.startswith("seed=")] for job in jobs(theirs)] == [["seed=3"], ["seed=4"]]
+    monkeypatch.setenv("SWEEPS", str(tmp_path / "hpcft"))
+    assert main([*line, "cluster=slurmlab", "dry_run=true"]) == 0, capsys.readouterr().err
+    configs = [yaml.safe_load((tmp_path / "hpcft" / "multi" / n / "config.yaml").read_text()) for n in ("0", "1")]
+    assert [c["seed"] for c in configs] == [3, 4]
+    assert main([*LINE[:3], "seed=3,4"]) == 2  # without it, a sweep in a run is refused, with Hydra's advice
+    assert "to sweep over it, add --multirun (-m)" in capsys.readouterr().err

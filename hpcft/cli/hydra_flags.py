@@ -240,3 +240,12 @@ def show_sweep(args: argparse.Namespace) -> int:
             print(f"{'---' + chr(10) if num else ''}# point {num}: {' '.join(point)}")
             show_cfg(app, args, [*with_framework(point, args), *fixed])
     return 0
+
+
+def multirun_mode(args: argparse.Namespace) -> bool:
+    """Whether the configs and the overrides set `hydra.mode=MULTIRUN`, read as `@hydra.main`
+    reads it (Hydra's `get_mode`: a multirun composition, sweeps allowed)."""
+    if not any("=" in o and ("," in o or "(" in o) for o in args.overrides):
+        return False  # no sweep among the overrides: the run's own composition said the mode
+    with hpcft_app(args) as app:
+        return bool(app.get_mode(config_name=primary(args).name, overrides=list(args.overrides)) == RunMode.MULTIRUN)

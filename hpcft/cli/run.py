@@ -122,7 +122,12 @@ def main(argv: Sequence[str]) -> int:
         return code
     if args.multirun:
         return sweep_main(args)
-    app_cfg, settings = compose_with_hydra(args.overrides, args.config_dir, hydra_flags.primary(args))
+    try:
+        app_cfg, settings = compose_with_hydra(args.overrides, args.config_dir, hydra_flags.primary(args))
+    except UserError:
+        if not hydra_flags.multirun_mode(args):  # a sweep in a run, unless a config says hydra.mode=MULTIRUN
+            raise
+        return sweep_main(args)
     if settings.multirun:  # hydra.mode=MULTIRUN, in a config or on the command line: a sweep, as in Hydra
         return sweep_main(args)
     cfg = typed_config(app_cfg)

@@ -284,8 +284,9 @@ class HydraSettings:
 
     multirun: bool
     """`hydra.mode=MULTIRUN` (in a config or on the command line): a sweep even without -m."""
-    run_dir: str
-    """`hydra.run.dir`, resolved: a single run's folder."""
+    run_dir: str | None
+    """`hydra.run.dir`, resolved: a single run's folder (None where it cannot be here: the
+    run's checks then name what is missing)."""
     sweeper: str
     """The `hydra/sweeper` chosen (`basic`, Hydra's default, unless a config or the command line picks one)."""
     sweep_dir: str | None
@@ -306,7 +307,7 @@ def compose_with_hydra(
     try:
         settings = HydraSettings(
             multirun=hydra.mode == RunMode.MULTIRUN,
-            run_dir=str(hydra.run.dir),
+            run_dir=_resolved(hydra.run, "dir"),
             sweeper=str(hydra.runtime.choices.get("hydra/sweeper")),
             sweep_dir=_resolved(hydra.sweep, "dir"),
         )
