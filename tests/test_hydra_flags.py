@@ -343,3 +343,11 @@ def test_a_config_s_hydra_mode_multirun_sweeps_the_command_line_s_values_without
     assert [c["seed"] for c in configs] == [3, 4]
     assert main([*LINE[:3], "seed=3,4"]) == 2  # without it, a sweep in a run is refused, with Hydra's advice
     assert "to sweep over it, add --multirun (-m)" in capsys.readouterr().err
+
+
+def test_a_submitted_run_lives_in_hydra_run_dir(tmp_path, capsys, monkeypatch, stand_in_slurm):
+    monkeypatch.setenv("SWEEPS", str(tmp_path))
+    assert main(["-cd", str(experiments(tmp_path)), "+experiment=rundir", "cluster=slurmlab"]) == 0
+    manifest = json.loads((tmp_path / "one" / "manifest.json").read_text())
+    assert [stage["job_id"] for stage in manifest["stages"].values()] == ["100", "101", "102"]
+    assert f"Run directory: {tmp_path / 'one'}" in capsys.readouterr().out
