@@ -136,7 +136,9 @@ class Recorder(Callback):
         self._note("job_start", num=config.hydra.job.num, lora_rank=config.framework.lora_rank)
 
     def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
-        self._note("job_end", status=job_return.status.name, run=Path(job_return.return_value).name)
+        ranks = [config.framework.lora_rank, job_return.cfg.framework.lora_rank]
+        self._note("job_end", status=job_return.status.name, run=Path(job_return.return_value).name, ranks=ranks)
+        self._note("job_end_num", num=config.hydra.job.num, hydra_num=job_return.hydra_cfg.hydra.job.num)
 
 
 def test_callbacks_fire_on_the_login_node_for_every_point(tmp_path, capsys):
@@ -153,6 +155,9 @@ def test_callbacks_fire_on_the_login_node_for_every_point(tmp_path, capsys):
     starts = [e for e in events if e["event"] == "job_start"]
     assert [(e["num"], e["lora_rank"]) for e in starts] == [(0, 4), (1, 8)]
     assert [e["run"] for e in events if e["event"] == "job_end"] == ["0", "1"]
+    # as Hydra's run_job: on_job_end gets the point's config, and the job's return carries it
+    assert [e["ranks"] for e in events if e["event"] == "job_end"] == [[4, 4], [8, 8]]
+    assert [(e["num"], e["hydra_num"]) for e in events if e["event"] == "job_end_num"] == [(0, 0), (1, 1)]
 
 
 FOREIGN_APP = """

@@ -30,7 +30,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hpcft.errors import UserError
 from hpcft.sweep.task import LauncherSettings, launcher_settings
@@ -72,6 +72,8 @@ class HpcftLauncher(Launcher):
         self.settings = LauncherSettings()
         self._points_maker: Any = None
         self._batches = 0
+        self._started: dict[int, DictConfig] = {}
+        """Each point's whole config, as callbacks' `on_job_start` got it (`on_job_end` gets it too)."""
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.settings = launcher_settings(task_function)
@@ -100,7 +102,8 @@ class HpcftLauncher(Launcher):
             assert task is not None
 
             def on_start(config: DictConfig) -> None:
-                hydra_context.callbacks.on_job_start(config=copy.deepcopy(config), task_function=task)
+                self._started[num] = copy.deepcopy(config)
+                hydra_context.callbacks.on_job_start(config=self._started[num], task_function=task)
 
         return self._maker().make(overrides, num, on_start)
 
@@ -120,8 +123,10 @@ class HpcftLauncher(Launcher):
         for i, overrides in enumerate(job_overrides):
             # a study's trial whose config is refused has failed, and the study goes on
             ret = _job_return(overrides, "", refused[i]) if i in refused else _job_return(*next(results))
-            if self.config.hydra.callbacks:
-                self.hydra_context.callbacks.on_job_end(config=self.config, job_return=ret)
+            if self.config.hydra.callbacks:  # as Hydra's run_job: the point's config, and in its return
+                config = self._started.pop(first + i, self.config)
+                _with_configs(ret, config)
+                self.hydra_context.callbacks.on_job_end(config=config, job_return=ret)
             returns.append(ret)
         return returns
 
@@ -165,6 +170,15 @@ def _job_return(point_or_overrides: Any, run_dir: Path | str, result: Any) -> Jo
     if isinstance(result, Exception):
         ret.status = JobStatus.FAILED
     return ret
+
+
+def _with_configs(ret: JobReturn, config: DictConfig) -> None:
+    """`cfg` (the point's config without Hydra's node) and `hydra_cfg`, as Hydra's jobs return them."""
+    task_cfg = copy.deepcopy(config)
+    with open_dict(task_cfg):
+        hydra = task_cfg.pop("hydra", None)
+    ret.cfg = task_cfg
+    ret.hydra_cfg = OmegaConf.create({"hydra": hydra})
 
 
 def _trial_failed(why: str) -> Exception:
