@@ -16,7 +16,7 @@ from hpcft.config.suites import suite_job, validate_suites
 from hpcft.configure import load_config
 from hpcft.errors import ConfigError
 from hpcft.jobs.spec import SuiteJob
-from hpcft.jobs.suites import Suites, joined, key_env, lm_eval_argv, task_scores
+from hpcft.jobs.suites import Suites, joined, key_env, lm_eval_argv, suite_rows, task_scores
 from hpcft.rundir import RunLayout
 from tests.test_cli_refusals import refuse, sbatch_log  # noqa: F401 (a fixture)
 from tests.test_submit_path_imports import HEAVY
@@ -112,8 +112,8 @@ def test_lm_eval_runs_as_typed_by_hand_and_the_key_is_only_in_its_environment(tm
         "num_concurrent=8,max_retries=5,timeout=300",
     ]
     assert argv[8:] == [
-        "--tasks", "hpcft_mc", "--output_path", str(tmp_path / "out"), "--num_fewshot", "2", "--limit", "5",
-        "--include_path", "/t",
+        "--tasks", "hpcft_mc", "--output_path", str(tmp_path / "out"), "--log_samples",
+        "--num_fewshot", "2", "--limit", "5", "--include_path", "/t",
     ]  # fmt: skip
     assert "s3cret-key" not in " ".join(argv)
     env = key_env({"api_key_file": str(key_file)}, offline=True)
@@ -132,6 +132,7 @@ def test_a_finished_task_is_not_run_again(tmp_path):
     out = layout.eval / "suites" / "fine_tuned" / "hpcft_mc" / "tiny-ft"
     out.mkdir(parents=True)
     (out / "results_2026-01-01T00-00-00.json").write_text(json.dumps(lm_eval_results("hpcft_mc", 0.3)))
+    (out / "samples_hpcft_mc_2026-01-01T00-00-00.jsonl").write_text("")
     suites = Suites(SuiteJob(tasks=("hpcft_mc",), tokenizer="t"), layout, ENDPOINT)
     # no lm-eval is started: nothing here could answer it
     assert suites.run() == {"fine_tuned": {"hpcft_mc": lm_eval_results("hpcft_mc", 0.3)}}
@@ -144,7 +145,7 @@ def test_suite_scores_join_metrics_json_in_points_beside_the_base():
     }
     assert task_scores("mc", results["fine_tuned"]["mc"]) == {"mc/acc": 40.0, "mc/exact_match:flex": 50.0}
     record = {"rouge-l": 10.0, "base": {"rouge-l": 4.0}, "gain": {"rouge-l": 6.0}}
-    out = joined(record, results, SuiteJob(tasks=("mc",), tokenizer="t", num_fewshot=0))
+    out = joined(record, results, SuiteJob(tasks=("mc",), tokenizer="t", num_fewshot=0), {})
     assert out["mc/acc"] == 40.0 and out["base"] == {"rouge-l": 4.0, "mc/acc": 25.0, "mc/exact_match:flex": 50.0}
     assert out["gain"] == {"rouge-l": 6.0, "mc/acc": 15.0, "mc/exact_match:flex": 0.0}
     assert out["suites"] == {"tasks": ["mc"], "num_fewshot": 0, "limit": None, "model": "local-completions"}
@@ -187,6 +188,7 @@ out.mkdir(parents=True)
 seen = {"key": os.environ.get("OPENAI_API_KEY"), "cwd": os.getcwd(), "key_in_argv": any("k3y" in a for a in args)}
 results = {"results": {"mc": {"acc,none": 0.5}}, "seen": seen}
 (out / "results_2026-01-01T00-00-00.json").write_text(json.dumps(results))
+(out / "samples_mc_2026-01-01T00-00-00.jsonl").write_text("")
 """
 
 
@@ -216,3 +218,26 @@ def test_a_failed_lm_eval_run_fails_the_suites_naming_the_task(tmp_path, monkeyp
     suites = Suites(SuiteJob(tasks=("mc",), tokenizer="t"), RunLayout(tmp_path / "run"), endpoint)
     with pytest.raises(RuntimeError, match=r"suites: lm-eval exited with status 3 on mc \(fine_tuned\)"):
         suites.run()
+
+
+def samples(task: str, hits: list[int]) -> str:
+    """lm-eval's `--log_samples` lines (the fields hpcft reads): one per row, `acc` 1 or 0."""
+    lines = [{"doc_id": i, "filter": "none", "metrics": ["acc"], "acc": float(h)} for i, h in enumerate(hits)]
+    return "\n".join(json.dumps(line) for line in lines) + "\n"
+
+
+def test_suite_gains_get_a_paired_interval_and_mcnemar_from_lm_eval_s_own_rows(tmp_path):
+    layout = RunLayout(tmp_path)
+    hits = {"fine_tuned": [1, 1, 1, 1, 1, 1, 1, 1, 0, 0], "base": [0, 0, 0, 0, 0, 0, 1, 1, 0, 0]}
+    for label, row_hits in hits.items():
+        out = layout.eval / "suites" / label / "mc" / "m"
+        out.mkdir(parents=True)
+        (out / "samples_mc_2026-01-01T00-00-00.jsonl").write_text(samples("mc", row_hits))
+    results = {label: {"mc": lm_eval_results("mc", sum(h) / 10)} for label, h in hits.items()}
+    record = {"ci95": {"rouge-l": [1.0, 2.0]}, "mcnemar_p": {"exact_match": 1.0}}
+    out = joined(record, results, SuiteJob(tasks=("mc",), tokenizer="t"), suite_rows(layout, results))
+    assert out["gain"]["mc/acc"] == pytest.approx(60.0)
+    low, high = out["ci95"]["mc/acc"]
+    assert 0 < low < 60 < high <= 100 and out["ci95"]["rouge-l"] == [1.0, 2.0]
+    assert out["mcnemar_p"] == {"exact_match": 1.0, "mc/acc": pytest.approx(2 / 2**6)}  # 6 rows only one got
+    assert "mc/exact_match:flex" not in out["ci95"]  # no rows logged for it: no interval

@@ -34,7 +34,7 @@ from hpcft.jobs.evalwatch import DeployWatch
 from hpcft.jobs.metrics import mean_scores, row_scores
 from hpcft.jobs.requeue import is_requeue
 from hpcft.jobs.spec import EvalJob, SuiteJob
-from hpcft.jobs.suites import Suites, joined, write_suites
+from hpcft.jobs.suites import Suites, joined, suite_rows, write_suites
 from hpcft.paired import gain_confidence
 from hpcft.rowscores import BASE, FINE_TUNED, ModelScores, digest, row_scores_path, write_row_scores
 from hpcft.rundir import RunLayout, read_json, write_atomic, write_json_atomic
@@ -165,7 +165,7 @@ def with_suites(
     """The suites' results in `eval/suites.json` and joined to `metrics.json`; the fine-tuned
     model's metrics with its suite scores."""
     write_suites(layout, results)
-    record = joined(read_json(layout.metrics), results, job)
+    record = joined(read_json(layout.metrics), results, job, suite_rows(layout, results))
     write_json_atomic(layout.metrics, record)
     return {**metrics, **{k: v for k, v in record.items() if "/" in k and isinstance(v, float)}}
 

@@ -24,9 +24,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from statistics import fmean
 from typing import Any
 
 from hpcft.jobs.spec import SuiteJob
+from hpcft.paired import deltas
 from hpcft.rowscores import BASE, FINE_TUNED
 from hpcft.rundir import RunLayout, write_json_atomic
 
@@ -54,7 +56,7 @@ def model_args(job: SuiteJob, side: dict[str, Any]) -> str:
 def lm_eval_argv(job: SuiteJob, side: dict[str, Any], task: str, out: Path) -> list[str]:
     """The command lm-eval is run with for one task: the same a user types by hand."""
     argv = [sys.executable, "-m", "lm_eval", "run", "--model", MODEL, "--model_args", model_args(job, side)]
-    argv += ["--tasks", task, "--output_path", str(out)]
+    argv += ["--tasks", task, "--output_path", str(out), "--log_samples"]
     if job.num_fewshot is not None:
         argv += ["--num_fewshot", str(job.num_fewshot)]
     if job.limit is not None:
@@ -65,9 +67,10 @@ def lm_eval_argv(job: SuiteJob, side: dict[str, Any], task: str, out: Path) -> l
 
 
 def finished(out: Path) -> dict[str, Any] | None:
-    """lm-eval's results file for a task already run (the newest), or None."""
+    """lm-eval's results file for a task already run (the newest), or None. lm-eval writes
+    the per-row samples after it: a run stopped between the two is not finished."""
     found = sorted(out.glob("**/results_*.json"), key=lambda p: p.stat().st_mtime)
-    if not found:
+    if not found or not any(out.glob("**/samples_*.jsonl")):
         return None
     results: dict[str, Any] = json.loads(found[-1].read_text())
     return results
@@ -123,28 +126,89 @@ class Suites:
         return done
 
 
-def task_scores(task: str, results: dict[str, Any]) -> dict[str, float]:
-    """A task's scores in points, `<task>/<metric>` (`<task>/<metric>:<filter>` for a filter
-    other than `none`), from lm-eval's results file; standard errors left out."""
+def score_name(task: str, key: str) -> str:
+    """lm-eval's `<metric>,<filter>` as hpcft names it: `<task>/<metric>`, with `:<filter>`
+    for a filter other than `none`."""
+    metric, _, filt = key.partition(",")
+    return f"{task}/{metric}" + ("" if filt == "none" else f":{filt}")
+
+
+def task_values(task: str, results: dict[str, Any]) -> dict[str, float]:
+    """A task's scores as lm-eval reported them (`acc,none`: 0..1); standard errors left out."""
     values = results.get("results", {}).get(task) or results.get("groups", {}).get(task) or {}
-    scores = {}
-    for key, value in values.items():
-        metric, _, filt = key.partition(",")
-        if not filt or metric.endswith("_stderr") or not isinstance(value, int | float) or isinstance(value, bool):
-            continue
-        scores[f"{task}/{metric}" + ("" if filt == "none" else f":{filt}")] = 100.0 * value
-    return scores
+    return {
+        key: float(value)
+        for key, value in values.items()
+        if "," in key and not key.partition(",")[0].endswith("_stderr")
+        and isinstance(value, int | float) and not isinstance(value, bool)
+    }  # fmt: skip
 
 
-def joined(record: dict[str, Any], results: dict[str, dict[str, Any]], job: SuiteJob) -> dict[str, Any]:
+def task_scores(task: str, results: dict[str, Any]) -> dict[str, float]:
+    """A task's scores in points, named by `score_name`."""
+    return {score_name(task, key): 100.0 * value for key, value in task_values(task, results).items()}
+
+
+Rows = dict[str, dict[str, float]]
+"""One model's per-row scores of one task: lm-eval's `<metric>,<filter>` -> row -> score."""
+
+
+def task_rows(out: Path) -> Rows:
+    """The per-row scores lm-eval logged for a task (`--log_samples`; a group's rows are its
+    subtasks'), the newest file of each subtask winning."""
+    rows: Rows = {}
+    for path in sorted(out.glob("**/samples_*.jsonl"), key=lambda p: p.stat().st_mtime):
+        subtask = path.name.removeprefix("samples_").rsplit("_", 1)[0]
+        for line in path.read_text().splitlines():
+            sample = json.loads(line)
+            for metric in sample.get("metrics", []):
+                if isinstance(value := sample.get(metric), int | float):
+                    rows.setdefault(f"{metric},{sample['filter']}", {})[f"{subtask}:{sample['doc_id']}"] = float(value)
+    return rows
+
+
+def suite_rows(layout: RunLayout, results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Rows]]:
+    """Each model's per-row scores per task, from the runs' sample files."""
+    return {
+        label: {task: task_rows(layout.eval / "suites" / label / task) for task in tasks}
+        for label, tasks in results.items()
+    }
+
+
+def suite_confidence(results: dict[str, dict[str, Any]], rows: dict[str, dict[str, Rows]]) -> dict[str, Any]:
+    """`ci95` (and `mcnemar_p` for right-or-wrong metrics) of fine-tuned − base per suite
+    metric, as for the eval set (hpcft.paired), where both were scored on the same rows and
+    the metric is the mean of its rows (lm-eval's score reproduced from them)."""
+    ci: dict[str, list[float]] = {}
+    p: dict[str, float] = {}
+    for task, result in results.get(FINE_TUNED, {}).items():
+        for key, score in task_values(task, result).items():
+            tuned = rows.get(FINE_TUNED, {}).get(task, {}).get(key, {})
+            base = rows.get(BASE, {}).get(task, {}).get(key, {})
+            if not tuned or sorted(tuned) != sorted(base) or abs(fmean(tuned.values()) - score) > 1e-9:
+                continue
+            ids, name = sorted(tuned), score_name(task, key)
+            (d,) = deltas({name: [100 * base[i] for i in ids]}, {name: [100 * tuned[i] for i in ids]})
+            ci[name] = [d.low, d.high]
+            if d.mcnemar_p is not None:
+                p[name] = d.mcnemar_p
+    return {"ci95": ci, "mcnemar_p": p}
+
+
+def joined(
+    record: dict[str, Any], results: dict[str, dict[str, Any]], job: SuiteJob, rows: dict[str, dict[str, Rows]]
+) -> dict[str, Any]:
     """`record` (metrics.json) with the suites' scores: the fine-tuned model's at the top level,
-    the base's under `base`, their difference under `gain`, and the settings under `suites`."""
+    the base's under `base`, their difference under `gain` with its 95 % interval in `ci95`
+    (McNemar's p in `mcnemar_p`), and the settings under `suites`."""
     tuned = {k: v for task, r in results.get(FINE_TUNED, {}).items() for k, v in task_scores(task, r).items()}
     out = {**record, **tuned}
     if BASE in results:
         base = {k: v for task, r in results[BASE].items() for k, v in task_scores(task, r).items()}
         out["base"] = {**record.get("base", {}), **base}
         out["gain"] = {**record.get("gain", {}), **{k: tuned[k] - base[k] for k in tuned if k in base}}
+        for key, found in suite_confidence(results, rows).items():
+            out[key] = {**record.get(key, {}), **found}
     settings = {"tasks": list(job.tasks), "num_fewshot": job.num_fewshot, "limit": job.limit, "model": MODEL}
     return {**out, "suites": settings}
 

@@ -70,6 +70,9 @@ def test_suites_score_base_and_fine_tuned_as_lm_eval_does_by_hand(run_root, tmp_
             assert tuned_or_base[f"{TASKS[0]}/acc"] == 100 * hand[TASKS[0]]["acc,none"]
             assert tuned_or_base[f"{TASKS[1]}/exact_match"] == 100 * hand[TASKS[1]]["exact_match,none"]
         assert {"rouge-l", "hpcft_mc/acc", "hpcft_mc/acc_norm"} <= set(metrics["gain"])
+        low, high = metrics["ci95"]["hpcft_mc/acc"]  # from lm-eval's own per-row samples
+        assert low <= metrics["gain"]["hpcft_mc/acc"] <= high
+        assert {"hpcft_mc/acc", "hpcft_gen/exact_match"} <= set(metrics["mcnemar_p"])
         files = [p for p in run.rglob("*") if p.is_file() and p.name != "api_key"]
         assert [str(p) for p in files if key.encode() in p.read_bytes()] == []
         status = hpcft("status", str(run))
