@@ -93,14 +93,16 @@ def test_two_points_in_one_folder_are_refused_before_anything_is_written(tmp_pat
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "hydra.sweep.subdir: points 0 and 1 both get" in err
-    assert not (tmp_path / "s" / "same").exists()
+    assert not (tmp_path / "s").exists()  # not even the multirun.yaml Hydra's sweeper writes first
 
 
 def test_an_existing_sweep_folder_is_never_reused(tmp_path, capsys):
     (tmp_path / "s").mkdir()
     (tmp_path / "s" / "sweep.json").write_text("{}")
+    (tmp_path / "s" / "multirun.yaml").write_text("the earlier sweep's\n")
     code = sweep(tmp_path, "framework.lora_rank=4,8", f"hydra.sweep.dir={tmp_path / 's'}")
     assert code == 2 and "already holds a sweep" in capsys.readouterr().err
+    assert (tmp_path / "s" / "multirun.yaml").read_text() == "the earlier sweep's\n"  # left as it was
 
 
 def test_batches_name_their_dry_run_scripts(tmp_path, capsys):

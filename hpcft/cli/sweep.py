@@ -18,7 +18,8 @@ Examples:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -33,6 +34,7 @@ from hpcft.errors import UserError
 from hpcft.frameworks import default_framework
 from hpcft.study_space import check_sampler_choice
 from hpcft.sweep.adaptive import is_adaptive, search_values, submit_study
+from hpcft.sweep.launch import earlier_batches
 from hpcft.sweep.multirun import run_multirun
 from hpcft.sweep.task import LauncherSettings, PipelineTask
 
@@ -168,5 +170,25 @@ def main(overrides: Sequence[str], config_dirs: Sequence[str], primary: Primary 
                 "-cp/-cn: an Optuna study's controller composes conf/hpcft.yaml so far; use -cd and +experiment="
             )
         return submit_study(argv, implied, config_dirs)
-    run_multirun(argv, PipelineTask(LauncherSettings(implied_keys=tuple(implied))), primary)
+    with no_leftover(settings.sweep_dir):
+        run_multirun(argv, PipelineTask(LauncherSettings(implied_keys=tuple(implied))), primary)
     return 0
+
+
+@contextmanager
+def no_leftover(sweep_dir: str | None) -> Iterator[None]:
+    """A sweep refused before any point is written leaves no folder behind, and an earlier
+    sweep's folder is left as it was (Hydra's sweeper writes `multirun.yaml` before the
+    launcher checks the points)."""
+    folder = Path(sweep_dir).expanduser().absolute() if sweep_dir else None
+    existed = folder is not None and folder.exists()
+    if folder is not None:
+        earlier_batches(folder, 0)  # an earlier sweep's folder is refused before Hydra writes into it
+    try:
+        yield
+    except UserError:
+        if folder is not None and folder.is_dir() and [p.name for p in folder.iterdir()] == ["multirun.yaml"]:
+            (folder / "multirun.yaml").unlink()
+            if not existed:
+                folder.rmdir()
+        raise
