@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from hpcft.config.hydra_messages import keyed_cause, sweep_without_multirun, under_null, yaml_error
 from hpcft.config.overrides import hydra_value
 from hpcft.config.registry import default_framework, registered_frameworks
 from hpcft.config.schema import (
@@ -33,9 +33,9 @@ from hpcft.config.schema import (
     WandbConfig,
     register_schemas,
 )
-from hpcft.errors import ConfigError, DataError, UserError, unknown_name
+from hpcft.errors import ConfigError, UserError, unknown_name
 from hpcft.rundir import new_run_name
-from hpcft.yamlload import check_yaml_tree, read_yaml, yaml_problem
+from hpcft.yamlload import check_yaml_tree, read_yaml
 
 GROUPS = ("model", "framework", "cluster", "deepspeed")
 _SCHEMA_BY_GROUP: dict[str, type] = {
@@ -155,28 +155,9 @@ def _compose(overrides: list[str], config_name: str = "hpcft") -> DictConfig:
     except (ConfigCompositionException, OmegaConfBaseException) as e:
         raise UserError(_hydra_message(e)) from None
     except yaml.YAMLError as e:  # a config file Hydra read (--config-dir's are read first, see check_yaml_tree)
-        raise _yaml_error(e) from None
+        raise yaml_error(e) from None
     except AssertionError as e:  # OmegaConf's, for a key set under a null node (Hydra itself shows a traceback)
-        raise UserError(_under_null(overrides, e)) from None
-
-
-def _under_null(overrides: Sequence[str], e: AssertionError) -> str:
-    """`hydra.sweeper.params.framework.lr="interval(...)"`: Hydra reads the dotted key as a path
-    under `params`, which is null."""
-    dotted = [o for o in overrides if o.lstrip("+").startswith("hydra.sweeper.params.")]
-    if dotted:
-        return (
-            f"{dotted[0]}: Hydra reads the key as a path under hydra.sweeper.params, which is null here"
-            f" ({e}); search on the command line (framework.learning_rate='interval(1e-4,1e-2)')"
-            " or under hydra.sweeper.params in a config"
-        )
-    return f"an override sets a key under a null node ({e})"
-
-
-def _yaml_error(e: yaml.YAMLError) -> DataError:
-    problem, line = yaml_problem(e)
-    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-    return DataError(str(getattr(mark, "name", "a config file")), f"invalid YAML: {problem}", line)
+        raise UserError(under_null(overrides, e)) from None
 
 
 def hydra_error(e: Exception) -> UserError:
@@ -197,12 +178,12 @@ def _explain_missing(e: MissingConfigException, overrides: list[str]) -> UserErr
 def _hydra_message(e: Exception) -> str:
     message = str(e).strip()
     if message.startswith(("Ambiguous value for argument", "Sweep parameters")):
-        return _sweep_without_multirun(message)
+        return sweep_without_multirun(message)
     if "You must specify" in message:
         for group in GROUPS:
             if f"'{group}'" in message:
                 return f"{group}: no {group} chosen; pick one of: {', '.join(group_options(group))}"
-    cause = _keyed_cause(e)
+    cause = keyed_cause(e)
     full_key = getattr(cause, "full_key", None)
     if not full_key:
         return message.splitlines()[0]
@@ -214,27 +195,6 @@ def _hydra_message(e: Exception) -> str:
             return f"{full_key}: a new key of {parent}; add it with +{full_key}=<value>"
         return f"{full_key}: " + unknown_name("key", leaf, known)
     return f"{full_key}: {first}"
-
-
-def _sweep_without_multirun(message: str) -> str:
-    """Hydra's refusal of a sweep in a single run, as one line in Hydra's words, its advice to
-    add --multirun (-m) first: "Ambiguous value for argument 'seed=1,2': to sweep over it, ..."."""
-    first, *advice = (line.strip() for line in message.splitlines() if line.strip())
-    advice = [re.sub(r"^\d+\.\s*", "", line) for line in advice]
-    advice = sorted(advice, key=lambda line: "--multirun" not in line)
-    said = "; ".join(line[:1].lower() + line[1:] for line in advice).replace("--multirun", "--multirun (-m)")
-    return f"{first}: {said}" if said else first.replace("--multirun", "--multirun (-m)")
-
-
-def _keyed_cause(e: BaseException) -> BaseException:
-    """The first error of the chain that names a config key (Hydra wraps the one from a
-    group's YAML file in its own composition error, as context rather than cause)."""
-    chain: BaseException | None = e
-    while chain is not None:
-        if getattr(chain, "full_key", None):
-            return chain
-        chain = chain.__cause__ or chain.__context__
-    return e
 
 
 def _schema_fields(path: str) -> list[str]:
