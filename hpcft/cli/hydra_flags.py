@@ -53,6 +53,12 @@ def args_parser(prog: str, description: str, epilog: str, version: str) -> argpa
         exit_on_error=False,
     )
     parser.add_argument("--version", action="version", version=version, help="show hpcft's version and exit")
+    _hpcft_options(parser)
+    return parser
+
+
+def _hpcft_options(parser: argparse.ArgumentParser) -> None:
+    """The options hpcft states its own way (replacing Hydra's of the same name)."""
     parser.add_argument(
         "--config-dir",
         "-cd",
@@ -84,7 +90,6 @@ def args_parser(prog: str, description: str, epilog: str, version: str) -> argpa
         metavar="{job,hydra,all}",
         help="print the config (job, the default; hydra; all) instead of running; with -m, each point's",
     )
-    return parser
 
 
 def cfg_alone_is_job(argv: Sequence[str]) -> list[str]:
