@@ -133,6 +133,7 @@ def test_hydra_help_is_hydra_s(capsys):
         (["--resolve", "model=tiny_llama"], "--resolve: only with --cfg or --help"),
         (["--package", "framework", "model=tiny_llama"], "--package: only with --cfg"),
         (["--cfg", "job", "--info", "model=tiny_llama"], "--cfg and --info: one at a time"),
+        (["--run", "-m", "model=tiny_llama"], "--run and -m: one at a time"),
         (["--info=nope", "model=tiny_llama"], "argument --info/-i: invalid choice: 'nope'"),
         (["--cfg", "job", "--package", "nope", "model=tiny_llama"], "--package nope: not in the config"),
         (["-cp", "/no/such/folder", "-cn", "x", "model=tiny_llama"], "--config-path /no/such/folder: no such folder"),

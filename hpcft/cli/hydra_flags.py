@@ -111,7 +111,10 @@ def check_flags(args: argparse.Namespace) -> None:
         raise UserError("--resolve: only with --cfg or --help (Hydra's rule)")
     if args.package is not None and args.cfg is None:
         raise UserError("--package: only with --cfg")
-    shown = [flag for flag, on in (("--cfg", args.cfg), ("--info", args.info), ("-sc", args.shell_completion)) if on]
+    commands = (("--run", args.run), ("--cfg", args.cfg), ("--info", args.info), ("-sc", args.shell_completion))
+    shown = [flag for flag, on in commands if on]
+    if args.run and args.multirun:
+        shown.append("-m")
     if len(shown) > 1:
         raise UserError(f"{' and '.join(shown)}: one at a time")
     if args.experimental_rerun is not None:

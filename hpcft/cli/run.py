@@ -128,7 +128,7 @@ def main(argv: Sequence[str]) -> int:
         if not hydra_flags.multirun_mode(args):  # a sweep in a run, unless a config says hydra.mode=MULTIRUN
             raise
         return sweep_main(args)
-    if settings.multirun:  # hydra.mode=MULTIRUN, in a config or on the command line: a sweep, as in Hydra
+    if settings.multirun:  # hydra.mode=MULTIRUN (a config's, an override's; --run too): a sweep, as in Hydra
         return sweep_main(args)
     cfg = typed_config(app_cfg)
     layout = launch(cfg, say=lambda line: print(line, flush=True), run_dir=settings.run_dir).layout
