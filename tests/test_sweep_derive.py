@@ -83,6 +83,8 @@ POINTS = [
     ["+framework.args.neftune_noise_alpha=5"],  # a key added
     ["+framework.args.a=1", "+framework.args.b=2", "~framework.args.a"],  # a key deleted
     ["name=lr${framework.learning_rate}", "framework.learning_rate=2e-05"],  # an interpolation of a changed value
+    ["stages=[train]", "+framework.args.a=1", "seed=5"],  # a list and an add composed in, a scalar derived
+    ["+framework.args.a=1", "framework.args.a=2"],  # overlapping keys: applied in order, on a copy
 ]
 
 

@@ -61,7 +61,10 @@ def node_at(cfg: Container, key: str) -> Node | None:
     for part in key.split("."):
         if not isinstance(node, DictConfig) or node._is_missing() or node._is_none():
             return None
-        node = node._get_node(part)
+        try:
+            node = node._get_node(part, validate_access=False)
+        except OmegaConfBaseException:
+            return None
         if node is None:
             return None
     assert isinstance(node, Node)

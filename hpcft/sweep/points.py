@@ -24,7 +24,7 @@ from hydra.core.utils import filter_overrides
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from hpcft.rundir import yaml_text
-from hpcft.sweep.derive import VALUE_FIELDS, Derived, PointBase, node_at
+from hpcft.sweep.derive import VALUE_FIELDS, Derived, PointBase, node_at, overlaps
 from hpcft.sweep.launch import PointConfig
 from hpcft.sweep.yamlchunks import TypedYaml
 
@@ -50,6 +50,28 @@ def number_override(line: str) -> Override | None:
     return Override(
         type=OverrideType.CHANGE, key_or_group=key, value_type=ValueType.ELEMENT, _value=value, input_line=line
     )
+
+
+def scalar_change(override: Override) -> bool:
+    """A value override that can be set in place on a composition (`key=<scalar>`)."""
+    return (
+        override.type is OverrideType.CHANGE
+        and override.value_type is ValueType.ELEMENT
+        and not isinstance(override.value(), list | dict)
+    )
+
+
+def composed_in(groups: tuple[str, ...], values: list[Override]) -> tuple[tuple[str, ...], list[Override]]:
+    """The value overrides that cannot be set in place (a list, `+key=`, `~key`) go into the
+    composition with the group choices, so that a sweep whose every point carries the same
+    `stages=[train]` composes it once; where one of them touches a key a scalar override sets,
+    all stay values (Hydra applies them in order, and the order would change)."""
+    others = [o for o in values if not scalar_change(o)]
+    scalars = [o for o in values if scalar_change(o)]
+    keys = {o.key_or_group for o in scalars}
+    if not others or overlaps(frozenset(o.key_or_group for o in others), keys):
+        return groups, values
+    return (*groups, *(str(o.input_line) for o in others)), scalars
 
 
 def split_overrides(parsed: Sequence[Override]) -> tuple[tuple[str, ...], list[Override]]:
@@ -101,7 +123,7 @@ class PointMaker:
     def make(self, overrides: Sequence[str], num: int, on_start: OnStart | None = None) -> PointConfig:
         """The point: typed, its folder, its `.hydra/` records and its `config.yaml`."""
         parsed = self.parse(overrides)
-        groups, values = split_overrides(parsed)
+        groups, values = composed_in(*split_overrides(parsed))
         with self.base(groups).point(values) as derived:
             changes = self._job_fields(derived, parsed, num, on_start is not None)
             sweep_dir = Path(derived.folder("hydra.sweep.dir")).expanduser().absolute()
