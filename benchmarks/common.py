@@ -40,6 +40,8 @@ class Timed:
     maxrss_mb: float
     stdout: str
     stderr: str
+    cpu_s: float = 0.0
+    """User + system CPU time of the process and the children it waited for."""
 
     def check(self) -> Timed:
         if self.returncode != 0:
@@ -83,14 +85,15 @@ def fmt(value: float, digits: int = 3) -> str:
     return "n/a" if value != value else f"{value:.{digits}g}"
 
 
-def _wait(proc: subprocess.Popen[bytes], timeout_s: float) -> tuple[int, float]:
-    """Reap the child with wait4 (so its own peak RSS is known); kill its group on timeout."""
+def _wait(proc: subprocess.Popen[bytes], timeout_s: float) -> tuple[int, float, float]:
+    """Reap the child with wait4 (so its own peak RSS and CPU time are known); kill its group
+    on timeout."""
     deadline = time.monotonic() + timeout_s
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             proc.returncode = os.waitstatus_to_exitcode(status)
-            return proc.returncode, usage.ru_maxrss / 1024
+            return proc.returncode, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
         if time.monotonic() > deadline:
             kill_group(proc)
         time.sleep(0.005)
@@ -113,11 +116,11 @@ def run_timed(
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
         proc = subprocess.Popen(list(argv), env=env, cwd=cwd, stdout=out, stderr=err, start_new_session=True)
-        code, rss = _wait(proc, timeout_s)
+        code, rss, cpu = _wait(proc, timeout_s)
         wall = time.perf_counter() - start
         out.seek(0)
         err.seek(0)
-        return Timed(list(argv), wall, code, rss, out.read().decode(errors="replace"), err.read().decode())
+        return Timed(list(argv), wall, code, rss, out.read().decode(errors="replace"), err.read().decode(), cpu)
 
 
 def until(condition: Callable[[], bool], timeout_s: float, interval_s: float = 0.05) -> bool:

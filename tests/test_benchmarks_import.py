@@ -18,6 +18,7 @@ from tests.conftest import REPO
         "run",
         "latency",
         "sweep",
+        "sweep_scale",
         "status",
         "training",
         "floor_submit",
