@@ -11,6 +11,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 from hydra import compose, initialize_config_dir
@@ -193,6 +194,8 @@ def _hydra_message(e: Exception) -> str:
         known = _schema_fields(parent)
         if not known:  # a free-form mapping (framework.args, cluster.env): Hydra's `+` adds a key
             return f"{full_key}: a new key of {parent}; add it with +{full_key}=<value>"
+        if owners := _owners(f"{parent}.", leaf):  # the union of the frameworks' fields has it
+            return f"{full_key}: a setting of framework={'|'.join(owners)}, not of this run's framework"
         return f"{full_key}: " + unknown_name("key", leaf, known)
     return f"{full_key}: {first}"
 
@@ -347,4 +350,28 @@ def to_typed(cfg: DictConfig) -> HpcftConfig:
         key = getattr(e, "full_key", None) or "config"
         raise ConfigError(str(key), str(e).splitlines()[0]) from None
     assert isinstance(typed, HpcftConfig)
+    refuse_unknown_keys(typed)
     return typed
+
+
+def refuse_unknown_keys(node: Any, path: str = "") -> None:
+    """Hydra's `+key=value` adds a key anywhere, and OmegaConf sets a key the schema lacks on
+    the dataclass as a plain attribute: `+framework.lora_rnak=8` would be accepted and never
+    read. Every key of a typed section must be one of its fields (free-form mappings such as
+    `framework.args` and `cluster.env` are dicts, not dataclasses, and take any key)."""
+    known = {f.name for f in fields(node)}
+    for key, value in vars(node).items():
+        where = f"{path}{key}"
+        if key not in known:
+            owners = _owners(path, key)
+            said = f"a setting of framework={'|'.join(owners)}, not of this run's framework" if owners else ""
+            raise ConfigError(where, said or unknown_name("key", key, known))
+        if is_dataclass(value) and not isinstance(value, type):
+            refuse_unknown_keys(value, f"{where}.")
+
+
+def _owners(path: str, key: str) -> list[str]:
+    """The frameworks whose schema has `key`, where `path` is the framework section."""
+    if path != "framework.":
+        return []
+    return sorted(name for name, f in registered_frameworks().items() if key in {x.name for x in fields(f.schema)})

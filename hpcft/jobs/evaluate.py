@@ -146,12 +146,15 @@ def evaluate(job: EvalJob, layout: RunLayout) -> str:
     """The eval against the published endpoint; its one-line summary."""
     endpoint = wait_endpoint(layout, job.endpoint_timeout_s)
     if job.task != "generation":
+        from hpcft.jobs.general import with_general
         from hpcft.jobs.retrieval import evaluate_retrieval
 
-        results = evaluate_retrieval(endpoint, job, row_scores_path(layout.root))
+        results = with_general(evaluate_retrieval(endpoint, job, row_scores_path(layout.root)), endpoint, job)
         write_json_atomic(layout.metrics, {**results, "model": endpoint["model"], "evalset": job.evalset})
         log_to_wandb({f"{k}": v for k, v in results["fine_tuned"].items()}, job.env)
-        return f"eval: {json.dumps(results['fine_tuned'])}"
+        return f"eval: {json.dumps(results['fine_tuned'])}" + (
+            f"; regressed on {results['regressed']}" if results.get("regressed") else ""
+        )
     metrics = evaluate_generation(job, layout, endpoint)
     if job.suites:  # after the in-domain metrics are written (hpcft.jobs.suites says why not beside)
         metrics = with_suites(Suites(job.suites, layout, endpoint).run(), job.suites, layout, metrics)

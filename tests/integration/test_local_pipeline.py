@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -68,7 +69,7 @@ def test_wandb_offline_run_lands_in_the_run_dir_and_no_secret_is_written(local_r
 def gain_table(stdout: str) -> dict[str, float]:
     """The closing table's gain column, by metric."""
     lines = stdout[stdout.index("metric ") :].splitlines()[1:]
-    rows = [line.split() for line in lines if line.strip()]
+    rows = [re.split(r"\s{2,}", line.strip()) for line in lines if line.strip()]  # columns: 2+ spaces apart
     # metric, base, fine-tuned, gain, then the gain's 95 % interval where the eval computed it
     return {row[0]: float(row[3]) for row in rows if len(row) > 3 and row[3][0] in "+-"}
 
@@ -85,6 +86,12 @@ def test_quick_start_shows_that_fine_tuning_worked(experiment, metric, run_root)
     tuned = metrics.get("fine_tuned", metrics)
     assert tuned[metric] - metrics["base"][metric] >= 25, metrics  # learnt, not noise
     assert gain_table(result.stdout)[metric] == pytest.approx(tuned[metric] - metrics["base"][metric], abs=0.01)
+    if experiment == "quickstart_embedding":  # the general set's change, beside the in-domain gain
+        general = metrics["general"]["flagembedding_general"]
+        assert set(general) >= {"fine_tuned", "base", "gain", "ci95"} and general["queries"] == 10, general
+        assert general["base"]["ndcg@10"] > 50, general  # the real MiniLM knows general knowledge
+        change = gain_table(result.stdout)["flagembedding_general: ndcg@10"]
+        assert change == pytest.approx(general["gain"]["ndcg@10"], abs=0.01)
     assert (run / "train" / "training_loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"loss curve:   {run / 'train' / 'training_loss.png'}" in result.stdout
     report = hpcft("report", str(run))
