@@ -176,6 +176,11 @@ CASES: list[Case] = [
     ("accumulation 0", lambda t: [*LLM, "framework.gradient_accumulation_steps=0"], "must be > 0"),
     ("global batch not divisible", lambda t: [*LLM, "framework.global_batch_size=100"], "not a multiple of 8"),
     ("lora rank 0", lambda t: [*LLM, "framework.lora_rank=0"], "framework.lora_rank: must be > 0"),
+    # a key added with + that no schema has: accepted and never read, before
+    ("typo added with +", lambda t: [*LLM, "+framework.lora_rnak=8"], "did you mean 'lora_rank'"),
+    ("unknown top-level key added", lambda t: [*LLM, "+bogus.key=1"], "bogus: unknown key 'bogus'"),
+    ("unknown cluster key added", lambda t: [*LLM, "+cluster.train.partiton=gpu"], "did you mean 'partition'"),
+    ("another framework's key", lambda t: [*LLM, "+framework.train_group_size=4"], "of framework=flagembedding"),
     ("max_samples 0", lambda t: [*LLM, "framework.max_samples=0"], "framework.max_samples: must be > 0"),
     ("max_new_tokens 0", lambda t: [*LLM, "eval.max_new_tokens=0"], "eval.max_new_tokens: must be > 0"),
     # accepted before, then failed in the queue (non-finite, out of range, Slurm patterns)
