@@ -138,6 +138,7 @@ def test_hydra_help_is_hydra_s(capsys):
         (["--cfg", "job", "--package", "nope", "model=tiny_llama"], "--package nope: not in the config"),
         (["-cp", "/no/such/folder", "-cn", "x", "model=tiny_llama"], "--config-path /no/such/folder: no such folder"),
         (["-sc", "model=tiny_llama"], "Expecting one subcommand from ['install', 'uninstall', 'query']"),
+        (["-sc", "install=fish"], "-sc install=fish: hpcft completes in bash and zsh"),
         (
             ["-m", "hydra/sweeper=optuna", "model=tiny_llama", 'hydra.sweeper.params.seed="range(1,3)"'],
             'hydra.sweeper.params.seed="range(1,3)": Hydra reads the key as a path under hydra.sweeper.params',

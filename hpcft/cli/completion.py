@@ -55,9 +55,16 @@ SHELLS = {"bash": "", "zsh": "autoload -Uz bashcompinit && bashcompinit\n"}
 def shell_completion(
     args: argparse.Namespace, overrides: list[str], parse: Callable[[list[str]], argparse.Namespace]
 ) -> int:
-    """`-sc install=SHELL`, `uninstall=SHELL` or `query=SHELL`; other shells are Hydra's own."""
-    command, _, shell = (overrides[0] if len(overrides) == 1 else "").partition("=")
-    if command in ("install", "uninstall") and shell in SHELLS:
+    """`-sc install=SHELL`, `uninstall=SHELL` or `query=SHELL` (bash, zsh); anything else is
+    Hydra's to refuse."""
+    chosen = [o for o in overrides if o.partition("=")[0] in ("install", "uninstall", "query")]
+    command, _, shell = (chosen[0] if len(chosen) == 1 else "").partition("=")
+    if command in ("install", "uninstall", "query") and shell not in SHELLS:
+        raise UserError(
+            f"-sc {command}={shell}: hpcft completes in {' and '.join(SHELLS)}"
+            " (Hydra's fish script completes script files only)"
+        )
+    if command in ("install", "uninstall"):
         print(SHELLS[shell] + (INSTALL if command == "install" else UNINSTALL), end="")
         return 0
     if command == "query" and "COMP_LINE" in os.environ:
