@@ -51,6 +51,7 @@ def check_point_dirs(points: Sequence[PointConfig], sweep_dir: Path) -> None:
     known = environment_secrets()
     check_secret("hydra.sweep.dir", str(sweep_dir), known)
     seen: dict[Path, int] = {}
+    root = sweep_dir.resolve()
     for p in points:
         check_secret("hydra.sweep.subdir", str(p.run_dir), known)
         if p.run_dir in seen:
@@ -61,7 +62,7 @@ def check_point_dirs(points: Sequence[PointConfig], sweep_dir: Path) -> None:
         seen[p.run_dir] = p.num
         if "%" in str(p.run_dir):  # Slurm would read it as a file-name pattern
             raise UserError(f"hydra.sweep.subdir: point {p.num}'s folder {p.run_dir} has a '%'; exclude that key")
-        if sweep_dir.resolve() not in p.run_dir.resolve().parents:
+        if root not in p.run_dir.resolve().parents:
             raise UserError(f"hydra.sweep.subdir: point {p.num}'s folder {p.run_dir} is outside {sweep_dir}")
         if p.run_dir.exists():
             raise UserError(f"hydra.sweep.subdir: {p.run_dir} exists; runs are never overwritten")
