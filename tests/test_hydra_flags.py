@@ -56,6 +56,11 @@ def hpcft_prints(args: list[str], capsys) -> str:
     return capsys.readouterr().out
 
 
+def shipped(group: str) -> list[str]:
+    """The options conf/ ships for a group."""
+    return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml") if not p.stem.startswith("base_"))
+
+
 def site(tmp_path: Path) -> Path:
     """A user's config folder: a group of its own, an experiment, a primary config."""
     folder = tmp_path / "site"
@@ -115,11 +120,14 @@ def test_with_multirun_the_flags_print_and_submit_nothing(tmp_path, capsys, stan
 
 def test_help_lists_every_group_the_experiments_and_the_user_s_own(tmp_path, capsys):
     folder = site(tmp_path)
-    shipped = hpcft_prints(["--help"], capsys)
-    assert "  experiment quickstart, quickstart_embedding" in shipped and "mygroup" not in shipped
+    out = hpcft_prints(["--help"], capsys)
+    for group in ("model", "framework", "cluster", "deepspeed", "experiment"):
+        assert f"  {group:<10} {', '.join(shipped(group))}\n" in out, group
+    assert "mygroup" not in out
     for args in (["-cd", str(folder)], [f"hydra.searchpath=[file://{folder}]"]):
         out = hpcft_prints([*args, "--help"], capsys)
-        assert "  mygroup    one" in out and "  experiment mine, quickstart, quickstart_embedding" in out, args
+        mine = ", ".join(sorted(["mine", *shipped("experiment")]))
+        assert "  mygroup    one" in out and f"  experiment {mine}\n" in out, args
         assert "base_" not in out
 
 
@@ -182,7 +190,7 @@ def bash_completes(tmp_path: Path, *lines: str) -> list[list[str]]:
 
 
 def test_bash_completes_model_to_the_shipped_models(tmp_path):
-    models = sorted(p.stem for p in (conf_dir() / "model").glob("*.yaml"))
+    models = shipped("model")
     folder = site(tmp_path)
     answers = bash_completes(
         tmp_path,
@@ -198,7 +206,7 @@ def test_bash_completes_model_to_the_shipped_models(tmp_path):
     assert answers[2] == ["model="]
     assert answers[3] == ["mygroup="]
     assert answers[4] == ["framework.learning_rate="]
-    assert answers[5] == ["+experiment=quickstart", "+experiment=quickstart_embedding"]
+    assert answers[5] == [f"+experiment={e}" for e in shipped("experiment")]
 
 
 def test_bash_completion_leaves_other_python_commands_alone(tmp_path):
