@@ -150,3 +150,26 @@ def test_a_wrong_key_fails_the_eval_at_once_whatever_the_refusal_limit(tmp_path)
         assert predictions(layout) == []
     finally:
         server.shutdown()
+
+
+def test_the_server_is_released_once_every_answer_is_in_before_scoring(tmp_path, monkeypatch):
+    """Scoring needs no server: the deploy job's stop marker is written before any row is
+    scored, and an eval requeued during its scoring scores the answers on disk, no server up."""
+    import hpcft.jobs.evaluate as evaluate_module
+
+    with Server(Engine(latency_s=0.001)) as server:
+        job, layout = eval_run(tmp_path, 300, server)
+        real = evaluate_module.row_scores
+        seen: list[bool] = []
+        monkeypatch.setattr(
+            evaluate_module, "row_scores", lambda p, r: seen.append(layout.stop_serving.exists()) or real(p, r)
+        )
+        run_eval(job)
+    assert seen == [True], seen  # one scoring (no base model served), after the release
+    assert json.loads((layout.eval / "answered.json").read_text())["model"] == server.endpoint["model"]
+    first = json.loads(layout.metrics.read_text())
+    # requeued while scoring, the server gone (the deploy job marks its endpoint stopped)
+    write_json_atomic(layout.endpoint, {**server.endpoint, "stopped": True})
+    layout.metrics.unlink()
+    run_eval(dataclasses.replace(job, endpoint_timeout_s=1))
+    assert json.loads(layout.metrics.read_text()) == first

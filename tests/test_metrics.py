@@ -78,3 +78,22 @@ def test_scoring_in_worker_processes_gives_the_same_numbers_in_the_same_order():
     parallel = row_scores(predictions, references, workers=2, parallel_from=1)
     assert parallel == serial and len(serial["rouge-l"]) == 120
     assert serial["exact_match"][0] == 0.0 and serial["exact_match"][1] == 100.0  # rows stay in order
+
+
+def test_bleu4_equals_nltks_sentence_bleu_to_the_last_digit():
+    import random
+
+    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+
+    rng = random.Random(7)
+    alphabet = "ab cde的是了。,"
+    pairs = [("", ""), ("", "abc"), ("abc", ""), ("a", "a"), ("ab", "ab"), ("abc", "abd"), ("aaaa", "aa")]
+
+    def text() -> str:
+        return "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60)))
+
+    pairs += [(text(), text()) for _ in range(2000)]
+    smooth = SmoothingFunction().method3
+    for prediction, reference in pairs:
+        expected = round(float(sentence_bleu([list(reference)], list(prediction), smoothing_function=smooth)) * 100, 4)
+        assert bleu4(prediction, reference) == expected, (prediction, reference)

@@ -43,6 +43,15 @@ def read_answers(path: Path) -> dict[int, dict[str, Any]]:
     return done
 
 
+def final_answers(path: Path, total: int) -> list[dict[str, Any]]:
+    """Every row's record as `Answers.finish` wrote it (refused rows included), in row order:
+    what scoring reads, once the server is no longer needed."""
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if [r["index"] for r in records] != list(range(total)):
+        raise RuntimeError(f"{path}: {len(records)} answers in, not one for each of the {total} eval rows")
+    return records
+
+
 def answered(records: list[dict[str, Any]], max_refused_fraction: float) -> list[dict[str, Any]]:
     """The records the server answered; an error naming the first refusal where it refused
     more than `max_refused_fraction` of them."""

@@ -9,8 +9,12 @@ the gain, its 95 % paired bootstrap interval `ci95`, McNemar's `mcnemar_p` for e
 and `<run>/eval/row_scores.json` (each row's scores, whose means the metrics are:
 `hpcft.rowscores`, read by `compare`).
 
-When the eval has really ended (done, failed, its requeues spent) it writes `<run>/deploy/stop`
-so the server is released; never when it stops to be requeued (time limit, preemption: see
+Scoring needs no server: once every answer is in (both models, and the suites), the eval
+records it (`eval/answered.json`) and writes `<run>/deploy/stop`, so the deploy job's GPUs
+are released before the scoring, which spreads over the job's CPUs (hpcft.jobs.metrics); a
+requeued eval that finds the record scores without a server. The eval also releases the
+server when it has really ended otherwise (failed, its requeues spent); never when it stops
+to be requeued (time limit, preemption: see
 `hpcft.jobs.requeue`), so the requeued eval finds its server still up and goes on. On a requeue
 the rows in flight are let finish and kept, the rows not sent yet are dropped: none is asked
 twice. An eval that cannot say stop (cancelled, killed, its disk full) is noticed by the
@@ -19,16 +23,18 @@ deploy job, which watches it leave the queue (`hpcft.jobs.evalwatch`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hpcft.client import EndpointClient, HTTPStatusError
 from hpcft.data import read_rows
-from hpcft.jobs.answers import REFUSED_ROW, Answers, answered
+from hpcft.jobs.answers import REFUSED_ROW, Answers, answered, final_answers
 from hpcft.jobs.conversation import Message, chat_request
 from hpcft.jobs.evalwatch import DeployWatch
 from hpcft.jobs.metrics import mean_scores, row_scores
@@ -106,23 +112,62 @@ def scored(
     return metrics, ModelScores(model, [int(r["index"]) for r in kept], per_row)
 
 
-def evaluate_generation(job: EvalJob, layout: RunLayout, endpoint: dict[str, Any]) -> dict[str, float]:
-    """Every eval row through the fine-tuned model (resuming past answers), then through the
-    base model when the deploy job serves it too; the metrics, the gain over the base and its
-    95 % interval; each row's scores in `eval/row_scores.json`."""
+@dataclass(frozen=True, kw_only=True)
+class Answered:
+    """What the server was needed for, all in (`eval/answered.json`): the scoring that follows
+    needs no server, so the deploy job's GPUs are released before it starts, and a requeued
+    eval that finds this record scores without waiting for a server that is gone."""
+
+    model: str
+    """The fine-tuned model's served name (answers in `predictions.jsonl`)."""
+    base_model: str | None
+    """The base model's served name (answers in `predictions_base.jsonl`); None: not served."""
+    suites: bool
+    """Whether the suites ran too (their results in `eval/suites.json`)."""
+
+    @staticmethod
+    def read(layout: RunLayout) -> Answered | None:
+        try:
+            return Answered(**read_json(layout.eval / "answered.json"))
+        except (FileNotFoundError, ValueError, TypeError):
+            return None
+
+    def write(self, layout: RunLayout) -> None:
+        write_json_atomic(layout.eval / "answered.json", dataclasses.asdict(self))
+
+
+def ask_everything(job: EvalJob, layout: RunLayout, endpoint: dict[str, Any]) -> Answered:
+    """Every eval row through the fine-tuned model and, when the deploy job serves it too, the
+    base model (each resuming past answers); then the suites; recorded once all are in."""
     rows = [r.row for r in read_rows(job.evalset)]
     client = EndpointClient.from_endpoint(endpoint, job.request_timeout_s, job.retries, job.retry_backoff_s)
-    answers = Answers(layout.predictions, len(rows), layout.eval / "progress.json")
-    metrics, tuned = scored(answer_all(job, rows, client, answers), job.max_refused_fraction, endpoint["model"])
-    settings = {"temperature": 0.0, "max_tokens": job.max_new_tokens, "chat_template": job.chat_template}
-    record: dict[str, Any] = {**metrics, "model": endpoint["model"], "evalset": job.evalset, "generation": settings}
-    models = {FINE_TUNED: tuned}
+    answer_all(job, rows, client, Answers(layout.predictions, len(rows), layout.eval / "progress.json"))
     if baseline := endpoint.get("baseline"):
         base_client = EndpointClient.from_endpoint(baseline, job.request_timeout_s, job.retries, job.retry_backoff_s)
         base_answers = Answers(layout.eval / "predictions_base.jsonl", len(rows), layout.eval / "progress.json")
-        base, models[BASE] = scored(
-            answer_all(job, rows, base_client, base_answers), job.max_refused_fraction, baseline["model"]
-        )
+        answer_all(job, rows, base_client, base_answers)
+    if job.suites:  # after the in-domain answers (hpcft.jobs.suites says why not beside them)
+        write_suites(layout, Suites(job.suites, layout, endpoint).run())
+    answered = Answered(
+        model=endpoint["model"], base_model=baseline["model"] if baseline else None, suites=bool(job.suites)
+    )
+    answered.write(layout)
+    return answered
+
+
+def score_generation(job: EvalJob, layout: RunLayout, answered: Answered) -> dict[str, float]:
+    """The metrics of the kept answers, the gain over the base and its 95 % interval; each
+    row's scores in `eval/row_scores.json`. Scored in the job's CPUs (hpcft.jobs.metrics)."""
+    rows = [r.row for r in read_rows(job.evalset)]
+    print(f"eval: scoring {len(rows)} rows per model", flush=True)
+    records = final_answers(layout.predictions, len(rows))
+    metrics, tuned = scored(records, job.max_refused_fraction, answered.model)
+    settings = {"temperature": 0.0, "max_tokens": job.max_new_tokens, "chat_template": job.chat_template}
+    record: dict[str, Any] = {**metrics, "model": answered.model, "evalset": job.evalset, "generation": settings}
+    models = {FINE_TUNED: tuned}
+    if answered.base_model:
+        base_records = final_answers(layout.eval / "predictions_base.jsonl", len(rows))
+        base, models[BASE] = scored(base_records, job.max_refused_fraction, answered.base_model)
         record.update(base=base, gain={k: metrics[k] - base[k] for k in metrics if k in base})
         record.update(gain_confidence(models[BASE], tuned))
     write_row_scores(row_scores_path(layout.root), job.evalset, digest(rows), len(rows), models)
@@ -143,21 +188,35 @@ def log_to_wandb(metrics: dict[str, float], env: dict[str, str]) -> None:
 
 
 def evaluate(job: EvalJob, layout: RunLayout) -> str:
-    """The eval against the published endpoint; its one-line summary."""
-    endpoint = wait_endpoint(layout, job.endpoint_timeout_s)
-    if job.task != "generation":
-        from hpcft.jobs.general import with_general
-        from hpcft.jobs.retrieval import evaluate_retrieval
+    """The eval against the published endpoint; its one-line summary. A generation eval
+    releases the server once every answer is in, before it scores them."""
+    return evaluate_generation(job, layout) if job.task == "generation" else evaluate_ranking(job, layout)
 
-        results = with_general(evaluate_retrieval(endpoint, job, row_scores_path(layout.root)), endpoint, job)
-        write_json_atomic(layout.metrics, {**results, "model": endpoint["model"], "evalset": job.evalset})
-        log_to_wandb({f"{k}": v for k, v in results["fine_tuned"].items()}, job.env)
-        return f"eval: {json.dumps(results['fine_tuned'])}" + (
-            f"; regressed on {results['regressed']}" if results.get("regressed") else ""
-        )
-    metrics = evaluate_generation(job, layout, endpoint)
-    if job.suites:  # after the in-domain metrics are written (hpcft.jobs.suites says why not beside)
-        metrics = with_suites(Suites(job.suites, layout, endpoint).run(), job.suites, layout, metrics)
+
+def evaluate_ranking(job: EvalJob, layout: RunLayout) -> str:
+    """Embedders and rerankers: the eval set and the general sets through the served models."""
+    from hpcft.jobs.general import with_general
+    from hpcft.jobs.retrieval import evaluate_retrieval
+
+    endpoint = wait_endpoint(layout, job.endpoint_timeout_s)
+    results = with_general(evaluate_retrieval(endpoint, job, row_scores_path(layout.root)), endpoint, job)
+    write_json_atomic(layout.metrics, {**results, "model": endpoint["model"], "evalset": job.evalset})
+    log_to_wandb({f"{k}": v for k, v in results["fine_tuned"].items()}, job.env)
+    regressed = f"; regressed on {results['regressed']}" if results.get("regressed") else ""
+    return f"eval: {json.dumps(results['fine_tuned'])}{regressed}"
+
+
+def evaluate_generation(job: EvalJob, layout: RunLayout) -> str:
+    """Ask (resuming), release the server, then score. A server up (a rerun after a longer
+    deploy.max_model_len) is asked for what is missing; once every answer is in and the
+    server has gone (a requeue during scoring), the answers on disk are scored."""
+    answered, endpoint = Answered.read(layout), published(layout)
+    if answered is None or endpoint is not None:
+        answered = ask_everything(job, layout, endpoint or wait_endpoint(layout, job.endpoint_timeout_s))
+    release_server(layout, "every answer is in")  # scoring needs no server: its GPUs go back now
+    metrics = score_generation(job, layout, answered)
+    if job.suites:
+        metrics = with_suites(read_json(layout.eval / "suites.json"), job.suites, layout, metrics)
     log_to_wandb(metrics, job.env)
     return f"eval: {json.dumps(metrics)}"
 

@@ -1,19 +1,20 @@
-"""Text-generation metrics as LLaMA-Factory computes them for `predict_*` results.
-
-The same libraries and steps as `llamafactory.train.sft.metric.ComputeSimilarity`: ROUGE-1/2/L
-(F1) with `rouge_chinese` over jieba-segmented words, and character BLEU-4 with NLTK's
-smoothing method 3; each row rounded to 4 decimals (x 100), then averaged: the metric is the
-mean of the per-row scores (`row_scores`), which the eval keeps for `compare`. A test checks the
-numbers against LLaMA-Factory's own class on the same predictions. Exact match is extra.
-
-The libraries are imported when scoring, so this module stays importable on the login node.
+"""Text-generation metrics as LLaMA-Factory computes them for `predict_*` results. The same
+libraries and steps as `llamafactory.train.sft.metric.ComputeSimilarity`: ROUGE-1/2/L (F1) with
+`rouge_chinese` over jieba-segmented words, and character BLEU-4 with NLTK's smoothing method 3
+(NLTK's computation, restated for character strings: `bleu4`); each row rounded to 4 decimals
+(x 100), then averaged: the metric is the mean of the per-row scores (`row_scores`), which the
+eval keeps for `compare`. A test checks the numbers against LLaMA-Factory's own class on the
+same predictions. Exact match is extra. The libraries are imported when scoring, so this module
+stays importable on the login node.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing
 import os
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from statistics import fmean
@@ -42,11 +43,29 @@ def rouge_scores(prediction: str, reference: str) -> dict[str, float]:
 
 
 def bleu4(prediction: str, reference: str) -> float:
-    """Sentence BLEU-4 over characters with NLTK's smoothing method 3 (x 100, 4 decimals)."""
-    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
-
-    score = sentence_bleu([list(reference)], list(prediction), smoothing_function=SmoothingFunction().method3)
-    return round(float(score) * 100, 4)
+    """Sentence BLEU-4 over characters with NLTK's smoothing method 3 (x 100, 4 decimals):
+    NLTK's `sentence_bleu` step for step (clipped n-gram counts, method 3's halving of empty
+    orders, the brevity penalty, the same float operations), with character n-grams as string
+    slices, ~20x faster than NLTK's generic n-gram tuples and Fractions. A test checks equality
+    with NLTK's own function."""
+    precisions: list[float] = []
+    halvings = 1  # method 3's `incvnt`
+    for n in range(1, 5):
+        counts = Counter(prediction[i : i + n] for i in range(len(prediction) - n + 1))
+        reference_counts = Counter(reference[i : i + n] for i in range(len(reference) - n + 1))
+        matched = sum(min(count, reference_counts[gram]) for gram, count in counts.items())
+        total = max(1, sum(counts.values()))
+        if n == 1 and matched == 0:
+            return 0.0  # NLTK returns 0 before any smoothing
+        if matched == 0:
+            precisions.append(1 / (2**halvings * total))
+            halvings += 1
+        else:
+            precisions.append(matched / total)
+    hyp, ref = len(prediction), len(reference)
+    penalty = 1.0 if hyp > ref else math.exp(1 - ref / hyp)
+    score = penalty * math.exp(math.fsum(0.25 * math.log(p) for p in precisions))
+    return round(score * 100, 4)
 
 
 def exact_match(prediction: str, reference: str) -> float:
