@@ -22,7 +22,7 @@ from hpcft.launch import config_yaml
 from hpcft.rundir import yaml_text
 from hpcft.sweep.multirun import hydra_app
 from hpcft.sweep.points import PointMaker, number_override
-from hpcft.sweep.yamlchunks import ChunkedYaml, TypedYaml
+from hpcft.sweep.yamlchunks import ChunkedYaml, TypedYaml, _entries, _entry
 
 BASE = ["model=tiny_llama", "cluster=slurmlab", "framework=llamafactory", "dry_run=true"]
 
@@ -158,3 +158,16 @@ def test_typed_yaml_is_config_yaml(sweep):
     typed = TypedYaml()
     for point in [*points, points[0]]:
         assert typed.text(point.cfg) == config_yaml(point.cfg)
+
+
+def test_entries_dumped_together_are_each_entry_s_own_dump():
+    values = {
+        ("hydra", "job", "num"): 3,
+        ("hydra", "overrides", "task"): ["a=1", "b=---", "- x"],
+        ("x",): "---",
+        ("y", "z"): "multi\nline\n---\nmore",
+        ("w", "v"): {"k": [1, {"a": "---"}]},
+        ("e",): {},
+    }
+    together = _entries(values)
+    assert together == {path: _entry(path, value) for path, value in values.items()}

@@ -27,6 +27,7 @@ from hpcft.config.secrets import check_secret, environment_secrets
 from hpcft.config.suites import validate_suites
 from hpcft.config.validate_site import validate_site
 from hpcft.errors import ConfigError
+from hpcft.once import once
 
 STAGE_ORDER = tuple(StageName)
 MAX_SEED = 2**32 - 1
@@ -184,8 +185,21 @@ def validate_secrets(cfg: HpcftConfig) -> None:
     those that reach a script, a job name, an sbatch option or a folder name: the whole config
     is written to the run's `config.yaml`, and framework arguments to its native files."""
     known = environment_secrets()
-    for key, value in text_values(cfg):
-        check_secret(key, value, known)
+    for f in dataclasses.fields(cfg):
+        _check_part(f.name, getattr(cfg, f.name), known)
+
+
+def _check_part(name: str, value: Any, known: dict[str, str]) -> None:
+    """One top-level part's text values. A part this command has checked already (the same
+    object: a sweep's points share all but the parts their values change) is not walked again."""
+
+    def check() -> Any:
+        for key, text in text_values(value, name):
+            check_secret(key, text, known)
+        return value
+
+    if once(("secrets checked", name, id(value), frozenset(known.items())), check) is not value:
+        check()  # another object now has that id
 
 
 def validate_common(cfg: HpcftConfig) -> None:

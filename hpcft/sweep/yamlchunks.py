@@ -10,9 +10,12 @@ that changes a few values re-dumps only the entries that hold them. The texts ar
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from enum import Enum
 from typing import Any
+
+import yaml
 
 from hpcft.rundir import yaml_text
 
@@ -29,6 +32,21 @@ def _nest(path: Path_, value: Any) -> Any:
 def _entry(path: Path_, value: Any) -> str:
     """The text of one entry as written inside its parents (their lines left out)."""
     return yaml_text(_nest(path, value)).split("\n", len(path) - 1)[-1]
+
+
+def _entries(values: Mapping[Path_, Any]) -> dict[Path_, str]:
+    """Each entry's text, as `_entry` gives it, from one `dump_all` of them all (a dump's
+    fixed cost is most of a small entry's): one document each, cut at the `---` lines PyYAML
+    writes between documents (a `---` inside a document is written quoted or indented)."""
+    if len(values) < 2:
+        return {path: _entry(path, value) for path, value in values.items()}
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    docs = [_nest(path, value) for path, value in values.items()]
+    text: str = yaml.dump_all(docs, Dumper=dumper, sort_keys=False, allow_unicode=True)
+    parts = re.split(r"(?m)^---\n", text)
+    if len(parts) != len(docs):
+        return {path: _entry(path, value) for path, value in values.items()}
+    return {path: part.split("\n", len(path) - 1)[-1] for path, part in zip(values, parts, strict=True)}
 
 
 def _header(path: Path_) -> str:
@@ -82,7 +100,8 @@ class ChunkedYaml:
             for path, new in (changes or {}).items():
                 tree = _set(tree, path, new)
             return yaml_text(tree)
-        return "".join(_entry(key, redone[key]) if key in redone else text for key, text in self.chunks.items())
+        texts = _entries(redone)
+        return "".join(texts.get(key, text) for key, text in self.chunks.items())
 
 
 def _set(tree: Any, path: Path_, new: Any) -> Any:
