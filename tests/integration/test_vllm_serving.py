@@ -20,6 +20,7 @@ import pytest
 from hpcft.configure import load_config
 from tests.conftest import TINY_LLAMA, needs_slurm, needs_training
 from tests.integration.helpers import FAST, REPO, hpcft, manifest, only_run, sacct_states, wait_final, wait_gone
+from tests.integration.lm_eval_by_hand import TASKS, TASKS_DIR, by_hand, scores
 
 SERVE_PYTHON = Path(os.environ.get("HPCFT_SERVE_VENV", REPO / ".venv-serve")) / "bin" / "python"
 needs_vllm = pytest.mark.skipif(not SERVE_PYTHON.exists(), reason="no vLLM environment (scripts/install.sh serve)")
@@ -41,8 +42,9 @@ def served(run_root: Path, *overrides: str) -> Iterator[Path]:
         assert set(states.values()) == {"COMPLETED"}, (states, sacct_states([ids["deploy"]]))
         yield run
     finally:
-        os.system(f"scancel {ids['deploy']} >/dev/null 2>&1")
+        cancelled = hpcft("cancel", str(run))  # what a user types to stop a kept server
         wait_gone([ids["deploy"]], timeout_s=120)
+        assert cancelled.returncode == 0, cancelled.stderr
 
 
 def without_chat_template(model: Path, out: Path) -> Path:
@@ -82,38 +84,74 @@ def with_a_row_past_the_context(out: Path) -> Path:
     return out
 
 
-def test_vllm_serves_the_adapter_beside_its_base_behind_the_run_key(run_root, tmp_path):
+@pytest.fixture(scope="module")
+def llm_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One real LLM pipeline served by vLLM, shared by the tests marked `vllm_llm`: the LoRA
+    adapter beside its base (a base model without a chat template), an eval set with a row past
+    the context, and two lm-eval suites (one multiple-choice, one generative, 10 rows each)."""
+    root = tmp_path_factory.mktemp("llm")
+    base = without_chat_template(TINY_LLAMA, root / "base_model")
+    evalset = with_a_row_past_the_context(root / "eval.json")
+    overrides = [f"model.path={base}", f"evalset={evalset}", "eval.max_refused_fraction=0.2"]
+    suites = [f"eval.suites=[{','.join(TASKS)}]", f"eval.suite_tasks_dir={TASKS_DIR}", "eval.suite_fewshot=2"]
+    with served(root / "runs", "model=tiny_llama", *overrides, *suites, *FAST) as run:
+        yield run
+
+
+@pytest.mark.xdist_group("vllm_llm")
+def test_vllm_serves_the_adapter_beside_its_base_behind_the_run_key(llm_run):
     import openai
 
-    base = without_chat_template(TINY_LLAMA, tmp_path / "base_model")
-    evalset = with_a_row_past_the_context(tmp_path / "eval.json")
-    overrides = [f"model.path={base}", f"evalset={evalset}", "eval.max_refused_fraction=0.2"]
-    with served(run_root, "model=tiny_llama", *overrides, *FAST) as run:
-        metrics = json.loads((run / "eval" / "metrics.json").read_text())
-        assert metrics["model"] == "tiny_llama-ft" and (metrics["rows"], metrics["refused"]) == (7, 1)
-        assert set(metrics["base"]) >= {"rouge-l", "bleu-4"}  # the base, from the same server
-        assert metrics["base"]["refused"] == 1  # vLLM refuses the long prompt (HTTP 400), for both
-        endpoint = json.loads((run / "deploy" / "endpoint.json").read_text())
-        key_file = Path(endpoint["api_key_file"])
-        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
-        key = key_file.read_text().strip()
-        assert len(key) >= 32 and "api_key" not in endpoint
-        leaked = [str(p) for p in run.rglob("*") if p.is_file() and p != key_file and key.encode() in p.read_bytes()]
-        assert leaked == []
+    run = llm_run
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    assert metrics["model"] == "tiny_llama-ft" and (metrics["rows"], metrics["refused"]) == (7, 1)
+    assert set(metrics["base"]) >= {"rouge-l", "bleu-4"}  # the base, from the same server
+    assert metrics["base"]["refused"] == 1  # vLLM refuses the long prompt (HTTP 400), for both
+    endpoint = json.loads((run / "deploy" / "endpoint.json").read_text())
+    key_file = Path(endpoint["api_key_file"])
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    key = key_file.read_text().strip()
+    assert len(key) >= 32 and "api_key" not in endpoint
+    leaked = [str(p) for p in run.rglob("*") if p.is_file() and p != key_file and key.encode() in p.read_bytes()]
+    assert leaked == []
 
-        client = openai.OpenAI(base_url=endpoint["base_url"], api_key=key, timeout=120)
-        names = {m.id for m in client.models.list()}
-        assert {"tiny_llama-ft", "tiny_llama-base"} <= names
-        ask = [{"role": "user", "content": "Which word goes with the cat?"}]
-        for name in ("tiny_llama-ft", "tiny_llama-base"):  # LLaMA-Factory's `default` template, for both
-            prompt = served_prompt(endpoint, key, name, ask)
-            assert prompt.startswith("Human: Which word goes with the cat?") and prompt.endswith("\nAssistant:"), prompt
-        answer = client.chat.completions.create(model="tiny_llama-ft", messages=ask, max_tokens=4, temperature=0)
-        assert answer.choices[0].message.content is not None
-        stream = client.chat.completions.create(model="tiny_llama-ft", messages=ask, max_tokens=4, stream=True)
-        assert len([chunk for chunk in stream]) >= 2
-        with pytest.raises(openai.AuthenticationError):
-            openai.OpenAI(base_url=endpoint["base_url"], api_key="wrong", max_retries=0).models.list()
+    client = openai.OpenAI(base_url=endpoint["base_url"], api_key=key, timeout=120)
+    names = {m.id for m in client.models.list()}
+    assert {"tiny_llama-ft", "tiny_llama-base"} <= names
+    ask = [{"role": "user", "content": "Which word goes with the cat?"}]
+    for name in ("tiny_llama-ft", "tiny_llama-base"):  # LLaMA-Factory's `default` template, for both
+        prompt = served_prompt(endpoint, key, name, ask)
+        assert prompt.startswith("Human: Which word goes with the cat?") and prompt.endswith("\nAssistant:"), prompt
+    answer = client.chat.completions.create(model="tiny_llama-ft", messages=ask, max_tokens=4, temperature=0)
+    assert answer.choices[0].message.content is not None
+    stream = client.chat.completions.create(model="tiny_llama-ft", messages=ask, max_tokens=4, stream=True)
+    assert len([chunk for chunk in stream]) >= 2
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=endpoint["base_url"], api_key="wrong", max_retries=0).models.list()
+
+
+@pytest.mark.xdist_group("vllm_llm")
+def test_suites_score_base_and_fine_tuned_as_lm_eval_does_by_hand(llm_run, tmp_path):
+    run = llm_run
+    suites = json.loads((run / "eval" / "suites.json").read_text())
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    endpoint = json.loads((run / "deploy" / "endpoint.json").read_text())
+    key = Path(endpoint["api_key_file"]).read_text().strip()
+    for label, side in (("fine_tuned", endpoint), ("base", endpoint["baseline"])):
+        hand = by_hand(side, key, tmp_path / label)
+        for task in TASKS:
+            assert scores(suites[label][task]["results"][task]) == scores(hand[task]), (label, task)
+        tuned_or_base = metrics if label == "fine_tuned" else metrics["base"]
+        assert tuned_or_base[f"{TASKS[0]}/acc"] == 100 * hand[TASKS[0]]["acc,none"]
+        assert tuned_or_base[f"{TASKS[1]}/exact_match"] == 100 * hand[TASKS[1]]["exact_match,none"]
+    assert {"rouge-l", "hpcft_mc/acc", "hpcft_mc/acc_norm"} <= set(metrics["gain"])
+    low, high = metrics["ci95"]["hpcft_mc/acc"]  # from lm-eval's own per-row samples
+    assert low <= metrics["gain"]["hpcft_mc/acc"] <= high
+    assert {"hpcft_mc/acc", "hpcft_gen/exact_match"} <= set(metrics["mcnemar_p"])
+    files = [p for p in run.rglob("*") if p.is_file() and p.name != "api_key"]
+    assert [str(p) for p in files if key.encode() in p.read_bytes()] == []
+    status = hpcft("status", str(run))
+    assert "hpcft_mc/acc=" in status.stdout, status.stdout
 
 
 LONG_PASSAGE = "The word is blue, and the cat sat on the mat. " * 120
