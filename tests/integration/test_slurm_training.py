@@ -100,6 +100,19 @@ def test_llamafactory_own_dpo_recipe_trains_unchanged_on_its_registry_data(run_r
     assert json.loads((run / "native" / "dataset_info.json").read_text())["dpo_en_demo"]["ranking"] is True
 
 
+def test_rows_far_shorter_than_the_cutoff_are_packed_and_train(run_root, tmp_path):
+    # 600 short rows at cutoff 1024: the plan packs them (neat_packing, said in the notes) and
+    # LLaMA-Factory trains on the packed sequences. RoPE has no position table: 1024 > 512 is fine.
+    rows = [{"instruction": f"Which word goes with item {i}?", "output": f"word{i % 7}"} for i in range(600)]
+    (data := tmp_path / "short.json").write_text(json.dumps(rows))
+    cap = ["+framework.args.max_steps=3", "+framework.args.preprocessing_num_workers=1"]
+    run, job_id = submit_train(run_root, *FAST, f"trainset={data}", "framework.cutoff_len=1024", *cap)
+    states = wait_final([job_id], timeout_s=600)
+    assert states[job_id] == "COMPLETED", logs(run)[-3000:]
+    assert "neat_packing: true" in (run / "native" / "train.yaml").read_text()
+    assert json.loads((run / "train" / "all_results.json").read_text())["epoch"] > 0
+
+
 @pytest.mark.fault
 def test_time_limited_train_is_requeued_and_resumes_from_its_checkpoint(run_root):
     # Bounded by wall time, not by work: training far longer than its 2-minute limit runs
