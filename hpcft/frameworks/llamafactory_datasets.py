@@ -27,8 +27,8 @@ from hpcft.frameworks.llamafactory_data import (
     parse_entry,
     read_registry,
     registered_entries,
-    row_check,
 )
+from hpcft.frameworks.llamafactory_rows import row_check
 from hpcft.jobs.spec import Conversation
 from hpcft.once import file_state, once
 
