@@ -12,7 +12,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from hpcft.config.overrides import hydra_value
-from hpcft.config.schema import ClusterConfig, DeployConfig
+from hpcft.config.run_schema import DeployConfig
+from hpcft.config.schema import ClusterConfig
 from hpcft.errors import UserError, unknown_name
 from hpcft.frameworks import framework_modules
 from hpcft.frameworks.base import native_argument_names

@@ -24,16 +24,8 @@ from omegaconf.errors import OmegaConfBaseException
 from hpcft.config.hydra_messages import keyed_cause, sweep_without_multirun, under_null, yaml_error
 from hpcft.config.overrides import hydra_value
 from hpcft.config.registry import default_framework, registered_frameworks
-from hpcft.config.schema import (
-    SCHEMAS,
-    DeployConfig,
-    EvalConfig,
-    HpcftConfig,
-    ModelKind,
-    SweepConfig,
-    WandbConfig,
-    register_schemas,
-)
+from hpcft.config.run_schema import DeployConfig, EvalConfig, WandbConfig
+from hpcft.config.schema import SCHEMAS, HpcftConfig, ModelKind, SweepConfig, register_schemas
 from hpcft.errors import ConfigError, UserError, unknown_name
 from hpcft.rundir import new_run_name
 from hpcft.yamlload import check_yaml_tree, read_yaml
