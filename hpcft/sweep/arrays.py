@@ -201,10 +201,7 @@ def submit_sweep(points: Sequence[SweepPoint], sweep_dir: Path, earlier: SweepRe
     the record of the sweep's batches submitted before this one."""
     sweep_name = sweep_dir.name
     arrays: list[ArrayRecord] = []
-    manifests = {p.num: new_manifest(p.pipeline, "slurm") for p in points}
-    for point in points:
-        manifests[point.num].sweep, manifests[point.num].overrides = str(sweep_dir), list(point.overrides)
-        write_new(point.pipeline.layout.manifest, json_text(manifests[point.num].to_json()))
+    manifests = new_run_records(points, sweep_dir)
 
     def record(status: str) -> SweepRecord:
         return sweep_record(points, sweep_dir, arrays, status, earlier)
@@ -235,6 +232,15 @@ def submit_sweep(points: Sequence[SweepPoint], sweep_dir: Path, earlier: SweepRe
             record("cancelled").write(sweep_dir)
         raise cls(f"submitting the sweep {verb}; cancelled {len(arrays)} arrays: {scheduler_reason(e)}") from None
     return sweep
+
+
+def new_run_records(points: Sequence[SweepPoint], sweep_dir: Path) -> dict[int, Manifest]:
+    """Each point's run record, written (status `submitting`) before the first `sbatch`."""
+    manifests = {p.num: new_manifest(p.pipeline, "slurm") for p in points}
+    for point in points:
+        manifests[point.num].sweep, manifests[point.num].overrides = str(sweep_dir), list(point.overrides)
+        write_new(point.pipeline.layout.manifest, json_text(manifests[point.num].to_json()))
+    return manifests
 
 
 def _remove_batch(points: Sequence[SweepPoint], sweep_dir: Path, earlier: SweepRecord | None) -> None:
