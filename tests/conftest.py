@@ -150,3 +150,16 @@ def stand_in_slurm(tmp_path, monkeypatch) -> StandInSlurm:
     slurm = StandInSlurm(tmp_path / "bin")
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     return slurm
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that share one real run are marked `xdist_group`; under `--dist loadgroup` xdist
+    sends each group to one worker by a suffix it adds to the node id. Where it could not add
+    it (pytest 9 with xdist 3.8), the groups would be split and every shared run made again
+    on several workers: refused, not silently slower."""
+    if not getattr(config.option, "loadgroup", False):  # set in xdist workers only
+        return
+    split = [item.nodeid for item in items if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
+    if split:
+        raise pytest.UsageError(f"xdist_group not applied to {split[0]} (pytest {pytest.__version__}): pin pytest")

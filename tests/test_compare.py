@@ -81,6 +81,9 @@ def served() -> Iterator[tuple[str, set[tuple[str, int]]]]:
         def log_message(self, *args: object) -> None:
             pass
 
+        def do_GET(self) -> None:  # the health route every served model has (hpcft.keyguard)
+            self.send(200, {})
+
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             i = int(body["messages"][-1]["content"].split()[-1])

@@ -130,6 +130,11 @@ def test_a_wrong_key_fails_the_eval_at_once_whatever_the_refusal_limit(tmp_path)
     """401 concerns every row, not one: no row is recorded as refused."""
 
     class Unauthorized(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # the open health route every served model has (hpcft.keyguard)
+            self.send_response(200 if self.path == "/health" else 401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
         def do_POST(self) -> None:
             self.send_response(401)
             self.send_header("Content-Length", "0")

@@ -27,6 +27,7 @@ import dataclasses
 import json
 import os
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,26 +42,40 @@ from hpcft.jobs.metrics import mean_scores, row_scores
 from hpcft.jobs.requeue import is_requeue
 from hpcft.jobs.spec import EvalJob, SuiteJob
 from hpcft.jobs.suites import Suites, joined, suite_rows, write_suites
+from hpcft.keyguard import HEALTH_PATH
 from hpcft.paired import gain_confidence
 from hpcft.rowscores import BASE, FINE_TUNED, ModelScores, digest, row_scores_path, write_row_scores
 from hpcft.rundir import RunLayout, read_json, write_atomic, write_json_atomic
 
 
 def published(layout: RunLayout) -> dict[str, Any] | None:
-    """The endpoint a server serves now: None before one is published, and after it stopped
-    (an earlier attempt's, before the deploy job's next attempt replaces it)."""
+    """The endpoint a server serves now: None before one is published, after it stopped (an
+    earlier attempt's, before the deploy job's next attempt replaces it), and while its server
+    does not answer its health route (a server that died with a full disk could not mark its
+    endpoint stopped: a requeued eval would otherwise ask a dead address)."""
     try:
         endpoint: dict[str, Any] = read_json(layout.endpoint)
     except (FileNotFoundError, ValueError):
         return None
-    return None if endpoint.get("stopped") else endpoint
+    return None if endpoint.get("stopped") or not healthy(endpoint) else endpoint
+
+
+def healthy(endpoint: dict[str, Any]) -> bool:
+    root = str(endpoint.get("base_url", "")).rstrip("/").removesuffix("/v1")
+    try:
+        with urllib.request.urlopen(root + HEALTH_PATH, timeout=10) as answer:
+            return bool(answer.status == 200)
+    except (OSError, ValueError):
+        return False
 
 
 def wait_endpoint(layout: RunLayout, timeout_s: int) -> dict[str, Any]:
-    """The endpoint once published; an error as soon as the deploy job failed or left the queue."""
-    deadline, deploy = time.monotonic() + timeout_s, DeployWatch(layout)
+    """The endpoint once published; an error as soon as the deploy job failed (in this eval's
+    attempt: a marker older than it is a requeued deploy's earlier attempt, which the deploy
+    clears when it starts again) or left the queue."""
+    deadline, deploy, started = time.monotonic() + timeout_s, DeployWatch(layout), time.time()
     while (endpoint := published(layout)) is None:
-        if layout.deploy_failed.exists():
+        if failed_since(layout.deploy_failed, started):
             raise RuntimeError(f"the deploy job failed: {layout.deploy_failed.read_text().strip()}")
         if job_id := deploy.left():
             raise RuntimeError(f"the deploy job {job_id} left the queue without publishing an endpoint")
@@ -68,6 +83,13 @@ def wait_endpoint(layout: RunLayout, timeout_s: int) -> dict[str, Any]:
             raise RuntimeError(f"no endpoint in {layout.endpoint} after {timeout_s} s")
         time.sleep(2)
     return endpoint
+
+
+def failed_since(marker: Path, started: float) -> bool:
+    try:
+        return marker.stat().st_mtime >= started - 2  # a clock tick's slack
+    except OSError:
+        return False
 
 
 def answer_all(
