@@ -1,4 +1,5 @@
-"""Pictures of a run: the training loss from the HF Trainer's own log, for any framework.
+"""Pictures of a run: the training loss from the HF Trainer's own log, for any framework,
+and the eval metric against the step of each scored checkpoint (`eval.checkpoints`).
 
 Both frameworks train with the HF Trainer, which keeps every logged loss in
 `trainer_state.json` (`log_history`), in the output folder at the end and in each
@@ -76,3 +77,34 @@ def ensure_loss_plot(train_dir: Path, title: str) -> Path | None:
     if path.is_file() or draw_loss([("train", loss_curve(train_dir))], path, title):
         return path
     return None
+
+
+def draw_checkpoints(
+    points: Sequence[tuple[int, float]], metric: str, best: int | None, path: Path, title: str
+) -> bool:
+    """The eval metric against the training step of each scored checkpoint (`eval.checkpoints`),
+    the best one ringed; False (nothing drawn) without two points."""
+    if len(points) < 2:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([s for s, _ in points], [v for _, v in points], marker="o")
+    for step, value in points:
+        if step == best:
+            ax.scatter([step], [value], s=160, facecolors="none", edgecolors="red", label=f"best: step {step}")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("step")
+    ax.set_ylabel(metric)
+    ax.set_title(title, fontsize="medium")
+    if best is not None:
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from hpcft.checkpoints import best_checkpoint_weights
 from hpcft.errors import UserError
 
 
@@ -168,12 +169,15 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
 
 
 def fine_tuned_weights(path: str | Path) -> Path:
-    """The folder holding a run's fine-tuned weights (`merged/`, then `train/`), or a model
-    folder's own; a clear error when there are none, never the base model instead."""
+    """The folder holding a run's fine-tuned weights (the best checkpoint's where the eval
+    picked one other than the final model: `eval.checkpoints`; else `merged/`, then `train/`),
+    or a model folder's own; a clear error when there are none, never the base model instead."""
     path = Path(path).expanduser()
     if not path.exists():
         raise UserError(f"{path}: no such run directory or model folder")
     is_run = (path / "manifest.json").is_file()
+    if is_run and (best := best_checkpoint_weights(path)) is not None:  # eval.checkpoints picked a checkpoint
+        return best
     # `train/merged_model`: a LoRA-trained FlagEmbedding decoder-only model, merged by FlagEmbedding.
     for folder in [path / "merged", path / "train" / "merged_model", path / "train"] if is_run else [path]:
         if any((folder / name).is_file() for name in WEIGHT_FILES):

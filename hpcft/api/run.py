@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hpcft.checkpoints import best_of
 from hpcft.client import EndpointClient
 from hpcft.config.schema import StageName
 from hpcft.errors import StageFailedError, UserError
@@ -103,6 +104,12 @@ class Run:
         data: dict[str, Any] = read_json(self.layout.metrics)
         return data
 
+    def best_checkpoint(self) -> dict[str, Any] | None:
+        """`eval.checkpoints`: the step the eval picked by the objective (`{step, path, metric,
+        value, direction, final}`), whose weights `model_path` gives; None when only the final
+        model was scored."""
+        return best_of(self.metrics())
+
     def predictions(self) -> list[dict[str, Any]]:
         """One `{prompt, label, predict}` per eval row (LLM runs)."""
         if not self.layout.predictions.is_file():
@@ -125,7 +132,8 @@ class Run:
 
     @property
     def model_path(self) -> Path:
-        """The fine-tuned weights: the merged model if deploy made one, else the train output."""
+        """The fine-tuned weights: the best checkpoint where the eval picked one
+        (`eval.checkpoints`), else the merged model if deploy made one, else the train output."""
         return fine_tuned_weights(self.path)
 
     def cancel(self, stage: str | None = None) -> list[str]:

@@ -1,7 +1,8 @@
 """`python -m hpcft report RUN_OR_SWEEP_DIR`: a run's or a sweep's results.
 
 A run: `report.md` with the metrics of the fine-tuned model beside its base (and the gain),
-and its loss curve (`train/training_loss.png`, drawn from the Trainer's log if the framework
+with `eval.checkpoints` each scored step's metrics and `checkpoints.png` (the metric vs the
+step, the best ringed), and its loss curve (`train/training_loss.png`, drawn from the Trainer's log if the framework
 drew none). A sweep: `report.csv` and `report.md` (one row per point: the hyper-parameters
 that vary across the sweep, then the eval metrics), one PNG per metric and varying
 hyper-parameter, and `report_loss.png` with every point's loss curve overlaid. An Optuna
@@ -23,11 +24,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hpcft.checkpoints import best_of, checkpoint_points
 from hpcft.cli.common import is_sweep, pointless_sweep, subcommand_parser
 from hpcft.errors import UserError
 from hpcft.manifest import read_manifest
-from hpcft.plots import draw_loss, ensure_loss_plot, loss_curve
-from hpcft.results import comparison_table, read_metrics
+from hpcft.plots import draw_checkpoints, draw_loss, ensure_loss_plot, loss_curve
+from hpcft.results import comparison_table, headline, read_metrics, table
 from hpcft.rundir import RunLayout, write_atomic
 from hpcft.study import controller_cause, controller_of
 from hpcft.sweep.controller import draw_study, write_trials
@@ -75,6 +77,7 @@ def run_report(run: Path, out: Path) -> int:
         lines += ["```", comparison_table(metrics), "```", ""]
     else:
         lines += ["No eval metrics yet.", ""]
+    lines += checkpoint_lines(run, metrics or {}, out)
     if plot:
         lines.append(f"![training loss]({plot})")
     text = "\n".join(lines) + "\n"
@@ -82,6 +85,29 @@ def run_report(run: Path, out: Path) -> int:
     print(text, end="")
     print(f"\nwrote {out}/report.md" + (f" and {plot}" if plot else " (no training log to plot yet)"))
     return 0
+
+
+def checkpoint_lines(run: Path, metrics: dict[str, Any], out: Path) -> list[str]:
+    """With `eval.checkpoints`: each scored step's metrics (the best marked), and the picture
+    of the objective's metric against the step (`checkpoints.png`); nothing otherwise."""
+    points, best = checkpoint_points(metrics), best_of(metrics)
+    if not points:
+        return []
+    names = [k for k in headline(points[-1].get("metrics", {})) if k not in ("rows", "refused")]
+
+    def label(p: dict[str, Any]) -> str:
+        is_best = best is not None and p["step"] == best["step"]
+        return f"{p['step']}" + (" final" if p.get("final") else "") + (" best" if is_best else "")
+
+    rows = [[label(p)] + [f"{float(p['metrics'][k]):.2f}" if k in p["metrics"] else "" for k in names] for p in points]
+    lines = ["```", table(rows, ["step", *names]), "```", ""]
+    metric = str(best["metric"]) if best else "rouge-l"
+    curve = [(int(p["step"]), float(p["metrics"][metric])) for p in points if metric in p.get("metrics", {})]
+    picture = out / "checkpoints.png"
+    title = f"{metric} by step, {len(curve)} checkpoints"
+    if draw_checkpoints(curve, metric, best["step"] if best else None, picture, title):
+        lines += [f"![{metric} by step]({picture})", ""]
+    return lines
 
 
 def main(argv: Sequence[str]) -> int:

@@ -22,6 +22,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from hpcft.checkpoints import best_summary
 from hpcft.cli.common import resolve_targets, subcommand_parser
 from hpcft.config.schema import StageName
 from hpcft.errors import UserError
@@ -43,7 +44,7 @@ def metric_summary(run: Path) -> str:
         return "(metrics.json unreadable)"
     gain = gains(metrics)
     shown = [f"{k}={v:.2f}" + (f" ({gain[k]:+.2f})" if k in gain else "") for k, v in headline(metrics).items()]
-    return "  ".join(filter(None, [*shown, general_summary(metrics)]))
+    return "  ".join(filter(None, [*shown, general_summary(metrics), best_summary(metrics)]))
 
 
 def eval_progress(run: Path) -> str:

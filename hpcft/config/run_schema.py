@@ -77,6 +77,13 @@ class EvalConfig:
     what fine-tuning cost elsewhere: folders in FlagEmbedding's evaluation layout
     (`corpus.jsonl`, `<split>_queries.jsonl`, `<split>_qrels.jsonl`; e.g. a BEIR or C-MTEB
     task saved where compute nodes can read it), each named by its folder."""
+    checkpoints: str = "last"
+    """Which of the trainer's saved checkpoints are scored on the eval set: `last` (the final
+    model only), `all` (every `checkpoint-<step>` that `framework.save_steps` saved, and the
+    final model), or `every_<n>` (those at multiples of n steps, n a multiple of save_steps).
+    Each is served as a LoRA adapter by the run's one vLLM server (LLaMA-Factory LoRA runs);
+    `metrics.json` records the metrics per step and the best step by `sweep.objective` (an
+    eval metric; else the headline one), which `load` and `Run.model_path` then give."""
     max_general_drop: float | None = None
     """The forgetting guard: the run is marked regressed (metrics.json `regressed`, `status`,
     `report`) when a general set's nDCG@10 drops by more than this many points; null: no guard."""

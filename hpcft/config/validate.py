@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from hpcft.checkpoints import checkpoint_every
 from hpcft.config.checks import (
     check_choice,
     check_mem,
@@ -101,6 +102,23 @@ def validate_deploy_eval(cfg: HpcftConfig) -> None:
             "eval.max_new_tokens",
             f"{e.max_new_tokens} leaves no room for a prompt in deploy.max_model_len={d.max_model_len}: the server"
             " refuses a request whose prompt and answer exceed the context; lower it or raise deploy.max_model_len",
+        )
+
+
+def validate_checkpoints(cfg: HpcftConfig) -> None:
+    """`eval.checkpoints`: a known value, in a run that evaluates, at steps checkpoints are
+    saved at (whether the framework can serve them is its adapter's check)."""
+    every = checkpoint_every(cfg.eval.checkpoints)
+    if every == 0:
+        return
+    if StageName.eval not in cfg.stages:
+        raise ConfigError("eval.checkpoints", f"{cfg.eval.checkpoints} scores checkpoints in the eval stage; add it")
+    save = cfg.framework.save_steps
+    if every > 1 and every % save:
+        raise ConfigError(
+            "eval.checkpoints",
+            f"{cfg.eval.checkpoints}: {every} steps is not a multiple of framework.save_steps={save},"
+            " so some chosen steps have no checkpoint",
         )
 
 
@@ -213,4 +231,5 @@ def validate_common(cfg: HpcftConfig) -> None:
     validate_model(cfg)
     validate_deploy_eval(cfg)
     validate_suites(cfg)
+    validate_checkpoints(cfg)
     validate_run(cfg)

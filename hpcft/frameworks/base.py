@@ -18,12 +18,13 @@ from typing import Any, ClassVar
 
 import yaml
 
+from hpcft.checkpoints import checkpoint_every
 from hpcft.config.checks import check_choice, check_positive
 from hpcft.config.schema import FrameworkConfig, HpcftConfig, ModelKind, StageName
 from hpcft.config.suites import suite_job
 from hpcft.deepspeed import deepspeed_json
 from hpcft.errors import ConfigError, DataError, unknown_name
-from hpcft.jobs.spec import PROGRESS_ENV, Conversation, DeployJob, EvalJob, TrainJob
+from hpcft.jobs.spec import PROGRESS_ENV, CheckpointEval, Conversation, DeployJob, EvalJob, TrainJob
 from hpcft.resources import BatchLayout, batch_layout
 from hpcft.rundir import RunLayout
 from hpcft.target import DeviceKind, Target, stage_targets
@@ -139,7 +140,24 @@ class FrameworkAdapter(ABC):
             chat_template=self.cfg.model.template,
             env=wandb_env(self.cfg, layout, "eval"),
             suites=suite_job(self.cfg),
+            checkpoints=self.checkpoint_eval(layout),
         )
+
+    def checkpoint_eval(self, layout: RunLayout) -> CheckpointEval | None:
+        """`eval.checkpoints` for the eval job: the metric the best checkpoint is picked by,
+        `sweep.objective` where it names an eval metric (a study's trials pick by what the
+        study optimises), else the headline one; a loss is minimised, a score maximised."""
+        if not checkpoint_every(self.cfg.eval.checkpoints):
+            return None
+        objective = self.cfg.sweep.objective or ""
+        headline = "rouge-l" if self.eval_task == "generation" else "ndcg@10"  # the study's default too
+        metric = objective.partition(".")[2] if objective.startswith("eval.") else headline
+        direction = "minimize" if "loss" in metric else "maximize"
+        return CheckpointEval(folder=str(layout.train_output), metric=metric, direction=direction)
+
+    def checkpoints_refused(self) -> str | None:
+        """Why this run cannot score its saved checkpoints (`eval.checkpoints`), or None."""
+        return f"{self.name} runs cannot serve their checkpoints side by side; LLaMA-Factory LoRA runs on vLLM can"
 
     def deepspeed_path(self, layout: RunLayout) -> str | None:
         """The DeepSpeed config the trainer gets (`--deepspeed`), when a ZeRO preset is chosen."""
@@ -212,6 +230,8 @@ class FrameworkAdapter(ABC):
             check_positive(f"framework.{name}", getattr(fw, name))
         if self.cfg.eval.general_sets and self.eval_task == "generation":
             raise ConfigError("eval.general_sets", "general retrieval sets score embedders; an LLM's are eval.suites")
+        if checkpoint_every(self.cfg.eval.checkpoints) and (why := self.checkpoints_refused()):
+            raise ConfigError("eval.checkpoints", f"{self.cfg.eval.checkpoints}: {why}")
         self.validate_native_args()
         self.validate_own()
         self.validate_data()

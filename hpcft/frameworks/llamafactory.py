@@ -15,6 +15,7 @@ from hpcft.config.checks import check_choice, check_positive, check_range
 from hpcft.config.schema import Executor, HpcftConfig, ModelKind
 from hpcft.errors import ConfigError
 from hpcft.frameworks.base import API_ENV, Files, FrameworkAdapter, Overridden
+from hpcft.frameworks.llamafactory_checkpoints import check_saved, checkpoint_serving, checkpoints_refused
 from hpcft.frameworks.llamafactory_compute import kernel_notes, planned_fa2, planned_liger
 from hpcft.frameworks.llamafactory_config import PRECISION_KEYS, Config, lf_settings
 from hpcft.frameworks.llamafactory_data import FORMATTINGS, Formatting, Stage
@@ -207,10 +208,14 @@ class Adapter(FrameworkAdapter):
 
     def validate_data(self) -> None:
         data = self.training_data()
+        check_saved(self.cfg, data.rows, self.batches(), self.native_values())
         if self.target.device.kind is DeviceKind.gpu:
             check_memory_fit(self.cfg, data)
         if "eval" in self.cfg.stages and self.cfg.evalset:
             eval_rows_check(self.cfg.evalset)
+
+    def checkpoints_refused(self) -> str | None:
+        return checkpoints_refused(self.fw.finetuning_type, self.backend())
 
     def eval_conversation(self, evalset: str) -> Conversation:
         """Alpaca rows (system, history, instruction + input; `output` the reference) or
@@ -357,6 +362,7 @@ class Adapter(FrameworkAdapter):
             and lf_settings(c).finetuning_type == "lora"
             and c.model == self.cfg.model
             and not c.eval.suites
+            and c.eval.checkpoints == "last"
             for c in points
         )
 
@@ -391,8 +397,10 @@ class Adapter(FrameworkAdapter):
         lora = self.fw.finetuning_type == "lora"
         second = self.scores_baseline and not lora
         util = 0.45 if second else None  # two servers share the GPUs
+        serving = checkpoint_serving(self.cfg.eval.checkpoints, str(layout.train_output), name) if lora else None
         if lora:
             main = self._vllm(layout, model.path, base_name, None, (name, str(layout.train_output), self.fw.lora_rank))
+            main = dataclasses.replace(main, checkpoints=serving is not None)
         else:
             main = self._vllm(layout, str(layout.train_output), name, util, None)
         base = self._vllm(layout, model.path, base_name, util, None)
@@ -409,4 +417,5 @@ class Adapter(FrameworkAdapter):
             ready_probe=READY_PROBE,
             ready_timeout_s=d.ready_timeout_s,
             keep_serving=d.keep_serving,
+            checkpoints=serving,
         )

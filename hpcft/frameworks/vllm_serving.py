@@ -74,6 +74,10 @@ class VllmServer:
     shared_loras: tuple[int, int] | None = None
     """A sweep's shared server: (how many adapters, their largest rank); each adapter's
     `--lora-modules` entry (`lora_module`) comes in where the command says `{models}`."""
+    checkpoints: bool = False
+    """With `lora`: the run's saved checkpoints' adapters are served beside it; the deploy job
+    lists them and fills in `{checkpoints}` (their `--lora-modules` entries), `{loras}` and
+    `{max_loras}` (hpcft.jobs.deploy_checkpoints)."""
     pooling: str | None = None
     """Embedders and rerankers: vLLM's pooling runner, with this pooling of token vectors
     (`MEAN`, `CLS`; vectors L2-normalised) for an embedder, or "classify" for a cross-encoder
@@ -103,7 +107,10 @@ class VllmServer:
                 argv += ["--pooler-config", json.dumps({"pooling_type": self.pooling})]
         if self.lora:
             name, path, rank = self.lora
-            argv += [*lora_flags(rank, 1), "--lora-modules", lora_module(name, path)]
+            argv += lora_flags(rank, 1)
+            if self.checkpoints:
+                argv += ["--max-loras", "{max_loras}", "--max-cpu-loras", "{loras}"]
+            argv += ["--lora-modules", lora_module(name, path), *(["{checkpoints}"] if self.checkpoints else [])]
         elif self.shared_loras:
             count, rank = self.shared_loras
             argv += [*lora_flags(rank, count), "--lora-modules", "{models}"]

@@ -24,6 +24,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from hpcft.jobs.deploy_checkpoints import served_checkpoints, with_checkpoints
 from hpcft.jobs.evalwatch import EvalWatch
 from hpcft.jobs.process import resolve
 from hpcft.jobs.spec import DeployJob
@@ -137,8 +138,8 @@ def endpoint_record(
 def serve(job: DeployJob, layout: RunLayout) -> None:
     """Start the server (and the base model's, when eval scores it too), publish the
     endpoint once every one answers, and serve until eval says stop."""
-    api_key = new_api_key(layout)
-    servers = [(job.model_name, job.serve_argv, job.port or free_port())]
+    api_key, checkpoints = new_api_key(layout), served_checkpoints(job)
+    servers = [(job.model_name, with_checkpoints(job, job.serve_argv, checkpoints), job.port or free_port())]
     if job.baseline_argv:
         servers.append((job.baseline_model_name, job.baseline_argv, free_port()))
     processes = [start_server(job, argv, name, port, api_key) for name, argv, port in servers]
@@ -146,8 +147,10 @@ def serve(job: DeployJob, layout: RunLayout) -> None:
     try:
         for process, url, (name, _, _) in zip(processes, urls, servers, strict=True):
             wait_ready(process, url + job.ready_path, job, api_key, name)
-        write_json_atomic(layout.endpoint, endpoint_record(job, layout, urls, servers[0][2]))
-        print(f"hpcft deploy: serving {', '.join(s[0] for s in servers)} at {', '.join(urls)}", flush=True)
+        record = endpoint_record(job, layout, urls, servers[0][2])
+        write_json_atomic(layout.endpoint, {**record, "checkpoints": checkpoints} if job.checkpoints else record)
+        names = [s[0] for s in servers] + [c["model"] for c in checkpoints]
+        print(f"hpcft deploy: serving {', '.join(names)} at {', '.join(urls)}", flush=True)
         wait_for_evals(processes, [layout], job.keep_serving)
     finally:
         for process in processes:

@@ -7,7 +7,8 @@ rerun resumes where it stopped and sends no answered row again. Then `<run>/eval
 (LLaMA-Factory's `predict_*` metrics, and the generation settings; beside the base model's:
 the gain, its 95 % paired bootstrap interval `ci95`, McNemar's `mcnemar_p` for exact match)
 and `<run>/eval/row_scores.json` (each row's scores, whose means the metrics are:
-`hpcft.rowscores`, read by `compare`).
+`hpcft.rowscores`, read by `compare`). With `eval.checkpoints`, each saved checkpoint the
+server publishes is asked and scored too, and the best step picked (hpcft.jobs.checkpoint_eval).
 
 Scoring needs no server: once every answer is in (both models, and the suites), the eval
 records it (`eval/answered.json`) and writes `<run>/deploy/stop`, so the deploy job's GPUs
@@ -33,9 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hpcft.checkpoints import best_summary
 from hpcft.client import EndpointClient, HTTPStatusError
 from hpcft.data import read_rows
 from hpcft.jobs.answers import REFUSED_ROW, Answers, answered, final_answers
+from hpcft.jobs.checkpoint_eval import checkpoint_predictions, scored_checkpoints, served_points
 from hpcft.jobs.conversation import Message, chat_request
 from hpcft.jobs.evalwatch import DeployWatch
 from hpcft.jobs.metrics import mean_scores, row_scores
@@ -146,6 +149,8 @@ class Answered:
     """The base model's served name (answers in `predictions_base.jsonl`); None: not served."""
     suites: bool
     """Whether the suites ran too (their results in `eval/suites.json`)."""
+    checkpoints: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    """The saved checkpoints asked too (`eval.checkpoints`): `{step, model, path}` each."""
 
     @staticmethod
     def read(layout: RunLayout) -> Answered | None:
@@ -158,20 +163,34 @@ class Answered:
         write_json_atomic(layout.eval / "answered.json", dataclasses.asdict(self))
 
 
+def client_settings(job: EvalJob) -> tuple[float, int, float]:
+    """A client's timeout, retries and first pause between retries."""
+    return job.request_timeout_s, job.retries, job.retry_backoff_s
+
+
 def ask_everything(job: EvalJob, layout: RunLayout, endpoint: dict[str, Any]) -> Answered:
     """Every eval row through the fine-tuned model and, when the deploy job serves it too, the
-    base model (each resuming past answers); then the suites; recorded once all are in."""
+    base model (each resuming past answers), and each saved checkpoint it publishes
+    (`eval.checkpoints`); then the suites; recorded once all are in."""
     rows = [r.row for r in read_rows(job.evalset)]
-    client = EndpointClient.from_endpoint(endpoint, job.request_timeout_s, job.retries, job.retry_backoff_s)
+    client = EndpointClient.from_endpoint(endpoint, *client_settings(job))
     answer_all(job, rows, client, Answers(layout.predictions, len(rows), layout.eval / "progress.json"))
     if baseline := endpoint.get("baseline"):
-        base_client = EndpointClient.from_endpoint(baseline, job.request_timeout_s, job.retries, job.retry_backoff_s)
+        base_client = EndpointClient.from_endpoint(baseline, *client_settings(job))
         base_answers = Answers(layout.eval / "predictions_base.jsonl", len(rows), layout.eval / "progress.json")
         answer_all(job, rows, base_client, base_answers)
+    points = served_points(job, endpoint)
+    for point in points:  # each checkpoint's adapter, on the same server
+        point_client = EndpointClient.from_endpoint({**endpoint, "model": point["model"]}, *client_settings(job))
+        progress = layout.eval / "progress.json"
+        answer_all(job, rows, point_client, Answers(checkpoint_predictions(layout, point["step"]), len(rows), progress))
     if job.suites:  # after the in-domain answers (hpcft.jobs.suites says why not beside them)
         write_suites(layout, Suites(job.suites, layout, endpoint).run())
     answered = Answered(
-        model=endpoint["model"], base_model=baseline["model"] if baseline else None, suites=bool(job.suites)
+        model=endpoint["model"],
+        base_model=baseline["model"] if baseline else None,
+        suites=bool(job.suites),
+        checkpoints=points,
     )
     answered.write(layout)
     return answered
@@ -192,6 +211,7 @@ def score_generation(job: EvalJob, layout: RunLayout, answered: Answered) -> dic
         base, models[BASE] = scored(base_records, job.max_refused_fraction, answered.base_model)
         record.update(base=base, gain={k: metrics[k] - base[k] for k in metrics if k in base})
         record.update(gain_confidence(models[BASE], tuned))
+    record.update(scored_checkpoints(job, layout, answered.checkpoints, answered.model, metrics, len(rows)))
     write_row_scores(row_scores_path(layout.root), job.evalset, digest(rows), len(rows), models)
     write_json_atomic(layout.metrics, record)
     return metrics
@@ -240,7 +260,8 @@ def evaluate_generation(job: EvalJob, layout: RunLayout) -> str:
     if job.suites:
         metrics = with_suites(read_json(layout.eval / "suites.json"), job.suites, layout, metrics)
     log_to_wandb(metrics, job.env)
-    return f"eval: {json.dumps(metrics)}"
+    best = best_summary(read_json(layout.metrics)) if job.checkpoints else ""
+    return f"eval: {json.dumps(metrics)}" + (f"; {best}" if best else "")
 
 
 def with_suites(

@@ -45,6 +45,35 @@ class PublishedModel:
 
 
 @dataclass(frozen=True, kw_only=True)
+class CheckpointServing:
+    """Saved checkpoints served beside the final LoRA adapter (`eval.checkpoints`): the deploy
+    job lists them when it starts (they exist only after training) and splices one
+    `--lora-modules` entry each where `serve_argv` says `{checkpoints}`, with their count for
+    `{loras}` and `{max_loras}`."""
+
+    folder: str
+    """The training output, whose `checkpoint-<step>` folders hold the adapters."""
+    every: int
+    """Serve the checkpoints at multiples of this many steps (1: all)."""
+    model_name: str
+    """The final adapter's served name; a checkpoint's is `<model_name>-step-<step>`."""
+    max_in_batch: int = 16
+    """Adapters one batch may mix (`--max-loras`); every one stays loaded (`--max-cpu-loras`)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckpointEval:
+    """The eval's part of `eval.checkpoints`: score every served checkpoint and pick the best."""
+
+    folder: str
+    """The training output (its `trainer_state.json` gives the final model's step)."""
+    metric: str
+    """The metric the best checkpoint is picked by (a key of the eval's metrics)."""
+    direction: str
+    """`maximize` or `minimize`."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class DeployJob:
     run_dir: str
     export_argv: list[str] | None
@@ -75,6 +104,8 @@ class DeployJob:
     published: tuple[PublishedModel, ...] = ()
     """A server shared by a sweep's points (vLLM serving every point's LoRA adapter beside
     one base model): each point's model; empty: this run's own `model_name`."""
+    checkpoints: CheckpointServing | None = None
+    """Saved checkpoints served beside the final adapter (`eval.checkpoints`); None: none."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -170,6 +201,8 @@ class EvalJob:
     base and fine-tuned (`eval.general_sets`, hpcft.jobs.general)."""
     max_general_drop: float | None = None
     """Points a general set's headline metric may drop before the run is marked regressed."""
+    checkpoints: CheckpointEval | None = None
+    """Score the saved checkpoints the server publishes too, and pick the best (`eval.checkpoints`)."""
 
 
 StageJob = TrainJob | DeployJob | EvalJob
