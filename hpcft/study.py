@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from hpcft.checkpoints import best_of
 from hpcft.errors import UserError
 from hpcft.results import headline, read_metrics, train_results
 from hpcft.rundir import innermost_error, tail, write_json_atomic
@@ -92,7 +93,13 @@ def stage_metrics(run: Path, stage: str) -> dict[str, Any]:
 
 
 def metric_value(run: Path, objective: Objective) -> float | None:
-    value = stage_metrics(run, objective.stage).get(objective.metric)
+    """The trial's value: its best checkpoint's where the eval picked one by this objective
+    (`eval.checkpoints`: the weights the trial leaves to use), else the final model's."""
+    best = best_of(read_metrics(run) or {}) if objective.stage == "eval" else None
+    if best and (best.get("metric"), best.get("direction")) == (objective.metric, objective.direction):
+        value = best.get("value")
+    else:
+        value = stage_metrics(run, objective.stage).get(objective.metric)
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 

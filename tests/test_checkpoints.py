@@ -20,6 +20,7 @@ from hpcft.jobs.deploy_checkpoints import served_checkpoints, with_checkpoints
 from hpcft.jobs.spec import CheckpointEval, CheckpointServing, DeployJob, EvalJob
 from hpcft.plan import build_pipeline
 from hpcft.rundir import RunLayout, fine_tuned_weights
+from hpcft.study import Objective, metric_value
 from tests.test_cli_refusals import refuse, sbatch_log  # noqa: F401 (a fixture)
 
 LLM = ["model=internlm2", "cluster=8gpu", "framework.save_steps=1"]
@@ -187,3 +188,12 @@ def test_status_report_and_load_show_the_best_checkpoint(tmp_path, capsys, run_r
     RunLayout(run).metrics.write_text(json.dumps({**metrics, "best_checkpoint": {**best, "final": True}}))
     with pytest.raises(Exception, match="no fine-tuned weights"):
         fine_tuned_weights(run)  # the final model: found as before (this dry run trained nothing)
+
+
+def test_a_study_trial_is_worth_its_best_checkpoint(tmp_path):
+    layout, metrics = scored_run(tmp_path)
+    layout.eval.mkdir(parents=True, exist_ok=True)
+    layout.metrics.write_text(json.dumps(metrics))
+    assert metric_value(layout.root, Objective(stage="eval", metric="rouge-l", direction="maximize")) == 100.0
+    assert metric_value(layout.root, Objective(stage="eval", metric="bleu-4", direction="maximize")) == 20.0  # final
+    assert metric_value(layout.root, Objective(stage="eval", metric="rouge-l", direction="minimize")) == 40.0
