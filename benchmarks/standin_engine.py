@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 import threading
 import time
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from itertools import product
 from typing import Any
 
 
@@ -36,6 +38,8 @@ class Engine:
     faults: Faults = field(default_factory=Faults)
     answered: Counter[str] = field(default_factory=Counter)
     """Prompt -> times answered successfully (shared across restarts when passed in)."""
+    answer_words: int = 0
+    """Words in each answer: 0 answers "answer to <prompt>"; N answers `prose(prompt, N)`."""
     dims: int = 384
     """Size of the stand-in embedding vectors (`/v1/embeddings`)."""
     context_chars: int | None = None
@@ -66,6 +70,21 @@ class Engine:
     def failing(self, number: int) -> bool:
         f = self.faults
         return f.fail_from is not None and number >= f.fail_from and (f.fail_until is None or number < f.fail_until)
+
+
+FUNCTION_WORDS = ["the", "of", "and", "to", "a", "in", "is", "it", "that", "for"]
+FUNCTION_WORDS += ["on", "was", "with", "as", "be", "by", "this", "are", "or", "from"]
+SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
+VOCABULARY = FUNCTION_WORDS + [a + b + "s" * (i % 3 == 0) for i, (a, b) in enumerate(product(SYLLABLES, repeat=2))]
+"""~4,900 words, most frequent first: with Zipf weights, about the word spread of English answers."""
+
+
+def prose(seed: str, words: int) -> str:
+    """`words` words drawn from a Zipf-like vocabulary, the same for the same seed: answers and
+    references of a realistic length and overlap for scoring."""
+    rng = random.Random(zlib.crc32(seed.encode()))
+    weights = [1 / rank for rank in range(1, len(VOCABULARY) + 1)]
+    return " ".join(rng.choices(VOCABULARY, weights, k=words)) + "."
 
 
 def stand_in_vector(text: str, dims: int) -> Any:
@@ -128,7 +147,8 @@ def _handler(engine: Engine) -> type[BaseHTTPRequestHandler]:
             with engine.slots:
                 time.sleep(engine.latency_s)
             engine.leave(prompt)
-            self._send(200, {"choices": [{"message": {"role": "assistant", "content": f"answer to {prompt}"}}]})
+            content = prose(prompt, engine.answer_words) if engine.answer_words else f"answer to {prompt}"
+            self._send(200, {"choices": [{"message": {"role": "assistant", "content": content}}]})
 
         def _send(self, code: int, data: dict[str, Any]) -> None:
             payload = json.dumps(data).encode()

@@ -7,7 +7,7 @@ import importlib.util
 
 import pytest
 
-from hpcft.jobs.metrics import bleu4, exact_match, rouge_scores, row_scores, score
+from hpcft.jobs.metrics import Words, bleu4, exact_match, lcs_length, rouge_scores, row_scores, score
 
 needs_llamafactory = pytest.mark.skipif(
     importlib.util.find_spec("llamafactory") is None, reason="the training extra is not installed"
@@ -97,3 +97,82 @@ def test_bleu4_equals_nltks_sentence_bleu_to_the_last_digit():
     for prediction, reference in pairs:
         expected = round(float(sentence_bleu([list(reference)], list(prediction), smoothing_function=smooth)) * 100, 4)
         assert bleu4(prediction, reference) == expected, (prediction, reference)
+
+
+def mixed_texts(seed: int, count: int) -> list[str]:
+    """Chinese, English, digits, jieba's block characters (+#&._%-), sentence ends, whitespace."""
+    import random
+
+    rng = random.Random(seed)
+    pieces = [
+        "今天",
+        "天气",
+        "很好",
+        "我们",
+        "机器学习",
+        "的",
+        "是",
+        "。",
+        "！",
+        "？",
+        "?",
+        "……",
+        "......",
+        "”",
+        "the",
+        "cat",
+        "sat",
+        "on",
+        "mat",
+        "C++",
+        "C#",
+        "3.14",
+        "50%",
+        "well-known",
+        "a&b",
+        " ",
+        "  ",
+        "\n",
+        "，",
+    ]
+
+    def text() -> str:
+        return "".join(rng.choice(pieces) + rng.choice(["", " "]) for _ in range(rng.randint(0, 40)))
+
+    return [text() for _ in range(count)]
+
+
+def test_words_are_jiebas_cut_of_the_whole_text():
+    import jieba
+
+    words = Words()
+    for text in mixed_texts(3, 1500) + [p for pair in FIXED for p in pair]:
+        assert words.of(text) == list(jieba.cut(text)), text
+
+
+def test_rouge_equals_rouge_chineses_get_scores_on_jieba_words():
+    """The scores LLaMA-Factory's ComputeSimilarity computes per row, by the libraries themselves."""
+    import jieba
+    from rouge_chinese import Rouge
+
+    texts = mixed_texts(5, 3000)
+    for prediction, reference in zip(texts[::2], texts[1::2], strict=True):
+        hypothesis, ref = " ".join(jieba.cut(prediction)), " ".join(jieba.cut(reference))
+        mine = rouge_scores(prediction, reference)
+        if not hypothesis.split() or not ref.split():
+            assert mine == dict.fromkeys(mine, 0.0)
+            continue
+        theirs = Rouge().get_scores(hypothesis, ref)[0]
+        assert mine == {key: round(theirs[key]["f"] * 100, 4) for key in mine}, (prediction, reference)
+
+
+def test_lcs_length_equals_rouge_chineses_table():
+    import random
+
+    from rouge_chinese.rouge_score import _len_lcs
+
+    rng = random.Random(11)
+    for _ in range(500):
+        a = [rng.choice("abcde") for _ in range(rng.randint(0, 70))]
+        b = [rng.choice("abcdef") for _ in range(rng.randint(0, 70))]
+        assert lcs_length(a, b) == _len_lcs(a, b)
