@@ -6,7 +6,6 @@ stage by hand: `llamafactory-cli train <run>/native/train.yaml`.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Sequence
 from typing import Any, cast
@@ -15,9 +14,9 @@ from hpcft.config.checks import check_choice, check_positive, check_range
 from hpcft.config.schema import Executor, HpcftConfig, ModelKind
 from hpcft.errors import ConfigError
 from hpcft.frameworks.base import API_ENV, Files, FrameworkAdapter, Overridden
-from hpcft.frameworks.llamafactory_checkpoints import check_saved, checkpoint_serving, checkpoints_refused
+from hpcft.frameworks.llamafactory_checkpoints import check_saved, checkpoints_refused
 from hpcft.frameworks.llamafactory_compute import kernel_notes, planned_fa2, planned_liger
-from hpcft.frameworks.llamafactory_config import PRECISION_KEYS, Config, lf_settings
+from hpcft.frameworks.llamafactory_config import PRECISION_KEYS, Config
 from hpcft.frameworks.llamafactory_data import FORMATTINGS, Formatting, Stage
 from hpcft.frameworks.llamafactory_datasets import (
     STAGE_RANKING,
@@ -34,9 +33,9 @@ from hpcft.frameworks.llamafactory_memory import (
     planned_packing,
 )
 from hpcft.frameworks.llamafactory_native import check_job_fit, check_recipe, native_yaml_values, read_native_config
-from hpcft.frameworks.vllm_serving import READY_PROBE, VllmServer, lora_module
-from hpcft.jobs.spec import Conversation, DeployJob, EvalJob, PublishedModel, TrainJob
-from hpcft.resources import BatchLayout, batch_layout, deploy_gpus
+from hpcft.frameworks.llamafactory_vllm import backend_of, shared_vllm_job, shares_server, vllm_job
+from hpcft.jobs.spec import Conversation, DeployJob, EvalJob, TrainJob
+from hpcft.resources import BatchLayout, batch_layout
 from hpcft.rundir import RunLayout, yaml_text
 from hpcft.target import DeviceKind
 from hpcft.tracking import report_to
@@ -283,7 +282,7 @@ class Adapter(FrameworkAdapter):
         return str(layout.merged if self.fw.finetuning_type == "lora" else layout.train_output)
 
     def backend(self) -> str:
-        return self.cfg.deploy.backend or ("vllm" if self.cfg.cluster.gpus_per_node > 0 else "huggingface")
+        return backend_of(self.cfg)
 
     def deploy_files(self, layout: RunLayout) -> Files:
         if self.backend() == "vllm":  # vLLM takes its settings as arguments: record them
@@ -330,92 +329,11 @@ class Adapter(FrameworkAdapter):
             keep_serving=d.keep_serving,
         )
 
-    def _vllm(
-        self,
-        layout: RunLayout,
-        weights: str,
-        served_name: str,
-        util: float | None,
-        lora: tuple[str, str, int] | None,
-        shared_loras: tuple[int, int] | None = None,
-    ) -> VllmServer:
-        gpus = deploy_gpus(self.cfg)
-        return VllmServer(
-            weights=weights,
-            tokenizer=str(layout.train_output),  # the one trained with (see vllm_serving)
-            served_name=served_name,
-            gpus=gpus,
-            trust_remote_code=self.cfg.model.trust_remote_code,
-            max_model_len=self.cfg.deploy.max_model_len,
-            gpu_memory_utilization=util if gpus else None,
-            lora=lora,
-            shared_loras=shared_loras,
-        )
-
     def shares_server_with(self, others: Sequence[HpcftConfig]) -> bool:
-        """Whether one vLLM server can serve this point and the others: LoRA adapters over
-        the same base model, served by vLLM, without standard suites (their log-likelihood
-        requests must not share a batch on a LoRA server: hpcft.jobs.suites)."""
-        points = [self.cfg, *others]
-        return len(points) > 1 and all(
-            Adapter(c).backend() == "vllm"
-            and lf_settings(c).finetuning_type == "lora"
-            and c.model == self.cfg.model
-            and not c.eval.suites
-            and c.eval.checkpoints == "last"
-            for c in points
-        )
+        return shares_server(self.cfg, others)
 
     def shared_deploy_job(self, points: Sequence[tuple[HpcftConfig, RunLayout]]) -> DeployJob | None:
-        """One vLLM server for a sweep's LoRA points over one base model (vLLM multi-LoRA): the
-        base loaded once, point i's adapter served as `<model>-ft-<i>`, instead of one server
-        per point each holding its GPUs. None where the points cannot share one."""
-        if not self.shares_server_with([c for c, _ in points[1:]]):
-            return None
-        model = self.cfg.model
-        rank = max(lf_settings(c).lora_rank for c, _ in points)
-        published = tuple(
-            PublishedModel(
-                run_dir=str(layout.root),
-                model_name=f"{model.name}-ft-{i}",
-                weights=str(layout.train_output),
-                args=(lora_module(f"{model.name}-ft-{i}", str(layout.train_output)),),
-            )
-            for i, (_, layout) in enumerate(points)
-        )
-        server = self._vllm(points[0][1], model.path, f"{model.name}-base", None, None, (len(points), rank))
-        alone = self._vllm_job(points[0][1])
-        return dataclasses.replace(
-            alone, serve_argv=server.argv(), model_name=published[0].model_name, published=published
-        )
+        return shared_vllm_job(self.cfg, points, self.scores_baseline)
 
     def _vllm_job(self, layout: RunLayout) -> DeployJob:
-        """vLLM serving the adapter beside its base (one server), or the trained weights (and,
-        for the baseline, the base on a second server)."""
-        model, d = self.cfg.model, self.cfg.deploy
-        name, base_name = f"{model.name}-ft", f"{model.name}-base"
-        lora = self.fw.finetuning_type == "lora"
-        second = self.scores_baseline and not lora
-        util = 0.45 if second else None  # two servers share the GPUs
-        serving = checkpoint_serving(self.cfg.eval.checkpoints, str(layout.train_output), name) if lora else None
-        if lora:
-            main = self._vllm(layout, model.path, base_name, None, (name, str(layout.train_output), self.fw.lora_rank))
-            main = dataclasses.replace(main, checkpoints=serving is not None)
-        else:
-            main = self._vllm(layout, str(layout.train_output), name, util, None)
-        base = self._vllm(layout, model.path, base_name, util, None)
-        return DeployJob(
-            run_dir=str(layout.root),
-            export_argv=None,
-            serve_argv=main.argv(),
-            model_name=name,
-            env=main.env(),
-            baseline_argv=base.argv() if second else None,
-            baseline_model_name=base_name if self.scores_baseline else "",
-            port=d.port,
-            ready_path="/v1/chat/completions",
-            ready_probe=READY_PROBE,
-            ready_timeout_s=d.ready_timeout_s,
-            keep_serving=d.keep_serving,
-            checkpoints=serving,
-        )
+        return vllm_job(self.cfg, layout, self.scores_baseline)
