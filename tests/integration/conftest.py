@@ -54,6 +54,7 @@ FIRST = (
     "test_disk_faults.py",
     "test_job_faults.py",
     "test_vllm_serving.py",
+    "test_vllm_checkpoints.py",
 )
 """Modules whose tests mostly wait (requeues, time limits, arrays, servers): started first, so
 that the CPU-bound tests run beside their waits rather than after them (scripts/test.sh)."""
