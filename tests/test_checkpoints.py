@@ -24,6 +24,8 @@ from hpcft.study import Objective, metric_value
 from tests.test_cli_refusals import refuse, sbatch_log  # noqa: F401 (a fixture)
 
 LLM = ["model=internlm2", "cluster=8gpu", "framework.save_steps=1"]
+TINY_6_STEPS = ["framework.num_train_epochs=1", "framework.per_device_train_batch_size=4", "deploy.backend=vllm"]
+TINY_6_STEPS += ["framework.gradient_accumulation_steps=1"]  # the demo's 24 rows, 4 a step
 
 
 @pytest.mark.parametrize(("value", "every"), [("last", 0), ("all", 1), ("every_4", 4), ("every_100", 100)])
@@ -50,6 +52,16 @@ def test_another_value_is_refused_with_the_valid_ones(value):
         (["eval.checkpoints=all", "deploy.backend=huggingface"], "deploy.backend=huggingface serves one model"),
         (["eval.checkpoints=all", "framework.save_steps=500"], "framework.save_steps=500 saves no checkpoint before"),
         (["model=minilm", "eval.checkpoints=all"], "flagembedding runs cannot serve their checkpoints"),
+        (
+            [
+                "eval.checkpoints=every_8",
+                "model=tiny_llama",
+                "cluster=slurmlab",
+                "framework.save_steps=2",
+                *TINY_6_STEPS,
+            ],
+            "every_8: no checkpoint before the last of this run's 6 steps (24 rows) is at a multiple of 8",
+        ),
     ],
 )
 def test_a_run_that_cannot_score_its_checkpoints_is_refused_in_one_line(overrides, said, capsys, sbatch_log, run_root):  # noqa: F811

@@ -43,24 +43,29 @@ def planned_steps(rows: int, batches: BatchLayout, epochs: float, values: dict[s
     return max(1, math.ceil(per_epoch * epochs))
 
 
-def no_checkpoint_saved(save_steps: int, steps: int, rows: int) -> str | None:
-    """Why training saves no checkpoint before its last step (nothing to compare), or None.
-    The count ignores packing, which only makes the steps fewer."""
-    if save_steps < steps:
-        return None
-    return (
-        f"framework.save_steps={save_steps} saves no checkpoint before the last of this run's {steps} steps"
-        f" ({rows} rows): lower framework.save_steps, or use eval.checkpoints=last"
-    )
+def no_checkpoint_saved(every: int, save_steps: int, steps: int, rows: int) -> str | None:
+    """Why no checkpoint would be scored before the last step (nothing to compare): training
+    saves none before it, or `every_<n>` chooses none; None where some would be. The count
+    ignores packing, which only makes the steps fewer."""
+    if save_steps >= steps:
+        return (
+            f"framework.save_steps={save_steps} saves no checkpoint before the last of this run's {steps} steps"
+            f" ({rows} rows): lower framework.save_steps, or use eval.checkpoints=last"
+        )
+    if every >= steps:
+        return f"no checkpoint before the last of this run's {steps} steps ({rows} rows) is at a multiple of {every}"
+    return None
 
 
 def check_saved(cfg: HpcftConfig, rows: int, batches: BatchLayout, values: dict[str, Any]) -> None:
-    """Refuse `eval.checkpoints` other than `last` where training would save no checkpoint to
-    compare (`values`: the native settings the trainer gets)."""
-    if not checkpoint_every(cfg.eval.checkpoints):
+    """Refuse `eval.checkpoints` other than `last` where no checkpoint would be scored beside
+    the final model (`values`: the native settings the trainer gets)."""
+    every = checkpoint_every(cfg.eval.checkpoints)
+    if not every:
         return
     steps = planned_steps(rows, batches, cfg.framework.num_train_epochs, values)
-    if why := no_checkpoint_saved(int(values.get("save_steps") or cfg.framework.save_steps), steps, rows):
+    save_steps = int(values.get("save_steps") or cfg.framework.save_steps)
+    if why := no_checkpoint_saved(every, save_steps, steps, rows):
         raise ConfigError("eval.checkpoints", f"{cfg.eval.checkpoints}: {why}")
 
 
