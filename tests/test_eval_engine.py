@@ -164,10 +164,10 @@ def test_the_server_is_released_once_every_answer_is_in_before_scoring(tmp_path,
 
     with Server(Engine(latency_s=0.001)) as server:
         job, layout = eval_run(tmp_path, 300, server)
-        real = evaluate_module.row_scores
+        real = evaluate_module.row_scores_of
         seen: list[bool] = []
         monkeypatch.setattr(
-            evaluate_module, "row_scores", lambda p, r: seen.append(layout.stop_serving.exists()) or real(p, r)
+            evaluate_module, "row_scores_of", lambda models: seen.append(layout.stop_serving.exists()) or real(models)
         )
         run_eval(job)
     assert seen == [True], seen  # one scoring (no base model served), after the release

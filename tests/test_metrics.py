@@ -7,7 +7,7 @@ import importlib.util
 
 import pytest
 
-from hpcft.jobs.metrics import Words, bleu4, exact_match, lcs_length, rouge_scores, row_scores, score
+from hpcft.jobs.metrics import Words, bleu4, exact_match, lcs_length, rouge_scores, row_scores, row_scores_of, score
 
 needs_llamafactory = pytest.mark.skipif(
     importlib.util.find_spec("llamafactory") is None, reason="the training extra is not installed"
@@ -78,6 +78,15 @@ def test_scoring_in_worker_processes_gives_the_same_numbers_in_the_same_order():
     parallel = row_scores(predictions, references, workers=2, parallel_from=1)
     assert parallel == serial and len(serial["rouge-l"]) == 120
     assert serial["exact_match"][0] == 0.0 and serial["exact_match"][1] == 100.0  # rows stay in order
+
+
+def test_models_scored_together_score_as_each_alone():
+    """One pool for every model, rows regrouped by reference: each model's rows come back in its order."""
+    references = [f"reference {i % 7} 回答 {i % 3}" for i in range(60)]
+    tuned = [r if i % 2 else f"other {i}" for i, r in enumerate(references)]
+    base = [f"base {i} 回答" for i in range(40)]
+    together = row_scores_of([(tuned, references), (base, references[:40])], workers=2, parallel_from=1)
+    assert together == [row_scores(tuned, references, workers=1), row_scores(base, references[:40], workers=1)]
 
 
 def test_bleu4_equals_nltks_sentence_bleu_to_the_last_digit():

@@ -41,7 +41,7 @@ from hpcft.jobs.answers import REFUSED_ROW, Answers, answered, final_answers
 from hpcft.jobs.checkpoint_eval import checkpoint_predictions, scored_checkpoints, served_points
 from hpcft.jobs.conversation import Message, chat_request
 from hpcft.jobs.evalwatch import DeployWatch
-from hpcft.jobs.metrics import mean_scores, row_scores
+from hpcft.jobs.metrics import mean_scores, row_scores_of
 from hpcft.jobs.requeue import is_requeue
 from hpcft.jobs.spec import EvalJob, SuiteJob
 from hpcft.jobs.suites import Suites, joined, suite_rows, write_suites
@@ -124,17 +124,28 @@ def ask(client: EndpointClient, item: tuple[int, list[Message], str], max_tokens
         return {**record, "refused": str(e)}
 
 
-def scored(
-    records: list[dict[str, Any]], max_refused_fraction: float, model: str
-) -> tuple[dict[str, float], ModelScores]:
-    """The metrics of the answered records, and how many the server refused (where any); and
-    the per-row scores they are the means of."""
+def scored(kept: dict[str, tuple[list[dict[str, Any]], int]], models: dict[str, str]) -> dict[str, ModelScores]:
+    """Each model's per-row scores of its kept records (`kept`: records, rows refused), all
+    scored in one pool of the job's CPUs; `models`: the served names."""
+    answers = [([r["predict"] for r in records], [r["label"] for r in records]) for records, _ in kept.values()]
+    per_model = row_scores_of(answers)
+    return {
+        name: ModelScores(models[name], [int(r["index"]) for r in records], per_row)
+        for (name, (records, _)), per_row in zip(kept.items(), per_model, strict=True)
+    }
+
+
+def metrics_of(scores: ModelScores, refused: int) -> dict[str, float]:
+    """The means of a model's row scores, and how many rows the server refused (where any)."""
+    metrics = mean_scores(scores.scores)
+    return {**metrics, "refused": float(refused)} if refused else metrics
+
+
+def kept_answers(path: Path, total: int, max_refused_fraction: float) -> tuple[list[dict[str, Any]], int]:
+    """The records the server answered, and how many rows it refused."""
+    records = final_answers(path, total)
     kept = answered(records, max_refused_fraction)
-    per_row = row_scores([r["predict"] for r in kept], [r["label"] for r in kept])
-    metrics = mean_scores(per_row)
-    if len(kept) != len(records):
-        metrics["refused"] = float(len(records) - len(kept))
-    return metrics, ModelScores(model, [int(r["index"]) for r in kept], per_row)
+    return kept, len(records) - len(kept)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -198,19 +209,22 @@ def ask_everything(job: EvalJob, layout: RunLayout, endpoint: dict[str, Any]) ->
 
 def score_generation(job: EvalJob, layout: RunLayout, answered: Answered) -> dict[str, float]:
     """The metrics of the kept answers, the gain over the base and its 95 % interval; each
-    row's scores in `eval/row_scores.json`. Scored in the job's CPUs (hpcft.jobs.metrics)."""
+    row's scores in `eval/row_scores.json`. Both models scored together in the job's CPUs
+    (hpcft.jobs.metrics: each reference analysed once)."""
     rows = [r.row for r in read_rows(job.evalset)]
     print(f"eval: scoring {len(rows)} rows per model", flush=True)
-    records = final_answers(layout.predictions, len(rows))
-    metrics, tuned = scored(records, job.max_refused_fraction, answered.model)
+    served = {FINE_TUNED: (layout.predictions, answered.model)}
+    if answered.base_model:
+        served[BASE] = (layout.eval / "predictions_base.jsonl", answered.base_model)
+    kept = {name: kept_answers(path, len(rows), job.max_refused_fraction) for name, (path, _) in served.items()}
+    models = scored(kept, {name: model for name, (_, model) in served.items()})
+    metrics = metrics_of(models[FINE_TUNED], kept[FINE_TUNED][1])
     settings = {"temperature": 0.0, "max_tokens": job.max_new_tokens, "chat_template": job.chat_template}
     record: dict[str, Any] = {**metrics, "model": answered.model, "evalset": job.evalset, "generation": settings}
-    models = {FINE_TUNED: tuned}
     if answered.base_model:
-        base_records = final_answers(layout.eval / "predictions_base.jsonl", len(rows))
-        base, models[BASE] = scored(base_records, job.max_refused_fraction, answered.base_model)
+        base = metrics_of(models[BASE], kept[BASE][1])
         record.update(base=base, gain={k: metrics[k] - base[k] for k in metrics if k in base})
-        record.update(gain_confidence(models[BASE], tuned))
+        record.update(gain_confidence(models[BASE], models[FINE_TUNED]))
     record.update(scored_checkpoints(job, layout, answered.checkpoints, answered.model, metrics, len(rows)))
     write_row_scores(row_scores_path(layout.root), job.evalset, digest(rows), len(rows), models)
     write_json_atomic(layout.metrics, record)
