@@ -27,7 +27,10 @@ def checkpoints_refused(finetuning_type: str, backend: str) -> str | None:
             " models (use framework.finetuning_type=lora, or eval.checkpoints=last)"
         )
     if backend != "vllm":
-        return f"one vLLM server serves every checkpoint's adapter; deploy.backend={backend} serves one model"
+        return (
+            f"one vLLM server serves every checkpoint's adapter; deploy.backend={backend} serves one model"
+            " (use deploy.backend=vllm)"
+        )
     return None
 
 
