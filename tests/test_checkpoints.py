@@ -5,6 +5,7 @@ tests/integration/test_vllm_checkpoints.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from hpcft.jobs.checkpoint_eval import checkpoint_predictions, scored_checkpoint
 from hpcft.jobs.deploy_checkpoints import served_checkpoints, with_checkpoints
 from hpcft.jobs.spec import CheckpointEval, CheckpointServing, DeployJob, EvalJob
 from hpcft.plan import build_pipeline
-from hpcft.rundir import RunLayout, fine_tuned_weights
+from hpcft.rundir import RunLayout, fine_tuned_weights, write_json_atomic
 from hpcft.study import Objective, metric_value
 from tests.test_cli_refusals import refuse, sbatch_log  # noqa: F401 (a fixture)
 
@@ -209,3 +210,28 @@ def test_a_study_trial_is_worth_its_best_checkpoint(tmp_path):
     assert metric_value(layout.root, Objective(stage="eval", metric="rouge-l", direction="maximize")) == 100.0
     assert metric_value(layout.root, Objective(stage="eval", metric="bleu-4", direction="maximize")) == 20.0  # final
     assert metric_value(layout.root, Objective(stage="eval", metric="rouge-l", direction="minimize")) == 40.0
+
+
+def test_the_eval_asks_each_published_checkpoint_once_and_a_requeue_scores_them_from_disk(tmp_path):
+    """Against a stand-in engine (it answers every model alike: a tie, the earliest step wins)."""
+    from benchmarks.standin_engine import Engine, Server
+    from hpcft.jobs.evaluate import run_eval
+    from tests.test_eval_engine import eval_run
+
+    folder = tmp_path / "train"
+    saved(folder, [2], final=4)
+    spec = CheckpointEval(folder=str(folder), metric="rouge-l", direction="maximize")
+    with Server(Engine(latency_s=0.001)) as server:
+        job, layout = eval_run(tmp_path, 20, server, checkpoints=spec)
+        point = {"step": 2, "model": "standin-step-2", "path": str(folder / "checkpoint-2")}
+        write_json_atomic(layout.endpoint, {**server.endpoint, "checkpoints": [point]})
+        run_eval(job)
+        assert server.engine.arrivals == 40  # the final adapter's 20 rows, then the checkpoint's
+    first = json.loads(layout.metrics.read_text())
+    assert [(p["step"], p["model"]) for p in first["checkpoints"]] == [(2, "standin-step-2"), (4, "standin")]
+    assert first["checkpoints"][0]["metrics"] == first["checkpoints"][1]["metrics"]
+    assert first["best_checkpoint"]["step"] == 2 and first["best_checkpoint"]["path"] == point["path"]
+    write_json_atomic(layout.endpoint, {**server.endpoint, "checkpoints": [point], "stopped": True})
+    layout.metrics.unlink()  # requeued while scoring, the server gone
+    run_eval(dataclasses.replace(job, endpoint_timeout_s=1))
+    assert json.loads(layout.metrics.read_text()) == first

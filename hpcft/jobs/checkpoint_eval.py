@@ -14,7 +14,7 @@ from typing import Any
 
 from hpcft.checkpoints import final_step, pick_best
 from hpcft.jobs.answers import answered, final_answers
-from hpcft.jobs.metrics import mean_scores, row_scores
+from hpcft.jobs.metrics import mean_scores, row_scores_of
 from hpcft.jobs.spec import CheckpointEval, EvalJob
 from hpcft.rundir import RunLayout
 
@@ -30,13 +30,18 @@ def served_points(job: EvalJob, endpoint: dict[str, Any]) -> list[dict[str, Any]
     return [dict(p) for p in found] if isinstance(found, list) else []
 
 
-def checkpoint_metrics(job: EvalJob, layout: RunLayout, step: int, total: int) -> dict[str, float]:
-    """The metrics of one checkpoint's kept answers (scored as the final model's are)."""
-    records = answered(final_answers(checkpoint_predictions(layout, step), total), job.max_refused_fraction)
-    metrics = mean_scores(row_scores([r["predict"] for r in records], [r["label"] for r in records]))
-    if len(records) != total:
-        metrics["refused"] = float(total - len(records))
-    return metrics
+def checkpoint_metrics(job: EvalJob, layout: RunLayout, steps: list[int], total: int) -> list[dict[str, float]]:
+    """The metrics of each checkpoint's kept answers, scored as the final model's are, all in
+    one pool of the job's CPUs (hpcft.jobs.metrics: each reference analysed once)."""
+    kept = [answered(final_answers(checkpoint_predictions(layout, s), total), job.max_refused_fraction) for s in steps]
+    answers = [([r["predict"] for r in records], [r["label"] for r in records]) for records in kept]
+    out = []
+    for records, per_row in zip(kept, row_scores_of(answers) if answers else [], strict=True):
+        metrics = mean_scores(per_row)
+        if len(records) != total:
+            metrics["refused"] = float(total - len(records))
+        out.append(metrics)
+    return out
 
 
 def best_record(spec: CheckpointEval, points: list[dict[str, Any]]) -> dict[str, Any]:
@@ -58,7 +63,8 @@ def scored_checkpoints(
     spec = job.checkpoints
     if spec is None:
         return {}
-    points = [{**p, "metrics": checkpoint_metrics(job, layout, int(p["step"]), total)} for p in asked]
+    scores = checkpoint_metrics(job, layout, [int(p["step"]) for p in asked], total)
+    points = [{**p, "metrics": metrics} for p, metrics in zip(asked, scores, strict=True)]
     last = final_step(Path(spec.folder))
     step = last if last is not None else max((int(p["step"]) for p in points), default=0)
     points.append({"step": step, "model": model, "path": spec.folder, "metrics": final, "final": True})
