@@ -239,3 +239,21 @@ def test_a_trial_refused_in_the_controller_fails_and_the_study_goes_on(tmp_path,
     }
     assert outcome == {(1, 3): "COMPLETE", (1, 4): "COMPLETE", (3, 3): "COMPLETE", (3, 4): "FAIL"}
     assert len(launched) == 3 and trials["status"] == "completed"
+
+
+def test_trials_derived_from_the_command_s_composition_are_the_composed_ones(tmp_path):
+    """The login node checks each trial derived from the command's one composition (the
+    sweeper's fixed `params` applied to it); composed one by one, the configs are the same."""
+    from hpcft.config.compose import compose_with_hydra
+    from hpcft.sweep.adaptive import Trials, check_trials
+    from hpcft.sweep.derive import PointBase
+
+    fixed = ["model=tiny_llama", "cluster=slurmlab", "framework=llamafactory", f"run_root={tmp_path}"]
+    sweeper = {"n_trials": 4, "n_jobs": 2, "max_failure_rate": 1.0, "params": {"framework.num_train_epochs": "2"}}
+    _, settings = compose_with_hydra([*fixed, *OPTUNA], keep=True)
+    assert settings.composition is not None
+    made: list[object] = []
+    for trials in (Trials(base=PointBase(settings.composition)), Trials()):
+        made.append(check_trials([*fixed, *SEARCH], sweeper, [], trials))
+    assert made[0] == made[1]
+    assert made[0].framework.num_train_epochs == 2  # type: ignore[attr-defined]

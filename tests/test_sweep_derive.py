@@ -21,7 +21,8 @@ from hpcft.errors import UserError
 from hpcft.launch import config_yaml
 from hpcft.rundir import yaml_text
 from hpcft.sweep.multirun import hydra_app
-from hpcft.sweep.points import PointMaker, number_override
+from hpcft.sweep.parse import number_override
+from hpcft.sweep.points import PointMaker
 from hpcft.sweep.yamlchunks import ChunkedYaml, TypedYaml, _entries, _entry
 
 BASE = ["model=tiny_llama", "cluster=slurmlab", "framework=llamafactory", "dry_run=true"]
@@ -118,17 +119,26 @@ def test_a_bad_value_is_refused_and_the_composition_is_left_as_it_was(sweep):
 
 
 @pytest.mark.parametrize(
-    "line", ["a.b=1", "a=-3", "a.b=1.5", "a=1e-5", "a=1.000e-06", "a=.5", "a=1.", "a=+2E3", "x_y.z-w=0", "a=-0.0"]
+    "line",
+    [
+        *("a.b=1", "a=-3", "a.b=1.5", "a=1e-5", "a=1.000e-06", "a=.5", "a=1.", "a=+2E3", "x_y.z-w=0", "a=-0.0"),
+        *("a=1,2", "a.b=1.000e-06,2e-6,3,-0.5,+2E3", "seed=0,7"),  # sweeps of numbers
+    ],
 )
 def test_a_number_override_is_what_hydra_s_grammar_makes_of_it(line):
     ours, hydra = number_override(line), OverridesParser.create().parse_overrides([line])[0]
     assert ours is not None
     assert dataclasses.asdict(ours) == dataclasses.asdict(hydra)
-    assert type(ours.value()) is type(hydra.value())
+    assert ours.is_sweep_override() == hydra.is_sweep_override()
+    assert [type(v) for v in _values(ours)] == [type(v) for v in _values(hydra)]
+
+
+def _values(override):
+    return list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
 
 
 @pytest.mark.parametrize(
-    "line", ["a=007", "a=1_000", "a=true", "a=abc", "+a=1", "~a", "a=[1]", "a/b=1", "a=1,2", "a= 1"]
+    "line", ["a=007", "a=1_000", "a=true", "a=abc", "+a=1", "~a", "a=[1]", "a/b=1", "a= 1", "a=1, 2", "a=1,", "a=1,,2"]
 )
 def test_anything_else_goes_to_hydra_s_grammar(line):
     assert number_override(line) is None

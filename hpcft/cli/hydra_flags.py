@@ -226,18 +226,20 @@ def show_sweep(args: argparse.Namespace) -> int:
     Hydra composes it for a multirun. Nothing is written or submitted."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
-    from hpcft.cli.sweep import expanded_globs, first_values, parsed_overrides
+    from hpcft.cli.sweep import app_overrides, expanded_globs, first_values, lines_of, parsed_overrides
     from hpcft.sweep.adaptive import is_adaptive
+    from hpcft.sweep.parse import LineParser
 
-    overrides = expanded_globs(args.overrides, args.config_dir)
+    parser = LineParser()
+    parsed = expanded_globs(parsed_overrides(args.overrides, parser), args.config_dir, parser)
+    overrides = lines_of(parsed)
     if args.info is not None:
-        single, _ = first_values([o for o in overrides if not o.startswith(("hydra.", "hydra/"))])
+        single, _ = first_values(app_overrides(parsed))
         with hpcft_app(args) as app:
             show_info(app, args, [*overrides, *implied_framework(single, args.config_dir, primary(args))], True)
         return 0
     if is_adaptive(overrides):
         raise UserError("--cfg: an Optuna study picks its trials as it runs; --cfg prints a basic sweep's points")
-    parsed = parsed_overrides(overrides)
     fixed = [str(o.input_line) for o in parsed if o.is_hydra_override() and not o.is_sweep_override()]
     try:
         (points,) = BasicSweeper.split_arguments([o for o in parsed if not o.is_hydra_override()], None)

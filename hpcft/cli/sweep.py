@@ -22,13 +22,12 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Glob, Override
 from hydra.errors import HydraException
 
 from hpcft.config.compose import SHIPPED, HydraSettings, Primary, compose_with_hydra
 from hpcft.config.overrides import hydra_value
-from hpcft.config.schema import HpcftConfig, ModelKind
+from hpcft.config.schema import ModelKind
 from hpcft.configure import available_options, compose_config, hydra_error, typed_config
 from hpcft.errors import UserError
 from hpcft.frameworks import default_framework
@@ -36,24 +35,35 @@ from hpcft.study_space import check_sampler_choice
 from hpcft.sweep.adaptive import is_adaptive, search_values, submit_study
 from hpcft.sweep.launch import earlier_batches
 from hpcft.sweep.multirun import run_multirun
+from hpcft.sweep.parse import LineParser
 from hpcft.sweep.task import LauncherSettings, PipelineTask
 
 
-def parsed_overrides(overrides: Sequence[str]) -> list[Override]:
-    """The overrides as Hydra parses them; a line it cannot parse is a one-line error."""
+def parsed_overrides(overrides: Sequence[str], parser: LineParser) -> list[Override]:
+    """The overrides as Hydra parses them (each line once in the command, numbers without the
+    grammar: `hpcft.sweep.parse`); a line it cannot parse is a one-line error."""
     try:
-        return OverridesParser.create().parse_overrides(list(overrides))
+        return parser.parse(overrides)
     except HydraException as e:
         where = getattr(e, "override", None)
         raise UserError(f"{where}: {hydra_error(e)}" if where else str(hydra_error(e))) from None
 
 
-def expanded_globs(overrides: Sequence[str], config_dirs: Sequence[str]) -> list[str]:
+def lines_of(parsed: Sequence[Override]) -> list[str]:
+    return [str(o.input_line) for o in parsed]
+
+
+def app_overrides(parsed: Sequence[Override]) -> list[Override]:
+    """The overrides of the app's config: the command line's without `hydra.` and `hydra/` ones."""
+    return [o for o in parsed if not str(o.input_line).startswith(("hydra.", "hydra/"))]
+
+
+def expanded_globs(parsed: Sequence[Override], config_dirs: Sequence[str], parser: LineParser) -> list[Override]:
     """Each `glob()` sweep written out as the group options it matches, as Hydra's sweeper
     expands it (its `Glob.filter`, sorted), over the shipped options and those of --config-dir
     (hpcft's schemas `base_*` are no options); Hydra's sweeper then gets a plain list."""
-    lines = list(overrides)
-    for i, o in enumerate(parsed_overrides(overrides)):
+    out = list(parsed)
+    for i, o in enumerate(parsed):
         glob = o.value()
         if o.is_hydra_override() or not isinstance(glob, Glob):
             continue
@@ -62,14 +72,14 @@ def expanded_globs(overrides: Sequence[str], config_dirs: Sequence[str]) -> list
         if not chosen:
             known = f"its options: {', '.join(options)}" if options else f"no config group {o.key_or_group}"
             raise UserError(f"{o.input_line}: glob() matches no option ({known})")
-        lines[i] = f"{o.get_key_element()}={','.join(hydra_value(c) for c in chosen)}"
-    return lines
+        (out[i],) = parsed_overrides([f"{o.get_key_element()}={','.join(hydra_value(c) for c in chosen)}"], parser)
+    return out
 
 
-def first_values(overrides: Sequence[str]) -> tuple[list[str], dict[str, list[str]]]:
+def first_values(parsed: Sequence[Override]) -> tuple[list[str], dict[str, list[str]]]:
     """The overrides with each sweep reduced to its first value, and every swept key's values."""
     single, swept = [], {}
-    for o in parsed_overrides(overrides):
+    for o in parsed:
         if o.is_hydra_override() and o.is_sweep_override():
             continue
         if o.is_sweep_override():
@@ -84,23 +94,27 @@ def first_values(overrides: Sequence[str]) -> tuple[list[str], dict[str, list[st
 
 
 def chosen_framework(
-    overrides: Sequence[str], config_dirs: Sequence[str], primary: Primary = SHIPPED
-) -> tuple[HpcftConfig, str | None, HydraSettings]:
-    """A representative config, the framework to add when the user named none (it follows
-    the model kind, which must then be the same for every swept model), and Hydra's settings
-    as the configs and the command line choose them (the sweeper an experiment picks)."""
-    single, swept = first_values([o for o in overrides if not o.startswith(("hydra.", "hydra/"))])
-    if is_adaptive(overrides):  # a study's searched values are checked as Optuna draws them (hpcft.sweep.adaptive)
+    parsed: Sequence[Override], config_dirs: Sequence[str], primary: Primary = SHIPPED, adaptive: bool = False
+) -> tuple[str | None, HydraSettings]:
+    """The framework to add when the user named none (it follows the model kind, which must
+    then be the same for every swept model), and Hydra's settings as the configs and the
+    command line choose them (the sweeper an experiment picks), from one composition with the
+    first values: checked and typed, as each point will be. An Optuna study (`adaptive`) keeps
+    that composition (`HydraSettings.composition`), its searched keys left at their defaults."""
+    single, swept = first_values(app_overrides(parsed))
+    if adaptive:  # a study's searched values are checked as Optuna draws them (hpcft.sweep.adaptive)
         single = [o for o in single if not ("." in (key := o.split("=", 1)[0]) and key in swept)]
+        if swept_hydra := [o for o in parsed if o.is_hydra_override() and o.is_sweep_override()]:
+            raise UserError(f"Sweeping over Hydra's configuration is not supported : '{swept_hydra[0].input_line}'")
     hydra = [  # `+hydra.x=...` is in `single` already
         line
-        for o in parsed_overrides(overrides)
+        for o in parsed
         if o.is_hydra_override() and not o.is_sweep_override() and (line := str(o.input_line)) not in single
     ]
-    app, settings = compose_with_hydra([*single, *hydra], config_dirs, primary)
+    app, settings = compose_with_hydra([*single, *hydra], config_dirs, primary, keep=adaptive)
     cfg = typed_config(app)
-    if given(overrides, "framework"):
-        return cfg, None, settings
+    if given(lines_of(parsed), "framework"):
+        return None, settings
     kinds = swept_kinds(single, swept, config_dirs, primary)
     if len(kinds) > 1:
         said = "; ".join(f"{kind}: {', '.join(options)}" for kind, options in sorted(kinds.items()))
@@ -108,7 +122,7 @@ def chosen_framework(
             f"framework: the swept options give models of different kinds ({said}); the framework follows the"
             " model's kind: sweep each kind separately"
         )
-    return cfg, default_framework(ModelKind(cfg.model.kind)), settings
+    return default_framework(ModelKind(cfg.model.kind)), settings
 
 
 NO_MODEL = frozenset({"trainset", "evalset", "stages", "name", "run_root", "dry_run", "seed", "cluster", "deepspeed"})
@@ -158,18 +172,22 @@ def hydra_overrides(overrides: Sequence[str], settings: HydraSettings, config_di
 
 
 def main(overrides: Sequence[str], config_dirs: Sequence[str], primary: Primary = SHIPPED) -> int:
-    overrides = expanded_globs(overrides, [*([primary.path] if primary.path else []), *config_dirs])
+    parser = LineParser()
+    dirs = [*([primary.path] if primary.path else []), *config_dirs]
+    parsed = expanded_globs(parsed_overrides(overrides, parser), dirs, parser)
+    overrides = lines_of(parsed)
     check_sampler_choice(overrides)  # before Hydra composes it: its own error names no option
-    _, framework, settings = chosen_framework(overrides, config_dirs, primary)
+    adaptive = is_adaptive(overrides)
+    framework, settings = chosen_framework(parsed, config_dirs, primary, adaptive)
     chosen = [*overrides, f"framework={framework}"] if framework else list(overrides)
     argv = hydra_overrides(chosen, settings, primary.searched(config_dirs))
     implied = ["framework"] if framework else []
-    if is_adaptive([*overrides, f"hydra/sweeper={settings.sweeper}"]):
+    if adaptive or is_adaptive([*overrides, f"hydra/sweeper={settings.sweeper}"]):
         if primary != SHIPPED:
             raise UserError(
                 "-cp/-cn: an Optuna study's controller composes conf/hpcft.yaml so far; use -cd and +experiment="
             )
-        return submit_study(argv, implied, config_dirs)
+        return submit_study(argv, implied, config_dirs, settings.composition)
     with no_leftover(settings.sweep_dir):
         run_multirun(argv, PipelineTask(LauncherSettings(implied_keys=tuple(implied))), primary)
     return 0

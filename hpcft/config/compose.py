@@ -6,10 +6,11 @@ DictConfig: everything downstream works on the `HpcftConfig` dataclass tree.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
 from hpcft.config.hydra_messages import keyed_cause, sweep_without_multirun, under_null, yaml_error
@@ -233,7 +234,7 @@ def compose_config(overrides: Sequence[str], config_dirs: Sequence[str] = (), pr
     return compose_with_hydra(overrides, config_dirs, primary)[0]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class HydraSettings:
     """What a command reads of Hydra's node, from the composition of the app's config."""
 
@@ -246,12 +247,17 @@ class HydraSettings:
     """The `hydra/sweeper` chosen (`basic`, Hydra's default, unless a config or the command line picks one)."""
     sweep_dir: str | None
     """`hydra.sweep.dir`, resolved once for the whole sweep (None where it cannot be here)."""
+    composition: DictConfig | None = None
+    """The whole composition, Hydra's node included (`hydra.sweep.dir` as resolved here), where
+    `keep` asked for it: an Optuna study reads its sweeper's settings and derives its trials
+    from it (`hpcft.sweep.adaptive`) instead of composing again."""
 
 
 def compose_with_hydra(
-    overrides: Sequence[str], config_dirs: Sequence[str] = (), primary: Primary = SHIPPED
+    overrides: Sequence[str], config_dirs: Sequence[str] = (), primary: Primary = SHIPPED, keep: bool = False
 ) -> tuple[DictConfig, HydraSettings]:
-    """The app's config and, from the same composition, Hydra's settings hpcft reads."""
+    """The app's config and, from the same composition, Hydra's settings hpcft reads (with
+    `keep`, a copy of the whole composition too)."""
     register_all_schemas()
     overrides = [*overrides, *_search_path_override(primary.searched(config_dirs))]
     GlobalHydra.instance().clear()
@@ -268,9 +274,20 @@ def compose_with_hydra(
         )
     except OmegaConfBaseException as e:
         raise UserError(_hydra_message(e)) from None
+    if keep:
+        settings = replace(settings, composition=_kept(cfg, settings.sweep_dir))
     with open_dict(cfg):
         del cfg["hydra"]
     return cfg, settings
+
+
+def _kept(cfg: DictConfig, sweep_dir: str | None) -> DictConfig:
+    """A copy of the composition, its sweep folder the one resolved for the command."""
+    kept = copy.deepcopy(cfg)
+    if sweep_dir is not None:
+        with read_write(kept.hydra), open_dict(kept.hydra):
+            kept.hydra.sweep.dir = sweep_dir
+    return kept
 
 
 def _resolved(node: DictConfig, key: str) -> str | None:
@@ -322,6 +339,8 @@ def model_kind_from_file(overrides: Sequence[str], config_dirs: Sequence[str]) -
             option = value
         elif key == "model.kind":
             kind = value
+        elif key.startswith("hydra/") and not _own_hydra_options(overrides, config_dirs):
+            continue  # Hydra's plugins' options (`hydra/sweeper=optuna`) set Hydra's node only
         elif "." not in key and key not in GROUPS and key not in _TOP_VALUES:
             return None
     if kind is None and option:
@@ -332,6 +351,14 @@ def model_kind_from_file(overrides: Sequence[str], config_dirs: Sequence[str]) -
         data = read_yaml(files[0])
         kind = data.get("kind") if isinstance(data, dict) else None
     return ModelKind(kind) if kind in {k.value for k in ModelKind} else None
+
+
+def _own_hydra_options(overrides: Sequence[str], config_dirs: Sequence[str]) -> bool:
+    """Whether a config folder may hold `hydra/<group>` options of its own (which could set
+    any key with `@package _global_`); the plugins' options are stored in Hydra's node."""
+    if any(o.startswith("hydra.searchpath=") for o in overrides):
+        return True
+    return any((Path(d) / "hydra").is_dir() for d in [*config_dirs, str(conf_dir())])
 
 
 def to_typed(cfg: DictConfig) -> HpcftConfig:

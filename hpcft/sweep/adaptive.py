@@ -12,10 +12,10 @@ import shlex
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Glob, IntervalSweep, Override
 from omegaconf import DictConfig, OmegaConf
 
@@ -26,7 +26,7 @@ from hpcft.configure import compose_config, typed_config, validate_config
 from hpcft.errors import ConfigError, SubmissionError, UserError
 from hpcft.rundir import run_umask, umask_line
 from hpcft.study import ControllerRecord, Objective
-from hpcft.study_space import Space, check_sampler_choice, check_settings, search_space
+from hpcft.study_space import Space, check_sampler_choice, check_settings, parse, search_space
 from hpcft.sweep.derive import VALUE_FIELDS, PointBase
 from hpcft.sweep.multirun import sweep_settings
 
@@ -80,7 +80,9 @@ def search_values(override: Override) -> list[str]:
     return [str(v) for v in override.sweep_string_iterator()]
 
 
-def check_trials(overrides: Sequence[str], sweeper: Mapping[str, Any], config_dirs: Sequence[str]) -> HpcftConfig:
+def check_trials(
+    overrides: Sequence[str], sweeper: Mapping[str, Any], config_dirs: Sequence[str], trials: Trials
+) -> HpcftConfig:
     """The sweeper's settings, and every value a searched key can take (each choice, a range's
     ends, an interval's ends and a value inside, as Optuna's distributions yield them): each
     composes, types and validates in full (data files included) with the other keys at their
@@ -88,26 +90,47 @@ def check_trials(overrides: Sequence[str], sweeper: Mapping[str, Any], config_di
     params = sweeper.get("params") or {}
     fixed, spaces = search_space(overrides, params, sweeper.get("search_space"))
     check_settings(sweeper, spaces)
+    trials.fixed = fixed
+    if trials.base is not None:  # the command's composition: only the fixed values it lacks are applied
+        trials.extra = [line for line in fixed if line not in overrides]
+        if not trials.derivable(trials.extra):  # a fixed config group of the sweeper's: the first trial's instead
+            trials.base, trials.extra = None, []
     first = {space.key: space.values()[0] for space in spaces}
-    base: list[PointBase] = []  # the first trial's composition, once made
-    cfg = trial_config(fixed, first, config_dirs, spaces, base)
+    cfg = trial_config(trials, first, config_dirs, spaces)
     for space in spaces:
         for value in space.values()[1:]:
-            trial_config(fixed, {**first, space.key: value}, config_dirs, [space], base)
+            trial_config(trials, {**first, space.key: value}, config_dirs, [space])
     return cfg
 
 
+@dataclass(kw_only=True)
+class Trials:
+    """What the study's trials are made from: one composition, each trial derived from it where
+    it only sets values (`hpcft.sweep.derive`: the config a composition gives, ~1 ms instead of
+    ~0.1 s); a trial that chooses another config group is composed."""
+
+    base: PointBase | None = None
+    """The composition trials are derived from: the command's (its searched keys at their
+    defaults) or, where there is none, the first trial's, once composed."""
+    fixed: list[str] = field(default_factory=list)
+    """The study's fixed overrides (`search_space`)."""
+    extra: list[str] = field(default_factory=list)
+    """The fixed overrides `base` lacks (the sweeper's fixed `params`)."""
+
+    def derivable(self, lines: Sequence[str]) -> bool:
+        keys = [line.split("=", 1)[0] for line in lines]
+        return self.base is not None and all(
+            not key.startswith(("+", "~", "hydra")) and ("." in key or key in VALUE_FIELDS) for key in keys
+        )
+
+
 def trial_config(
-    fixed: Sequence[str],
-    chosen: Mapping[str, Any],
-    config_dirs: Sequence[str],
-    spaces: Sequence[Space],
-    base: list[PointBase],
+    trials: Trials, chosen: Mapping[str, Any], config_dirs: Sequence[str], spaces: Sequence[Space]
 ) -> HpcftConfig:
     """A trial's config, checked in full; its error says which searched value it comes from
     (the one varied, or the searched key the error names)."""
     try:
-        cfg = trial_typed(fixed, chosen, config_dirs, spaces, base)
+        cfg = trial_typed(trials, chosen, config_dirs)
         validate_config(cfg)
     except UserError as e:
         named = [s for s in spaces if len(spaces) == 1 or str(e).startswith(f"{s.key.lstrip('+')}:")]
@@ -121,26 +144,18 @@ def trial_config(
     return cfg
 
 
-def trial_typed(
-    fixed: Sequence[str],
-    chosen: Mapping[str, Any],
-    config_dirs: Sequence[str],
-    spaces: Sequence[Space],
-    base: list[PointBase],
-) -> HpcftConfig:
-    """A trial's typed config: the first one composed (and kept in `base`); one that varies a
-    value key derived from it as a sweep's points are (`hpcft.sweep.derive`: the same config
-    as a composition, for ~1 ms instead of ~0.1 s), one that varies a config group composed."""
+def trial_typed(trials: Trials, chosen: Mapping[str, Any], config_dirs: Sequence[str]) -> HpcftConfig:
+    """A trial's typed config: derived from `trials.base` where the trial only sets values,
+    else composed (the first composed trial becomes the base where there was none)."""
     lines = [f"{key}={value}" for key, value in chosen.items()]
-    key = spaces[0].key
-    if base and len(spaces) == 1 and not key.startswith(("+", "~")) and ("." in key or key in VALUE_FIELDS):
-        (override,) = OverridesParser.create().parse_overrides([f"{key}={chosen[key]}"])
-        with base[0].point([override]) as derived:
+    applied = [*trials.extra, *lines]
+    if trials.base is not None and trials.derivable(applied):
+        with trials.base.point(parse(applied)) as derived:
             return derived.typed()
-    composed = compose_config([*fixed, *lines], config_dirs)
-    if not base:
-        base.append(PointBase(composed))
-        return base[0].typed_config()
+    composed = compose_config([*trials.fixed, *lines], config_dirs)
+    if trials.base is None:
+        trials.base = PointBase(composed)
+        return trials.base.typed_config()
     return typed_config(composed)
 
 
@@ -226,13 +241,16 @@ def checked_settings(sweeper: DictConfig) -> dict[str, Any]:
 
 
 def study_record(
-    overrides: Sequence[str], implied: Sequence[str], config_dirs: Sequence[str]
+    overrides: Sequence[str], implied: Sequence[str], config_dirs: Sequence[str], composition: DictConfig | None = None
 ) -> tuple[ControllerRecord, HpcftConfig]:
-    """Check the sweeper's settings and every searched value; the controller's record."""
+    """Check the sweeper's settings and every searched value; the controller's record. The
+    sweeper's settings are read from `composition` (the command's, Hydra's node included),
+    else from a multirun composition of the overrides."""
     check_sampler_choice(overrides)
-    hydra = sweep_settings(overrides)
+    hydra = composition.hydra if composition is not None else sweep_settings(overrides)
     sweeper = hydra.sweeper
-    cfg = check_trials(overrides, checked_settings(sweeper), config_dirs)
+    base = PointBase(composition) if composition is not None else None
+    cfg = check_trials(overrides, checked_settings(sweeper), config_dirs, Trials(base=base))
     objective = objective_of(cfg, given(overrides, "hydra.sweeper.direction"))
     sweep_dir = Path(str(hydra.sweep.dir)).expanduser().absolute()
     check_secret("hydra.sweep.dir", str(sweep_dir))
@@ -252,10 +270,16 @@ def study_record(
     return record, cfg
 
 
-def submit_study(overrides: Sequence[str], implied: Sequence[str], config_dirs: Sequence[str], say: Any = print) -> int:
+def submit_study(
+    overrides: Sequence[str],
+    implied: Sequence[str],
+    config_dirs: Sequence[str],
+    composition: DictConfig | None = None,
+    say: Any = print,
+) -> int:
     """Check, then submit the controller job (or run it here for `cluster=local`); returns at once.
     The sweep folder and what the controller writes follow `cluster.umask`."""
-    record, cfg = study_record(overrides, implied, config_dirs)
+    record, cfg = study_record(overrides, implied, config_dirs, composition)
     with run_umask(cfg.cluster.umask):
         return start_study(record, cfg, say)
 

@@ -10,7 +10,6 @@ typed and checked on its own.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ from typing import Any
 from hydra._internal.config_loader_impl import get_overrides_dirname
 from hydra.core.config_loader import ConfigLoader
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType, ValueType
 from hydra.core.utils import filter_overrides
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
@@ -26,30 +24,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from hpcft.rundir import yaml_text
 from hpcft.sweep.derive import VALUE_FIELDS, Derived, PointBase, node_at, overlaps
 from hpcft.sweep.launch import PointConfig
+from hpcft.sweep.parse import LineParser
 from hpcft.sweep.yamlchunks import TypedYaml
-
-_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*(?:\.[A-Za-z_][A-Za-z0-9_-]*)*")
-_INT = re.compile(r"[+-]?(?:0|[1-9][0-9]*)")
-_FLOAT = re.compile(r"[+-]?(?:[0-9]+\.[0-9]*|\.[0-9]+|[0-9]+(?=[eE]))(?:[eE][+-]?[0-9]+)?")
 
 OnStart = Callable[[DictConfig], None]
 """Called with a point's whole config (callbacks' `on_job_start`)."""
-
-
-def number_override(line: str) -> Override | None:
-    """`key=<int or float>` as Hydra's grammar parses it, without the grammar; None otherwise."""
-    key, eq, text = line.partition("=")
-    if not eq or not _KEY.fullmatch(key):
-        return None
-    if _INT.fullmatch(text):
-        value: int | float = int(text)
-    elif _FLOAT.fullmatch(text):
-        value = float(text)
-    else:
-        return None
-    return Override(
-        type=OverrideType.CHANGE, key_or_group=key, value_type=ValueType.ELEMENT, _value=value, input_line=line
-    )
 
 
 def scalar_change(override: Override) -> bool:
@@ -95,25 +74,14 @@ class PointMaker:
         self.loader = loader
         self.implied = frozenset(implied_keys)
         """Keys hpcft added to the user's overrides, kept out of `override_dirname`."""
-        self.parser = OverridesParser.create()
-        self.parsed: dict[str, Override] = {}
-        """Each override line parsed so far (the same lines recur in every point)."""
+        self.parser = LineParser()
+        """Each override line parsed once (the same lines recur in every point)."""
         self.bases: dict[tuple[str, ...], PointBase] = {}
         """One composition per choice of config groups."""
         self.typed_yaml = TypedYaml()
         """The points' `config.yaml`, dumped entry by entry."""
         self.dirname: dict[str, Any] | None = None
         """`hydra.job.config.override_dirname`'s settings, once read."""
-
-    def parse(self, overrides: Sequence[str]) -> list[Override]:
-        out = []
-        for line in overrides:
-            override = self.parsed.get(line) or number_override(line)
-            if override is None:
-                (override,) = self.parser.parse_overrides([line])
-                self.parsed[line] = override
-            out.append(override)
-        return out
 
     def base(self, groups: tuple[str, ...]) -> PointBase:
         if groups not in self.bases:
@@ -122,7 +90,7 @@ class PointMaker:
 
     def make(self, overrides: Sequence[str], num: int, on_start: OnStart | None = None) -> PointConfig:
         """The point: typed, its folder, its `.hydra/` records and its `config.yaml`."""
-        parsed = self.parse(overrides)
+        parsed = self.parser.parse(overrides)
         groups, values = composed_in(*split_overrides(parsed))
         with self.base(groups).point(values) as derived:
             changes = self._job_fields(derived, parsed, num, on_start is not None)
