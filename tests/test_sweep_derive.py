@@ -181,3 +181,16 @@ def test_entries_dumped_together_are_each_entry_s_own_dump():
     }
     together = _entries(values)
     assert together == {path: _entry(path, value) for path, value in values.items()}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [0, -7, 10**20, 1e-6, 2.56e-4, 1e17, 1e16, -0.0, 1.5, 3.0, 1e22, 5e-324, float("inf"), float("-inf"), True, None],
+)
+def test_a_swept_number_s_text_is_pyyaml_s(value):
+    from hpcft.rundir import yaml_text
+    from hpcft.sweep.yamlchunks import rescalared, scalar_text
+
+    assert f"k: {scalar_text(value)}\n" == yaml_text({"k": value})
+    assert rescalared("  k: 0.1\n", 0.1, value) == "  " + yaml_text({"k": value})
+    assert scalar_text("1") is None and rescalared("k: 1\n", 1, "1") is None

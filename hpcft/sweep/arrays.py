@@ -26,7 +26,7 @@ from hpcft.frameworks import adapter_for
 from hpcft.interrupts import interruptions_raised
 from hpcft.jobs.entry import stage_callable
 from hpcft.jobs.spec import DeployJob
-from hpcft.manifest import Manifest
+from hpcft.manifest import Manifest, RunStatus
 from hpcft.plan import Pipeline, Stage
 from hpcft.render import dependency_string, placeholder_ids, slurm_parameters, submitit_command, with_dependency
 from hpcft.scheduler import cancel_run_jobs
@@ -207,22 +207,20 @@ def submit_sweep(points: Sequence[SweepPoint], sweep_dir: Path, earlier: SweepRe
         return sweep_record(points, sweep_dir, arrays, status, earlier)
 
     record("submitting").write(sweep_dir)
+    submitted: list[SweepPoint] = []
     try:
         with interruptions_raised():
-            groups = group_points(points)
-            for group in groups:
+            for group in group_points(points):
                 _submit_group(group, sweep_dir, manifests, lambda: record("submitting").write(sweep_dir), arrays)
-                if len(groups) > 1:  # the group's job ids recorded before the next group's sbatch
-                    for point in group.points:
-                        manifests[point.num].write(point.pipeline.layout.manifest)
-            for point in points:
-                manifests[point.num].status = "submitted"
-                manifests[point.num].write(point.pipeline.layout.manifest)
+                # each point's record rewritten once, with its job ids, before the next group's sbatch
+                submitted += _recorded(group.points, manifests, "submitted")
             sweep = record("submitted")
             sweep.write(sweep_dir)
     except BaseException as e:
         interrupted = isinstance(e, KeyboardInterrupt)
         cancel_run_jobs([sweep_name], [a.job_id for a in arrays], rounds=3 if interrupted else 1)
+        with contextlib.suppress(OSError):  # as a single run's rollback says (hpcft.submit.rolled_back)
+            _recorded(submitted, manifests, "interrupted" if interrupted else "submit_failed")
         cls = SubmissionInterrupted if interrupted else SubmissionError
         verb = "was interrupted" if interrupted else "failed"
         if not arrays and not interrupted:  # nothing reached the queue: leave nothing behind
@@ -241,6 +239,14 @@ def new_run_records(points: Sequence[SweepPoint], sweep_dir: Path) -> dict[int, 
         manifests[point.num].sweep, manifests[point.num].overrides = str(sweep_dir), list(point.overrides)
         write_new(point.pipeline.layout.manifest, json_text(manifests[point.num].to_json()))
     return manifests
+
+
+def _recorded(points: Sequence[SweepPoint], manifests: dict[int, Manifest], status: RunStatus) -> list[SweepPoint]:
+    """The points' records rewritten with `status` (and the job ids recorded so far)."""
+    for point in points:
+        manifests[point.num].status = status
+        manifests[point.num].write(point.pipeline.layout.manifest)
+    return list(points)
 
 
 def _remove_batch(points: Sequence[SweepPoint], sweep_dir: Path, earlier: SweepRecord | None) -> None:

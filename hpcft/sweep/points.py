@@ -93,11 +93,12 @@ class PointMaker:
         parsed = self.parser.parse(overrides)
         groups, values = composed_in(*split_overrides(parsed))
         with self.base(groups).point(values) as derived:
-            changes = self._job_fields(derived, parsed, num, on_start is not None)
-            sweep_dir = Path(derived.folder("hydra.sweep.dir")).expanduser().absolute()
-            run_dir = sweep_dir / derived.folder("hydra.sweep.subdir")
-            changes[("hydra", "runtime", "output_dir")] = str(run_dir)
-            self._output_dir(derived, str(run_dir))
+            with read_write(derived.config.hydra):  # once a point: each change of the flag walks the node
+                changes = self._job_fields(derived, parsed, num, on_start is not None)
+                sweep_dir = Path(derived.folder("hydra.sweep.dir")).expanduser().absolute()
+                run_dir = sweep_dir / derived.folder("hydra.sweep.subdir")
+                changes[("hydra", "runtime", "output_dir")] = str(run_dir)
+                self._output_dir(derived, str(run_dir))
             cfg = derived.typed()
             files = self._records(derived, changes)
             if on_start is not None:
@@ -123,11 +124,10 @@ class PointMaker:
             overrides=[o for o in app if o.key_or_group not in self.implied], **self._dirname_settings(hydra)
         )
         job = {"num": num, "id": num, "override_dirname": dirname}  # id: Slurm's ids are in manifest.json
-        with read_write(hydra):
-            for key, value in job.items():
-                set_value(hydra, f"job.{key}", value)
-            if on_start or derived.reads("hydra.overrides.task"):
-                set_value(hydra, "overrides.task", task)
+        for key, value in job.items():  # the node is writable here (`make`)
+            set_value(hydra, f"job.{key}", value)
+        if on_start or derived.reads("hydra.overrides.task"):
+            set_value(hydra, "overrides.task", task)
         return {
             ("hydra", "job", "num"): num,
             ("hydra", "job", "id"): str(num),
@@ -146,8 +146,7 @@ class PointMaker:
     def _output_dir(derived: Derived, run_dir: str) -> None:
         """`hydra.runtime.output_dir`, as Hydra's `run_job` sets it; made current where the
         app's config reads Hydra's node (`${hydra:...}`)."""
-        with read_write(derived.config.hydra):
-            set_value(derived.config.hydra, "runtime.output_dir", run_dir)
+        set_value(derived.config.hydra, "runtime.output_dir", run_dir)  # the node is writable here (`make`)
         if derived.base.hydra_resolver:
             HydraConfig.instance().set_config(derived.config)
 

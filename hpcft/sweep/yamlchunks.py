@@ -49,6 +49,33 @@ def _entries(values: Mapping[Path_, Any]) -> dict[Path_, str]:
     return {path: part.split("\n", len(path) - 1)[-1] for path, part in zip(values, parts, strict=True)}
 
 
+def scalar_text(value: Any) -> str | None:
+    """A number's, a bool's or None's YAML, as PyYAML's SafeRepresenter writes it; None for
+    any other value (strings may need quotes: PyYAML writes them)."""
+    kind = type(value)
+    if value is None or kind is bool:
+        return {None: "null", True: "true", False: "false"}[value]
+    if kind is int:
+        return str(value)
+    if kind is not float:
+        return None
+    if value != value:
+        return ".nan"
+    if value in (float("inf"), float("-inf")):
+        return ".inf" if value > 0 else "-.inf"
+    text = repr(value).lower()
+    return text.replace("e", ".0e", 1) if "." not in text and "e" in text else text
+
+
+def rescalared(text: str, old: Any, new: Any) -> str | None:
+    """An entry's one-line `text`, which ends in `old`'s scalar, with `new`'s instead (a swept
+    number, without a dump); None where either is not such a scalar."""
+    before, after = scalar_text(old), scalar_text(new)
+    if before is None or after is None or text.count("\n") != 1 or not text.endswith(f" {before}\n"):
+        return None
+    return f"{text[: -len(before) - 1]}{after}\n"
+
+
 def _header(path: Path_) -> str:
     """The line that opens a non-empty mapping entry (`key:`, quoted where YAML needs it)."""
     return yaml_text(_nest(path, {"k": 0})).split("\n")[len(path) - 1] + "\n"
@@ -100,7 +127,8 @@ class ChunkedYaml:
             for path, new in (changes or {}).items():
                 tree = _set(tree, path, new)
             return yaml_text(tree)
-        texts = _entries(redone)
+        fast = {e: t for e, new in redone.items() if (t := rescalared(self.chunks[e], self.values[e], new)) is not None}
+        texts = {**_entries({e: new for e, new in redone.items() if e not in fast}), **fast}
         return "".join(texts.get(key, text) for key, text in self.chunks.items())
 
 
@@ -152,7 +180,8 @@ class TypedYaml:
         seen = self.seen.get(key)
         if seen is not None and (seen[0] is value or _same_scalar(seen[0], value)):
             return seen[1]
-        text = _header(path) if header else _entry(path, plain(value))
+        fast = None if seen is None or header else rescalared(seen[1], seen[0], value)
+        text = fast or (_header(path) if header else _entry(path, plain(value)))
         self.seen[key] = (value, text)
         return text
 
