@@ -1,8 +1,8 @@
 """Run hpcft's benchmarks against the local Slurm cluster; print a table and write JSON.
 
     .venv/bin/python benchmarks/run.py [--repeat 5]
-                                       [--only latency,sweep,status,training,data,eval,retrieval,serving,keyguard,study]
-                                       [--sweep-budget 150] [--out benchmarks/results.json]
+        [--only latency,sweep,status,training,data,eval,retrieval,serving,keyguard,study,suites]
+        [--sweep-budget 150] [--out benchmarks/results.json]
 
 Needs the local cluster up (`bash scripts/slurmlab/up.sh`; SLURM_CONF is taken from
 /tmp/hpcft-slurmlab when not set) and the tiny model (`scripts/setup.sh`). Every job the
@@ -26,10 +26,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python benchmarks/run.py` from anywhere
 
-from benchmarks import data_check, eval_speed, latency, retrieval_eval, serving, status, study, sweep, training
+from benchmarks import (
+    data_check,
+    eval_speed,
+    latency,
+    retrieval_eval,
+    serving,
+    status,
+    study,
+    suites_speed,
+    sweep,
+    training,
+)
 from benchmarks.common import REPO, Result, Row, Shim, table
 
-ALL = ("latency", "sweep", "status", "training", "data", "eval", "retrieval", "serving", "keyguard", "study")
+ALL = ("latency", "sweep", "status", "training", "data", "eval", "retrieval", "serving", "keyguard", "study", "suites")
 LAB_CONF = Path("/tmp/hpcft-slurmlab/etc/slurm.conf")
 README = REPO / "benchmarks" / "README.md"
 MARKERS = ("<!-- results:start -->", "<!-- results:end -->")
@@ -58,7 +69,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def check_environment(selected: list[str]) -> None:
     if "SLURM_CONF" not in os.environ and LAB_CONF.is_file():
         os.environ["SLURM_CONF"] = str(LAB_CONF)
-    needs_slurm = bool(set(selected) & {"latency", "sweep", "status", "training", "study"})  # data, eval: no cluster
+    needs_slurm = bool(
+        set(selected) & {"latency", "sweep", "status", "training", "study"}
+    )  # data, eval, suites: no cluster
     if needs_slurm and subprocess.run(["sinfo", "-h"], capture_output=True).returncode != 0:
         sys.exit("benchmarks: Slurm is not reachable; start the local cluster: bash scripts/slurmlab/up.sh")
     home = Path(os.environ.get("HPCFT_HOME") or Path.home() / ".cache" / "hpcft")
@@ -114,6 +127,8 @@ def run_all(args: argparse.Namespace, work: Path) -> dict[str, Result]:
         guarded("keyguard", results, lambda: serving.run_keyguard(work / "keyguard", args.repeat))
     if "study" in only:
         guarded("study", results, lambda: study.run(work / "study", shim, args.repeat))
+    if "suites" in only:
+        guarded("suites", results, lambda: suites_speed.run(work / "suites", args.repeat))
     return results
 
 

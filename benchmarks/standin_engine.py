@@ -2,8 +2,14 @@
 that answers after a fixed latency, at most `capacity` requests at once (more wait their
 turn, as in an engine's scheduler), with faults on request. It listens on 127.0.0.1 only.
 
-Used by the eval benchmark (its capacity is the floor: `capacity / latency` rows/s) and by
-the eval tests (fault injection: a server that fails from some row on, then comes back).
+`/v1/completions` answers what lm-evaluation-harness's `local-completions` model sends:
+generations, and log-likelihoods (`echo` + `logprobs`: every prompt token's log-probability,
+the first None, as vLLM answers them), for one prompt or a list of them (strings or token
+ids); each prompt holds one of the `capacity` slots for the latency.
+
+Used by the eval benchmark (its capacity is the floor: `capacity / latency` rows/s), the
+suites benchmark, and the eval tests (fault injection: a server that fails from some row
+on, then comes back).
 """
 
 from __future__ import annotations
@@ -47,12 +53,28 @@ class Engine:
     cuts: Counter[int | None] = field(default_factory=Counter)
     """`truncate_prompt_tokens` -> embedding requests that asked for it (None: not asked)."""
     arrivals: int = 0
+    prompts: int = 0
+    """Prompts answered by `/v1/completions` (a request may carry several)."""
     in_flight: int = 0
     max_in_flight: int = 0
 
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
         self.slots = threading.Semaphore(self.capacity)
+        self.taking = threading.Lock()  # one request takes its slots at a time: no deadlock
+
+    def hold(self, prompts: int) -> None:
+        """Hold a slot per prompt for the latency, as a batch in the engine's scheduler."""
+        with self.taking:
+            for _ in range(prompts):
+                self.slots.acquire()
+        try:
+            time.sleep(self.latency_s)
+        finally:
+            for _ in range(prompts):
+                self.slots.release()
+        with self.lock:
+            self.prompts += prompts
 
     def arrive(self) -> int:
         with self.lock:
@@ -111,6 +133,65 @@ def embeddings(body: dict[str, Any], dims: int) -> dict[str, Any]:
     return {"object": "list", "data": data, "model": body.get("model")}
 
 
+Prompt = str | list[int]
+
+
+def prompts_of(body: dict[str, Any]) -> list[Prompt]:
+    """`prompt` as OpenAI's completions take it: a string, token ids, or a list of either."""
+    prompt = body["prompt"]
+    if isinstance(prompt, str) or (prompt and isinstance(prompt[0], int)):
+        return [prompt]
+    return list(prompt)
+
+
+def token_strings(prompt: Prompt) -> list[str]:
+    """The prompt's tokens as text: `t<id>` for token ids, words for a string."""
+    if isinstance(prompt, str):
+        words = prompt.split(" ")
+        return [words[0], *(" " + w for w in words[1:])]
+    return [f"t{token}" for token in prompt]
+
+
+def token_logprob(token: str) -> float:
+    """A deterministic log-probability per token, in [-4, -0.1]."""
+    return -0.1 - (zlib.crc32(token.encode()) % 40) / 10
+
+
+def scored(prompt: Prompt, generated: str) -> dict[str, Any]:
+    """`logprobs` of an `echo` answer: the prompt's tokens and the one generated, each with its
+    log-probability and the top alternatives (the token itself, and `t0` where it is likelier);
+    the first token's are None, as vLLM answers them."""
+    tokens = [*token_strings(prompt), generated]
+    logprobs = [token_logprob(t) for t in tokens]
+    top = [{t: p, **({"t0": -0.5} if p < -0.5 and t != "t0" else {})} for t, p in zip(tokens, logprobs, strict=True)]
+    offsets = [0]
+    for t in tokens[:-1]:
+        offsets.append(offsets[-1] + len(t))
+    return {
+        "tokens": tokens,
+        "token_logprobs": [None, *logprobs[1:]],
+        "top_logprobs": [None, *top[1:]],
+        "text_offset": offsets,
+    }
+
+
+def completions(body: dict[str, Any], answer_words: int) -> dict[str, Any]:
+    """`/v1/completions`' answer: one choice per prompt. With `echo`, the prompt's text (its
+    tokens), one generated token and `logprobs`; else `answer_words` words (3 when 0) drawn
+    from the prompt, at most `max_tokens`."""
+    choices = []
+    for index, prompt in enumerate(prompts_of(body)):
+        most = max(int(body.get("max_tokens") or 16), 1)
+        words = prose(str(prompt), answer_words or 3).rstrip(".").split(" ")[:most]
+        text = " " + " ".join(words)
+        choice: dict[str, Any] = {"index": index, "text": text, "logprobs": None, "finish_reason": "length"}
+        if body.get("echo"):
+            echoed = "".join(token_strings(prompt))
+            choice |= {"text": echoed + " " + words[0], "logprobs": scored(prompt, " " + words[0])}
+        choices.append(choice)
+    return {"id": "cmpl-standin", "object": "text_completion", "model": body.get("model"), "choices": choices}
+
+
 def _handler(engine: Engine) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -131,6 +212,12 @@ def _handler(engine: Engine) -> type[BaseHTTPRequestHandler]:
             if self.path.endswith("/embeddings"):
                 engine.cuts[body.get("truncate_prompt_tokens")] += 1
                 self._send(200, embeddings(body, engine.dims))
+                return
+            if self.path.endswith("/v1/completions"):
+                engine.arrive()
+                engine.hold(len(prompts_of(body)))
+                engine.leave(None)
+                self._send(200, completions(body, engine.answer_words))
                 return
             number, prompt = engine.arrive(), body["messages"][-1]["content"]
             if engine.context_chars is not None and len(prompt) > engine.context_chars:
@@ -161,12 +248,19 @@ def _handler(engine: Engine) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _Listener(ThreadingHTTPServer):
+    request_queue_size = 1024
+    """The listen backlog (http.server's default is 5): 64 clients connecting at once would
+    overflow 5, and each dropped connect is retried by the kernel only after 1 s. Engines'
+    servers (uvicorn: 2048) keep a deep backlog."""
+
+
 class Server:
     """The engine served on 127.0.0.1 in a background thread; a context manager."""
 
     def __init__(self, engine: Engine, port: int = 0) -> None:
         self.engine = engine
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), _handler(engine))
+        self.httpd = _Listener(("127.0.0.1", port), _handler(engine))
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 

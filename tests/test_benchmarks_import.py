@@ -28,6 +28,7 @@ from tests.conftest import REPO
         "eval_speed",
         "retrieval_eval",
         "serving",
+        "suites_speed",
     ],
 )
 def test_benchmark_module_imports(module):

@@ -40,6 +40,13 @@ def test_named_suites_reach_the_eval_job_with_their_settings(capsys, run_root):
     assert main([*GPU_LLM, *SUITES, "dry_run=true", f"run_root={run_root}"]) == 0
 
 
+def test_lm_eval_sends_eval_concurrency_except_on_a_lora_server():
+    full = suite_job(load_config([*GPU_LLM, *SUITES, "framework.finetuning_type=full", "eval.concurrency=48"]))
+    lora = suite_job(load_config([*GPU_LLM, *SUITES, "framework.finetuning_type=lora"]))
+    assert full is not None and lora is not None
+    assert (full.concurrency, lora.concurrency) == (48, 1)  # vllm-project/vllm#16668 on LoRA servers
+
+
 @pytest.mark.parametrize(
     "overrides,said",
     [

@@ -181,7 +181,9 @@ def check_task(cfg: HpcftConfig, name: str, local: dict[str, tuple[Path, dict[st
 def lora_served(cfg: HpcftConfig) -> bool:
     """vLLM serves an adapter beside its base (LLaMA-Factory's LoRA and QLoRA): its engine
     dies computing prompt log-probabilities for a batch (vllm-project/vllm#16668, 0.32 on
-    CPU), so lm-eval sends one request at a time."""
+    CPU), so lm-eval sends one request at a time. Elsewhere it sends `eval.concurrency`, as
+    the in-domain eval does: 16 held a 64-wide engine to 0.25 of its capacity
+    (benchmarks/suites_speed.py)."""
     return getattr(cfg.framework, "finetuning_type", "full") not in ("full", "freeze")
 
 
@@ -198,7 +200,7 @@ def suite_job(cfg: HpcftConfig) -> SuiteJob | None:
         limit=e.suite_limit,
         include_path=folder,
         max_length=cfg.deploy.max_model_len,
-        concurrency=1 if lora_served(cfg) else min(e.concurrency, 16),
+        concurrency=1 if lora_served(cfg) else e.concurrency,
         retries=e.retries,
         request_timeout_s=e.request_timeout_s,
         offline=not cfg.cluster.internet,
