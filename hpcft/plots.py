@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 LossCurve = list[tuple[int, float]]
 """(step, loss) pairs in step order."""
@@ -64,10 +65,7 @@ def draw_loss(curves: Sequence[tuple[str, LossCurve]], path: Path, title: str) -
     ax.set_title(title)
     if len(curves) > 1:
         ax.legend(fontsize="small")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save(fig, path)
     return True
 
 
@@ -103,8 +101,15 @@ def draw_checkpoints(
     ax.set_title(title, fontsize="medium")
     if best is not None:
         ax.legend(fontsize="small")
+    save(fig, path)
+    return True
+
+
+def save(fig: Any, path: Path) -> None:
+    """Write a figure as a PNG (its folder made) and free it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
-    return True
