@@ -18,6 +18,7 @@ from hpcft.jobs.spec import StageJob, TrainJob
 from hpcft.resources import deploy_gpus
 from hpcft.rundir import RunLayout
 from hpcft.stage_site import Resources, node_share, stage_resources
+from hpcft.target import eval_gpus, local_encode, planned_stages
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,14 +59,16 @@ def build_pipeline(run: CheckedRun, layout: RunLayout) -> Pipeline:
     from what the checks learned (`run`: the adapter that checked, the stages' targets)."""
     cfg, adapter = run.cfg, run.adapter
     files = dict(adapter.train_files(layout))
-    stages = [train_stage(cfg, adapter, layout)]
-    if StageName.deploy in cfg.stages:
+    stages, planned = [train_stage(cfg, adapter, layout)], planned_stages(cfg)
+    if StageName.deploy in planned:
         files.update(adapter.deploy_files(layout))
         stages.append(deploy_stage(cfg, adapter, layout))
-    if StageName.eval in cfg.stages:
-        stages.append(eval_stage(cfg, adapter, layout))
+    if StageName.eval in planned:
+        stages.append(local_eval_stage(cfg, adapter, layout) if local_encode(cfg) else eval_stage(cfg, adapter, layout))
     targets = [target.describe() for target in run.targets.values()]
     notes = [*adapter.notes(), launch_note(stages[0].job, cfg.cluster.nodes), *targets]
+    if local_encode(cfg):
+        notes.append(encode_note(StageName.deploy in planned))
     return Pipeline(run_name=layout.root.name, layout=layout, stages=tuple(stages), files=files, notes=tuple(notes))
 
 
@@ -110,6 +113,24 @@ def eval_stage(cfg: HpcftConfig, adapter: FrameworkAdapter, layout: RunLayout) -
         # `afterok` on train makes Slurm cancel it too when training fails.
         after=(Dependency(kind="afterok", stage=StageName.train), Dependency(kind="after", stage=StageName.deploy)),
     )
+
+
+def local_eval_stage(cfg: HpcftConfig, adapter: FrameworkAdapter, layout: RunLayout) -> Stage:
+    """`eval.encode=local`: the eval encodes with FlagEmbedding itself, on the GPUs (and their
+    share of a node) a server would have had, after training only: it needs no server."""
+    c, gpus = cfg.cluster, eval_gpus(cfg)
+    cpus, mem = node_share(c, gpus)
+    return Stage(
+        name=StageName.eval,
+        job=adapter.eval_job(layout),
+        resources=stage_resources(c, c.eval, gpus=gpus, cpus=cpus, mem=mem, time=cfg.eval.time),
+        after=(Dependency(kind="afterok", stage=StageName.train),),
+    )
+
+
+def encode_note(deploys: bool) -> str:
+    kept = "the deploy job serves beside it (deploy.keep_serving)" if deploys else "no deploy job"
+    return f"eval: encodes with FlagEmbedding in its own job (eval.encode=local); {kept}"
 
 
 def launch_note(job: StageJob, nodes: int) -> str:

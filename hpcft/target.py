@@ -90,10 +90,28 @@ def _python(c: ClusterConfig, site: StageSite) -> tuple[str, ...]:
     return tuple(site.python if site.python is not None else c.python)
 
 
+def local_encode(cfg: HpcftConfig) -> bool:
+    """Whether the eval encodes with FlagEmbedding in its own job (`eval.encode=local`)."""
+    return StageName.eval in cfg.stages and cfg.eval.encode == "local"
+
+
+def planned_stages(cfg: HpcftConfig) -> list[StageName]:
+    """The stages that get a job: `stages`, less deploy where the eval encodes on its own and
+    no one asked to keep a server (`deploy.keep_serving`)."""
+    drop = local_encode(cfg) and not cfg.deploy.keep_serving
+    return [s for s in cfg.stages if not (drop and s == StageName.deploy)]
+
+
+def eval_gpus(cfg: HpcftConfig) -> int:
+    """The eval job's GPUs: none (it sends requests), or the deploy job's where it encodes."""
+    return deploy_gpus(cfg) if local_encode(cfg) else 0
+
+
 def stage_targets(cfg: HpcftConfig) -> dict[StageName, Target]:
-    """Each configured stage's target: train on the whole allocation, deploy on the GPUs the
-    served model needs (one node), eval on one CPU process."""
-    c = cfg.cluster
+    """Each planned stage's target: train on the whole allocation, deploy on the GPUs the
+    served model needs (one node), eval on one CPU process (on the deploy's GPUs where it
+    encodes on its own)."""
+    c, planned = cfg.cluster, planned_stages(cfg)
     targets = {
         StageName.train: Target(
             stage=StageName.train,
@@ -103,7 +121,7 @@ def stage_targets(cfg: HpcftConfig) -> dict[StageName, Target]:
             python=_python(c, c.train),
         )
     }
-    if StageName.deploy in cfg.stages:
+    if StageName.deploy in planned:
         gpus = deploy_gpus(cfg)
         targets[StageName.deploy] = Target(
             stage=StageName.deploy,
@@ -112,8 +130,12 @@ def stage_targets(cfg: HpcftConfig) -> dict[StageName, Target]:
             procs_per_node=max(gpus, 1),
             python=_python(c, c.deploy),
         )
-    if StageName.eval in cfg.stages:
+    if StageName.eval in planned:
         targets[StageName.eval] = Target(
-            stage=StageName.eval, device=_device(c, 0), nodes=1, procs_per_node=1, python=_python(c, c.eval)
+            stage=StageName.eval,
+            device=_device(c, eval_gpus(cfg)),
+            nodes=1,
+            procs_per_node=max(eval_gpus(cfg), 1),
+            python=_python(c, c.eval),
         )
     return targets

@@ -61,7 +61,7 @@ def test_texts_are_cut_as_in_training_within_the_served_context():
 
 
 def test_the_eval_asks_the_engine_to_cut_queries_and_passages_at_their_training_lengths(tmp_path):
-    from hpcft.jobs.retrieval import evaluate_retrieval
+    from hpcft.jobs.retrieval import evaluate_retrieval, served_models
     from hpcft.jobs.spec import EvalJob
 
     data = eval_set(300, 20)
@@ -74,7 +74,7 @@ def test_the_eval_asks_the_engine_to_cut_queries_and_passages_at_their_training_
     with Server(Engine(dims=64)) as server:
         endpoint = {**server.endpoint, "model": "standin", "base_model": "standin"}
         job = EvalJob(run_dir=str(tmp_path), evalset=str(evalset), task="embedding", truncation=(64, 256))
-        results = evaluate_retrieval(endpoint, job)
+        results = evaluate_retrieval(served_models(endpoint, job), job)
     assert results["fine_tuned"]["recall@1"] == 100.0
     assert set(server.engine.cuts) == {64, 256}  # queries at 64 tokens, passages at 256; base alike
 

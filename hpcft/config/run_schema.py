@@ -84,6 +84,14 @@ class EvalConfig:
     Each is served as a LoRA adapter by the run's one vLLM server (LLaMA-Factory LoRA runs);
     `metrics.json` records the metrics per step and the best step by `sweep.objective` (an
     eval metric; else the headline one), which `load` and `Run.model_path` then give."""
+    encode: str = "endpoint"
+    """Embedders and rerankers: where the eval gets its vectors and scores. `endpoint` (the
+    default): through the deploy stage's served models, so the eval tests what is served.
+    `local`: with FlagEmbedding's own classes (the training's pooling, normalisation and text
+    lengths) in the eval job, on its own device (the GPUs a server would have had, else the
+    node's CPUs), so no deploy job is planned (unless `deploy.keep_serving`: then it serves
+    beside the eval, which does not wait for it). The eval job's interpreter must import
+    FlagEmbedding (the train environment). LLM evals generate through the server: `endpoint` only."""
     max_general_drop: float | None = None
     """The forgetting guard: the run is marked regressed (metrics.json `regressed`, `status`,
     `report`) when a general set's nDCG@10 drops by more than this many points; null: no guard."""

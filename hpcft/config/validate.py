@@ -23,7 +23,7 @@ from hpcft.config.checks import (
     check_time,
 )
 from hpcft.config.registry import default_framework, registered_frameworks
-from hpcft.config.schema import ClusterConfig, Executor, HpcftConfig, StageName
+from hpcft.config.schema import ClusterConfig, Executor, HpcftConfig, ModelKind, StageName
 from hpcft.config.secrets import check_secret, environment_secrets
 from hpcft.config.suites import validate_suites
 from hpcft.config.validate_site import validate_site
@@ -31,6 +31,8 @@ from hpcft.errors import ConfigError
 from hpcft.once import once
 
 STAGE_ORDER = tuple(StageName)
+ENCODE = ("endpoint", "local")
+"""`eval.encode`'s values."""
 MAX_SEED = 2**32 - 1
 """NumPy's and torch's seeds are 32-bit unsigned."""
 
@@ -122,6 +124,18 @@ def validate_checkpoints(cfg: HpcftConfig) -> None:
         )
 
 
+def validate_encode(cfg: HpcftConfig) -> None:
+    """`eval.encode`: a known value; `local` for the models FlagEmbedding encodes only (whether
+    the eval job's interpreter has FlagEmbedding is the adapter's check)."""
+    check_choice("eval.encode", cfg.eval.encode, ENCODE)
+    if cfg.eval.encode == "local" and cfg.model.kind is ModelKind.llm:
+        raise ConfigError(
+            "eval.encode",
+            f"local encodes embedders and rerankers in the eval job; model {cfg.model.name} is an LLM,"
+            " whose eval generates through the served model: use eval.encode=endpoint",
+        )
+
+
 def validate_run(cfg: HpcftConfig) -> None:
     check_name("name", cfg.name)
     check_range("seed", cfg.seed, 0, MAX_SEED, high_open=False)
@@ -202,9 +216,16 @@ def validate_secrets(cfg: HpcftConfig) -> None:
     """No value holds a secret (`hpcft.config.secrets`). Every value is looked at, not only
     those that reach a script, a job name, an sbatch option or a folder name: the whole config
     is written to the run's `config.yaml`, and framework arguments to its native files."""
-    known = environment_secrets()
+    known = known_secrets()
     for f in dataclasses.fields(cfg):
         _check_part(f.name, getattr(cfg, f.name), known)
+
+
+def known_secrets() -> dict[str, str]:
+    """`environment_secrets()`, worked out once a command for the same environment (each
+    variable's name is parsed: ~0.1 ms, every point of a sweep)."""
+    environ = tuple(os.environ.items())
+    return once(("environment secrets", environ), lambda: environment_secrets(dict(environ)))
 
 
 def _check_part(name: str, value: Any, known: dict[str, str]) -> None:
@@ -232,4 +253,5 @@ def validate_common(cfg: HpcftConfig) -> None:
     validate_deploy_eval(cfg)
     validate_suites(cfg)
     validate_checkpoints(cfg)
+    validate_encode(cfg)
     validate_run(cfg)

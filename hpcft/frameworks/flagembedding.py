@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hpcft import jobenv
 from hpcft.config.checks import check_choice, check_positive
-from hpcft.config.schema import FrameworkConfig, ModelKind
+from hpcft.config.schema import FrameworkConfig, ModelKind, StageName
 from hpcft.data import FileReport, RetrievalEvalSet, check_rows, read_retrieval_eval, scan_rows
 from hpcft.errors import ConfigError
 from hpcft.frameworks.base import API_ENV, Files, FrameworkAdapter, Overridden, native_argument_names
@@ -28,7 +29,7 @@ from hpcft.frameworks.flagembedding_data import (
 from hpcft.frameworks.flagembedding_memory import Job, fit_notes, instruction_bytes, planned_fit, text_sizes
 from hpcft.frameworks.flagembedding_pooling import VLLM_POOLING, check_pooling, merges_lora, served_weights
 from hpcft.frameworks.vllm_serving import READY, VllmServer
-from hpcft.jobs.spec import DeployJob, EvalJob, Instruction, TrainJob
+from hpcft.jobs.spec import DeployJob, EvalJob, Instruction, LocalModels, TrainJob
 from hpcft.memory import Fit
 from hpcft.once import file_state, once
 from hpcft.resources import batch_layout, deploy_gpus, retrieval_eval_mem
@@ -139,6 +140,20 @@ class Adapter(FrameworkAdapter):
         if self.fw.train_group_size < 2:
             raise ConfigError("framework.train_group_size", f"must be >= 2 (got {self.fw.train_group_size})")
         check_pooling(self.module, self.cfg.model.pooling, self.fw.args)
+        self.check_local_encode()
+
+    def check_local_encode(self) -> None:
+        """`eval.encode=local` loads FlagEmbedding in the eval job: its interpreter must have it."""
+        eval_target = self.targets.get(StageName.eval)
+        if self.cfg.eval.encode != "local" or eval_target is None:
+            return
+        if jobenv.missing_modules(eval_target.python, ["FlagEmbedding"]):
+            python = " ".join(eval_target.python)
+            raise ConfigError(
+                "eval.encode",
+                f"local encodes with FlagEmbedding in the eval job, and its interpreter ({python}) cannot import it:"
+                " set cluster.eval.python to the train environment's, or use eval.encode=endpoint",
+            )
 
     def train_paths(self) -> list[str]:
         """`train_data` as FlagEmbedding gets it; `str(Path())` drops a trailing `/`, which
@@ -258,7 +273,16 @@ class Adapter(FrameworkAdapter):
         instructions = (instruction(args, "query", task), instruction(args, "passage", task))
         job = dataclasses.replace(super().eval_job(layout), truncation=cut, instructions=instructions)
         e = self.cfg.eval
-        return dataclasses.replace(job, general_sets=tuple(e.general_sets), max_general_drop=e.max_general_drop)
+        local = self.local_models(layout) if e.encode == "local" else None
+        return dataclasses.replace(
+            job, general_sets=tuple(e.general_sets), max_general_drop=e.max_general_drop, local=local
+        )
+
+    def local_models(self, layout: RunLayout) -> LocalModels:
+        """`eval.encode=local`: what the eval job loads itself, as a server would have."""
+        model = self.cfg.model
+        weights = str(self.served_weights(layout))
+        return LocalModels(weights=weights, base=model.path, pooling=model.pooling, model_name=f"{model.name}-ft")
 
     def native_args(self, layout: RunLayout) -> dict[str, Any]:
         fw = self.fw

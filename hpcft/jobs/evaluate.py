@@ -250,13 +250,18 @@ def evaluate(job: EvalJob, layout: RunLayout) -> str:
 
 
 def evaluate_ranking(job: EvalJob, layout: RunLayout) -> str:
-    """Embedders and rerankers: the eval set and the general sets through the served models."""
+    """Embedders and rerankers: the eval set and the general sets through the served models,
+    or the models loaded here (`eval.encode=local`: no server is waited for)."""
     from hpcft.jobs.general import with_general
-    from hpcft.jobs.retrieval import evaluate_retrieval
+    from hpcft.jobs.local_encode import local_models
+    from hpcft.jobs.retrieval import evaluate_retrieval, served_models
 
-    endpoint = wait_endpoint(layout, job.endpoint_timeout_s)
-    results = with_general(evaluate_retrieval(endpoint, job, row_scores_path(layout.root)), endpoint, job)
-    write_json_atomic(layout.metrics, {**results, "model": endpoint["model"], "evalset": job.evalset})
+    if job.local is not None:
+        models = local_models(job.local, job.task)
+    else:
+        models = served_models(wait_endpoint(layout, job.endpoint_timeout_s), job)
+    results = with_general(evaluate_retrieval(models, job, row_scores_path(layout.root)), models, job)
+    write_json_atomic(layout.metrics, {**results, "model": models[FINE_TUNED][0], "evalset": job.evalset})
     log_to_wandb({f"{k}": v for k, v in results["fine_tuned"].items()}, job.env)
     regressed = f"; regressed on {results['regressed']}" if results.get("regressed") else ""
     return f"eval: {json.dumps(results['fine_tuned'])}{regressed}"
@@ -302,6 +307,8 @@ def release_server(layout: RunLayout, why: str) -> None:
 
 def run_eval(job: EvalJob) -> str:
     layout = RunLayout(Path(job.run_dir))
+    if job.local is not None:  # no server to release: a kept one (deploy.keep_serving) serves on
+        return evaluate(job, layout)
     try:
         summary = evaluate(job, layout)
     except BaseException as e:

@@ -13,7 +13,8 @@ and passages, and cut at its query and passage lengths.
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from statistics import fmean
@@ -189,20 +190,34 @@ def served_context(client: EndpointClient, model: str) -> int | None:
     return next((int(c["max_model_len"]) for c in cards if c.get("id") == model and "max_model_len" in c), None)
 
 
-def evaluate_retrieval(endpoint: dict[str, Any], job: EvalJob, scores_file: Path | None = None) -> dict[str, Any]:
+Scorer = Callable[[RetrievalEvalSet, EvalJob], dict[str, list[float]]]
+"""One model's metrics per query on an eval set (`evaluate_embedder`, `evaluate_reranker`, or
+the same in the eval job itself: hpcft.jobs.local_encode)."""
+Sides = dict[str, tuple[str, Scorer]]
+"""The fine-tuned model and its base (`FINE_TUNED`, `BASE`, in that order): name and scorer."""
+
+
+def served_models(endpoint: dict[str, Any], job: EvalJob) -> Sides:
+    """The fine-tuned model and its base through the endpoint: the base on its own server
+    (vLLM: one model each), or beside the fine-tuned one."""
+    evaluate = evaluate_embedder if job.task == "embedding" else evaluate_reranker
+    base_endpoint = endpoint.get("baseline") or {**endpoint, "model": endpoint["base_model"]}
+    sides: Sides = {}
+    for side, served in ((FINE_TUNED, endpoint), (BASE, base_endpoint)):
+        client = EndpointClient.from_endpoint(served, job.request_timeout_s, job.retries)
+        sides[side] = (served["model"], functools.partial(evaluate, client, served["model"]))
+    return sides
+
+
+def evaluate_retrieval(models: Sides, job: EvalJob, scores_file: Path | None = None) -> dict[str, Any]:
     """Metrics of the fine-tuned model and of its base, side by side, plus the gain and its
     95 % interval; each query's scores written to `scores_file` (`hpcft.rowscores`) if given."""
     import pytrec_eval  # noqa: F401  (the metrics need it: fail before the models are asked)
 
     data = read_retrieval_eval(job.evalset)
-    evaluate = evaluate_embedder if job.task == "embedding" else evaluate_reranker
-    client = EndpointClient.from_endpoint(endpoint, job.request_timeout_s, job.retries)
     rows = list(range(len(data.queries)))
-    tuned = ModelScores(endpoint["model"], rows, evaluate(client, endpoint["model"], data, job))
-    # The base model on its own server (vLLM: one model each), or beside the fine-tuned one.
-    base_endpoint = endpoint.get("baseline") or {**endpoint, "model": endpoint["base_model"]}
-    base_client = EndpointClient.from_endpoint(base_endpoint, job.request_timeout_s, job.retries)
-    base = ModelScores(base_endpoint["model"], rows, evaluate(base_client, base_endpoint["model"], data, job))
+    scored = {side: ModelScores(name, rows, score(data, job)) for side, (name, score) in models.items()}
+    tuned, base = scored[FINE_TUNED], scored[BASE]
     if scores_file is not None:
         fingerprint = digest([data.passages, data.queries, [sorted(q.items()) for q in data.qrels], data.candidates])
         write_row_scores(scores_file, job.evalset, fingerprint, len(rows), {FINE_TUNED: tuned, BASE: base})

@@ -165,6 +165,21 @@ class SuiteJob:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LocalModels:
+    """`eval.encode=local`: the models the retrieval eval loads itself with FlagEmbedding's
+    classes, on the eval job's device, instead of asking a server (hpcft.jobs.local_encode)."""
+
+    weights: str
+    """The fine-tuned weights (what a server would load)."""
+    base: str
+    """The base model's folder or hub id."""
+    pooling: str
+    """`model.pooling`, as training pooled (embedders)."""
+    model_name: str
+    """The fine-tuned model's name in `metrics.json` (the served name it would have had)."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class EvalJob:
     run_dir: str
     evalset: str
@@ -203,6 +218,9 @@ class EvalJob:
     """Points a general set's headline metric may drop before the run is marked regressed."""
     checkpoints: CheckpointEval | None = None
     """Score the saved checkpoints the server publishes too, and pick the best (`eval.checkpoints`)."""
+    local: LocalModels | None = None
+    """Retrieval: encode with these models in the job itself (`eval.encode=local`); None: ask
+    the served endpoint."""
 
 
 StageJob = TrainJob | DeployJob | EvalJob

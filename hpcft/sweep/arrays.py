@@ -95,7 +95,7 @@ def group_points(points: Sequence[SweepPoint]) -> list[ArrayGroup]:
 
 def shared_deploy_job(points: Sequence[SweepPoint]) -> DeployJob | None:
     """One server for the group's points, where they have a deploy stage and can share one."""
-    if len(points) < 2 or StageName.deploy not in points[0].cfg.stages:
+    if len(points) < 2 or all(s.name != StageName.deploy for s in points[0].pipeline.stages):
         return None
     return adapter_for(points[0].cfg).shared_deploy_job([(p.cfg, p.pipeline.layout) for p in points])
 
