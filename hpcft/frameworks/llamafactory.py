@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from functools import cached_property
 from typing import Any, cast
 
 from hpcft.config.checks import check_choice, check_positive, check_range
@@ -136,6 +137,10 @@ class Adapter(FrameworkAdapter):
 
     def batches(self) -> BatchLayout:
         """The configured layout, or the micro-batch the memory estimate chose (`chosen_batch`)."""
+        return self._batches
+
+    @cached_property
+    def _batches(self) -> BatchLayout:
         chosen = chosen_batch(self.cfg, self.training_data())
         return batch_layout(self.cfg).rebatched(chosen[0]) if chosen else batch_layout(self.cfg)
 
@@ -179,6 +184,10 @@ class Adapter(FrameworkAdapter):
         return {"bf16": False, "fp16": True} if kind == "fp16" else {"bf16": True}
 
     def native_values(self) -> dict[str, Any]:
+        return dict(self._native_values)
+
+    @cached_property
+    def _native_values(self) -> dict[str, Any]:
         values = super().native_values()
         given = {**self.native_file_values(), **self.fw.args}
         if not PRECISION_KEYS & given.keys():  # a YAML or args that set the precision decide it
@@ -192,7 +201,12 @@ class Adapter(FrameworkAdapter):
         return values
 
     def training_data(self) -> TrainingData:
-        """The run's datasets, every row checked (once per file in a process)."""
+        """The run's datasets, every row checked (once per file in a command; asked of the
+        files once per adapter: its checks, notes and native files ask a dozen times)."""
+        return self._training_data
+
+    @cached_property
+    def _training_data(self) -> TrainingData:
         fw = self.fw
         # Both are checked against these choices in validate_own, before any data is read.
         fmt, stage = cast(Formatting, fw.dataset_format), cast(Stage, fw.stage)

@@ -198,9 +198,14 @@ GPU_ONLY = {
 
 def template_names() -> frozenset[str]:
     """LLaMA-Factory's chat templates, from the list made in the training environment
-    (scripts/gen_native_args.py; a test fails when it no longer matches the installed version)."""
-    text = resources.files("hpcft.frameworks").joinpath("llamafactory_templates.txt").read_text()
-    return frozenset(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
+    (scripts/gen_native_args.py; a test fails when it no longer matches the installed version).
+    Read once a command: every point of a sweep asks."""
+
+    def read() -> frozenset[str]:
+        text = resources.files("hpcft.frameworks").joinpath("llamafactory_templates.txt").read_text()
+        return frozenset(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
+
+    return once(("llamafactory chat templates",), read)
 
 
 def check_job_fit(given: dict[str, Any], native_config: str | None, cfg: HpcftConfig, target: Target) -> None:

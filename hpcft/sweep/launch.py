@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hpcft.config.schema import Executor, HpcftConfig
-from hpcft.config.secrets import check_secret, environment_secrets
+from hpcft.config.secrets import check_secret
+from hpcft.config.validate import known_secrets
 from hpcft.configure import CheckedRun, check
 from hpcft.errors import UserError
 from hpcft.launch import Printer, config_yaml
@@ -48,7 +49,7 @@ def check_point_dirs(points: Sequence[PointConfig], sweep_dir: Path) -> None:
     """Every point needs a new folder of its own inside the sweep folder: two points in one
     folder, or an existing one, would mix or overwrite runs. Folder names become job names:
     no secret in them."""
-    known = environment_secrets()
+    known = known_secrets()
     check_secret("hydra.sweep.dir", str(sweep_dir), known)
     seen: dict[Path, int] = {}
     root = sweep_dir.resolve()
