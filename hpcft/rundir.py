@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from hpcft import yamltext
 from hpcft.checkpoints import best_checkpoint_weights
 from hpcft.errors import UserError
 
@@ -187,8 +188,12 @@ def fine_tuned_weights(path: str | Path) -> Path:
 
 
 def yaml_text(data: Any) -> str:
-    """YAML for the files hpcft writes: key order kept, unicode as is; libyaml's emitter when
-    PyYAML has it (a sweep writes a few files per point)."""
+    """YAML for the files hpcft writes: key order kept, unicode as is; written directly where
+    PyYAML's text is certain (`hpcft.yamltext`: a sweep writes a few files per point), else
+    libyaml's emitter when PyYAML has it."""
+    fast = yamltext.text(data)
+    if fast is not None:
+        return fast
     dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
     text: str = yaml.dump(data, Dumper=dumper, sort_keys=False, allow_unicode=True)
     return text

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from hpcft import yamltext
 from hpcft.rundir import yaml_text
 
 Path_ = tuple[str, ...]
@@ -35,11 +36,22 @@ def _entry(path: Path_, value: Any) -> str:
 
 
 def _entries(values: Mapping[Path_, Any]) -> dict[Path_, str]:
-    """Each entry's text, as `_entry` gives it, from one `dump_all` of them all (a dump's
-    fixed cost is most of a small entry's): one document each, cut at the `---` lines PyYAML
-    writes between documents (a `---` inside a document is written quoted or indented)."""
-    if len(values) < 2:
-        return {path: _entry(path, value) for path, value in values.items()}
+    """Each entry's text, as `_entry` gives it: written directly where `hpcft.yamltext` can,
+    the others from one `dump_all` of them all (a dump's fixed cost is most of a small
+    entry's): one document each, cut at the `---` lines PyYAML writes between documents (a
+    `---` inside a document is written quoted or indented)."""
+    direct = {path: text for path, value in values.items() if (text := _direct(path, value)) is not None}
+    if len(values) - len(direct) < 2:
+        return {path: direct[path] if path in direct else _entry(path, value) for path, value in values.items()}
+    return {**direct, **_dumped({path: value for path, value in values.items() if path not in direct})}
+
+
+def _direct(path: Path_, value: Any) -> str | None:
+    text = yamltext.text(_nest(path, value))
+    return None if text is None else text.split("\n", len(path) - 1)[-1]
+
+
+def _dumped(values: Mapping[Path_, Any]) -> dict[Path_, str]:
     dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
     docs = [_nest(path, value) for path, value in values.items()]
     text: str = yaml.dump_all(docs, Dumper=dumper, sort_keys=False, allow_unicode=True)
@@ -52,19 +64,7 @@ def _entries(values: Mapping[Path_, Any]) -> dict[Path_, str]:
 def scalar_text(value: Any) -> str | None:
     """A number's, a bool's or None's YAML, as PyYAML's SafeRepresenter writes it; None for
     any other value (strings may need quotes: PyYAML writes them)."""
-    kind = type(value)
-    if value is None or kind is bool:
-        return {None: "null", True: "true", False: "false"}[value]
-    if kind is int:
-        return str(value)
-    if kind is not float:
-        return None
-    if value != value:
-        return ".nan"
-    if value in (float("inf"), float("-inf")):
-        return ".inf" if value > 0 else "-.inf"
-    text = repr(value).lower()
-    return text.replace("e", ".0e", 1) if "." not in text and "e" in text else text
+    return yamltext.number_text(value)
 
 
 def rescalared(text: str, old: Any, new: Any) -> str | None:
