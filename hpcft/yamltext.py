@@ -6,9 +6,10 @@ most of it representing the tree in Python. For the trees hpcft writes (mappings
 keys, scalars, lists of scalars) the text is fixed by a few rules: two spaces a level, a
 list under a key at the key's indent, `{}`/`[]` when empty, and each scalar as PyYAML's
 SafeRepresenter and emitter write it. `text` follows them only where the result is certain
-(numbers, booleans, null, and strings of letters, digits and `_./=+,@%~-` that do not start
-with a punctuation mark, written plain, or single-quoted where PyYAML's resolver would read
-them as something else, `'5'`); anything else gives None and the caller dumps.
+(numbers, booleans, null, and strings of letters, digits and `_./=+,@%~$?#[]{}:-` that do
+not start with a punctuation mark or end in `:`, written plain, or single-quoted where
+PyYAML's resolver would read them as something else, `'5'`); anything else gives None and
+the caller dumps.
 tests/test_yamltext.py holds it to `yaml.dump` over generated trees.
 """
 
@@ -20,9 +21,10 @@ from typing import Any
 from yaml.nodes import ScalarNode
 from yaml.resolver import Resolver
 
-_PLAIN = re.compile(r"[A-Za-z0-9_/][A-Za-z0-9_./=+,@%~-]*")
-"""Strings PyYAML's emitter (and libyaml's) may write plain in block context: no space, no
-quote, no `:` or `#`, no indicator first, ASCII only."""
+_PLAIN = re.compile(r"[A-Za-z0-9_/](?:[A-Za-z0-9_./=+,@%~$?#\[\]{}-]|:(?!$))*")
+"""Strings PyYAML's emitter (and libyaml's) may write plain in block context: ASCII, no
+space or quote, no indicator first, no `:` last (`[]{}?` and `:` inside only bar a flow
+context, where hpcft's trees hold no strings)."""
 _STR = "tag:yaml.org,2002:str"
 MAX_KEY = 120
 """Longer keys are not simple keys for the emitter (`? key`): left to PyYAML."""

@@ -16,12 +16,13 @@ from hpcft.rundir import yaml_text
 WORDS = [
     "yes", "No", "on", "OFF", "true", "False", "null", "Null", "~", "=", "<<", "", " ", "-", "--", "---", "...",
     "1", "-7", "+3", "0x1F", "0o17", "0b101", "1_000", "1:20", "1.5", "1.0e-5", "1e-06", "2.56e-4", ".inf",
+    "stages=[train]", "a:", "a::b", "a:#", "x=${y}", "12:30:00", "00:30:00", "1:2:3.5",
     "-.inf", ".NaN", ".5", "5.", "2026-12-05", "2001-12-14t21:59:43.10-05:00", "2026-12-05 18:00", "0",
     "framework.learning_rate=1.000e-06", "/tmp/run/tiny_llama-llamafactory-sweep-20261205-183439-d6b856/0",
     "lr0.001_0", "a,b", "a:b", "a: b", "a #b", "a#b", "#a", "@a", "%a", "`a", "!a", "&a", "*a", "|a", ">a",
     "'a", '"a', "a'b", "?a", "[a]", "{a}", "a\nb", "a\tb", "é", "日本語", "~/x", "x~", "+x", "_x", "/x", ".x",
 ]  # fmt: skip
-CHARS = "aZ09_./=+,@%~-:# '\"\n[]{}!&*|>?`é"
+CHARS = "aZ09_./=+,@%~$-:# '\"\n[]{}!&*|>?`é"
 
 
 def some_string(rng: random.Random) -> str:
@@ -76,7 +77,8 @@ def test_generated_trees_are_written_as_pyyaml_writes_them():
     ("value", "expected"),
     [("/tmp/sweep/0", "/tmp/sweep/0"), ("framework.learning_rate=1.000e-06", "framework.learning_rate=1.000e-06"),
      ("5", "'5'"), ("yes", "'yes'"), ("2026-12-05", "'2026-12-05'"), ("1.5", "'1.5'"), ("1e-06", "1e-06"),
-     ("a b", None), ("", None), ("é", None), ("-x", None), ("a:b", None)],
+     ("a b", None), ("", None), ("é", None), ("-x", None), ("a:b", "a:b"), ("a:", None),
+     ("stages=[train]", "stages=[train]")],
 )  # fmt: skip
 def test_a_string_is_plain_quoted_or_left_to_pyyaml(value, expected):
     got = yamltext.text({"k": value})
