@@ -4,6 +4,7 @@ a deploy job, and scored to the endpoint path's metrics on the same model."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import threading
@@ -84,26 +85,28 @@ def test_an_unknown_value_exits_2_with_one_line_naming_the_valid_ones(capsys, ru
     assert err.count("\n") == 1 and "eval.encode" in err and "valid: endpoint, local" in err, err
 
 
-@pytest.fixture
-def minilm_served(tmp_path) -> Iterator[dict[str, str]]:
-    """The base MiniLM under both names on hpcft's own server (the endpoint path without
-    GPUs), as the deploy job publishes it."""
+@contextlib.contextmanager
+def served_minilm(folder: Path, tuned: str | None = None) -> Iterator[dict[str, str]]:
+    """`tuned` (else the base MiniLM) and the base MiniLM on hpcft's own server (the endpoint
+    path without GPUs), published as the deploy job publishes them, with a key in `folder`."""
     from http.server import ThreadingHTTPServer
 
     from hpcft.serve import Models, make_handler
 
     path = load_config(EMBED).model.path
-    models = Models("embedding", {"minilm-ft": path, "base": path}, "mean", normalize=True)
+    models = Models("embedding", {"minilm-ft": tuned or path, "base": path}, "mean", normalize=True)
     server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(models, "k"))
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    (key := tmp_path / "api_key").write_text("k")
+    (key := folder / "api_key").write_text("k")
     url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    yield {"base_url": url, "model": "minilm-ft", "base_model": "base", "api_key_file": str(key)}
-    server.shutdown()
+    try:
+        yield {"base_url": url, "model": "minilm-ft", "base_model": "base", "api_key_file": str(key)}
+    finally:
+        server.shutdown()
 
 
 @needs_flagembedding
-def test_local_encoding_scores_what_the_endpoint_path_scores_on_the_same_model(minilm_served, tmp_path):
+def test_local_encoding_scores_what_the_endpoint_path_scores_on_the_same_model(tmp_path):
     from hpcft.jobs.local_encode import local_models
     from hpcft.jobs.retrieval import evaluate_retrieval, served_models
     from hpcft.jobs.spec import EvalJob
@@ -113,7 +116,8 @@ def test_local_encoding_scores_what_the_endpoint_path_scores_on_the_same_model(m
     assert isinstance(job, EvalJob) and job.local is not None
     base_as_tuned = dataclasses.replace(job.local, weights=cfg.model.path)  # no training here: both are the base
     here = evaluate_retrieval(local_models(base_as_tuned, job.task), job)
-    there = evaluate_retrieval(served_models(minilm_served, job), job)
+    with served_minilm(tmp_path) as endpoint:
+        there = evaluate_retrieval(served_models(endpoint, job), job)
     for side in ("fine_tuned", "base"):
         assert here[side] == pytest.approx(there[side], abs=1e-9), (side, here[side], there[side])
     assert here["fine_tuned"]["ndcg@10"] > 0

@@ -33,6 +33,38 @@ def test_minilm_embedder_pipeline_on_slurm(run_root):
     assert hpcft("cancel", str(run)).returncode == 0
 
 
+def test_an_embedder_scored_in_its_eval_job_needs_no_server_and_scores_as_the_endpoint_path(run_root, tmp_path):
+    """`eval.encode=local`: train -> eval only, the eval encoding with FlagEmbedding on its own
+    CPUs; its metrics are those of the endpoint path (hpcft's server, the CPU default) on the
+    same trained model, base and fine-tuned."""
+    result = hpcft("model=minilm", "cluster=slurmlab", f"run_root={run_root}", *FAST, "eval.encode=local")
+    assert result.returncode == 0, result.stderr
+    assert "(eval.encode=local); no deploy job" in result.stdout
+    run = only_run(run_root)
+    stages = manifest(run)["stages"]
+    assert list(stages) == ["train", "eval"]
+    states = wait_final([str(s["job_id"]) for s in stages.values()], timeout_s=600)
+    assert set(states.values()) == {"COMPLETED"}, states
+    local = json.loads((run / "eval" / "metrics.json").read_text())
+    assert local["model"] == "minilm-ft" and not (run / "deploy" / "endpoint.json").exists()
+
+    from hpcft.configure import check, load_config
+    from hpcft.jobs.retrieval import evaluate_retrieval, served_models
+    from hpcft.jobs.spec import EvalJob
+    from hpcft.plan import build_pipeline
+    from hpcft.rundir import RunLayout
+    from tests.test_local_encode import served_minilm
+
+    pipeline = build_pipeline(check(load_config(["model=minilm", "cluster=slurmlab", *FAST])), RunLayout(run))
+    job = pipeline.stage("eval").job
+    assert isinstance(job, EvalJob) and job.local is None
+    with served_minilm(tmp_path, tuned=str(run / "train")) as endpoint:
+        there = evaluate_retrieval(served_models(endpoint, job), job)
+    for side in ("fine_tuned", "base"):
+        assert local[side] == pytest.approx(there[side], abs=1e-9), (side, local[side], there[side])
+    assert local["gain"]["ndcg@10"] > 0, local
+
+
 def assert_openai_embeddings(endpoint: dict) -> None:
     import openai
 
