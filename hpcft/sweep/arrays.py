@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -155,17 +156,26 @@ def _submit_array(group: ArrayGroup, stage: str, params: dict[str, Any], folder:
     return jobs
 
 
+NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+"""`open(path, "x")`'s flags."""
+
+
 def write_new(path: Path, text: str) -> None:
     """A file of a point's new folder: created, never replacing one (`x`), mode from the run's
     umask. Not written via a temporary file and a rename as records that change are: nothing
-    reads a point's folder before `sweep.json` names it, and a sweep writes ten files a point."""
+    reads a point's folder before `sweep.json` names it, and a sweep writes ten files a point
+    (the bytes `open(path, "x", encoding="utf-8")` writes, without a text file's own calls)."""
+    data = memoryview(text.encode("utf-8"))
     try:
-        with path.open("x", encoding="utf-8") as f:
-            f.write(text)
+        fd = os.open(path, NEW_FILE, 0o666)
     except FileNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("x", encoding="utf-8") as f:
-            f.write(text)
+        fd = os.open(path, NEW_FILE, 0o666)
+    try:
+        while data:
+            data = data[os.write(fd, data) :]
+    finally:
+        os.close(fd)
 
 
 def json_text(data: Any) -> str:

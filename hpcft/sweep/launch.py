@@ -11,8 +11,9 @@ from __future__ import annotations
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
+from hpcft.config.placement import refuse_in_sweep
 from hpcft.config.schema import Executor, HpcftConfig
 from hpcft.config.secrets import check_secret
 from hpcft.config.validate import known_secrets
@@ -74,10 +75,19 @@ def _planned(point: PointConfig, run: CheckedRun) -> SweepPoint:
     pipeline = build_pipeline(run, RunLayout(point.run_dir))
     from hpcft.submit import write_run_files
 
+    make_folders(point.run_dir, [*pipeline.files, *point.hydra_files])
     write_run_files(pipeline, point.config_yaml or config_yaml(point.cfg), write_new)
     for relpath, text in point.hydra_files.items():
         write_new(point.run_dir / relpath, text)
     return SweepPoint(point.num, point.overrides, point.cfg, pipeline)
+
+
+def make_folders(root: Path, relpaths: Sequence[str]) -> None:
+    """The folders of a new run directory's files, made before they are written (a file's
+    open would otherwise fail first, once a folder)."""
+    folders = {parent for relpath in relpaths for parent in PurePosixPath(relpath).parents}
+    for folder in sorted(folders - {PurePosixPath()}):  # a folder before the folders in it
+        (root / folder).mkdir()
 
 
 def earlier_batches(sweep_dir: Path, batch: int) -> SweepRecord | None:
@@ -97,6 +107,8 @@ def launch_sweep(points: Sequence[PointConfig], sweep_dir: Path, batch: int = 0,
     if not points:
         return []
     runs = [check(point.cfg) for point in points]
+    for point in points:
+        refuse_in_sweep(point.cfg)
     check_point_dirs(points, sweep_dir)
     with run_umask(points[0].cfg.cluster.umask):
         return _launch_sweep(points, runs, sweep_dir, batch, say)
