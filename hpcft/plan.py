@@ -14,7 +14,7 @@ from hpcft.config.schema import HpcftConfig, StageName
 from hpcft.configure import CheckedRun
 from hpcft.frameworks.base import Files, FrameworkAdapter
 from hpcft.jobs.rendezvous import PORT_BASE, PORT_SPAN, launch_env
-from hpcft.jobs.spec import StageJob, TrainJob
+from hpcft.jobs.spec import AllocationJob, DeployJob, EvalJob, StageJob, TrainJob
 from hpcft.resources import deploy_gpus
 from hpcft.rundir import RunLayout
 from hpcft.stage_site import Resources, node_share, stage_resources
@@ -65,10 +65,14 @@ def build_pipeline(run: CheckedRun, layout: RunLayout) -> Pipeline:
         stages.append(deploy_stage(cfg, adapter, layout))
     if StageName.eval in planned:
         stages.append(local_eval_stage(cfg, adapter, layout) if local_encode(cfg) else eval_stage(cfg, adapter, layout))
+    if cfg.deploy.placement == "after_train":
+        stages = [placed(stages)]
     targets = [target.describe() for target in run.targets.values()]
     notes = [*adapter.notes(), launch_note(stages[0].job, cfg.cluster.nodes), *targets]
     if local_encode(cfg):
         notes.append(encode_note(StageName.deploy in planned))
+    if cfg.deploy.placement == "after_train":
+        notes.append("deploy, eval: in the train job's allocation once training ends (deploy.placement=after_train)")
     return Pipeline(run_name=layout.root.name, layout=layout, stages=tuple(stages), files=files, notes=tuple(notes))
 
 
@@ -128,6 +132,14 @@ def local_eval_stage(cfg: HpcftConfig, adapter: FrameworkAdapter, layout: RunLay
     )
 
 
+def placed(stages: list[Stage]) -> Stage:
+    """`deploy.placement=after_train`: one job, the train stage's resources, running all three."""
+    train, deploy, evaluation = stages
+    assert isinstance(train.job, TrainJob) and isinstance(deploy.job, DeployJob) and isinstance(evaluation.job, EvalJob)
+    return Stage(name=StageName.train, job=AllocationJob(train=train.job, deploy=deploy.job, eval=evaluation.job),
+                 resources=train.resources)  # fmt: skip
+
+
 def encode_note(deploys: bool) -> str:
     kept = "the deploy job serves beside it (deploy.keep_serving)" if deploys else "no deploy job"
     return f"eval: encodes with FlagEmbedding in its own job (eval.encode=local); {kept}"
@@ -135,6 +147,7 @@ def encode_note(deploys: bool) -> str:
 
 def launch_note(job: StageJob, nodes: int) -> str:
     """What every node of the train job runs, with the rendezvous values it gets at run time."""
+    job = job.train if isinstance(job, AllocationJob) else job
     assert isinstance(job, TrainJob)
     placeholders = {
         "NNODES": str(nodes),

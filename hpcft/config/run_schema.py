@@ -30,6 +30,12 @@ class DeployConfig:
     max_model_len: int | None = None
     """vLLM: the longest prompt + answer in tokens (`--max-model-len`), which sizes its KV
     cache; null: the model's own limit; >= 1."""
+    placement: str = "own_job"
+    """Where deploy and eval run: `own_job` (each its own Slurm job, after training) or
+    `after_train` (inside the train job's allocation once training ends: no second queue
+    wait, but the whole allocation is held while the server loads and the eval runs; its
+    time limit, `cluster.time`, must cover all three). README, "Deploy and eval in the train
+    job's allocation"."""
 
 
 @dataclass(kw_only=True)

@@ -22,6 +22,7 @@ from hpcft.config.checks import (
     check_safe_text,
     check_time,
 )
+from hpcft.config.placement import validate_placement
 from hpcft.config.registry import default_framework, registered_frameworks
 from hpcft.config.schema import ClusterConfig, Executor, HpcftConfig, ModelKind, StageName
 from hpcft.config.secrets import check_secret, environment_secrets
@@ -254,4 +255,5 @@ def validate_common(cfg: HpcftConfig) -> None:
     validate_suites(cfg)
     validate_checkpoints(cfg)
     validate_encode(cfg)
+    validate_placement(cfg)
     validate_run(cfg)

@@ -12,7 +12,7 @@ from typing import Any
 import submitit
 
 from hpcft.jobs.requeue import clear_leftover_saves, mark_requeue
-from hpcft.jobs.spec import DeployJob, EvalJob, StageJob, TrainJob
+from hpcft.jobs.spec import AllocationJob, DeployJob, EvalJob, StageJob, TrainJob
 
 
 def run_stage(job: StageJob) -> str:
@@ -31,6 +31,10 @@ def run_stage(job: StageJob) -> str:
         from hpcft.jobs.evaluate import run_eval
 
         return run_eval(job)
+    if isinstance(job, AllocationJob):
+        from hpcft.jobs.allocation import run_allocation
+
+        return run_allocation(job)
     raise TypeError(f"unknown stage job {type(job).__name__}")
 
 
@@ -51,6 +55,8 @@ class ResumableStage(submitit.helpers.Checkpointable):
 
 
 def stage_callable(job: StageJob) -> Callable[[StageJob], str]:
-    """Train and eval resume after requeue; deploy is plain (a rerun serves afresh)."""
+    """Train and eval (alone, or with deploy in the train job's allocation) resume after
+    requeue; deploy is plain (a rerun serves afresh)."""
     # submitit.helpers.Checkpointable.__new__ has no annotations.
-    return ResumableStage() if isinstance(job, TrainJob | EvalJob) else run_stage  # type: ignore[no-untyped-call]
+    resumable = isinstance(job, TrainJob | EvalJob | AllocationJob)
+    return ResumableStage() if resumable else run_stage  # type: ignore[no-untyped-call]

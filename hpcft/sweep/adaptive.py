@@ -20,6 +20,7 @@ from hydra.core.override_parser.types import Glob, IntervalSweep, Override
 from omegaconf import DictConfig, OmegaConf
 
 from hpcft.config.overrides import hydra_value
+from hpcft.config.placement import refuse_in_sweep
 from hpcft.config.schema import Executor, HpcftConfig, ModelKind, StageName
 from hpcft.config.secrets import check_secret
 from hpcft.configure import compose_config, typed_config, validate_config
@@ -100,6 +101,7 @@ def check_trials(
     for space in spaces:
         for value in space.values()[1:]:
             trial_config(trials, {**first, space.key: value}, config_dirs, [space])
+    refuse_in_sweep(cfg)
     return cfg
 
 
