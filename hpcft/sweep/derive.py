@@ -22,6 +22,7 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from enum import Enum
+from functools import cached_property
 from typing import Any
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
@@ -84,17 +85,21 @@ def leaf(override: Override, cfg: DictConfig) -> ValueNode | None:
     return None
 
 
-def set_leaf(node: ValueNode, override: Override, cfg: DictConfig) -> None:
-    """The override's value into its leaf; a value the leaf refuses goes through Hydra's own
-    function, for Hydra's own words."""
+def set_leaf(node: ValueNode, override: Override, cfg: DictConfig) -> bool:
+    """The override's value into its leaf (True); a value the leaf refuses goes through Hydra's
+    own function, for Hydra's own words (False, where it took it after all)."""
     try:
         node._set_value(override.value())
     except OmegaConfBaseException:
         apply([override], cfg)
+        return False
+    return True
 
 
-def put_back(cfg: DictConfig, key: str, old: Any) -> None:
-    node = node_at(cfg, key)
+def put_back(cfg: DictConfig, key: str, old: Any, node: Node | None = None) -> None:
+    """A leaf's value as it was: into `node`, the leaf a point's value went into in place,
+    else into the node now at `key`."""
+    node = node_at(cfg, key) if node is None else node
     try:
         assert isinstance(node, ValueNode)
         node._set_value(old)
@@ -179,7 +184,12 @@ def _init_fields(obj: Any) -> set[str]:
 
 
 def selected(cfg: DictConfig, key: str) -> Any:
-    """A key's value as `OmegaConf.to_object` gives it, its errors as `to_typed` words them."""
+    """A key's value as `OmegaConf.to_object` gives it, its errors as `to_typed` words them:
+    a leaf that holds a value (a point's own, set in place) is read off its node, as
+    `OmegaConf.select` ends in; anything else is selected."""
+    node = node_at(cfg, key)
+    if isinstance(node, ValueNode) and not node._is_interpolation() and not node._is_missing():
+        return node._value()
     try:
         value = OmegaConf.select(cfg, key, throw_on_missing=True)
     except OmegaConfBaseException as e:
@@ -244,16 +254,19 @@ class PointBase:
             apply(values, config)
             yield Derived(base=self, config=config, changed=None)
             return
-        undo: list[tuple[str, Any]] = []
+        undo: list[tuple[str, Any, Node | None]] = []
+        keys = [o.key_or_group for o in values]
         try:
             for override, node in zip(values, leaves, strict=True):
                 assert node is not None
-                undo.append((override.key_or_group, node._value()))
-                set_leaf(node, override, self.config)
+                key, old = override.key_or_group, node._value()
+                undo.append((key, old, None))  # put back even if the value is refused
+                if set_leaf(node, override, self.config) and keys.count(key) == 1:
+                    undo[-1] = (key, old, node)  # a node set in place is the key's still
             yield Derived(base=self, config=self.config, changed=tuple(o.key_or_group for o in values))
         finally:
-            for key, old in reversed(undo):
-                put_back(self.config, key, old)
+            for key, old, node in reversed(undo):
+                put_back(self.config, key, old, node)
 
     def leaves(self, key: str, seen: frozenset[str] = frozenset()) -> frozenset[str] | None:
         """The keys an interpolation's value comes from, through the interpolations it reads
@@ -296,6 +309,12 @@ class Derived:
     """The point's whole composition, Hydra's node included."""
     changed: tuple[str, ...] | None
     """The keys its overrides set in place; None for a copy (nothing is shared)."""
+
+    @cached_property
+    def hydra(self) -> DictConfig:
+        """The point's Hydra node, looked up once (an attribute of a config is resolved)."""
+        node: DictConfig = self.config.hydra
+        return node
 
     def typed(self) -> HpcftConfig:
         """What `hpcft.configure.typed_config` gives for the point's composition."""

@@ -93,12 +93,11 @@ class PointMaker:
         parsed = self.parser.parse(overrides)
         groups, values = composed_in(*split_overrides(parsed))
         with self.base(groups).point(values) as derived:
-            with read_write(derived.config.hydra):  # once a point: each change of the flag walks the node
-                changes = self._job_fields(derived, parsed, num, on_start is not None)
-                sweep_dir = Path(derived.folder("hydra.sweep.dir")).expanduser().absolute()
-                run_dir = sweep_dir / derived.folder("hydra.sweep.subdir")
-                changes[("hydra", "runtime", "output_dir")] = str(run_dir)
-                self._output_dir(derived, str(run_dir))
+            changes = self._job_fields(derived, parsed, num, on_start is not None)
+            sweep_dir = Path(derived.folder("hydra.sweep.dir")).expanduser().absolute()
+            run_dir = sweep_dir / derived.folder("hydra.sweep.subdir")
+            changes[("hydra", "runtime", "output_dir")] = str(run_dir)
+            self._output_dir(derived, str(run_dir))
             cfg = derived.typed()
             files = self._records(derived, changes)
             if on_start is not None:
@@ -117,14 +116,14 @@ class PointMaker:
         them; the same values for `hydra.yaml`. The nodes take the values in place (assigning
         through the config costs several times more, on every point); the override list,
         the dearest, only where something reads it."""
-        hydra = derived.config.hydra
+        hydra = derived.hydra
         app = [o for o in parsed if not o.is_hydra_override()]
         task = [str(o.input_line) for o in app]
         dirname = get_overrides_dirname(
             overrides=[o for o in app if o.key_or_group not in self.implied], **self._dirname_settings(hydra)
         )
         job = {"num": num, "id": num, "override_dirname": dirname}  # id: Slurm's ids are in manifest.json
-        for key, value in job.items():  # the node is writable here (`make`)
+        for key, value in job.items():
             set_value(hydra, f"job.{key}", value)
         if on_start or derived.reads("hydra.overrides.task"):
             set_value(hydra, "overrides.task", task)
@@ -146,14 +145,14 @@ class PointMaker:
     def _output_dir(derived: Derived, run_dir: str) -> None:
         """`hydra.runtime.output_dir`, as Hydra's `run_job` sets it; made current where the
         app's config reads Hydra's node (`${hydra:...}`)."""
-        set_value(derived.config.hydra, "runtime.output_dir", run_dir)  # the node is writable here (`make`)
+        set_value(derived.hydra, "runtime.output_dir", run_dir)
         if derived.base.hydra_resolver:
             HydraConfig.instance().set_config(derived.config)
 
     @staticmethod
     def _records(derived: Derived, changes: dict[Any, Any]) -> dict[str, str]:
         """Hydra's `.hydra/` files of the point: run-dir path -> text."""
-        sub = derived.config.hydra.output_subdir
+        sub = derived.hydra.output_subdir
         if sub is None:
             return {}
         return {
@@ -165,10 +164,13 @@ class PointMaker:
 
 def set_value(node: DictConfig, key: str, value: Any) -> None:
     """A value into an existing node of Hydra's config (its own node's `_set_value`, as an
-    assignment through the config would end in); a key not there is added."""
+    assignment through the config would end in), that node made writable for the moment (a
+    flag's change walks every node below: Hydra's whole node would cost more than the value);
+    a key not there is added."""
     target = node_at(node, key)
     if target is not None:
-        target._set_value(value)
+        with read_write(target):
+            target._set_value(value)
         return
-    with open_dict(node):
+    with read_write(node), open_dict(node):
         OmegaConf.update(node, key, value, merge=False, force_add=True)

@@ -103,6 +103,8 @@ class ChunkedYaml:
         """The text of each entry, in order: a mapping's header line, then its entries."""
         self.values: dict[Path_, Any] = {}
         """The value of each leaf entry (a scalar, a list, an empty mapping, or a mapping at `depth`)."""
+        self.layouts: dict[frozenset[Path_], list[str | Path_]] = {}
+        """`_layout`'s, once made."""
         self._split((), self.tree, depth)
 
     def _split(self, path: Path_, tree: Mapping[str, Any], depth: int) -> None:
@@ -129,7 +131,22 @@ class ChunkedYaml:
             return yaml_text(tree)
         fast = {e: t for e, new in redone.items() if (t := rescalared(self.chunks[e], self.values[e], new)) is not None}
         texts = {**_entries({e: new for e, new in redone.items() if e not in fast}), **fast}
-        return "".join(texts.get(key, text) for key, text in self.chunks.items())
+        return "".join(part if isinstance(part, str) else texts[part] for part in self._layout(frozenset(texts)))
+
+    def _layout(self, redone: frozenset[Path_]) -> list[str | Path_]:
+        """The text around the entries `redone`, joined once for each set of them (a sweep's
+        points redo the same entries): each run of other entries' texts, and the paths."""
+        if redone not in self.layouts:
+            layout: list[str | Path_] = []
+            kept: list[str] = []
+            for key, text in self.chunks.items():
+                if key in redone:
+                    layout += ["".join(kept), key]
+                    kept = []
+                else:
+                    kept.append(text)
+            self.layouts[redone] = [*layout, "".join(kept)]
+        return self.layouts[redone]
 
 
 def _set(tree: Any, path: Path_, new: Any) -> Any:
@@ -161,6 +178,9 @@ class TypedYaml:
     def __init__(self) -> None:
         self.seen: dict[Path_, tuple[Any, str]] = {}
         """Entry -> (the value dumped, its text)."""
+        self.sections: dict[str, tuple[Any, str]] = {}
+        """Top-level field -> (the dataclass last written, its text): the points' configs share
+        the objects of the parts their values leave alone."""
 
     def text(self, cfg: Any) -> str:
         """What `yaml_text(plain(cfg))` gives."""
@@ -168,11 +188,21 @@ class TypedYaml:
         for f in dataclasses.fields(cfg):
             value = getattr(cfg, f.name)
             if dataclasses.is_dataclass(value) and dataclasses.fields(value):
-                parts.append(self._chunk((f.name,), None, header=True))
-                parts += [self._chunk((f.name, s.name), getattr(value, s.name)) for s in dataclasses.fields(value)]
+                parts.append(self._section(f.name, value))
             else:
                 parts.append(self._chunk((f.name,), value))
         return "".join(parts)
+
+    def _section(self, name: str, value: Any) -> str:
+        """A dataclass field's text: its header and each of its fields' entries."""
+        last = self.sections.get(name)
+        if last is not None and last[0] is value:
+            return last[1]
+        parts = [self._chunk((name,), None, header=True)]
+        parts += [self._chunk((name, s.name), getattr(value, s.name)) for s in dataclasses.fields(value)]
+        text = "".join(parts)
+        self.sections[name] = (value, text)
+        return text
 
     def _chunk(self, path: Path_, value: Any, *, header: bool = False) -> str:
         """An entry's text, dumped again only for another value."""
