@@ -178,6 +178,26 @@ def test_vllm_pooling_serves_the_fine_tuned_embedder_and_its_base(run_root, tmp_
         assert_openai_embeddings(endpoint)
         for side in (endpoint, endpoint["baseline"]):  # their contexts differ (512, 256); the cut does not
             assert_cut_as_flagembedding_cuts(side, run / "train" if side is endpoint else None)
+        assert_local_encoding_scores_as_vllm_served(run, evalset, metrics)
+
+
+def assert_local_encoding_scores_as_vllm_served(run: Path, evalset: Path, served: dict) -> None:
+    """`eval.encode=local` on the same trained model: FlagEmbedding's own encode in this
+    process ranks as the vLLM-served vectors did, to the same metrics, base and fine-tuned."""
+    from hpcft.configure import check
+    from hpcft.jobs.local_encode import local_models
+    from hpcft.jobs.retrieval import evaluate_retrieval
+    from hpcft.jobs.spec import EvalJob
+    from hpcft.plan import build_pipeline
+    from hpcft.rundir import RunLayout
+    from tests.integration.test_slurm_embeddings import FAST as FE_FAST
+
+    cfg = load_config(["model=minilm", f"evalset={evalset}", "eval.encode=local", *FE_FAST])
+    job = build_pipeline(check(cfg), RunLayout(run)).stage("eval").job
+    assert isinstance(job, EvalJob) and job.local is not None
+    here = evaluate_retrieval(local_models(job.local, job.task), job)
+    for side in ("fine_tuned", "base"):
+        assert here[side] == pytest.approx(served[side], abs=1e-6), (side, here[side], served[side])
 
 
 def assert_cut_as_flagembedding_cuts(endpoint: dict, weights: Path | None) -> None:
