@@ -108,3 +108,22 @@ def test_predictions_stay_private_whatever_the_umask(tmp_path, loose_shell_umask
     resumed.add({"index": 1, "prediction": "b"})
     assert [r["index"] for r in resumed.finish()] == [0, 1] and mode(path) == 0o600
     assert json.loads(path.read_text().splitlines()[1])["prediction"] == "b"
+
+
+@pytest.mark.parametrize("umask", ["077", "027"])
+def test_a_sweep_point_s_record_is_rewritten_as_write_atomic_would(umask, tmp_path, loose_shell_umask):
+    """`rewrite_new` (a point's record after its arrays are queued): the new text, the mode
+    `write_new` gave the file, no temporary file left; a stray temporary file of that name
+    makes it take `write_atomic`'s way."""
+    from hpcft.sweep.arrays import rewrite_new, write_new
+
+    with run_umask(umask):
+        path = tmp_path / "0" / "manifest.json"
+        write_new(path, '{"status": "submitting"}\n')
+        before = mode(path)
+        rewrite_new(path, '{"status": "submitted"}\n')
+        assert path.read_text() == '{"status": "submitted"}\n' and mode(path) == before
+        assert sorted(p.name for p in path.parent.iterdir()) == ["manifest.json"]
+        (path.parent / ".manifest.json.new").write_text("stray")
+        rewrite_new(path, "again\n")
+        assert path.read_text() == "again\n" and mode(path) == before
