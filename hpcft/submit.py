@@ -17,7 +17,7 @@ from typing import Any
 
 import submitit
 
-from hpcft.config.schema import ClusterConfig
+from hpcft.config.schema import ClusterConfig, StageName
 from hpcft.errors import SchedulerUnreachable, StageFailedError, SubmissionError, SubmissionInterrupted
 from hpcft.interrupts import interruptions_raised
 from hpcft.jobs.entry import stage_callable
@@ -25,7 +25,7 @@ from hpcft.localgroup import LocalGroup
 from hpcft.manifest import Executor, Manifest, StageRecord
 from hpcft.plan import Pipeline, Stage
 from hpcft.render import setup_lines, slurm_parameters, time_to_minutes
-from hpcft.rundir import tail, write_atomic
+from hpcft.rundir import RunLayout, tail, write_atomic
 from hpcft.scheduler import StageState, cancel_run_jobs, unreachable_said
 
 Printer = Callable[[str], None]
@@ -33,13 +33,20 @@ Printer = Callable[[str], None]
 
 def write_run_files(pipeline: Pipeline, config_yaml: str, write: Callable[[Path, str], None] = write_atomic) -> None:
     """The run's config and the plan's files; `write`: how (a sweep's new point folders need
-    no atomic replace: nothing reads them before the sweep is recorded)."""
+    no atomic replace: nothing reads them before the sweep is recorded). The folders of the
+    deploy and eval stages only where they are planned (their jobs' writes make them anyway;
+    a train-only sweep's points made two empty folders each)."""
     layout = pipeline.layout
     write(layout.config, config_yaml)
     for relpath, text in pipeline.files.items():
         write(layout.root / relpath, text)
-    for stage_dir in (layout.slurm, layout.deploy, layout.eval):
+    planned = {stage.name for stage in pipeline.stages}
+    for stage_dir in (layout.slurm, *(path for name, path in stage_folders(layout) if name in planned)):
         stage_dir.mkdir(parents=True, exist_ok=True)
+
+
+def stage_folders(layout: RunLayout) -> tuple[tuple[StageName, Path], ...]:
+    return ((StageName.deploy, layout.deploy), (StageName.eval, layout.eval))
 
 
 def new_manifest(pipeline: Pipeline, executor: Executor) -> Manifest:
