@@ -66,7 +66,7 @@ def build_pipeline(run: CheckedRun, layout: RunLayout) -> Pipeline:
     if StageName.eval in planned:
         stages.append(local_eval_stage(cfg, adapter, layout) if local_encode(cfg) else eval_stage(cfg, adapter, layout))
     if cfg.deploy.placement == "after_train":
-        stages = [placed(stages)]
+        stages = [placed(stages, tuple(run.targets[StageName.deploy].python))]
     targets = [target.describe() for target in run.targets.values()]
     notes = [*adapter.notes(), launch_note(stages[0].job, cfg.cluster.nodes), *targets]
     if local_encode(cfg):
@@ -132,12 +132,13 @@ def local_eval_stage(cfg: HpcftConfig, adapter: FrameworkAdapter, layout: RunLay
     )
 
 
-def placed(stages: list[Stage]) -> Stage:
-    """`deploy.placement=after_train`: one job, the train stage's resources, running all three."""
+def placed(stages: list[Stage], deploy_python: tuple[str, ...]) -> Stage:
+    """`deploy.placement=after_train`: one job, the train stage's resources, running all three
+    (the server in the deploy stage's interpreter)."""
     train, deploy, evaluation = stages
     assert isinstance(train.job, TrainJob) and isinstance(deploy.job, DeployJob) and isinstance(evaluation.job, EvalJob)
-    return Stage(name=StageName.train, job=AllocationJob(train=train.job, deploy=deploy.job, eval=evaluation.job),
-                 resources=train.resources)  # fmt: skip
+    job = AllocationJob(train=train.job, deploy=deploy.job, eval=evaluation.job, deploy_python=deploy_python)
+    return Stage(name=StageName.train, job=job, resources=train.resources)
 
 
 def encode_note(deploys: bool) -> str:

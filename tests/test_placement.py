@@ -4,6 +4,9 @@ the login node, planned as one job, and run in order by `hpcft.jobs.allocation`
 
 from __future__ import annotations
 
+import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,7 +45,7 @@ def test_one_job_holds_the_three_stages_on_the_train_jobs_resources():
         ([*LLM, "deploy.keep_serving=true"], "deploy.placement: after_train: deploy.keep_serving would hold"),
         (["model=minilm", "cluster=slurmlab", "deploy.placement=after_train", "eval.encode=local"],
          "deploy.placement: after_train: eval.encode=local plans no server"),
-        ([*LLM, "cluster.deploy.python=[/usr/bin/python3]"], "deploy.placement: after_train: cluster.deploy.python"),
+        ([*LLM, "cluster.eval.python=[/usr/bin/python3]"], "deploy.placement: after_train: cluster.eval.python"),
         ([*LLM, "cluster.eval.partition=cpu"], "deploy.placement: after_train: cluster.eval.partition applies"),
         ([*LLM, "cluster.deploy.setup=[module load x]"], "deploy.placement: after_train: cluster.deploy.setup"),
     ],
@@ -72,13 +75,12 @@ def allocation_job(tmp_path: Path) -> AllocationJob:
 @pytest.fixture
 def stages(monkeypatch) -> list[str]:
     """The stages' runners replaced by recorders: what ran, in order."""
-    import hpcft.jobs.deploy
     import hpcft.jobs.evaluate
     import hpcft.jobs.train
 
     ran: list[str] = []
     monkeypatch.setattr(hpcft.jobs.train, "run_train", lambda job: ran.append("train") or "trained")
-    monkeypatch.setattr(hpcft.jobs.deploy, "run_deploy", lambda job: ran.append("deploy") or "served")
+    monkeypatch.setattr(allocation, "start_deploy", lambda job: ran.append("deploy") or subprocess.Popen(["true"]))
     monkeypatch.setattr(hpcft.jobs.evaluate, "run_eval", lambda job: ran.append("eval") or "eval: {}")
     monkeypatch.delenv("SLURM_PROCID", raising=False)
     return ran
@@ -102,11 +104,28 @@ def test_the_other_nodes_only_train(tmp_path, stages, monkeypatch):
 
 
 def test_a_server_that_failed_fails_the_job_after_the_eval(tmp_path, stages, monkeypatch):
-    import hpcft.jobs.deploy
-
-    def broken(job: DeployJob) -> str:
-        raise RuntimeError("no GPU")
-
-    monkeypatch.setattr(hpcft.jobs.deploy, "run_deploy", broken)
-    with pytest.raises(RuntimeError, match="the server failed after the eval: no GPU"):
+    monkeypatch.setattr(allocation, "start_deploy", lambda job: subprocess.Popen(["false"]))
+    with pytest.raises(RuntimeError, match="the deploy stage ended with exit status 1"):
         allocation.run_allocation(allocation_job(tmp_path))
+
+
+def test_the_server_starts_in_the_deploy_stages_interpreter_from_its_record(tmp_path, monkeypatch):
+    import hpcft.jobs.deploy
+    from hpcft.jobs import deploy_here
+
+    started: list[list[str]] = []
+    monkeypatch.setattr(subprocess, "Popen", lambda argv: started.append(argv))
+    job = dataclasses.replace(allocation_job(tmp_path), deploy_python=("/envs/serve/bin/python",))
+    allocation.start_deploy(job)
+    (argv,) = started
+    assert argv[:3] == ["/envs/serve/bin/python", "-m", "hpcft.jobs.deploy_here"]
+    assert (Path(argv[3]).stat().st_mode & 0o777) == 0o600
+    served: list[DeployJob] = []
+    monkeypatch.setattr(hpcft.jobs.deploy, "run_deploy", lambda job: served.append(job) or "served")
+    deploy_here.main([argv[3]])
+    assert served == [job.deploy]
+
+
+def test_the_plan_names_the_deploy_stages_interpreter():
+    job = build_pipeline(check(load_config([*LLM, f"cluster.deploy.python=[{sys.executable}]"])), RunLayout(Path("/r")))
+    assert job.stage("train").job.deploy_python == (sys.executable,)  # type: ignore[union-attr]

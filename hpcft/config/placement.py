@@ -1,7 +1,8 @@
 """`deploy.placement`: what may run deploy and eval inside the train job's allocation.
 
 `after_train` runs the three stages as one Slurm job (hpcft.jobs.allocation): the train
-job's resources, interpreter, setup lines and environment serve all three. What needs a job
+job's resources, setup lines and environment serve all three, its interpreter trains and
+evaluates, and the server runs in the deploy stage's (`cluster.deploy.python`). What needs a job
 of its own, or a setting that a job shared with training cannot honour, is refused here.
 """
 
@@ -44,9 +45,9 @@ def stage_site_refusal(cfg: HpcftConfig) -> str | None:
     """A `cluster.deploy` / `cluster.eval` setting the train job cannot honour, or None."""
     c = cfg.cluster
     train_python = c.train.python if c.train.python is not None else c.python
+    if c.eval.python is not None and c.eval.python != train_python:
+        return "cluster.eval.python differs from the train job's interpreter, which runs the eval"
     for name, site in (("deploy", c.deploy), ("eval", c.eval)):
-        if site.python is not None and site.python != train_python:
-            return f"cluster.{name}.python differs from the train job's interpreter, which runs all three stages"
         for field in ("partition", "account", "qos", "constraint", "srun_args"):
             if getattr(site, field):
                 return f"cluster.{name}.{field} applies to a job of its own; the train job's is used"

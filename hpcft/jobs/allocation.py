@@ -2,22 +2,25 @@
 
 Every node trains, as the train job does. Then training is marked finished
 (`<run>/train/hpcft_train_done`), the other nodes' tasks end, and the first node runs the
-deploy stage in a background thread (its server a child process, on the GPUs the deploy job
-would have asked for) and the eval in the foreground, against that server, as their own jobs
-would: the eval waits for the endpoint, releases the server once every answer is in, then
-scores. A requeue (time limit, preemption) stops everything; the next attempt resumes where
-it stopped: training from its last checkpoint, or, when the marker says it had finished,
+deploy stage as a child process in the deploy stage's own interpreter (`cluster.deploy.python`:
+vLLM's environment; `hpcft.jobs.deploy_here`), serving on the GPUs the deploy job would have
+asked for, and the eval in the foreground, against that server, as their own jobs would: the
+eval waits for the endpoint, releases the server once every answer is in, then scores. A
+requeue (time limit, preemption) stops everything; the next attempt resumes where it
+stopped: training from its last checkpoint, or, when the marker says it had finished,
 straight to a fresh server and the eval's kept answers (`predictions.jsonl`, `answered.json`).
 """
 
 from __future__ import annotations
 
 import os
-import threading
+import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 from hpcft.jobs.requeue import is_requeue
-from hpcft.jobs.spec import AllocationJob, DeployJob
+from hpcft.jobs.spec import AllocationJob
 from hpcft.rundir import RunLayout, write_atomic
 
 DONE = "hpcft_train_done"
@@ -34,21 +37,24 @@ def first_task() -> bool:
     return os.environ.get("SLURM_PROCID", "0") == "0"
 
 
-def serve_in_background(job: DeployJob, failures: list[BaseException]) -> threading.Thread:
-    """The deploy stage in a daemon thread (a requeue ends the process without waiting for
-    it); a failure is kept in `failures` (the deploy has already told the eval, which stops
-    waiting: `hpcft.jobs.evaluate.wait_endpoint`)."""
-    from hpcft.jobs.deploy import run_deploy
+def start_deploy(job: AllocationJob) -> subprocess.Popen[bytes]:
+    """The deploy stage in its own interpreter (empty: this one), from its record pickled into
+    the run's `slurm/` folder; its output goes to this job's log. It tells the eval when it
+    fails (`deploy/failed`), which then stops waiting for an endpoint."""
+    record = RunLayout(Path(job.train.run_dir)).slurm / "allocation_deploy.pkl"
+    write_atomic(record, pickle.dumps(job.deploy).hex(), private=True)
+    python = list(job.deploy_python) or [sys.executable]
+    print(f"hpcft: serving with {' '.join(python)} in this job's allocation", flush=True)
+    return subprocess.Popen([*python, "-m", "hpcft.jobs.deploy_here", str(record)])
 
-    def deploy() -> None:
-        try:
-            print(run_deploy(job), flush=True)
-        except BaseException as e:
-            failures.append(e)
 
-    thread = threading.Thread(target=deploy, name="hpcft-deploy", daemon=True)
-    thread.start()
-    return thread
+def stopped(server: subprocess.Popen[bytes]) -> int | None:
+    """The deploy's exit status once it has ended (at most `JOIN_S`); None if it has not."""
+    try:
+        return server.wait(JOIN_S)
+    except subprocess.TimeoutExpired:
+        server.terminate()
+        return None
 
 
 def run_allocation(job: AllocationJob) -> str:
@@ -64,15 +70,13 @@ def run_allocation(job: AllocationJob) -> str:
             write_atomic(marker, "training finished\n")
     if not first_task():
         return f"train finished: {job.train.run_dir}/train (node {os.environ.get('SLURM_NODEID', '?')})"
-    failures: list[BaseException] = []
-    thread = serve_in_background(job.deploy, failures)
+    server = start_deploy(job)
     try:
         summary = run_eval(job.eval)  # releases the server once every answer is in
     except BaseException as e:
         if not is_requeue(e):  # the eval said stop: let the server stop before the job ends
-            thread.join(JOIN_S)
+            stopped(server)
         raise
-    thread.join(JOIN_S)
-    if failures:
-        raise RuntimeError(f"the server failed after the eval: {failures[0]}") from failures[0]
+    if stopped(server):
+        raise RuntimeError(f"the deploy stage ended with exit status {server.returncode} (its log is this job's)")
     return summary

@@ -226,14 +226,17 @@ class EvalJob:
 @dataclass(frozen=True, kw_only=True)
 class AllocationJob:
     """`deploy.placement=after_train`: the three stages in the train job's allocation. Every
-    node trains; then the first serves in the background and evaluates against its own
-    server (hpcft.jobs.allocation). A requeue resumes where it stopped: training from its
+    node trains; then the first serves in the background (in the deploy stage's interpreter)
+    and evaluates against its own server (hpcft.jobs.allocation). A requeue resumes where it stopped: training from its
     last checkpoint, or, once it has finished (a marker says so), straight to serving and to
     the eval's kept answers."""
 
     train: TrainJob
     deploy: DeployJob
     eval: EvalJob
+    deploy_python: tuple[str, ...] = ()
+    """The deploy stage's interpreter command (`cluster.deploy.python`: vLLM's environment);
+    empty: the train job's."""
 
 
 StageJob = TrainJob | DeployJob | EvalJob | AllocationJob

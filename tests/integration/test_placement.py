@@ -56,3 +56,24 @@ def test_train_deploy_and_eval_run_in_one_job_and_a_requeue_mid_eval_resumes_it(
     assert json.loads((run / "deploy" / "endpoint.json").read_text())["stopped"] is True
     assert (run / "train" / "hpcft_train_done").is_file()
     assert Path(run / "train" / "adapter_model.safetensors").is_file()
+
+
+def test_the_server_runs_in_the_deploy_stages_own_environment_inside_the_train_job(run_root):
+    """vLLM in its own environment (`cluster.deploy.python`) serves inside the train job."""
+    from tests.integration.test_vllm_serving import SERVE_PYTHON
+
+    if not SERVE_PYTHON.exists():
+        pytest.skip("no vLLM environment (scripts/install.sh serve)")
+    result = hpcft(
+        "model=tiny_llama", "cluster=slurmlab", f"run_root={run_root}", *FAST, "deploy.placement=after_train",
+        "deploy.backend=vllm", f"cluster.deploy.python=[{SERVE_PYTHON}]", "deploy.ready_timeout_s=600",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    run = only_run(run_root)
+    job = str(manifest(run)["stages"]["train"]["job_id"])
+    states = wait_final([job], timeout_s=900)
+    assert states[job] == "COMPLETED", logs(run)[-3000:]
+    assert f"hpcft: serving with {SERVE_PYTHON} in this job's allocation" in logs(run)
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    assert metrics["model"] == "tiny_llama-ft" and set(metrics["base"]) >= {"rouge-l", "bleu-4"}
+    assert json.loads((run / "deploy" / "endpoint.json").read_text())["stopped"] is True
