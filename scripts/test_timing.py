@@ -1,5 +1,7 @@
 """Where the suite's time went: each phase of scripts/test.sh, the tests counted, and the
-10 slowest tests, read from the phases' JUnit reports (pytest --junitxml).
+10 slowest tests, read from the phases' JUnit reports (pytest --junitxml); with the CPU the
+integration tests recorded (tests/integration/conftest.py: their own and their Slurm jobs'),
+the CPU they cost and the 10 costliest, since on 2 cores CPU, not waiting, sets the pace.
 
     python scripts/test_timing.py PHASES.tsv REPORT.xml...
 """
@@ -15,8 +17,17 @@ def minutes(seconds: float) -> str:
     return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
 
 
-def cases(reports: list[Path]) -> list[tuple[str, float, bool]]:
-    """(test id, seconds, passed) of every test case the reports hold."""
+Case = tuple[str, float, bool, float]
+"""A test's id, seconds, whether it passed, and the CPU seconds it recorded (0 if none)."""
+
+
+def cpu_of(case: ET.Element) -> float:
+    props = case.iter("property")
+    return sum(float(p.get("value", 0)) for p in props if p.get("name", "").startswith("cpu_"))
+
+
+def cases(reports: list[Path]) -> list[Case]:
+    """Every test case the reports hold."""
     out = []
     for report in reports:
         for case in ET.parse(report).iter("testcase"):
@@ -24,7 +35,7 @@ def cases(reports: list[Path]) -> list[tuple[str, float, bool]]:
                 continue
             name = f"{case.get('classname', '')}::{case.get('name', '')}"
             failed = case.find("failure") is not None or case.find("error") is not None
-            out.append((name, float(case.get("time", 0)), not failed))
+            out.append((name, float(case.get("time", 0)), not failed, cpu_of(case)))
     return out
 
 
@@ -40,8 +51,14 @@ def main(phases: Path, reports: list[Path]) -> None:
     passed = sum(1 for c in ran if c[2])
     print(f"  tests: {len(ran)} run ({passed} passed), {len(real)} of them on real components (tests/integration)")
     print("== the 10 slowest tests")
-    for name, seconds, _ in sorted(ran, key=lambda c: -c[1])[:10]:
+    for name, seconds, *_ in sorted(ran, key=lambda c: -c[1])[:10]:
         print(f"  {seconds:7.1f} s  {name}")
+    costly = sorted((c for c in real if c[3]), key=lambda c: -c[3])
+    if costly:
+        cpu = sum(c[3] for c in costly)
+        print(f"== CPU of the integration tests: {minutes(cpu)} (theirs and their Slurm jobs'); the 10 costliest")
+        for name, seconds, _, used in costly[:10]:
+            print(f"  {used:7.1f} s CPU in {seconds:6.1f} s  {name}")
 
 
 if __name__ == "__main__":

@@ -97,7 +97,10 @@ SlurmdLogFile=$LAB/log/slurmd-%n.log
 # No cgroups in containers: plain process tracking, no task binding.
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
+# Each job's CPU time (sacct TotalCPU), read once as the job ends (no polling): the suite's
+# timing table charges every test the CPU of its jobs (scripts/test_timing.py).
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=task=0
 MpiDefault=none
 # Nodes advertise the configured CPUs/GPUs, not what this box has.
 SlurmdParameters=config_overrides

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -33,17 +34,48 @@ def say_what_runs(request):
     yield
 
 
-@pytest.fixture(autouse=True)
-def cancel_leftover_jobs(tmp_path):
-    yield
-    if not slurm_up():
-        return
+def jobs_of(tmp_path) -> list[str]:
+    """The Slurm jobs named in the manifests under a test's folder (arrays by their id)."""
     ids = set()
     for path in tmp_path.rglob("manifest.json"):
         stages = json.loads(path.read_text()).get("stages", {})
         ids |= {str(s["job_id"]).split("_")[0] for s in stages.values() if s.get("job_id")}
+    return sorted(ids)
+
+
+def cpu_seconds_of(ids: list[str]) -> float:
+    """CPU the jobs used so far, by Slurm's accounting (sacct's TotalCPU of each job, array
+    tasks included; steps are summed into their job's line)."""
+    out = subprocess.run(
+        ["sacct", "-n", "-P", "-o", "JobID,TotalCPU", "-j", ",".join(ids)], capture_output=True, text=True
+    ).stdout
+    total = 0.0
+    for line in out.splitlines():
+        job, _, cpu = line.partition("|")
+        if "." in job or not cpu:
+            continue
+        days, _, clock = cpu.rpartition("-")
+        parts = [float(p) for p in clock.split(":")]
+        total += 86400 * float(days or 0) + sum(p * 60**i for i, p in enumerate(reversed(parts)))
+    return total
+
+
+def login_cpu_seconds() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+@pytest.fixture(autouse=True)
+def cancel_leftover_jobs(tmp_path, record_property):
+    """Also charges the test the CPU it cost: its own process and the commands it waited for
+    (`cpu_login_s`), and its Slurm jobs (`cpu_jobs_s`); scripts/test_timing.py sums them."""
+    before = login_cpu_seconds()
+    yield
+    record_property("cpu_login_s", round(login_cpu_seconds() - before, 1))
+    ids = jobs_of(tmp_path) if slurm_up() else []
     if ids:
-        subprocess.run(["scancel", *sorted(ids)], capture_output=True, check=False)
+        record_property("cpu_jobs_s", round(cpu_seconds_of(ids), 1))
+        subprocess.run(["scancel", *ids], capture_output=True, check=False)
 
 
 FIRST = (
