@@ -42,6 +42,18 @@ class StageRecord:
         self.job_id, self.state, self.logs = job_id, StageState.SUBMITTED, logs
 
 
+def _plain(value: Any) -> Any:
+    """What `dataclasses.asdict` makes of a record's value: its containers copied, a stage's
+    record as a dict, everything else as it is (strings, numbers, enums, None)."""
+    if isinstance(value, StageRecord):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
 @dataclass(kw_only=True)
 class Manifest:
     run_name: str
@@ -77,7 +89,9 @@ class Manifest:
         return [s.job_id for s in self.stages.values() if s.job_id]
 
     def to_json(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        """`dataclasses.asdict` of the record without its unset fields; made field by field
+        (asdict deep-copies every value: a sweep writes two records a point)."""
+        data = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
         return {k: v for k, v in data.items() if v is not None or k in ("status",)}
 
     def write(self, path: Path) -> None:
