@@ -72,7 +72,10 @@ def build_pipeline(run: CheckedRun, layout: RunLayout) -> Pipeline:
     if local_encode(cfg):
         notes.append(encode_note(StageName.deploy in planned))
     if cfg.deploy.placement == "after_train":
-        notes.append("deploy, eval: in the train job's allocation once training ends (deploy.placement=after_train)")
+        notes.append(
+            "deploy, eval: in the train job's allocation once training ends,"
+            f" within its cluster.time={cfg.cluster.time} (deploy.placement=after_train)"
+        )
     return Pipeline(run_name=layout.root.name, layout=layout, stages=tuple(stages), files=files, notes=tuple(notes))
 
 
@@ -88,6 +91,7 @@ def train_stage(cfg: HpcftConfig, adapter: FrameworkAdapter, layout: RunLayout) 
         time=c.time,
         nodes=c.nodes,
         exclusive=c.exclusive,
+        processes=c.gpus_per_node or c.procs_per_node,
     )
     return Stage(name=StageName.train, job=adapter.train_job(layout), resources=resources)
 
