@@ -49,7 +49,9 @@ def setup_lines(cluster: ClusterConfig, resources: Resources) -> list[str]:
     setup lines (shell by design), then the exports of hpcft's and the site's variables,
     each value quoted."""
     env = {**job_env(cluster), **dict(resources.env)}
-    exports = (f"export {key}={shlex.quote(value)}" for key, value in env.items())
+    exports = [f"export {key}={shlex.quote(value)}" for key, value in env.items()]
+    if "OMP_NUM_THREADS" not in env:  # the job's CPUs per process, unless its environment says otherwise
+        exports.insert(0, f'export OMP_NUM_THREADS="${{OMP_NUM_THREADS:-{int(resources.threads)}}}"')
     return [umask_line(cluster.umask), *resources.setup, *exports]
 
 

@@ -22,6 +22,10 @@ class Resources:
     """Slurm tasks per node: one per node; the stage's own launcher starts the processes."""
     gpus_per_node: int = 0
     cpus_per_task: int = 1
+    threads: int = 1
+    """CPU threads each of the job's processes may use (`OMP_NUM_THREADS`, which torch reads):
+    `cpus_per_task` shared by the processes one task starts. Unset, torch gives every process
+    a thread per core of the machine, and threads that outnumber their cores spin-wait."""
     time: str = "01:00:00"
     mem: str | None = None
     partition: str | None = None
@@ -76,15 +80,18 @@ def stage_resources(
     nodes: int = 1,
     partition: str | None = None,
     exclusive: bool = False,
+    processes: int = 1,
 ) -> Resources:
     """A stage's resources: the plan's defaults for it (`cpus`, `mem`, `partition`), the
-    cluster-wide site settings, and the stage's own (`site`) over both."""
+    cluster-wide site settings, and the stage's own (`site`) over both. `processes`: how many
+    processes each task starts (the train stage's launcher: one per GPU or `procs_per_node`)."""
     python = site.python if site.python is not None else c.python
     srun_args = site.srun_args if site.srun_args is not None else c.srun_args
     return Resources(
         nodes=nodes,
         gpus_per_node=gpus,
         cpus_per_task=site.cpus or cpus,
+        threads=max(1, (site.cpus or cpus) // max(1, processes)),
         time=time,
         mem=site.mem or mem,
         partition=_first(site.partition, partition, c.partition),

@@ -14,6 +14,12 @@ import pytest
 
 from tests.conftest import slurm_up
 
+# Up to 4 tests run side by side on CI's 2 cores: a `cluster=local` run's jobs take one core's
+# thread each (hpcft exports the cluster's CPUs per process unless this is set; slurmlab's
+# nodes have 1 CPU each anyway). Threads that outnumber the cores spin-wait: 4x the CPU for
+# the same tiny training.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 @pytest.fixture(autouse=True)
 def say_what_runs(request):
