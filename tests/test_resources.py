@@ -94,3 +94,33 @@ def test_the_headline_dry_run_shows_bf16_and_activations(tmp_path, capsys):
     assert "train: per_device_train_batch_size=8 chosen" in out  # the micro-batch the estimate fits (issue 33)
     assert "model numbers from model.shape; docs/memory.md" in out and "bf16: true" in out
     assert "train: bf16, gradient checkpointing on, attention flash_attn=auto" in out
+
+
+@pytest.mark.parametrize(
+    "overrides, inherited, threads",
+    [
+        (["cluster=8gpu"], None, {"train": "8", "deploy": "8", "eval": "1"}),  # 64 CPUs over 8 GPUs
+        (["cluster=slurmlab", "cluster.procs_per_node=2", "cluster.cpus_per_node=6"], None, {"train": "3"}),
+        (["cluster=slurmlab", "cluster.procs_per_node=2"], None, {"train": "1"}),  # never 0
+        (["cluster=8gpu"], "4", {"train": "4", "eval": "4"}),  # the job's environment says otherwise
+        (["cluster=8gpu", "+cluster.env.OMP_NUM_THREADS=2"], "4", {"train": "2", "deploy": "2"}),
+    ],
+)
+def test_each_job_runs_its_cpus_per_process_as_torch_threads(overrides, inherited, threads):
+    """What bash makes of the job's setup lines: OMP_NUM_THREADS is the job's CPUs over its
+    processes, unless set where the job runs (inherited, or the site's env)."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    from hpcft.plan import build_pipeline
+    from hpcft.render import setup_lines
+    from hpcft.rundir import RunLayout
+
+    cfg = load_config(["model=internlm2", *overrides])
+    env = {"PATH": os.environ["PATH"], **({"OMP_NUM_THREADS": inherited} if inherited else {})}
+    for stage in build_pipeline(check(cfg), RunLayout(Path("/runs/r"))).stages:
+        if stage.name in threads:
+            script = "\n".join([*setup_lines(cfg.cluster, stage.resources), 'echo "$OMP_NUM_THREADS"'])
+            out = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, check=True)
+            assert out.stdout.strip() == threads[stage.name], stage.name
