@@ -129,3 +129,16 @@ def test_the_server_starts_in_the_deploy_stages_interpreter_from_its_record(tmp_
 def test_the_plan_names_the_deploy_stages_interpreter():
     job = build_pipeline(check(load_config([*LLM, f"cluster.deploy.python=[{sys.executable}]"])), RunLayout(Path("/r")))
     assert job.stage("train").job.deploy_python == (sys.executable,)  # type: ignore[union-attr]
+
+
+def test_the_deploy_stage_writes_its_key_where_the_submit_made_no_deploy_folder(tmp_path):
+    # The submit makes deploy/ and eval/ only for planned stages; under this placement only
+    # the train job is planned, and its deploy child wrote the run's key into a missing folder.
+    from hpcft.jobs.deploy import new_api_key
+    from hpcft.submit import write_run_files
+
+    layout = RunLayout(tmp_path / "run")
+    write_run_files(build_pipeline(check(load_config(LLM)), layout), "{}\n")
+    assert not layout.deploy.exists()
+    key = new_api_key(layout)
+    assert layout.api_key.read_text() == key + "\n" and layout.api_key.stat().st_mode & 0o777 == 0o600

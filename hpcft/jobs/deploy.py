@@ -55,6 +55,9 @@ def new_api_key(layout: RunLayout, key: str | None = None) -> str:
     script, record or log."""
     key = key or secrets.token_urlsafe(32)
     path = layout.api_key
+    # The submit makes deploy/ only where a deploy job is planned; a train job serving in
+    # its own allocation (deploy.placement=after_train) writes here first.
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
