@@ -25,6 +25,10 @@ FAST = [
     "framework.save_steps=4",
     "eval.max_new_tokens=8",
 ]
+NO_BASE = "eval.baseline=false"
+"""For tests whose subject is not the base model's score: its second server costs a
+LLaMA-Factory process (~8 s of CPU) per deploy. The base server's path is covered by
+test_slurm_pipeline, the quick starts and the vLLM tests."""
 FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL"}
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import needs_slurm, needs_training
-from tests.integration.helpers import FAST, REPO, manifest, only_run, wait_final
+from tests.integration.helpers import FAST, NO_BASE, REPO, manifest, only_run, wait_final
 
 # One worker for the module: its tests share one login-node install (a module fixture).
 pytestmark = [needs_slurm, needs_training, pytest.mark.slurm, pytest.mark.xdist_group("site_wrappers")]
@@ -64,7 +64,7 @@ def test_login_install_without_training_stack_runs_the_pipeline_through_a_contai
     record = tmp_path / "runtime.tsv"
     result = submit(
         login_python, "model=tiny_llama", "cluster=slurmlab", "cluster.nodes=2", f"run_root={run_root}", *FAST,
-        *site(record),
+        NO_BASE, *site(record),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     run = only_run(run_root)

@@ -14,6 +14,7 @@ from tests.conftest import needs_slurm, needs_training
 from tests.integration.helpers import (
     FAST,
     LONG,
+    NO_BASE,
     RESUMED,
     assert_eval_outputs,
     assert_resumed,
@@ -47,7 +48,7 @@ def assert_served_and_evaluated(run: Path) -> None:
 
 @pytest.mark.parametrize("nodes,procs,stages", [(2, 1, "[train,deploy,eval]"), (2, 2, "[train]")])
 def test_multi_node_lora_trains_over_gloo(run_root, nodes, procs, stages):
-    overrides = (*FAST, f"cluster.nodes={nodes}", f"cluster.procs_per_node={procs}")
+    overrides = (*FAST, NO_BASE, f"cluster.nodes={nodes}", f"cluster.procs_per_node={procs}")
     run, job_id = submit_train(run_root, *overrides, stages=stages)
     states = wait_final([job_id], timeout_s=600)
     assert states[job_id] == "COMPLETED", logs(run)[-3000:]
@@ -70,7 +71,8 @@ def test_multi_node_lora_trains_over_gloo(run_root, nodes, procs, stages):
 def test_deepspeed_zero2(run_root, procs, stages):
     """ZeRO-2 on two processes (then served and evaluated), and on one, which LLaMA-Factory
     accepts only under torchrun ("Please use FORCE_TORCHRUN=1")."""
-    run, job_id = submit_train(run_root, *FAST, "deepspeed=zero2", f"cluster.procs_per_node={procs}", stages=stages)
+    overrides = (*FAST, NO_BASE, "deepspeed=zero2", f"cluster.procs_per_node={procs}")
+    run, job_id = submit_train(run_root, *overrides, stages=stages)
     states = wait_final([job_id], timeout_s=900)  # the first run JIT-compiles DeepSpeed's CPU op
     assert states[job_id] == "COMPLETED", logs(run)[-3000:]
     assert json.loads((run / "native" / "deepspeed.json").read_text())["zero_optimization"]["stage"] == 2

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import needs_slurm, needs_training
-from tests.integration.helpers import FAST, attempt_states, hpcft, manifest, requeues, wait_final, wait_gone
+from tests.integration.helpers import FAST, NO_BASE, attempt_states, hpcft, manifest, requeues, wait_final, wait_gone
 
 pytestmark = [needs_slurm, needs_training, pytest.mark.slurm]
 
 SEARCH = ("framework.learning_rate=interval(1e-4,1e-2)", "framework.lora_rank=choice(4,8,16)")
-QUICK = [o for o in FAST if not o.startswith("framework.learning_rate=")]  # it is searched
+QUICK = [*(o for o in FAST if not o.startswith("framework.learning_rate=")), NO_BASE]  # lr is searched
 
 
 def submit_study(run_root: Path, trials: int) -> tuple[Path, dict]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import needs_slurm, needs_training
-from tests.integration.helpers import FAST, hpcft, wait_final, wait_gone
+from tests.integration.helpers import FAST, NO_BASE, hpcft, wait_final, wait_gone
 
 pytestmark = [needs_slurm, needs_training, pytest.mark.slurm]
 
@@ -40,6 +40,7 @@ def test_a_two_by_two_sweep_runs_as_three_arrays(run_root, sbatch_calls):
         "framework.learning_rate=1e-3,1e-4",
         "framework.lora_rank=4,16",  # a 2 x 2 grid: as many stages as 4 points need (the suite's time)
         "cluster.array_parallelism=2",  # two points at a time on this 2-core machine
+        NO_BASE,
         env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
