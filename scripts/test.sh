@@ -17,10 +17,23 @@ WORKERS="${HPCFT_TEST_WORKERS:-4}"
 REPORTS="$(mktemp -d /tmp/hpcft-test-reports.XXXXXX)"
 PHASES="$REPORTS/phases.tsv"
 
+# The machine's busy and total CPU ticks so far (/proc/stat; empty where there is none): a
+# phase's busy share says whether CPU or waiting set its pace.
+cpu_ticks() { awk '/^cpu /{t=0; for(i=2;i<=NF;i++) t+=$i; print t-$5-$6, t}' /proc/stat 2>/dev/null || true; }
 phase_start=$SECONDS
+phase_ticks="$(cpu_ticks)"
 step() { echo "== $* (at $((SECONDS / 60))m$((SECONDS % 60))s)"; }
-# phase NAME: close the phase that ran since the last call, under NAME.
-phase() { printf '%s\t%s\n' "$1" "$((SECONDS - phase_start))" >> "$PHASES"; phase_start=$SECONDS; }
+# phase NAME: close the phase that ran since the last call, under NAME, with its busy share.
+phase() {
+    local now busy=""
+    now="$(cpu_ticks)"
+    if [ -n "$now" ] && [ -n "$phase_ticks" ]; then
+        # shellcheck disable=SC2086  # two numbers each
+        busy="$(echo $phase_ticks $now | awk '{d=$4-$2; if (d>0) printf "%d", 100*($3-$1)/d}')"
+    fi
+    printf '%s\t%s\t%s\n' "$1" "$((SECONDS - phase_start))" "$busy" >> "$PHASES"
+    phase_start=$SECONDS phase_ticks="$now"
+}
 
 step "environment (scripts/setup.sh, with vLLM for the deploy stage)"
 HPCFT_SETUP_SERVE=1 bash scripts/setup.sh

@@ -1,7 +1,8 @@
-"""Where the suite's time went: each phase of scripts/test.sh, the tests counted, and the
-10 slowest tests, read from the phases' JUnit reports (pytest --junitxml); with the CPU the
-integration tests recorded (tests/integration/conftest.py: their own and their Slurm jobs'),
-the CPU they cost and the 10 costliest, since on 2 cores CPU, not waiting, sets the pace.
+"""Where the suite's time went: each phase of scripts/test.sh (and the share of the machine's
+CPU in use during it), the tests counted, and the 10 slowest tests, read from the phases'
+JUnit reports (pytest --junitxml); with the CPU the integration tests recorded
+(tests/integration/conftest.py: their own and their Slurm jobs'), the CPU they cost and the 10
+costliest, since on 2 cores CPU, not waiting, sets the pace.
 
     python scripts/test_timing.py PHASES.tsv REPORT.xml...
 """
@@ -40,13 +41,13 @@ def cases(reports: list[Path]) -> list[Case]:
 
 
 def main(phases: Path, reports: list[Path]) -> None:
-    rows = [line.split("\t") for line in phases.read_text().splitlines() if line.strip()]
-    total = sum(int(seconds) for _, seconds in rows)
+    rows = [[*line.split("\t"), ""][:3] for line in phases.read_text().splitlines() if line.strip()]
+    total = sum(int(seconds) for _, seconds, _ in rows)
     ran = cases([r for r in reports if r.is_file()])
     real = [c for c in ran if c[0].startswith("tests.integration.")]
     print("\n== where the time went")
-    for name, seconds in rows:
-        print(f"  {name:<34} {minutes(int(seconds)):>8}")
+    for name, seconds, busy in rows:  # busy: the machine's CPU in use, % of all its cores
+        print(f"  {name:<34} {minutes(int(seconds)):>8}" + (f"   CPU busy {busy:>3}%" if busy else ""))
     print(f"  {'total':<34} {minutes(total):>8}")
     passed = sum(1 for c in ran if c[2])
     print(f"  tests: {len(ran)} run ({passed} passed), {len(real)} of them on real components (tests/integration)")
