@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import secrets
 import signal
 import socket
@@ -30,12 +31,37 @@ from hpcft.jobs.process import resolve
 from hpcft.jobs.spec import DeployJob
 from hpcft.rundir import RunLayout, write_atomic, write_json_atomic
 
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+"""Where Linux keeps the ports it hands to outgoing connections."""
 
-def free_port() -> int:
+
+def ephemeral_ports() -> range:
+    """The ports the kernel may give any outgoing connection (Linux's default where unread)."""
+    try:
+        low, high = (int(n) for n in EPHEMERAL_RANGE.read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
+
+
+def free_port(tries: int = 50) -> int:
+    """A port free now, below the ephemeral range where one exists. A server binds its port
+    only after loading its model (seconds to minutes), and a port the kernel handed out
+    (bind to 0) can meanwhile be given to any outgoing connection on the node, an eval's
+    requests included: a sweep's deploy lost its port so ("address already in use")."""
+    ephemeral = ephemeral_ports()
+    candidates = range(20000, ephemeral.start) if ephemeral.start > 21000 else range(0)
+    for port in random.sample(candidates, min(tries, len(candidates))):
+        with socket.socket() as s:
+            try:
+                s.bind(("", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("", 0))
-        port: int = s.getsockname()[1]
-        return port
+        kernel_port: int = s.getsockname()[1]
+        return kernel_port
 
 
 def node_address() -> str:
