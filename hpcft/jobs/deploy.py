@@ -33,6 +33,9 @@ from hpcft.rundir import RunLayout, write_atomic, write_json_atomic
 
 EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 """Where Linux keeps the ports it hands to outgoing connections."""
+LOWEST_SERVER_PORT = 20000
+"""Servers' ports are drawn from here up to the ephemeral range (above the well-known and
+most services' registered ports)."""
 
 
 def ephemeral_ports() -> range:
@@ -50,7 +53,7 @@ def free_port(tries: int = 50) -> int:
     (bind to 0) can meanwhile be given to any outgoing connection on the node, an eval's
     requests included: a sweep's deploy lost its port so ("address already in use")."""
     ephemeral = ephemeral_ports()
-    candidates = range(20000, ephemeral.start) if ephemeral.start > 21000 else range(0)
+    candidates = range(LOWEST_SERVER_PORT, max(LOWEST_SERVER_PORT, ephemeral.start))
     for port in random.sample(candidates, min(tries, len(candidates))):
         with socket.socket() as s:
             try:
