@@ -21,8 +21,20 @@ PHASES="$REPORTS/phases.tsv"
 # The machine's busy and total CPU ticks so far (/proc/stat; empty where there is none): a
 # phase's busy share says whether CPU or waiting set its pace.
 cpu_ticks() { awk '/^cpu /{t=0; for(i=2;i<=NF;i++) t+=$i; print t-$5-$6, t}' /proc/stat 2>/dev/null || true; }
+# Where that CPU went, in ticks: this script's finished children (pytest, its workers and
+# everything they waited for: CLI runs, sacct polls, servers) and the cluster's daemons (their
+# jobs' CPU is read per test from sacct). cat, not awk, reads the /proc files: a process may
+# exit between the glob and the read.
+DAEMONS='slurmctld|slurmdbd|slurmd|slurmstepd|mariadbd|munged'
+own_ticks() {
+    awk '{print $16 + $17}' "/proc/$$/stat" 2>/dev/null || true
+    # shellcheck disable=SC2002  # see above
+    cat /proc/[0-9]*/stat 2>/dev/null | awk -v re="^[(]($DAEMONS)[)]$" \
+        '$2 ~ re {t += $14 + $15} END {print t + 0}' || true
+}
 phase_start=$SECONDS
 phase_ticks="$(cpu_ticks)"
+phase_own="$(own_ticks)"
 step() { echo "== $* (at $((SECONDS / 60))m$((SECONDS % 60))s)"; }
 # phase NAME: close the phase that ran since the last call, under NAME, with its busy share.
 phase() {
@@ -32,8 +44,13 @@ phase() {
         # shellcheck disable=SC2086  # two numbers each
         busy="$(echo $phase_ticks $now | awk '{d=$4-$2; if (d>0) printf "%d", 100*($3-$1)/d}')"
     fi
-    printf '%s\t%s\t%s\n' "$1" "$((SECONDS - phase_start))" "$busy" >> "$PHASES"
-    phase_start=$SECONDS phase_ticks="$now"
+    local own spent
+    own="$(own_ticks)"
+    # shellcheck disable=SC2086  # two numbers each
+    spent="$(echo $phase_own $own | awk -v hz="$(getconf CLK_TCK)" \
+        'NF == 4 {printf "%.0f\t%.0f", ($3 - $1) / hz, ($4 - $2) / hz}')"
+    printf '%s\t%s\t%s\t%s\n' "$1" "$((SECONDS - phase_start))" "$busy" "$spent" >> "$PHASES"
+    phase_start=$SECONDS phase_ticks="$now" phase_own="$own"
 }
 
 step "environment (scripts/setup.sh, with vLLM for the deploy stage)"

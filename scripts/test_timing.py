@@ -2,13 +2,15 @@
 CPU in use during it), the tests counted, and the 10 slowest tests, read from the phases'
 JUnit reports (pytest --junitxml); with the CPU the integration tests recorded
 (tests/integration/conftest.py: their own and their Slurm jobs'), the CPU they cost and the 10
-costliest, since on 2 cores CPU, not waiting, sets the pace.
+costliest, since on 2 cores CPU, not waiting, sets the pace. Each phase's CPU is split between
+the script's own process tree and the Slurm daemons; the rest of it is the jobs'.
 
     python scripts/test_timing.py PHASES.tsv REPORT.xml...
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -41,13 +43,21 @@ def cases(reports: list[Path]) -> list[Case]:
 
 
 def main(phases: Path, reports: list[Path]) -> None:
-    rows = [[*line.split("\t"), ""][:3] for line in phases.read_text().splitlines() if line.strip()]
-    total = sum(int(seconds) for _, seconds, _ in rows)
+    rows = [[*line.split("\t"), "", "", ""][:5] for line in phases.read_text().splitlines() if line.strip()]
+    total = sum(int(row[1]) for row in rows)
     ran = cases([r for r in reports if r.is_file()])
     real = [c for c in ran if c[0].startswith("tests.integration.")]
     print("\n== where the time went")
-    for name, seconds, busy in rows:  # busy: the machine's CPU in use, % of all its cores
-        print(f"  {name:<34} {minutes(int(seconds)):>8}" + (f"   CPU busy {busy:>3}%" if busy else ""))
+    for name, seconds, busy, tests_cpu, daemons_cpu in rows:
+        # busy: the machine's CPU in use, % of all its cores; then who used it: this script's
+        # process tree (pytest, CLI runs, servers) and the Slurm daemons (jobs: see below).
+        line = f"  {name:<34} {minutes(int(seconds)):>8}"
+        if busy:
+            used = int(busy) * int(seconds) * (os.cpu_count() or 1) / 100
+            line += f"   CPU busy {busy:>3}% = {used:5.0f} s"
+        if tests_cpu:
+            line += f"; tests' processes {tests_cpu:>4} s, Slurm daemons {max(0, int(daemons_cpu)):>3} s"
+        print(line)
     print(f"  {'total':<34} {minutes(total):>8}")
     passed = sum(1 for c in ran if c[2])
     print(f"  tests: {len(ran)} run ({passed} passed), {len(real)} of them on real components (tests/integration)")
