@@ -29,23 +29,46 @@ def checked_rows(stdout: str) -> int:
     return int(match.group(1))
 
 
-@pytest.mark.parametrize("name,overrides", CASES, ids=[f"{c[0]}-{c[1][-1].split('=')[-1]}" for c in CASES])
-def test_llamafactory_keeps_exactly_the_rows_hpcft_counted(name, overrides, run_root):
-    args = ["model=tiny_llama", "dry_run=true", "stages=[train]", f"run_root={run_root}", f"trainset={LAYOUTS / name}"]
-    result = hpcft(*args, *overrides)
-    assert result.returncode == 0, result.stderr
-    train_yaml = only_run(run_root) / "native" / "train.yaml"
+IDS = [f"{c[0]}-{c[1][-1].split('=')[-1]}" for c in CASES]
+
+
+def sections(text: str) -> dict[str, str]:
+    """lf_dataset_count.py's output, by the file each part is about."""
+    parts = re.split(r"^== (.+)$", text, flags=re.MULTILINE)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+@pytest.fixture(scope="module")
+def llamafactory_counts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int, str, str]]:
+    """Every case's dry run, then what LLaMA-Factory's loader keeps of each, in one process
+    for all of them: by case id, the rows hpcft counted and LLaMA-Factory's output about it."""
+    planned: dict[str, tuple[Path, int]] = {}
+    for case_id, (name, overrides) in zip(IDS, CASES, strict=True):
+        run_root = tmp_path_factory.mktemp("runs")
+        args = ["model=tiny_llama", "dry_run=true", "stages=[train]", f"run_root={run_root}"]
+        result = hpcft(*args, f"trainset={LAYOUTS / name}", *overrides)
+        assert result.returncode == 0, (case_id, result.stderr)
+        planned[case_id] = (only_run(run_root) / "native" / "train.yaml", checked_rows(result.stdout))
     counted = subprocess.run(
-        [sys.executable, str(REPO / "tests/integration/lf_dataset_count.py"), str(train_yaml)],
+        [sys.executable, str(REPO / "tests/integration/lf_dataset_count.py"), *(str(p) for p, _ in planned.values())],
         capture_output=True,
         text=True,
         env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
-        timeout=300,
+        timeout=600,
     )
     assert counted.returncode == 0, counted.stderr[-3000:]
-    kept = int(re.search(r"kept (\d+)", counted.stdout).group(1))  # type: ignore[union-attr]
-    assert kept == checked_rows(result.stdout) > 0
-    assert "Dropped invalid example" not in counted.stderr and "Invalid role tag" not in counted.stderr
+    out, err = sections(counted.stdout), sections(counted.stderr)
+    return {case_id: (rows, out[str(path)], err[str(path)]) for case_id, (path, rows) in planned.items()}
+
+
+@pytest.mark.xdist_group("llamafactory_counts")
+@pytest.mark.parametrize("case_id", IDS)
+def test_llamafactory_keeps_exactly_the_rows_hpcft_counted(case_id, llamafactory_counts):
+    rows, out, err = llamafactory_counts[case_id]
+    kept = re.search(r"kept (\d+)", out)
+    assert kept, err[-3000:]
+    assert int(kept.group(1)) == rows > 0
+    assert "Dropped invalid example" not in err and "Invalid role tag" not in err
 
 
 @pytest.mark.parametrize(
