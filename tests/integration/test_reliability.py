@@ -23,6 +23,7 @@ from tests.integration.helpers import (
     FAST,
     LAB,
     LONG,
+    NO_BASE,
     REPO,
     assert_resumed,
     attempt_states,
@@ -44,7 +45,8 @@ pytestmark = [needs_slurm, needs_training, pytest.mark.slurm]
 @pytest.mark.fault
 def test_a_server_that_never_comes_up_fails_eval_quickly_with_the_reason(run_root):
     # sglang is a valid backend name but is not installed here: the server exits at start.
-    result = hpcft("model=tiny_llama", "cluster=slurmlab", f"run_root={run_root}", *FAST, "deploy.backend=sglang")
+    args = [*FAST, NO_BASE, "deploy.backend=sglang"]
+    result = hpcft("model=tiny_llama", "cluster=slurmlab", f"run_root={run_root}", *args)
     assert result.returncode == 0, result.stderr
     run = only_run(run_root)
     ids = {name: str(s["job_id"]) for name, s in manifest(run)["stages"].items()}
@@ -92,7 +94,7 @@ def test_twenty_concurrent_submissions_land_apart_with_their_own_dependencies(ru
 @pytest.mark.fault
 @pytest.mark.alone  # kills a node: the jobs of tests running beside it would die with it
 def test_a_node_dying_under_a_two_node_train_requeues_it_and_it_resumes(run_root):
-    overrides = [*LONG, "framework.num_train_epochs=100", "cluster.nodes=2", "eval.max_new_tokens=8"]
+    overrides = [*LONG, "framework.num_train_epochs=100", "cluster.nodes=2", "eval.max_new_tokens=8", NO_BASE]
     result = hpcft("model=tiny_llama", "cluster=slurmlab", f"run_root={run_root}", *overrides)
     assert result.returncode == 0, result.stderr
     run = only_run(run_root)
@@ -140,7 +142,7 @@ def test_a_server_that_dies_mid_eval_fails_eval_with_the_cause(run_root, tmp_pat
     rows = [{"instruction": f"Say {i}", "output": str(i)} for i in range(3000)]
     evalset = tmp_path / "eval.json"
     evalset.write_text(json.dumps(rows))
-    args = ["model=tiny_llama", "cluster=slurmlab", f"run_root={run_root}", *FAST, f"evalset={evalset}"]
+    args = ["model=tiny_llama", "cluster=slurmlab", f"run_root={run_root}", *FAST, NO_BASE, f"evalset={evalset}"]
     result = hpcft(*args, "eval.concurrency=1", "eval.retries=2")
     assert result.returncode == 0, result.stderr
     run = only_run(run_root)
