@@ -83,6 +83,11 @@ class RunLayout:
         return self.deploy / "failed"
 
     @property
+    def weights_ready(self) -> Path:
+        """Written by the server once the weights it serves are prepared (a LoRA merged)."""
+        return self.deploy / "weights_ready"
+
+    @property
     def stop_serving(self) -> Path:
         """Written by the eval job when it ends: the deploy job then stops its server."""
         return self.deploy / "stop"

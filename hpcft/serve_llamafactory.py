@@ -8,12 +8,20 @@ check), with what that command lacks: its key check covers `/v1/*` only, not Fas
 `hpcft.keyguard.RequireKey` asks every route for the key but `GET /health` (added: 200, empty),
 the server will not start without a key, and uvicorn's access log, which prints each query
 string, is off. Reads `API_HOST`, `API_PORT`, `API_MODEL_NAME` and `API_KEY` as LLaMA-Factory does.
+
+    python -m hpcft.serve_llamafactory api.yaml --export export.yaml --export-done FILE
+
+first merges a LoRA adapter as `llamafactory-cli export export.yaml` does (its own
+`export_model`, reading the file as its command line would), then writes FILE and serves:
+one interpreter and one import of LLaMA-Factory (~8 s of CPU) instead of two.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
+from pathlib import Path
 from typing import Any
 
 from hpcft.keyguard import HEALTH_PATH, RequireKey
@@ -31,16 +39,38 @@ def guarded_app(settings: dict[str, Any], key: str) -> Any:
     return app
 
 
+def export_weights(export_yaml: str, done: str) -> None:
+    """`llamafactory-cli export export_yaml`, in this process; then `done` says it finished."""
+    import sys
+
+    from llamafactory.train.tuner import export_model
+
+    command_line = sys.argv
+    sys.argv = ["llamafactory-cli", export_yaml]  # where export_model reads its file, as the CLI leaves it
+    try:
+        export_model()
+    finally:
+        sys.argv = command_line
+    gc.collect()  # the merge's copy of the model, before the server loads the merged one
+    Path(done).write_text("")
+
+
 def main(argv: list[str] | None = None) -> None:
     import uvicorn
     import yaml
 
     parser = argparse.ArgumentParser(description="LLaMA-Factory's API server, every route behind API_KEY.")
     parser.add_argument("config", help="the api.yaml the deploy stage wrote (LLaMA-Factory's inference arguments)")
+    parser.add_argument("--export", metavar="EXPORT_YAML", help="first merge as `llamafactory-cli export` does")
+    parser.add_argument("--export-done", metavar="FILE", help="written once the export has finished")
     args = parser.parse_args(argv)
+    if bool(args.export) != bool(args.export_done):
+        parser.error("--export and --export-done go together")
     key = os.environ.get("API_KEY", "")
     if not key:  # before loading the model
         parser.error("API_KEY is not set: every request but the health check must carry the run's key")
+    if args.export:
+        export_weights(args.export, args.export_done)
     with open(args.config, encoding="utf-8") as f:
         settings = yaml.safe_load(f)
     host, port = os.environ.get("API_HOST", "127.0.0.1"), int(os.environ.get("API_PORT", "8000"))

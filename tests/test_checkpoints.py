@@ -112,7 +112,7 @@ def test_the_deploy_job_serves_the_chosen_checkpoints_but_the_final_one(tmp_path
     assert [s for s, _ in chosen_checkpoints(folder, 4, 10)] == [4]
     assert chosen_checkpoints(folder, 0, 10) == []
     serving = CheckpointServing(folder=str(folder), every=2, model_name="m-ft", max_in_batch=2)
-    job = DeployJob(run_dir=str(tmp_path), export_argv=None, model_name="m-ft", serve_argv=[], checkpoints=serving)
+    job = DeployJob(run_dir=str(tmp_path), model_name="m-ft", serve_argv=[], checkpoints=serving)
     served = served_checkpoints(job)
     assert [(s["step"], s["model"]) for s in served] == [(2, "m-ft-step-2"), (4, "m-ft-step-4"), (6, "m-ft-step-6")]
     argv = [

@@ -67,7 +67,7 @@ def allocation_job(tmp_path: Path) -> AllocationJob:
     run = str(tmp_path)
     return AllocationJob(
         train=TrainJob(run_dir=run, argv=["true"]),
-        deploy=DeployJob(run_dir=run, export_argv=None, serve_argv=["true"], model_name="m"),
+        deploy=DeployJob(run_dir=run, serve_argv=["true"], model_name="m"),
         eval=EvalJob(run_dir=run, evalset="e.json"),
     )
 

@@ -42,7 +42,7 @@ def test_a_lora_adapter_is_served_unmerged_beside_its_base_on_one_server():
     # prompts from the tokenizer LLaMA-Factory trained with (its template where the base has none)
     assert argv[argv.index("--tokenizer") + 1] == "/runs/r/train"
     assert argv[argv.index("--dtype") : argv.index("--dtype") + 2] == ["--dtype", "float32"]  # CPU build
-    assert job.export_argv is None and job.baseline_argv is None  # no merge, one server
+    assert job.weights_ready is None and job.baseline_argv is None  # no merge, one server
     assert (job.model_name, job.baseline_model_name) == ("tiny_llama-ft", "tiny_llama-base")
     assert job.ready_probe and job.env == {"VLLM_API_KEY": "{api_key}", "VLLM_CPU_KVCACHE_SPACE": "1"}
     assert "--api-key" not in argv  # the key comes in the environment, not in `ps`

@@ -110,7 +110,6 @@ def test_the_shared_server_publishes_each_trained_point_and_tells_the_others(tmp
     )
     job = DeployJob(
         run_dir=str(layouts[0].root),
-        export_argv=None,
         serve_argv=["python", "-m", "vllm", "--lora-modules", "{models}", "--port", "{port}"],
         model_name="m-0",
         env={"VLLM_API_KEY": "{api_key}"},

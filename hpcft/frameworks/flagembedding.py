@@ -353,7 +353,6 @@ class Adapter(FrameworkAdapter):
         path, probe = READY[model.kind.value]
         return DeployJob(
             run_dir=str(layout.root),
-            export_argv=None,
             serve_argv=tuned.argv(),
             model_name=name,
             env=tuned.env(),
@@ -376,7 +375,6 @@ class Adapter(FrameworkAdapter):
         serve += ["--model", f"{name}={self.served_weights(layout)}", "--model", f"base={model.path}"]
         return DeployJob(
             run_dir=str(layout.root),
-            export_argv=None,
             serve_argv=serve,
             model_name=name,
             env=API_ENV,

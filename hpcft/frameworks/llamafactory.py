@@ -328,12 +328,15 @@ class Adapter(FrameworkAdapter):
         if self.backend() == "vllm":
             return self._vllm_job(layout)
         d = self.cfg.deploy
-        export = ["llamafactory-cli", "export", str(layout.native / "export.yaml")]
         api = ["python", "-m", "hpcft.serve_llamafactory"]  # `llamafactory-cli api`, every route behind the key
+        # A LoRA adapter is merged (`llamafactory-cli export`) by the server's own process
+        # before it loads the merged model: one interpreter and one import of the framework.
+        lora = self.fw.finetuning_type == "lora"
+        merge = ["--export", str(layout.native / "export.yaml"), "--export-done", str(layout.weights_ready)]
         return DeployJob(
             run_dir=str(layout.root),
-            export_argv=export if self.fw.finetuning_type == "lora" else None,
-            serve_argv=[*api, str(layout.native / "api.yaml")],
+            serve_argv=[*api, str(layout.native / "api.yaml"), *(merge if lora else [])],
+            weights_ready=str(layout.weights_ready) if lora else None,
             model_name=f"{self.cfg.model.name}-ft",
             baseline_argv=[*api, str(layout.native / "api_base.yaml")] if self.scores_baseline else None,
             baseline_model_name=f"{self.cfg.model.name}-base" if self.scores_baseline else "",

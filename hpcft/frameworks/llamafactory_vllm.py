@@ -104,7 +104,6 @@ def vllm_job(cfg: HpcftConfig, layout: RunLayout, scores_baseline: bool) -> Depl
     base = vllm_server(cfg, layout, model.path, base_name, util, None)
     return DeployJob(
         run_dir=str(layout.root),
-        export_argv=None,
         serve_argv=main.argv(),
         model_name=name,
         env=main.env(),

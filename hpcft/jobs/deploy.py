@@ -127,13 +127,20 @@ def stop(process: subprocess.Popen[bytes], grace_s: float = 20.0) -> None:
             process.wait()
 
 
-def wait_ready(process: subprocess.Popen[bytes], url: str, job: DeployJob, api_key: str, model: str) -> None:
-    deadline, timeout_s = time.monotonic() + job.ready_timeout_s, job.ready_timeout_s
+def wait_ready(
+    process: subprocess.Popen[bytes], url: str, job: DeployJob, api_key: str, model: str, weights: Path | None = None
+) -> None:
+    """Until the server answers; `job.ready_timeout_s` runs from when the file `weights` (the
+    server's word that it prepared them) exists, or at once without one."""
+    timeout_s = job.ready_timeout_s
+    deadline = None if weights else time.monotonic() + timeout_s
     probe = {**job.ready_probe, "model": model} if job.ready_probe else None
     while not answers(url, api_key, probe):
         if process.poll() is not None:
             raise RuntimeError(f"the server exited with status {process.returncode} before answering {url}")
-        if time.monotonic() > deadline:
+        if deadline is None and weights and weights.exists():
+            deadline = time.monotonic() + timeout_s
+        if deadline is not None and time.monotonic() > deadline:
             raise RuntimeError(f"the server did not answer {url} within {timeout_s} s")
         time.sleep(1)
 
@@ -174,11 +181,14 @@ def serve(job: DeployJob, layout: RunLayout) -> None:
     servers = [(job.model_name, with_checkpoints(job, job.serve_argv, checkpoints), job.port or free_port())]
     if job.baseline_argv:
         servers.append((job.baseline_model_name, job.baseline_argv, free_port()))
+    weights = Path(job.weights_ready) if job.weights_ready else None
+    if weights:  # an earlier attempt's word is not this one's
+        weights.unlink(missing_ok=True)
     processes = [start_server(job, argv, name, port, api_key) for name, argv, port in servers]
     urls = [f"http://{node_address()}:{port}" for _, _, port in servers]
     try:
-        for process, url, (name, _, _) in zip(processes, urls, servers, strict=True):
-            wait_ready(process, url + job.ready_path, job, api_key, name)
+        for i, (process, url, (name, _, _)) in enumerate(zip(processes, urls, servers, strict=True)):
+            wait_ready(process, url + job.ready_path, job, api_key, name, weights if i == 0 else None)
         record = endpoint_record(job, layout, urls, servers[0][2])
         write_json_atomic(layout.endpoint, {**record, "checkpoints": checkpoints} if job.checkpoints else record)
         names = [s[0] for s in servers] + [c["model"] for c in checkpoints]
@@ -271,9 +281,6 @@ def run_deploy(job: DeployJob) -> str:
     layout = RunLayout(Path(job.run_dir))
     clear_markers(layout)
     try:
-        if job.export_argv:
-            print(f"hpcft deploy: {job.export_argv}", flush=True)
-            subprocess.run(resolve(job.export_argv), check=True, env=os.environ.copy())
         serve(job, layout)
     except BaseException as e:
         # Tell the eval job at once instead of letting it wait for an endpoint that never comes.

@@ -76,8 +76,6 @@ class CheckpointEval:
 @dataclass(frozen=True, kw_only=True)
 class DeployJob:
     run_dir: str
-    export_argv: list[str] | None
-    """Command that prepares the served weights (e.g. merging a LoRA adapter), or None."""
     serve_argv: list[str]
     """Command that starts the OpenAI-compatible server; `{host}` and `{port}` in an argument
     are filled in by the deploy job."""
@@ -94,6 +92,10 @@ class DeployJob:
     """A request body POSTed to `ready_path` to call the server ready (its `model` filled in);
     None: a GET that answers 200 is enough."""
     ready_timeout_s: int = 1800
+    weights_ready: str | None = None
+    """A file the (fine-tuned model's) server writes once it has prepared the weights it
+    serves, e.g. merged a LoRA adapter in its own process; `ready_timeout_s` runs from then,
+    since preparing them takes as long as the model is large. None: nothing to prepare."""
     keep_serving: bool = False
     endpoint_extra: dict[str, str] = field(default_factory=dict)
     """More to publish in endpoint.json (e.g. the name the base model is served under)."""
