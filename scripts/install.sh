@@ -17,9 +17,7 @@
 # train environment. The login node needs no GPU and no torch.
 # Env: PYTHON (default python3), PIP_ARGS (extra installer flags, e.g. an index URL),
 # HPCFT_INSTALLER=uv (install with uv, pinned in constraints/train.txt: parallel downloads and
-# a cache that keeps every wheel, so a second venv takes seconds, not minutes; default pip),
-# HPCFT_BYTECODE=lazy (uv only: Python compiles each module when first imported, into a venv
-# its users can write, instead of all of them now; scripts/setup.sh's dev venvs).
+# a cache that keeps every wheel, so a second venv takes seconds, not minutes; default pip).
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 usage() { sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
@@ -47,8 +45,9 @@ if [ "${HPCFT_INSTALLER:-pip}" = uv ]; then
     for links in $("$VENV/bin/python" -m pip config get global.find-links 2>/dev/null) ${PIP_FIND_LINKS:-}; do
         PIP+=(--find-links "$links")
     done
-    PIP+=(${PIP_ARGS:-})
-    [ "${HPCFT_BYTECODE:-}" = lazy ] || PIP+=(--compile-bytecode)  # what pip does by default
+    # Compiled now, as pip does: jobs that start together would each compile every module
+    # they import until one had written it (a suite of them burned ~5 min of CPU so).
+    PIP+=(--compile-bytecode ${PIP_ARGS:-})
     UNINSTALL=("${UV[@]}" uninstall --python "$VENV/bin/python")
 else
     PIP=("$VENV/bin/python" -m pip --disable-pip-version-check install ${PIP_ARGS:-})

@@ -9,10 +9,9 @@ VENV="${HPCFT_VENV:-$REPO/.venv}"
 cd "$REPO"
 
 # uv, not pip (scripts/install.sh): its cache keeps every wheel, so a fresh clone's venvs take
-# about 45 s instead of 2.7 min once one was made on this machine (pip re-downloaded and
-# re-unpacked 5.5 GB each time). Modules are compiled when first imported, not all at install
-# (~60 s of CPU saved): these venvs belong to the developer, who can write them.
-export HPCFT_INSTALLER="${HPCFT_INSTALLER:-uv}" HPCFT_BYTECODE="${HPCFT_BYTECODE:-lazy}"
+# about a minute instead of 2.7 once one was made on this machine (pip fetched and unpacked
+# 5.5 GB each time).
+export HPCFT_INSTALLER="${HPCFT_INSTALLER:-uv}"
 
 # Reinstall only when what we install changed.
 stamp="$VENV/.hpcft-installed"
