@@ -29,6 +29,9 @@ NO_BASE = "eval.baseline=false"
 """For tests whose subject is not the base model's score: its second server costs a
 LLaMA-Factory process (~8 s of CPU) per deploy. The base server's path is covered by
 test_slurm_pipeline, the quick starts and the vLLM tests."""
+HELD = "+cluster.additional_parameters.begin=now+1hour"
+"""Held from its submission: the jobs wait in the queue and never run (tests whose subject is
+the submission itself, not what the jobs do)."""
 FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL"}
 
 

@@ -21,6 +21,7 @@ from hpcft.rundir import RunLayout, write_json_atomic
 from tests.conftest import needs_slurm, needs_training
 from tests.integration.helpers import (
     FAST,
+    HELD,
     LAB,
     LONG,
     NO_BASE,
@@ -70,6 +71,7 @@ def test_twenty_concurrent_submissions_land_apart_with_their_own_dependencies(ru
                 "cluster=slurmlab",
                 f"run_root={run_root}",
                 "name=same",
+                HELD,  # their landing is the subject: 20 trainings started only to be cancelled cost ~60 s of CPU
             ],
             cwd=REPO,
             capture_output=True,

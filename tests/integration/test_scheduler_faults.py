@@ -23,13 +23,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import needs_slurm
-from tests.integration.helpers import FAST, hpcft, manifest, only_run, wait_gone
+from tests.integration.helpers import FAST, HELD, hpcft, manifest, only_run, wait_gone
 
 pytestmark = [needs_slurm, pytest.mark.slurm, pytest.mark.fault]
 
 RUN = ("model=tiny_llama", "cluster=slurmlab", *FAST)
-HELD = "+cluster.additional_parameters.begin=now+1hour"
-"""Held from its submission: the jobs wait in the queue and never run."""
 
 
 def conf_for_port(folder: Path, port: int) -> Path:
