@@ -92,7 +92,9 @@ if [ "$quick" = 0 ]; then
     alone=$!
 fi
 step "unit tests (no Slurm; both cores), types (mypy) beside them"
-"$VENV/bin/mypy" > "$REPORTS/mypy.txt" 2>&1 &
+# Its cache beside the models' (kept between runs as the uv cache is): mypy re-checks what
+# changed, by content hash, so a fresh clone costs ~1 s of CPU instead of ~43 s.
+"$VENV/bin/mypy" --cache-dir "${HPCFT_HOME:-$HOME/.cache/hpcft}/mypy" > "$REPORTS/mypy.txt" 2>&1 &
 types=$!
 "${PYTEST[@]}" -n 2 --dist loadgroup tests --ignore=tests/integration --junitxml="$REPORTS/unit.xml" "$@" || status=$?
 types_status=0
