@@ -4,8 +4,9 @@
 #   bash scripts/test.sh --quick    # unit tests + a few canary integration tests (inner loop)
 #   bash scripts/test.sh [--quick] -- [pytest args]   # e.g. -- -k sweep
 # The cluster is torn down on exit only if this script started it. Ends with a table of
-# where the time went (set-up, lint, unit tests and types, integration; how busy the CPU
-# was in each) and the 10 slowest tests.
+# where the time went (set-up, lint, the unit tests and types with the integration tests
+# begun beside them, the rest of the integration tests; how busy the CPU was in each) and
+# the 10 slowest tests.
 # Env: HPCFT_TEST_WORKERS (integration tests side by side; default 4).
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -66,9 +67,10 @@ if [ ! -f "$LAB/etc/slurm.conf" ] || ! SLURM_CONF="$LAB/etc/slurm.conf" timeout 
 fi
 # shellcheck source=/dev/null
 . "$LAB/env.sh"
-alone=""  # the integration tests that run by themselves, while they run
+integration=""  # the integration tests' shell, while it runs beside the unit tests
 cleanup() {
-    [ -n "$alone" ] && kill "$alone" 2>/dev/null
+    # shellcheck disable=SC2015  # pkill finding nothing is not a failure here
+    [ -n "$integration" ] && pkill -TERM -P "$integration" 2>/dev/null && kill "$integration" 2>/dev/null || true
     [ "$started_cluster" = 1 ] && bash scripts/slurmlab/down.sh || true
 }
 trap cleanup EXIT
@@ -81,15 +83,22 @@ phase "lint"
 
 PYTEST=("$VENV/bin/python" -m pytest -p no:cacheprovider)
 status=0
-# mypy (one process, ~30 s) beside the unit tests rather than before them, to use the gaps in
-# the two workers' load (lint, types and unit: 3m43s before; 3m21s and 3m43s in two runs after).
+# The integration tests mostly wait on Slurm, job start-up and servers, the unit tests on
+# their subprocesses: run one after the other, neither kept both cores busy. So the
+# integration tests start with the unit tests: first the
+# one that kills a node, with the cluster to itself, then $WORKERS side by side, each wait a
+# poll with a deadline on the state it needs. Their output follows once the unit tests end.
+integration_tests() {
+    local code=0
+    "${PYTEST[@]}" tests/integration -m alone --junitxml="$REPORTS/alone.xml" "$@" || code=$?
+    [ "$code" = 0 ] || [ "$code" = 5 ] || return 1  # 5: none selected (-k)
+    "${PYTEST[@]}" -n "$WORKERS" --dist loadgroup tests/integration -m "not alone" \
+        --junitxml="$REPORTS/integration.xml" "$@"
+}
 if [ "$quick" = 0 ]; then
-    # Tests that disturb the whole cluster (a node killed) have it to themselves while the
-    # unit tests, which use no Slurm, run: they mostly wait on Slurm (41 % of the CPU busy
-    # when they ran after the others, for 1m41s).
-    step "integration tests that need the cluster to themselves, beside the unit tests"
-    "${PYTEST[@]}" tests/integration -m alone --junitxml="$REPORTS/alone.xml" "$@" > "$REPORTS/alone.txt" 2>&1 &
-    alone=$!
+    step "integration tests, beside the unit tests (the lone test first, then $WORKERS side by side)"
+    integration_tests "$@" > "$REPORTS/integration.txt" 2>&1 &
+    integration=$!
 fi
 step "unit tests (no Slurm; both cores), types (mypy) beside them"
 # Its cache beside the models' (kept between runs as the uv cache is): mypy re-checks what
@@ -102,27 +111,20 @@ wait "$types" || types_status=$?
 echo "== types (mypy)"
 cat "$REPORTS/mypy.txt"
 [ "$types_status" = 0 ] || exit "$types_status"  # a type error still stops the suite here
-if [ -n "$alone" ]; then
-    alone_status=0
-    wait "$alone" || alone_status=$?
-    alone=""
-    echo "== integration tests that ran alone"
-    cat "$REPORTS/alone.txt"
-    [ "$alone_status" = 0 ] || [ "$alone_status" = 5 ] || status=1  # 5: none selected (-k)
-    phase "unit tests, types, lone integration tests"
-else
-    phase "unit tests and types"
-fi
 if [ "$quick" = 1 ]; then
+    phase "unit tests and types"
     step "canary integration tests (--quick)"
     "${PYTEST[@]}" -n 2 tests/integration -m canary --junitxml="$REPORTS/canary.xml" "$@" || status=$?
     phase "integration: canaries"
 else
-    # Integration tests mostly wait on Slurm, job start-up and servers: $WORKERS side by side.
-    step "integration tests, $WORKERS side by side (each polls Slurm with a deadline)"
-    "${PYTEST[@]}" -n "$WORKERS" --dist loadgroup tests/integration -m "not alone" \
-        --junitxml="$REPORTS/integration.xml" "$@" || status=$?
-    phase "integration: side by side"
+    phase "unit tests, types; integration beside"
+    step "integration tests (begun beside the unit tests; their output so far, then as it comes)"
+    tail -n +1 -f --pid="$integration" "$REPORTS/integration.txt"
+    integration_status=0
+    wait "$integration" || integration_status=$?
+    integration=""
+    [ "$integration_status" = 0 ] || status=1
+    phase "integration: the rest of them"
 fi
 "$VENV/bin/python" scripts/test_timing.py "$PHASES" "$REPORTS"/*.xml
 exit "$status"
