@@ -184,11 +184,16 @@ LONG = [
 LAB = Path(os.environ.get("HPCFT_SLURMLAB_DIR", "/tmp/hpcft-slurmlab"))
 
 
-def kill_node(node: str) -> None:
-    """A lab node dies: SIGKILL its slurmd and every process of the job steps it runs.
+def kill_node(node: str) -> set[int]:
+    """A lab node dies: its slurmd and every process of the job steps it runs stop at once
+    (SIGSTOP), and the pids are returned for `revive_node` to end.
 
-    Stopping slurmd alone would leave the job's processes running like ghosts; a dead
-    machine takes them with it. They are found by the node name Slurm puts in their
+    Stopped, not killed: a dead machine answers nothing and resets no connection, so its
+    peers hang until Slurm declares it dead (NODE_FAIL, then a requeue). SIGKILL here would
+    make this one machine's kernel reset their sockets at once: the surviving rank fails
+    first (gloo: "Connection reset by peer") and the job ends FAILED, as it would on a real
+    cluster only for a process that crashed. Stopping slurmd alone would leave the job's
+    processes running like ghosts. They are found by the node name Slurm puts in their
     environment, together with their slurmstepd parents."""
     victims = {int((LAB / "run" / f"slurmd-{node}.pid").read_text())}
     marker = f"SLURMD_NODENAME={node}".encode()
@@ -204,16 +209,33 @@ def kill_node(node: str) -> None:
             continue  # exited meanwhile
     for pid in victims:
         with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+    return victims
+
+
+def revive_node(node: str, stopped: set[int], timeout_s: float = 60) -> None:
+    """End the dead node's stopped processes, start its slurmd again and wait until Slurm
+    takes it back (ReturnToService=2)."""
+    for pid in stopped:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-
-
-def revive_node(node: str, timeout_s: float = 60) -> None:
-    """Start the node's slurmd again and wait until Slurm takes it back (ReturnToService=2)."""
+    deadline = time.monotonic() + timeout_s
+    while alive := [pid for pid in stopped if running(pid)]:  # the old slurmd's port free again
+        assert time.monotonic() < deadline, f"{node}'s processes {alive} did not end"
+        time.sleep(0.2)
     subprocess.run(["slurmd", "-f", os.environ["SLURM_CONF"], "-N", node], check=True)
     deadline = time.monotonic() + timeout_s
     while node_state(node) not in {"idle", "mixed", "allocated"}:
         assert time.monotonic() < deadline, f"{node} did not come back: {node_state(node)}"
         time.sleep(1)
+
+
+def running(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def node_state(node: str) -> str:

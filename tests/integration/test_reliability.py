@@ -113,7 +113,7 @@ def test_a_node_dying_under_a_two_node_train_requeues_it_and_it_resumes(run_root
     except OSError:
         subprocess.run(["scancel", *ids.values()], check=False)
         pytest.skip("the lab's slurmd processes are not visible from here (another PID namespace)")
-    kill_node(victim)
+    stopped = kill_node(victim)
     try:
         # The controller declares the node dead after SlurmdTimeout=30 s (the lab's
         # slurm.conf) and ends this run of the job with NODE_FAIL before requeueing it.
@@ -122,7 +122,7 @@ def test_a_node_dying_under_a_two_node_train_requeues_it_and_it_resumes(run_root
             assert time.monotonic() < deadline, (node_state(victim), attempt_states(ids["train"]))
             time.sleep(2)
     finally:
-        revive_node(victim)
+        revive_node(victim, stopped)
     states = wait_final(list(ids.values()), timeout_s=900)
     attempts = attempt_states(ids["train"])
     assert len(attempts) >= 2 and attempts[0] == "NODE_FAIL", attempts
