@@ -15,7 +15,14 @@ import pytest
 
 from hpcft.cli import main
 from hpcft.cli.status import render
-from hpcft.progress import TrainProgress, duration_text, parse_duration, progress_record, read_train_progress
+from hpcft.progress import (
+    TrainProgress,
+    duration_text,
+    parse_duration,
+    progress_record,
+    read_train_progress,
+    tail_records,
+)
 from hpcft.rundir import RunLayout, write_json_atomic
 from tests.test_submit_path_imports import HEAVY
 
@@ -69,9 +76,8 @@ def test_only_the_tail_of_a_long_log_is_read_and_a_half_written_line_is_skipped(
         f.writelines(line + "\n" for _ in range(40_000))  # ~4 MB: a long run's log
         f.write(FIXTURE.read_text())
         f.write('{"current_steps": 41, "total_st')  # the trainer is writing this one now
-    started = time.perf_counter()
     progress = read_train_progress(path)
-    assert time.perf_counter() - started < 0.05
+    assert 0 < len(tail_records(path)) < 40_000 // 10  # the tail's records, not the whole log's
     assert progress is not None and (progress.step, progress.loss) == (40, 1.2345)
 
 
