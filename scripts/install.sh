@@ -18,6 +18,8 @@
 # Env: PYTHON (default python3), PIP_ARGS (extra installer flags, e.g. an index URL),
 # HPCFT_INSTALLER=uv (install with uv, pinned in constraints/train.txt: parallel downloads and
 # a cache that keeps every wheel, so a second venv takes seconds, not minutes; default pip).
+# HPCFT_BYTECODE=on-import (with uv: compile no module now; scripts/setup.sh imports what the
+# jobs use; default: every module compiled at install).
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 usage() { sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
@@ -47,7 +49,10 @@ if [ "${HPCFT_INSTALLER:-pip}" = uv ]; then
     done
     # Compiled now, as pip does: jobs that start together would each compile every module
     # they import until one had written it (a suite of them burned ~5 min of CPU so).
-    PIP+=(--compile-bytecode ${PIP_ARGS:-})
+    # HPCFT_BYTECODE=on-import (scripts/setup.sh): compile nothing here; the caller imports
+    # what its jobs use once, which compiles that third of the modules and no more.
+    [ "${HPCFT_BYTECODE:-install}" = on-import ] || PIP+=(--compile-bytecode)
+    PIP+=(${PIP_ARGS:-})
     UNINSTALL=("${UV[@]}" uninstall --python "$VENV/bin/python")
 else
     PIP=("$VENV/bin/python" -m pip --disable-pip-version-check install ${PIP_ARGS:-})
