@@ -50,7 +50,7 @@ if [ "${HPCFT_INSTALLER:-pip}" = uv ]; then
     # Compiled now, as pip does: jobs that start together would each compile every module
     # they import until one had written it (a suite of them burned ~5 min of CPU so).
     # HPCFT_BYTECODE=on-import (scripts/setup.sh): compile nothing here; the caller imports
-    # what its jobs use once, which compiles that third of the modules and no more.
+    # what its jobs use once, which compiles that quarter of the modules and no more.
     [ "${HPCFT_BYTECODE:-install}" = on-import ] || PIP+=(--compile-bytecode)
     PIP+=(${PIP_ARGS:-})
     UNINSTALL=("${UV[@]}" uninstall --python "$VENV/bin/python")
