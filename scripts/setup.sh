@@ -2,10 +2,10 @@
 # Set up hpcft from nothing: a virtual environment with the training stack, and the tiny
 # test model. Idempotent: a second run with unchanged requirements takes seconds.
 #   bash scripts/setup.sh            # then: .venv/bin/python -m hpcft model=tiny_llama
-# Env: HPCFT_VENV (default .venv), HPCFT_HOME (models; default ~/.cache/hpcft), PYTHON.
+# Env: HPCFT_VENV (default .venv), HPCFT_HOME (models; default ~/.cache/hpcft), PYTHON,
+# HPCFT_VENV_STORE (keep the venvs there; scripts/test.sh sets it, see below).
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="${HPCFT_VENV:-$REPO/.venv}"
 cd "$REPO"
 
 # uv, not pip (scripts/install.sh): its cache keeps every wheel, so a fresh clone's venvs take
@@ -36,18 +36,47 @@ keep_bytecode() {
     }
 }
 
-# Reinstall only when what we install changed.
+# Reinstall only when what we install changed: the pins, the installer, this script (what it
+# compiles) and the Python the venvs are made from.
+installs() { cat pyproject.toml "$@" scripts/install.sh scripts/setup.sh; "${PYTHON:-python3}" -VV; }
+want="$(installs constraints/train.txt | sha256sum | cut -d' ' -f1)"
+serve_want="$(installs constraints/train.txt constraints/serve.txt | sha256sum | cut -d' ' -f1)"
+
+# With HPCFT_VENV_STORE, the venvs are kept there between clones, as uv keeps its wheels: one
+# per hash of what installs it, with .venv and .venv-serve linked to it. A fresh clone's
+# set-up then re-points the editable hpcft at itself (seconds) instead of installing ~10 GB
+# (50 s and 87 s of CPU), and what jobs compiled since is kept: bytecode, and DeepSpeed's CPU
+# op, which its JIT builds again for every new venv path (53 s of CPU). A .venv that is a
+# real folder is used as it is; venvs of the store unused for 3 days are removed.
+# venv_path NAME KEY LINK: the venv to use for LINK (.venv or .venv-serve).
+venv_path() {
+    if [ -z "${HPCFT_VENV_STORE:-}" ] || { [ -e "$REPO/$3" ] && [ ! -L "$REPO/$3" ]; }; then
+        echo "$REPO/$3"
+        return
+    fi
+    mkdir -p "$HPCFT_VENV_STORE"
+    ln -sfn "$HPCFT_VENV_STORE/$1-${2:0:16}" "$REPO/$3"
+    echo "$HPCFT_VENV_STORE/$1-${2:0:16}"
+}
+VENV="${HPCFT_VENV:-$(venv_path train "$want" .venv)}"
 stamp="$VENV/.hpcft-installed"
-want="$(cat pyproject.toml constraints/train.txt scripts/install.sh | sha256sum | cut -d' ' -f1)"
+# installed_here VENV: its hpcft is this clone's (a kept venv's may be an earlier clone's).
+installed_here() {
+    grep -qF "\"file://$REPO\"" "$1"/lib/python*/site-packages/hpcft-*.dist-info/direct_url.json 2>/dev/null
+}
 
 # The deploy stage's vLLM in its own venv (HPCFT_SETUP_SERVE=1; scripts/test.sh asks for it),
 # installed beside the training stack: both mostly fetch and unpack wheels, so side by side
 # they take little more than the longer one. Its log is shown if it fails.
 SERVE_VENV="${HPCFT_SERVE_VENV:-$REPO/.venv-serve}"
+[ "${HPCFT_SETUP_SERVE:-0}" = 1 ] && SERVE_VENV="${HPCFT_SERVE_VENV:-$(venv_path serve "$serve_want" .venv-serve)}"
 serve_stamp="$SERVE_VENV/.hpcft-installed"
-serve_want="$(cat pyproject.toml constraints/train.txt constraints/serve.txt scripts/install.sh | sha256sum | cut -d' ' -f1)"
 serve_pid=""
-if [ "${HPCFT_SETUP_SERVE:-0}" = 1 ] && [ "$(cat "$serve_stamp" 2>/dev/null)" != "$serve_want" ]; then
+if [ "${HPCFT_SETUP_SERVE:-0}" = 1 ] && [ "$(cat "$serve_stamp" 2>/dev/null)" = "$serve_want" ] \
+    && ! installed_here "$SERVE_VENV"; then
+    echo "setup: $SERVE_VENV is kept from another clone: its hpcft now points here"
+    bash scripts/install.sh serve "$SERVE_VENV" > /dev/null
+elif [ "${HPCFT_SETUP_SERVE:-0}" = 1 ] && [ "$(cat "$serve_stamp" 2>/dev/null)" != "$serve_want" ]; then
     echo "setup: installing vLLM for the deploy stage into $SERVE_VENV (beside the training stack)"
     serve_log="$(mktemp /tmp/hpcft-serve-install.XXXXXX)"
     { bash scripts/install.sh serve "$SERVE_VENV" && keep_bytecode "$SERVE_VENV/bin/python" "$SERVE_MODULES"; } > "$serve_log" 2>&1 &
@@ -64,6 +93,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     keep_bytecode "$VENV/bin/python" "$TRAIN_MODULES"
     echo "$want" > "$stamp"
     echo "setup: installed in $((SECONDS - started)) s"
+elif ! installed_here "$VENV"; then
+    echo "setup: $VENV is kept from another clone: its hpcft now points here"
+    bash scripts/install.sh dev "$VENV" > /dev/null  # everything else is installed: seconds
 fi
 
 if [ -n "$serve_pid" ]; then
@@ -78,6 +110,12 @@ if [ -n "$serve_pid" ]; then
     grep "^install: " "$serve_log" || true
     echo "$serve_want" > "$serve_stamp"
     rm -f "$serve_log"
+fi
+
+if [ -n "${HPCFT_VENV_STORE:-}" ]; then
+    for used in "$stamp" "$serve_stamp"; do [ ! -f "$used" ] || touch "$used"; done
+    find "$HPCFT_VENV_STORE" -mindepth 2 -maxdepth 2 -name .hpcft-installed -mtime +3 \
+        -printf '%h\n' | xargs -r rm -rf
 fi
 
 HOME_DIR="${HPCFT_HOME:-$HOME/.cache/hpcft}"

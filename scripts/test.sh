@@ -54,15 +54,33 @@ phase() {
     phase_start=$SECONDS phase_ticks="$now" phase_own="$own"
 }
 
+# The venvs are kept between runs, as uv's cache and mypy's are: in a store keyed by what
+# installs them (scripts/setup.sh), so a fresh clone re-points their hpcft at itself instead
+# of installing again. One run at a time may use the store: another's would test its clone.
+# HPCFT_VENV_STORE= (empty) installs this clone's own venvs.
+if [ -z "${HPCFT_VENV:-}" ]; then
+    export HPCFT_VENV_STORE="${HPCFT_VENV_STORE-${HPCFT_HOME:-$HOME/.cache/hpcft}/venvs}"
+fi
+if [ -n "${HPCFT_VENV_STORE:-}" ]; then
+    mkdir -p "$HPCFT_VENV_STORE"
+    exec 9> "$HPCFT_VENV_STORE/.in-use"
+    flock -n 9 || { echo "test: another test run uses the venvs in $HPCFT_VENV_STORE" \
+        "(HPCFT_VENV_STORE= installs this clone's own)" >&2; exit 1; }
+fi
 step "environment (scripts/setup.sh, with vLLM for the deploy stage)"
 HPCFT_SETUP_SERVE=1 bash scripts/setup.sh
+# Their real paths: the jobs run the interpreter the tests run, and DeepSpeed's JIT-built op
+# is kept only while its venv's path stays the same.
+VENV="$(cd "$VENV" && pwd -P)"
+HPCFT_SERVE_VENV="$(cd "${HPCFT_SERVE_VENV:-$REPO/.venv-serve}" && pwd -P)"
+export HPCFT_SERVE_VENV
 step "Slurm packages (scripts/slurmlab/install.sh)"
 bash scripts/slurmlab/install.sh
 LAB="${HPCFT_SLURMLAB_DIR:-/tmp/hpcft-slurmlab}"
 started_cluster=0
 if [ ! -f "$LAB/etc/slurm.conf" ] || ! SLURM_CONF="$LAB/etc/slurm.conf" timeout 10 sinfo >/dev/null 2>&1; then
     step "starting the local 4-node Slurm cluster (scripts/slurmlab/up.sh)"
-    bash scripts/slurmlab/up.sh
+    bash scripts/slurmlab/up.sh 9>&-  # the daemons outlive this run: not its lock
     started_cluster=1
 fi
 # shellcheck source=/dev/null
