@@ -12,6 +12,7 @@ import json
 import os
 import pickle
 import signal
+import subprocess
 import threading
 from collections import Counter
 from pathlib import Path
@@ -165,4 +166,10 @@ def test_the_stage_callables_start_clean_only_inside_a_submitit_job():
     assert not requeue.is_requeue(SystemExit(-1))  # an exit with no checkpoint asked is no requeue
     requeue.mark_requeue()
     assert requeue.is_requeue(SystemExit(-1)) and not requeue.is_requeue(UncompletedJobError("spent"))
+    # submitit's `scontrol requeue`, stopped with the rest of the attempt by the requeue it
+    # asked for, is a requeue; one that fails on its own (exit status 1) is the job's end.
+    killed = subprocess.run(["sh", "-c", "kill -TERM $$"], check=False).returncode
+    assert requeue.is_requeue(subprocess.CalledProcessError(killed, ["scontrol", "requeue", "295"]))
+    assert not requeue.is_requeue(subprocess.CalledProcessError(1, ["scontrol", "requeue", "295"]))
+    assert not requeue.is_requeue(subprocess.CalledProcessError(killed, ["sacct", "-j", "295"]))
     assert isinstance(ResumableStage(), submitit.helpers.Checkpointable)  # type: ignore[no-untyped-call]

@@ -16,6 +16,7 @@ next attempt of the same job id would then fail at its very end, its work done:
 
 from __future__ import annotations
 
+import subprocess
 import threading
 from pathlib import Path
 
@@ -31,8 +32,22 @@ def mark_requeue() -> None:
 
 
 def is_requeue(error: BaseException | None) -> bool:
-    """The job is stopping to be requeued, not ending: submitit's exit after a checkpoint."""
-    return isinstance(error, SystemExit) and _requeue.is_set()
+    """The job is stopping to be requeued, not ending: submitit's exit after a checkpoint, or
+    its `scontrol requeue` killed by a signal. The controller requeues the job before it
+    answers, and then stops every process of the attempt, the waiting `scontrol` among them:
+    submitit raises that as an error (seen in ci-like: the eval took it for its end, stopped
+    the server, and every later attempt waited for an endpoint). `scontrol` that fails on its
+    own (an unreachable controller) exits with a status instead, and the job really ends."""
+    if not _requeue.is_set():
+        return False
+    return isinstance(error, SystemExit) or _killed_requeue(error)
+
+
+def _killed_requeue(error: BaseException | None) -> bool:
+    if not isinstance(error, subprocess.CalledProcessError) or error.returncode >= 0:
+        return False
+    command = [error.cmd] if isinstance(error.cmd, str) else list(error.cmd)
+    return command[:2] == ["scontrol", "requeue"]
 
 
 def saving(path: Path) -> Path:
