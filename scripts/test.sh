@@ -56,16 +56,20 @@ phase() {
 
 # The venvs are kept between runs, as uv's cache and mypy's are: in a store keyed by what
 # installs them (scripts/setup.sh), so a fresh clone re-points their hpcft at itself instead
-# of installing again. One run at a time may use the store: another's would test its clone.
-# HPCFT_VENV_STORE= (empty) installs this clone's own venvs.
+# of installing again. One run at a time may use the store (another's would test its clone):
+# while one holds it, this clone installs venvs of its own, as HPCFT_VENV_STORE= (empty) asks.
 if [ -z "${HPCFT_VENV:-}" ]; then
     export HPCFT_VENV_STORE="${HPCFT_VENV_STORE-${HPCFT_HOME:-$HOME/.cache/hpcft}/venvs}"
 fi
 if [ -n "${HPCFT_VENV_STORE:-}" ]; then
     mkdir -p "$HPCFT_VENV_STORE"
     exec 9> "$HPCFT_VENV_STORE/.in-use"
-    flock -n 9 || { echo "test: another test run uses the venvs in $HPCFT_VENV_STORE" \
-        "(HPCFT_VENV_STORE= installs this clone's own)" >&2; exit 1; }
+    if ! flock -n 9; then
+        echo "test: another test run holds the venvs kept in $HPCFT_VENV_STORE: this clone installs its own"
+        exec 9>&-
+        HPCFT_VENV_STORE=""
+        for link in .venv .venv-serve; do [ ! -L "$link" ] || rm "$link"; done  # links into the store
+    fi
 fi
 step "environment (scripts/setup.sh, with vLLM for the deploy stage)"
 HPCFT_SETUP_SERVE=1 bash scripts/setup.sh
