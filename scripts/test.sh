@@ -98,8 +98,9 @@ cleanup() {
 trap cleanup EXIT
 # The venvs' packages were compiled when installed; hpcft's own modules (an editable install)
 # and pytest's rewritten tests were not. Where PYTHONDONTWRITEBYTECODE is set (this machine's
-# environment sets it, and ci-like inherits it) no process kept what it compiled: every CLI call, pytest worker and job step
-# compiled hpcft again (0.3 s of a 0.8 s dry run) and every worker rewrote the tests (2.5 s).
+# environment sets it, and ci-like inherits it) no process kept what it compiled: every CLI
+# call, pytest worker and job step compiled hpcft again (0.3 s of a 0.8 s dry run) and every
+# worker rewrote the tests (2.5 s).
 # Compiled once here, and kept by whichever process compiles something first.
 unset PYTHONDONTWRITEBYTECODE
 "$VENV/bin/python" -m compileall -q -j 0 hpcft hydra_plugins tests scripts benchmarks > /dev/null
