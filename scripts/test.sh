@@ -78,6 +78,10 @@ HPCFT_SETUP_SERVE=1 bash scripts/setup.sh
 VENV="$(cd "$VENV" && pwd -P)"
 HPCFT_SERVE_VENV="$(cd "${HPCFT_SERVE_VENV:-$REPO/.venv-serve}" && pwd -P)"
 export HPCFT_SERVE_VENV
+# torch keeps JIT-built ops in one folder per user and rebuilds one whose venv path changed
+# (its build file names the venv): a run of another venv between two runs of this one cost
+# the next 45 s of CPU. Each venv gets its own, and the jobs (which inherit it) use it.
+export TORCH_EXTENSIONS_DIR="${TORCH_EXTENSIONS_DIR:-$VENV/torch_extensions}"
 step "Slurm packages (scripts/slurmlab/install.sh)"
 bash scripts/slurmlab/install.sh
 LAB="${HPCFT_SLURMLAB_DIR:-/tmp/hpcft-slurmlab}"
