@@ -63,5 +63,5 @@ def test_a_lora_adapter_is_merged_by_the_server_that_then_says_so(tmp_path):
         cfg = load_config(["model=tiny_llama", f"framework.finetuning_type={finetuning}"])
         job = adapter_for(cfg).deploy_job(layout)
         merge = ["--export", str(layout.native / "export.yaml"), "--export-done", str(layout.weights_ready)]
-        assert (job.serve_argv[-4:] == merge) is merges
+        assert (job.serve_argv[4:8] == merge) is merges  # after `python -m hpcft.serve_llamafactory api.yaml`
         assert job.weights_ready == (str(layout.weights_ready) if merges else None)

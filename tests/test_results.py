@@ -75,7 +75,7 @@ def test_loss_curve_reads_the_final_log_else_the_latest_checkpoint(tmp_path):
     assert loss_curve(tmp_path / "missing") == []
 
 
-def test_a_small_llm_is_served_twice_so_eval_scores_the_base(tmp_path):
+def test_a_small_llm_is_served_beside_its_base_by_one_process_so_eval_scores_the_base(tmp_path):
     layout = RunLayout(tmp_path)
     adapter = adapter_for(load_config(["model=tiny_llama"]))
     files, job = adapter.deploy_files(layout), adapter.deploy_job(layout)
@@ -83,12 +83,13 @@ def test_a_small_llm_is_served_twice_so_eval_scores_the_base(tmp_path):
         "model_name_or_path:" in files["native/api_base.yaml"]
         and str(layout.merged) not in files["native/api_base.yaml"]
     )
-    assert job.baseline_argv == ["python", "-m", "hpcft.serve_llamafactory", str(layout.native / "api_base.yaml")]
+    beside = ["--base", "tiny_llama-base", str(layout.native / "api_base.yaml")]
+    assert job.serve_argv[-3:] == beside and job.baseline_argv is None  # one server, both names
     assert job.baseline_model_name == "tiny_llama-base"
     off = adapter_for(load_config(["model=tiny_llama", "eval.baseline=false"]))
-    assert off.deploy_job(layout).baseline_argv is None and "native/api_base.yaml" not in off.deploy_files(layout)
+    assert "--base" not in off.deploy_job(layout).serve_argv and "native/api_base.yaml" not in off.deploy_files(layout)
     big = adapter_for(load_config(["model=internlm2", "cluster=8gpu"]))  # 7B: one copy by default
-    assert big.deploy_job(layout).baseline_argv is None
+    assert "--base" not in big.deploy_job(layout).serve_argv and not big.deploy_job(layout).baseline_model_name
     cpu_full = ["model=internlm2", "cluster=slurmlab", "eval.baseline=true", "framework.finetuning_type=full"]
     files = adapter_for(load_config(cpu_full)).deploy_files(layout)
     assert set(files) == {"native/api.yaml", "native/api_base.yaml"}

@@ -61,10 +61,11 @@ class EvalConfig:
     (`refused`) and sent again by a rerun; 0: any refusal fails the eval."""
     baseline: bool | None = None
     """Also score the base model on the eval set, so `metrics.json` shows what fine-tuning
-    gained. Embedders and rerankers: the server holds both. LLMs: the deploy job starts a
-    second server with the base weights (on GPUs, the two share them: each gets half of
-    vLLM's memory). null: on for models of at most 1B parameters, where a second copy
-    costs little."""
+    gained. Embedders and rerankers: the server holds both. LLMs: LLaMA-Factory's server
+    holds both (a second copy of the weights in the same process); vLLM serves a LoRA
+    adapter beside its base, and a full fine-tune's base on a second server (on GPUs, the
+    two share them: each gets half of vLLM's memory). null: on for models of at most 1B
+    parameters, where a second copy costs little."""
     suites: list[str] = field(default_factory=list)
     """Standard LLM suites to score the base and the fine-tuned model on through the run's
     endpoint, as lm-evaluation-harness task names (`mmlu`, `gsm8k`, `arc_easy`) or tasks

@@ -333,13 +333,16 @@ class Adapter(FrameworkAdapter):
         # before it loads the merged model: one interpreter and one import of the framework.
         lora = self.fw.finetuning_type == "lora"
         merge = ["--export", str(layout.native / "export.yaml"), "--export-done", str(layout.weights_ready)]
+        # The base model, where eval scores it, is served by the same process under its own
+        # name (one import of the framework, one address), as vLLM serves it beside an adapter.
+        base = f"{self.cfg.model.name}-base" if self.scores_baseline else ""
+        beside = ["--base", base, str(layout.native / "api_base.yaml")] if base else []
         return DeployJob(
             run_dir=str(layout.root),
-            serve_argv=[*api, str(layout.native / "api.yaml"), *(merge if lora else [])],
+            serve_argv=[*api, str(layout.native / "api.yaml"), *(merge if lora else []), *beside],
             weights_ready=str(layout.weights_ready) if lora else None,
             model_name=f"{self.cfg.model.name}-ft",
-            baseline_argv=[*api, str(layout.native / "api_base.yaml")] if self.scores_baseline else None,
-            baseline_model_name=f"{self.cfg.model.name}-base" if self.scores_baseline else "",
+            baseline_model_name=base,
             env=API_ENV,
             port=d.port,
             ready_timeout_s=d.ready_timeout_s,

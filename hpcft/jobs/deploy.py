@@ -168,7 +168,7 @@ def endpoint_record(
     model = model_name or job.model_name
     endpoint: dict[str, Any] = {"base_url": urls[0] + "/v1", "model": model, "api_key_file": key_file}
     endpoint.update(node=node_address(), port=port, **job.endpoint_extra)
-    if job.baseline_model_name:  # on its own server, or beside the fine-tuned model on one (vLLM + LoRA)
+    if job.baseline_model_name:  # on its own server, or beside the fine-tuned model on the same one
         url = urls[1] if len(urls) > 1 else urls[0]
         endpoint["baseline"] = {"base_url": url + "/v1", "model": job.baseline_model_name, "api_key_file": key_file}
     return endpoint
@@ -191,7 +191,8 @@ def serve(job: DeployJob, layout: RunLayout) -> None:
             wait_ready(process, url + job.ready_path, job, api_key, name, weights if i == 0 else None)
         record = endpoint_record(job, layout, urls, servers[0][2])
         write_json_atomic(layout.endpoint, {**record, "checkpoints": checkpoints} if job.checkpoints else record)
-        names = [s[0] for s in servers] + [c["model"] for c in checkpoints]
+        beside = [job.baseline_model_name] if job.baseline_model_name and not job.baseline_argv else []
+        names = [s[0] for s in servers] + beside + [c["model"] for c in checkpoints]
         print(f"hpcft deploy: serving {', '.join(names)} at {', '.join(urls)}", flush=True)
         wait_for_evals(processes, [layout], job.keep_serving)
     finally:

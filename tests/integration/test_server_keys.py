@@ -36,8 +36,9 @@ pytestmark = [needs_training, pytest.mark.xdist_group("server_keys")]
 
 KEY = secrets.token_urlsafe(32)
 OVERRIDES = {
+    # The base beside the fine-tuned model, as eval scores both: one process, routed by name.
     "llamafactory": ["model=tiny_llama", "deploy.backend=huggingface", "framework.finetuning_type=full"],
-    "hpcft-serve": ["model=minilm", "deploy.backend=huggingface"],
+    "hpcft-serve": ["model=minilm", "deploy.backend=huggingface", "eval.baseline=false"],
 }
 
 
@@ -55,7 +56,7 @@ def trained_weights(layout: RunLayout, source: Path, matryoshka: bool) -> None:
 
 def start(name: str, tmp: Path) -> tuple[Server, subprocess.Popen[bytes]]:
     """The deploy job's server for `name`, as `deploy.start_server` starts it, its output in a file."""
-    cfg = load_config([*OVERRIDES[name], "eval.baseline=false"])
+    cfg = load_config(OVERRIDES[name])
     adapter, layout = adapter_for(cfg), RunLayout(tmp / "run")
     trained_weights(layout, TINY_LLAMA if "llama" in cfg.model.name else Path(cfg.model.path), name == "hpcft-serve")
     for relative, text in adapter.deploy_files(layout).items():
@@ -107,3 +108,17 @@ def test_every_route_but_health_needs_the_key(server):
 
 def test_the_key_serves_real_requests_and_is_never_logged(server):
     assert_the_key_serves_real_requests_and_is_never_logged(server)
+
+
+def test_llamafactorys_server_answers_the_fine_tuned_model_and_its_base_by_name_and_no_other(server):
+    if server.name != "llamafactory":
+        pytest.skip("LLaMA-Factory's API holds one model an app: hpcft routes by name (hpcft.model_router)")
+    listed = json.loads(call(server, "GET", "/v1/models", server.key)[1])
+    assert [m["id"] for m in listed["data"]] == ["tiny_llama-ft", "tiny_llama-base"], listed
+    for name in ("tiny_llama-ft", "tiny_llama-base"):
+        ask = {"model": name, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        status, answer = call(server, "POST", "/v1/chat/completions", server.key, ask)
+        assert status == 200 and json.loads(answer)["choices"][0]["message"]["role"] == "assistant", answer
+    ask = {"model": "tiny_llama-typo", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    status, answer = call(server, "POST", "/v1/chat/completions", server.key, ask)
+    assert status == 404 and json.loads(answer)["error"]["code"] == "model_not_found"
