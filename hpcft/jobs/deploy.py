@@ -191,8 +191,8 @@ def serve(job: DeployJob, layout: RunLayout) -> None:
             wait_ready(process, url + job.ready_path, job, api_key, name, weights if i == 0 else None)
         record = endpoint_record(job, layout, urls, servers[0][2])
         write_json_atomic(layout.endpoint, {**record, "checkpoints": checkpoints} if job.checkpoints else record)
-        beside = [job.baseline_model_name] if job.baseline_model_name and not job.baseline_argv else []
-        names = [s[0] for s in servers] + beside + [c["model"] for c in checkpoints]
+        served = [record, *([record["baseline"]] if "baseline" in record else []), *checkpoints]
+        names = [side["model"] for side in served]
         print(f"hpcft deploy: serving {', '.join(names)} at {', '.join(urls)}", flush=True)
         wait_for_evals(processes, [layout], job.keep_serving)
     finally:
